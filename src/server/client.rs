@@ -1,0 +1,513 @@
+//! Telnet client sessions on a node: turning parsed command lines into proposals and reads,
+//! and committed results into reply lines.
+//!
+//! One command is in flight per connection, so replies come back in the order commands were
+//! typed; lines typed meanwhile wait in the session. Every command ends with exactly one
+//! `ack …`, `end …` or `err …` line. Lines pushed without a command (`msg …` live delivery)
+//! are held back while a listing is being streamed, so they never split a response.
+
+use std::collections::VecDeque;
+
+use super::node::{now_ms, ConnKind, ConnRef, Node, PendingRead, PendingWrite};
+use crate::chat::telnet::{self, LineSplitter, Request};
+use crate::chat::{Applied, Command, Op, Origin, Outcome, DEFAULT_ROOM};
+use crate::raft::{Index, NodeId, RaftError, Role};
+use crate::wire;
+
+/// A client whose unsent output passes this bound is too slow to follow live delivery.
+const OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// A streamed listing is refilled whenever less than this is waiting to be sent.
+const STREAM_REFILL_BYTES: usize = 256 * 1024;
+/// Lines typed ahead while a command is in flight; past this the session stops reading.
+const QUEUED_LINES_MAX: usize = 256;
+
+/// A linearizable read, served once the state machine reached the read index.
+pub(super) enum Query {
+    ChatLog,
+    History { room: String, n: usize },
+    Rooms,
+    Get { key: String },
+    Keys { prefix: String },
+}
+
+/// `get chatLog` being written out a chunk at a time.
+struct Listing {
+    next_position: u64,
+    last_position: u64,
+}
+
+pub(super) struct Session {
+    splitter: LineSplitter,
+    queued: VecDeque<Result<Vec<u8>, String>>,
+    nick: String,
+    room: String,
+    joined: Vec<String>,
+    /// The request id of the command in flight, if any.
+    busy: Option<u64>,
+    listing: Option<Listing>,
+    /// Positions of live-delivery messages held back behind a listing.
+    held_pushes: VecDeque<u64>,
+    greeted: bool,
+}
+
+impl Session {
+    pub(super) fn new() -> Session {
+        Session {
+            splitter: LineSplitter::new(),
+            queued: VecDeque::new(),
+            nick: "anonymous".to_string(),
+            room: DEFAULT_ROOM.to_string(),
+            joined: vec![DEFAULT_ROOM.to_string()],
+            busy: None,
+            listing: None,
+            held_pushes: VecDeque::new(),
+            greeted: false,
+        }
+    }
+
+    /// True while typed-ahead lines are piling up behind a slow command.
+    pub(super) fn input_paused(&self) -> bool {
+        self.queued.len() >= QUEUED_LINES_MAX
+    }
+}
+
+fn quoted_room(room: &str) -> String {
+    format!("#{room}")
+}
+
+impl Node {
+    fn session_mut(&mut self, key: usize) -> Option<&mut Session> {
+        match self.conns.get_mut(key).map(|c| &mut c.kind) {
+            Some(ConnKind::Telnet(session)) => Some(session),
+            _ => None,
+        }
+    }
+
+    fn conn_ref(&self, key: usize) -> ConnRef {
+        ConnRef { key, id: self.conns[key].id }
+    }
+
+    fn conn_of(&mut self, conn: ConnRef) -> Option<&mut super::node::Conn> {
+        self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)
+    }
+
+    /// Appends `text` and a newline to the connection's output.
+    fn write_line(&mut self, conn: ConnRef, text: &str) {
+        if let Some(c) = self.conn_of(conn) {
+            let out = c.buffers.output();
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'\n');
+            self.mark_dirty(conn.key);
+        }
+    }
+
+    /// The command in flight on `conn` is finished: write its final line and take the next one.
+    fn finish(&mut self, conn: ConnRef, final_line: &str) {
+        self.write_line(conn, final_line);
+        if let Some(session) = self.session_mut(conn.key) {
+            session.busy = None;
+        }
+        self.release_held_pushes(conn.key);
+        self.run_queued(conn.key);
+    }
+
+    pub(super) fn reply_err(&mut self, conn: ConnRef, reason: &str) {
+        self.finish(conn, &format!("err {reason}"));
+    }
+
+    pub(super) fn fail_write(&mut self, req: u64, reason: &str) {
+        if let Some(write) = self.writes.remove(&req) {
+            self.reply_err(write.conn, reason);
+        }
+    }
+
+    /// A connection that sent nothing after a moment is a person at a telnet prompt: say hello.
+    pub(super) fn greet(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut session = Box::new(Session::new());
+        session.greeted = true;
+        conn.kind = ConnKind::Telnet(session);
+        let text = format!(
+            "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
+            self.cfg.id,
+            self.cfg.members.len()
+        );
+        let conn = self.conn_ref(key);
+        self.write_line(conn, &text);
+    }
+
+    pub(super) fn handle_telnet_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let ConnKind::Telnet(session) = &mut conn.kind else { return };
+        let input = conn.buffers.input();
+        let used = input.len();
+        session.splitter.push(input, &mut session.queued);
+        conn.buffers.consume(used);
+        self.run_queued(key);
+    }
+
+    /// Runs queued lines until one is in flight or none is left.
+    fn run_queued(&mut self, key: usize) {
+        let was_paused = self.session_mut(key).is_some_and(|s| s.input_paused());
+        loop {
+            let Some(session) = self.session_mut(key) else { return };
+            if session.busy.is_some() || session.listing.is_some() {
+                break;
+            }
+            let Some(line) = session.queued.pop_front() else { break };
+            let conn = self.conn_ref(key);
+            match line.and_then(|l| telnet::parse_line(&l)) {
+                Ok(request) => self.handle_request(conn, request),
+                Err(reason) => self.write_line(conn, &format!("err {reason}")),
+            }
+        }
+        if was_paused && self.session_mut(key).is_some_and(|s| !s.input_paused()) {
+            self.read_conn(key);
+        }
+    }
+
+    fn handle_request(&mut self, conn: ConnRef, request: Request) {
+        let Some(session) = self.session_mut(conn.key) else { return };
+        match request {
+            Request::Msg { room, text } => {
+                let room = room.unwrap_or_else(|| session.room.clone());
+                let nick = session.nick.clone();
+                self.submit_write(conn, Op::Post { room, nick, text }, None);
+            }
+            Request::Join(room) => {
+                self.submit_write(conn, Op::CreateRoom { room: room.clone() }, Some(room));
+            }
+            Request::Leave(room) => {
+                if let Some(pos) = session.joined.iter().position(|r| *r == room) {
+                    session.joined.remove(pos);
+                    if session.room == room {
+                        session.room = session.joined.last().cloned().unwrap_or_else(|| DEFAULT_ROOM.to_string());
+                    }
+                    let now_in = quoted_room(&session.room);
+                    self.write_line(conn, &format!("ack left {}, posting to {now_in}", quoted_room(&room)));
+                } else {
+                    self.write_line(conn, &format!("err not in {}: `join` it first", quoted_room(&room)));
+                }
+            }
+            Request::Nick(name) => {
+                session.nick = name.clone();
+                self.write_line(conn, &format!("ack nick {name}"));
+            }
+            Request::Set { key, value } => self.submit_write(conn, Op::Set { key, value }, None),
+            Request::Del { key } => self.submit_write(conn, Op::Del { key }, None),
+            Request::Cas { key, expected, new } => self.submit_write(conn, Op::Cas { key, expected, new }, None),
+            Request::GetChatLog => self.submit_read(conn, Query::ChatLog),
+            Request::History { room, n } => {
+                let room = room.unwrap_or_else(|| session.room.clone());
+                self.submit_read(conn, Query::History { room, n })
+            }
+            Request::Rooms => self.submit_read(conn, Query::Rooms),
+            Request::Get { key } => self.submit_read(conn, Query::Get { key }),
+            Request::Keys { prefix } => self.submit_read(conn, Query::Keys { prefix }),
+            Request::Help => {
+                for line in telnet::HELP_TEXT.lines() {
+                    self.write_line(conn, line);
+                }
+                self.write_line(conn, "end");
+            }
+            Request::Status => self.write_status(conn),
+            Request::Quit => {
+                self.write_line(conn, "ack bye");
+                if let Some(c) = self.conn_of(conn) {
+                    c.closing = true;
+                }
+            }
+            Request::Transfer { to } => {
+                let line = match self.raft.transfer_leadership(to) {
+                    Ok(()) => format!("ack transferring leadership to node {to}"),
+                    Err(e) => format!("err {e}"),
+                };
+                self.write_line(conn, &line);
+            }
+        }
+    }
+
+    fn write_status(&mut self, conn: ConnRef) {
+        let status = self.raft.status();
+        let leader = status.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+        let mut lines = vec![
+            format!("node {}", status.id),
+            format!("role {:?}", status.role),
+            format!("term {}", status.term),
+            format!("leader {leader}"),
+            format!("commit {}", status.commit_index),
+            format!("applied {}", self.sm.applied_index()),
+            format!("last {}", status.last_index),
+            format!("messages {}", self.sm.chat_log().len()),
+        ];
+        for peer in &status.peers {
+            lines.push(format!("peer {} match {} next {}", peer.id, peer.match_index, peer.next_index));
+        }
+        for line in lines {
+            self.write_line(conn, &line);
+        }
+        self.write_line(conn, "end");
+    }
+
+    /// Proposes `op` (as leader) or forwards it to the leader; the reply comes on apply.
+    fn submit_write(&mut self, conn: ConnRef, op: Op, join_room: Option<String>) {
+        let leader = self.raft.leader();
+        let is_leader = self.raft.role() == Role::Leader;
+        if !is_leader && !leader.is_some_and(|l| self.link_up(l)) {
+            let hint = leader.map(|l| format!(" (leader node {l} unreachable)")).unwrap_or_default();
+            self.write_line(conn, &format!("err no leader: not stored{hint}, try again"));
+            return;
+        }
+        let req = self.new_request();
+        let mut command = Command { origin: Origin { node: self.cfg.id, req }, timestamp_ms: 0, op };
+        let mut data = std::mem::take(&mut self.scratch);
+        data.clear();
+        let outcome = if is_leader {
+            command.timestamp_ms = now_ms();
+            command.encode(&mut data);
+            self.raft.propose(&data).map(Some)
+        } else {
+            command.encode(&mut data);
+            let to = leader.expect("checked above");
+            self.send_to(to, |out| wire::encode_propose(req, &data, out));
+            Ok(None)
+        };
+        self.scratch = data;
+        match outcome {
+            Ok(local_index) => {
+                if let Some(index) = local_index {
+                    self.register_local_proposal(index, req);
+                }
+                self.writes.insert(req, PendingWrite { conn, local_index, join_room });
+                if let Some(session) = self.session_mut(conn.key) {
+                    session.busy = Some(req);
+                }
+            }
+            Err(e) => self.write_line(conn, &format!("err {}: not stored, try again", describe(e))),
+        }
+    }
+
+    /// The leader side of a follower's forwarded proposal.
+    pub(super) fn on_forwarded_proposal(&mut self, from: NodeId, origin_req: u64, data: &[u8]) {
+        let result = match Command::decode(data) {
+            Ok(mut command) if command.origin.node == from => {
+                command.timestamp_ms = now_ms();
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                command.encode(&mut buf);
+                let result = self.raft.propose(&buf);
+                self.scratch = buf;
+                result.map(|_| ())
+            }
+            // A forwarded command that does not decode, or speaks for another node, is dropped:
+            // its sender times out with "outcome unknown", which is true.
+            _ => {
+                log::warn!("node {}: dropped a malformed forwarded proposal from node {from}", self.cfg.id);
+                return;
+            }
+        };
+        if let Err(e) = result {
+            let leader_hint = match e {
+                RaftError::NotLeader { leader_hint } => leader_hint,
+                _ => None,
+            };
+            self.send_to(from, |out| wire::encode_propose_rejected(origin_req, leader_hint, out));
+        }
+    }
+
+    fn submit_read(&mut self, conn: ConnRef, query: Query) {
+        let req = self.new_request();
+        match self.raft.read_index(req) {
+            Ok(()) => {
+                self.pending_read(req, PendingRead { conn, query });
+                if let Some(session) = self.session_mut(conn.key) {
+                    session.busy = Some(req);
+                }
+            }
+            Err(e) => self.write_line(conn, &format!("err {}: read not served, try again", describe(e))),
+        }
+    }
+
+    /// Answers the client waiting on an applied entry, and pushes posted messages to listeners.
+    pub(super) fn deliver_applied(&mut self, _index: Index, ours: Option<u64>, applied: &Applied) {
+        if let Some(req) = ours {
+            if let Some(write) = self.writes.remove(&req) {
+                let line = match &applied.outcome {
+                    Outcome::Posted { position } => format!("ack {position}"),
+                    Outcome::RoomCreated { .. } => {
+                        let room = write.join_room.clone().unwrap_or_default();
+                        if let Some(session) = self.session_mut(write.conn.key) {
+                            if !session.joined.contains(&room) {
+                                session.joined.push(room.clone());
+                            }
+                            session.room = room.clone();
+                        }
+                        format!("ack joined {}, posting there now", quoted_room(&room))
+                    }
+                    Outcome::KvAck { revision } => format!("ack {revision}"),
+                    Outcome::CasFailed { current } => {
+                        format!("err cas failed: current {}", current.as_deref().unwrap_or(telnet::ABSENT))
+                    }
+                    Outcome::NotFound => "err not found".to_string(),
+                    Outcome::Rejected(reason) => format!("err {reason}"),
+                };
+                let _ = write.local_index;
+                self.finish(write.conn, &line);
+            }
+        }
+        if let Outcome::Posted { position } = applied.outcome {
+            self.push_message(position);
+        }
+    }
+
+    /// Live delivery of a newly applied message to every client in its room.
+    fn push_message(&mut self, position: u64) {
+        let Some(message) = self.sm.message(position) else { return };
+        let mut line = Vec::with_capacity(128);
+        telnet::format_push(message, &mut line);
+        let room = message.room.clone();
+        let mut too_slow = Vec::new();
+        let mut touched = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            let ConnKind::Telnet(session) = &mut conn.kind else { continue };
+            if !session.joined.iter().any(|r| *r == room) {
+                continue;
+            }
+            if session.listing.is_some() {
+                session.held_pushes.push_back(position);
+            } else {
+                conn.buffers.output().extend_from_slice(&line);
+            }
+            if conn.buffers.pending_output() > OUTPUT_BYTES_MAX || session.held_pushes.len() > 100_000 {
+                too_slow.push(key);
+            }
+            touched.push(key);
+        }
+        for key in touched {
+            self.mark_dirty(key);
+        }
+        for key in too_slow {
+            if let Some(conn) = self.conns.get_mut(key) {
+                if !conn.closing {
+                    log::info!("node {}: disconnecting a client that fell behind", self.cfg.id);
+                    conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\n");
+                    conn.closing = true;
+                    if let ConnKind::Telnet(session) = &mut conn.kind {
+                        session.listing = None;
+                        session.held_pushes.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_held_pushes(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let ConnKind::Telnet(session) = &mut conn.kind else { return };
+        if session.listing.is_some() {
+            return;
+        }
+        while let Some(position) = session.held_pushes.pop_front() {
+            if let Some(message) = self.sm.message(position) {
+                telnet::format_push(message, conn.buffers.output());
+            }
+        }
+    }
+
+    /// A read whose read index has been applied: answer it from the state machine.
+    pub(super) fn serve_query(&mut self, read: PendingRead) {
+        let conn = read.conn;
+        if self.conn_of(conn).is_none() {
+            return;
+        }
+        match read.query {
+            Query::ChatLog => {
+                let last_position = self.sm.chat_log().len() as u64;
+                if let Some(session) = self.session_mut(conn.key) {
+                    session.listing = Some(Listing { next_position: 1, last_position });
+                    session.busy = None;
+                }
+                self.mark_dirty(conn.key);
+                // The listing streams out in `refill_stream`; `end` follows the last line.
+            }
+            Query::History { room, n } => {
+                if !self.sm.room_exists(&room) {
+                    return self.reply_err(conn, &format!("unknown room {}: `rooms` lists them", quoted_room(&room)));
+                }
+                let mut out = Vec::new();
+                let messages = self.sm.room_history(&room, n);
+                let count = messages.len();
+                for message in messages {
+                    telnet::format_message(message, &mut out);
+                }
+                if let Some(c) = self.conn_of(conn) {
+                    c.buffers.output().extend_from_slice(&out);
+                }
+                self.finish(conn, &format!("end {count}"));
+            }
+            Query::Rooms => {
+                let lines: Vec<String> =
+                    self.sm.rooms().iter().map(|(room, count)| format!("room {} {count}", quoted_room(room))).collect();
+                let count = lines.len();
+                for line in lines {
+                    self.write_line(conn, &line);
+                }
+                self.finish(conn, &format!("end {count}"));
+            }
+            Query::Get { key } => match self.sm.get(&key).map(|(v, r)| (v.to_string(), r)) {
+                Some((value, revision)) => {
+                    self.write_line(conn, &format!("value {revision} {value}"));
+                    self.finish(conn, "end");
+                }
+                None => self.reply_err(conn, "not found"),
+            },
+            Query::Keys { prefix } => {
+                let keys: Vec<String> = self.sm.keys(&prefix).into_iter().map(|k| format!("key {k}")).collect();
+                let count = keys.len();
+                for key in keys {
+                    self.write_line(conn, &key);
+                }
+                self.finish(conn, &format!("end {count}"));
+            }
+        }
+    }
+
+    /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush.
+    pub(super) fn refill_stream(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let ConnKind::Telnet(session) = &mut conn.kind else { return };
+            let Some(listing) = session.listing.as_mut() else { return };
+            while conn.buffers.pending_output() < STREAM_REFILL_BYTES && listing.next_position <= listing.last_position {
+                if let Some(message) = self.sm.message(listing.next_position) {
+                    telnet::format_message(message, conn.buffers.output());
+                }
+                listing.next_position += 1;
+            }
+            if listing.next_position > listing.last_position {
+                let count = listing.last_position;
+                session.listing = None;
+                let conn_ref = ConnRef { key, id: conn.id };
+                self.finish(conn_ref, &format!("end {count}"));
+                return;
+            }
+            // Write now; keep filling while the kernel takes everything.
+            if conn.buffers.write_to(&mut conn.stream).is_err() {
+                self.close(key);
+                return;
+            }
+            if conn.buffers.pending_output() > 0 {
+                return;
+            }
+        }
+    }
+}
+
+fn describe(e: RaftError) -> String {
+    match e {
+        RaftError::NotLeader { leader_hint: Some(l) } => format!("no leader here (leader is node {l})"),
+        RaftError::NotLeader { leader_hint: None } => "no leader".to_string(),
+        RaftError::TransferInProgress => "leadership transfer in progress".to_string(),
+        RaftError::BadTransferTarget => "bad transfer target".to_string(),
+    }
+}

@@ -1,0 +1,243 @@
+//! The server's command line: `server <id> <count> <port> [options]`, parsed with getopts.
+//!
+//! Owns turning arguments into a validated [`ServerConfig`]; never opens a socket or a file.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use crate::storage::FsyncPolicy;
+
+/// Everything a node needs to start, after validation.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub id: u64,
+    /// Every member's address, in id order (this node's own included).
+    pub members: Vec<SocketAddr>,
+    /// Where this node listens; by default its own member address.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub election_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    /// How long a client waits for a commit or a read before `err timeout`.
+    pub request_timeout_ms: u64,
+    pub log_level: log::LevelFilter,
+    /// Derived from the member list, so nodes started with the same arguments agree on it and a
+    /// node of another cluster (or a stale data dir) is refused.
+    pub cluster_id: u64,
+}
+
+/// What the command line asked for: run a node, or print help.
+#[derive(Debug)]
+pub enum Command {
+    Run(ServerConfig),
+    Help(String),
+}
+
+const NODES_MAX: u64 = 1024;
+
+fn options() -> getopts::Options {
+    let mut opts = getopts::Options::new();
+    opts.optopt("", "peers", "every member's address in id order (overrides the derived ports)", "HOST:PORT,...");
+    opts.optopt("", "bind", "address to listen on (default: this node's member address)", "ADDR");
+    opts.optopt("", "data-dir", "where the write-ahead log lives (default data/node-<id>)", "DIR");
+    opts.optopt(
+        "",
+        "fsync",
+        "always (default: acknowledge only what is on disk on a majority) or never (UNSAFE: \
+         acknowledged messages can be lost on a crash; for experiments only)",
+        "always|never",
+    );
+    opts.optopt("", "election-timeout-ms", "minimum election timeout (default 1000)", "MS");
+    opts.optopt("", "heartbeat-ms", "leader heartbeat interval and tick length (default 100)", "MS");
+    opts.optopt("", "request-timeout-ms", "client request deadline (default 5000)", "MS");
+    opts.optopt("", "log-level", "error, warn, info (default), debug or trace", "LEVEL");
+    opts.optflag("h", "help", "print this help");
+    opts
+}
+
+/// The usage text shown by `--help` and after an argument error.
+pub fn usage() -> String {
+    let brief = "Usage: server <id> <count> <port> [options]\n\n\
+        Starts node <id> of a <count>-node raftchat cluster. Node j listens on 127.0.0.1:<port - id + j>,\n\
+        so `server 0 3 20000`, `server 1 3 20001`, `server 2 3 20002` form one cluster.\n\
+        Talk to any node with `telnet 127.0.0.1 <port>` and type `help`.";
+    options().usage(brief)
+}
+
+fn parse_num(what: &str, text: &str) -> Result<u64, String> {
+    text.parse::<u64>().map_err(|_| format!("{what} must be a whole number, got '{text}'"))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{addr}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{addr}' resolves to no address"))
+}
+
+/// FNV-1a over the member list: the same arguments on every node give the same cluster id.
+fn cluster_id_of(members: &[SocketAddr]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in members.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Parses `args` (without the program name).
+pub fn parse_args(args: &[String]) -> Result<Command, String> {
+    let matches = options().parse(args).map_err(|e| e.to_string())?;
+    if matches.opt_present("help") {
+        return Ok(Command::Help(usage()));
+    }
+    let [id, count, port] = match matches.free.as_slice() {
+        [a, b, c] => [a, b, c],
+        free => return Err(format!("expected <id> <count> <port>, got {} argument(s)", free.len())),
+    };
+    let id = parse_num("id", id)?;
+    let count = parse_num("count", count)?;
+    let port = parse_num("port", port)?;
+    if count == 0 || count > NODES_MAX {
+        return Err(format!("count must be between 1 and {NODES_MAX}, got {count}"));
+    }
+    if id >= count {
+        return Err(format!("id must be less than count ({count}), got {id}"));
+    }
+    let members: Vec<SocketAddr> = match matches.opt_str("peers") {
+        Some(list) => {
+            let members = list.split(',').map(|a| resolve(a.trim())).collect::<Result<Vec<_>, _>>()?;
+            if members.len() as u64 != count {
+                return Err(format!("--peers lists {} addresses but count is {count}", members.len()));
+            }
+            members
+        }
+        None => {
+            let base = port.checked_sub(id).filter(|_| port <= 65535).ok_or_else(|| {
+                format!("port must be between id and 65535 (node j listens on port - id + j), got {port}")
+            })?;
+            if base + count - 1 > 65535 {
+                return Err(format!("ports {base}..{} do not fit below 65536", base + count - 1));
+            }
+            (0..count)
+                .map(|j| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), (base + j) as u16))
+                .collect()
+        }
+    };
+    let own = members[id as usize];
+    let listen = match matches.opt_str("bind") {
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => SocketAddr::new(
+                text.parse::<IpAddr>().map_err(|_| format!("--bind: '{text}' is not an address"))?,
+                own.port(),
+            ),
+        },
+        None => own,
+    };
+    let fsync = match matches.opt_str("fsync").as_deref() {
+        None | Some("always") => FsyncPolicy::Always,
+        Some("never") => FsyncPolicy::Never,
+        Some(other) => return Err(format!("--fsync must be 'always' or 'never', got '{other}'")),
+    };
+    let num_opt = |name: &str, default: u64| -> Result<u64, String> {
+        match matches.opt_str(name) {
+            Some(text) => parse_num(&format!("--{name}"), &text),
+            None => Ok(default),
+        }
+    };
+    let election_timeout_ms = num_opt("election-timeout-ms", 1000)?;
+    let heartbeat_ms = num_opt("heartbeat-ms", 100)?;
+    let request_timeout_ms = num_opt("request-timeout-ms", 5000)?;
+    if heartbeat_ms == 0 || election_timeout_ms < 2 * heartbeat_ms {
+        return Err(format!(
+            "--election-timeout-ms ({election_timeout_ms}) must be at least twice --heartbeat-ms ({heartbeat_ms}), which must be > 0"
+        ));
+    }
+    if request_timeout_ms == 0 {
+        return Err("--request-timeout-ms must be > 0".to_string());
+    }
+    let log_level = match matches.opt_str("log-level") {
+        Some(text) => text.parse::<log::LevelFilter>().map_err(|_| format!("--log-level: unknown level '{text}'"))?,
+        None => log::LevelFilter::Info,
+    };
+    let data_dir = matches.opt_str("data-dir").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
+    let cluster_id = cluster_id_of(&members);
+    Ok(Command::Run(ServerConfig {
+        id,
+        members,
+        listen,
+        data_dir,
+        fsync,
+        election_timeout_ms,
+        heartbeat_ms,
+        request_timeout_ms,
+        log_level,
+        cluster_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(text: &str) -> ServerConfig {
+        match parse_args(&args(text)) {
+            Ok(Command::Run(cfg)) => cfg,
+            other => panic!("expected a config for '{text}', got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_command_line_derives_member_ports() {
+        let cfg = run("1 3 20001");
+        let ports: Vec<u16> = cfg.members.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, vec![20000, 20001, 20002]);
+        assert_eq!(cfg.listen.port(), 20001);
+        assert_eq!(cfg.data_dir, PathBuf::from("data/node-1"));
+        assert_eq!(cfg.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn all_nodes_of_one_cluster_agree_on_its_id() {
+        let ids: Vec<u64> = ["0 3 20000", "1 3 20001", "2 3 20002"].iter().map(|a| run(a).cluster_id).collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]));
+        assert_ne!(ids[0], run("0 3 21000").cluster_id);
+    }
+
+    #[test]
+    fn peers_override_derived_ports() {
+        let cfg = run("2 3 9 --peers 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002 --fsync never");
+        assert_eq!(cfg.listen.port(), 7002);
+        assert_eq!(cfg.fsync, FsyncPolicy::Never);
+    }
+
+    #[test]
+    fn bad_arguments_are_one_line_errors() {
+        for bad in [
+            "",
+            "0 3",
+            "3 3 20000",
+            "x 3 20000",
+            "0 0 20000",
+            "0 3 20000 --fsync sometimes",
+            "0 3 20000 --heartbeat-ms 600 --election-timeout-ms 1000",
+            "0 2 20000 --peers 127.0.0.1:1",
+            "0 3 65535",
+            "0 3 20000 --bogus",
+        ] {
+            let err = parse_args(&args(bad)).expect_err(bad);
+            assert!(!err.contains('\n'), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_is_not_an_error() {
+        assert!(matches!(parse_args(&args("--help")), Ok(Command::Help(text)) if text.contains("--fsync")));
+    }
+}

@@ -1,0 +1,701 @@
+//! One node: the single-threaded mio event loop that owns every socket and timer, and the
+//! driver that turns the Raft core's `Ready` into log writes, fsyncs, sends and replies.
+//!
+//! It decides nothing Raft decides: who leads, what is committed and when a read is safe all
+//! come from the core. What it adds is plumbing and the order of side effects the core's
+//! durability contract demands (see `raft`'s module docs).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::client::{Query, Session};
+use super::config::ServerConfig;
+use super::conn::{Buffers, ReadOutcome};
+use super::peers::PeerLink;
+use crate::chat::{Applied, StateMachine};
+use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
+use crate::storage::{StorageError, Wal, WalOptions};
+use crate::wire::{self, Handshake, PeerFrame, CLIENT_MAGIC, PEER_MAGIC};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Outbound peer link `j` uses token `PEER_BASE + j`.
+const PEER_BASE: usize = 16;
+/// Accepted connection with slab key `k` uses token `CONN_BASE + k`.
+const CONN_BASE: usize = PEER_BASE + 1024;
+
+/// A peer connection may buffer this much undecoded input (a few maximal frames).
+const PEER_INPUT_BYTES_MAX: usize = 2 * wire::FRAME_BYTES_MAX + 4096;
+/// A connection that sent nothing for this long is greeted as a telnet client.
+const GREETING_DELAY: Duration = Duration::from_millis(150);
+/// How long a stopping node keeps flushing replies before it exits.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// Why a node stopped with an error.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The listener or the poller could not be set up.
+    Io { context: String, source: io::Error },
+    /// The write-ahead log failed: the node stops rather than acknowledge what is not on disk.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Io { context, source } => write!(f, "{context}: {source}"),
+            ServerError::Storage(e) => write!(f, "storage failed, node stopped: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<StorageError> for ServerError {
+    fn from(e: StorageError) -> Self {
+        ServerError::Storage(e)
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
+    let context = context.into();
+    move |source| ServerError::Io { context, source }
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What an accepted connection turned out to be.
+pub(super) enum ConnKind {
+    /// No bytes yet.
+    Unknown { since: Instant },
+    Telnet(Box<Session>),
+    /// An inbound link from member `node`, after a valid handshake.
+    Peer { node: NodeId },
+}
+
+pub(super) struct Conn {
+    /// Unique for the process lifetime, so a reply never reaches a reused slab slot.
+    pub id: u64,
+    pub stream: TcpStream,
+    pub buffers: Buffers,
+    pub kind: ConnKind,
+    /// Close once the output is flushed.
+    pub closing: bool,
+    /// Queued for a flush at the end of this loop turn.
+    pub dirty: bool,
+}
+
+/// Identifies a client connection across slab reuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ConnRef {
+    pub key: usize,
+    pub id: u64,
+}
+
+/// A client write waiting for its entry to be applied.
+pub(super) struct PendingWrite {
+    pub conn: ConnRef,
+    /// Set when this node proposed it as leader: if another entry is applied at this index,
+    /// ours was overwritten and is known not to be stored.
+    pub local_index: Option<Index>,
+    /// Room to join once a `join` commits.
+    pub join_room: Option<String>,
+}
+
+/// A client read waiting for a read index, then for the state machine to catch up to it.
+pub(super) struct PendingRead {
+    pub conn: ConnRef,
+    pub query: Query,
+}
+
+pub struct Node {
+    pub(super) cfg: ServerConfig,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: Signals,
+    pub(super) conns: Slab<Conn>,
+    /// Indexed by node id; `None` at this node's own id.
+    links: Vec<Option<PeerLink>>,
+    hello: Handshake,
+    pub(super) raft: Raft,
+    wal: Wal,
+    pub(super) sm: StateMachine,
+    pub(super) writes: HashMap<u64, PendingWrite>,
+    /// Local proposal index -> request id, for noticing overwritten proposals.
+    local_proposals: BTreeMap<Index, u64>,
+    pub(super) reads: HashMap<u64, PendingRead>,
+    /// Reads whose read index is known, waiting for `applied >= index`.
+    reads_waiting_apply: Vec<(Index, u64, PendingRead)>,
+    /// Request deadlines in creation order (all requests share one timeout, so this is sorted).
+    pub(super) deadlines: VecDeque<(Instant, u64)>,
+    next_req: u64,
+    next_conn_id: u64,
+    tick: Duration,
+    next_tick: Instant,
+    soft: SoftState,
+    dirty: Vec<usize>,
+    /// Scratch buffer for encoding commands.
+    pub(super) scratch: Vec<u8>,
+    stopping: bool,
+}
+
+impl Node {
+    /// Opens the data dir (recovering the log), binds the listener and builds the core.
+    pub fn start(cfg: ServerConfig) -> Result<Node, ServerError> {
+        let mut wal_opts = WalOptions::new(cfg.data_dir.clone(), cfg.cluster_id, cfg.id);
+        wal_opts.fsync = cfg.fsync;
+        let (wal, recovered) = Wal::open(wal_opts)?;
+        if let Some(torn) = &recovered.torn_tail {
+            log::warn!(
+                "node {}: cut a torn tail of {} bytes at offset {} of {}",
+                cfg.id,
+                torn.bytes_cut,
+                torn.offset,
+                torn.file.display()
+            );
+        }
+        log::info!(
+            "node {}: recovered term {} vote {:?} and {} log entries from {}",
+            cfg.id,
+            recovered.hard_state.term,
+            recovered.hard_state.voted_for,
+            recovered.entries.len(),
+            cfg.data_dir.display()
+        );
+        let voters: Vec<NodeId> = (0..cfg.members.len() as u64).collect();
+        let mut raft_cfg = raft::Config::new(cfg.id, voters);
+        raft_cfg.heartbeat_ticks = 1;
+        raft_cfg.election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_ms).max(2) as u32;
+        let persisted = raft::Persisted { hard_state: recovered.hard_state, entries: recovered.entries };
+        let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.id;
+        let raft = Raft::new(raft_cfg, persisted, seed);
+
+        let poll = Poll::new().map_err(io_err("cannot create poller"))?;
+        let mut listener =
+            TcpListener::bind(cfg.listen).map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(io_err("cannot register listener"))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(io_err("cannot install signal handlers"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(io_err("cannot register signals"))?;
+        let now = Instant::now();
+        let links = cfg
+            .members
+            .iter()
+            .enumerate()
+            .map(|(j, addr)| (j as u64 != cfg.id).then(|| PeerLink::new(j as u64, *addr, now)))
+            .collect();
+        let tick = Duration::from_millis(cfg.heartbeat_ms);
+        let soft = SoftState { role: raft.role(), term: raft.term(), leader: raft.leader() };
+        log::info!("node {}: listening on {} ({} members)", cfg.id, cfg.listen, cfg.members.len());
+        Ok(Node {
+            hello: Handshake { cluster_id: cfg.cluster_id, node_id: cfg.id },
+            cfg,
+            poll,
+            listener: Some(listener),
+            signals,
+            conns: Slab::new(),
+            links,
+            raft,
+            wal,
+            sm: StateMachine::default(),
+            writes: HashMap::new(),
+            local_proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            reads_waiting_apply: Vec::new(),
+            deadlines: VecDeque::new(),
+            // Request ids must never repeat across restarts: a replayed entry from an earlier
+            // run must not answer a new request. Microseconds since the epoch only grow.
+            next_req: now_ms() * 1000,
+            next_conn_id: 1,
+            tick,
+            next_tick: now + tick,
+            soft,
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            stopping: false,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Runs until SIGINT/SIGTERM (Ok) or a storage failure (Err).
+    pub fn run(&mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        let mut stop_deadline = None;
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_wakeup(now).saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(ServerError::Io { context: "poll failed".into(), source: e });
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => self.on_signal(),
+                    Token(t) if (PEER_BASE..CONN_BASE).contains(&t) => {
+                        let now = Instant::now();
+                        let registry = self.poll.registry();
+                        if let Some(Some(link)) = self.links.get_mut(t - PEER_BASE) {
+                            link.on_event(registry, now);
+                        }
+                    }
+                    Token(t) => self.on_conn_event(t - CONN_BASE),
+                }
+            }
+            self.on_timers(Instant::now());
+            self.drive()?;
+            self.flush();
+            if self.stopping {
+                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
+                let pending = self.conns.iter().any(|(_, c)| c.buffers.pending_output() > 0);
+                if !pending || Instant::now() >= deadline {
+                    log::info!("node {}: stopped cleanly at term {}", self.cfg.id, self.raft.term());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_wakeup(&self, now: Instant) -> Instant {
+        let mut at = self.next_tick;
+        if let Some((deadline, _)) = self.deadlines.front() {
+            at = at.min(*deadline);
+        }
+        for link in self.links.iter().flatten() {
+            if let Some(retry) = link.wakeup() {
+                at = at.min(retry);
+            }
+        }
+        if self.conns.iter().any(|(_, c)| matches!(c.kind, ConnKind::Unknown { .. })) {
+            at = at.min(now + GREETING_DELAY / 2);
+        }
+        if self.stopping {
+            at = at.min(now + Duration::from_millis(10));
+        }
+        at.max(now)
+    }
+
+    fn on_signal(&mut self) {
+        if self.signals.pending().next().is_some() && !self.stopping {
+            log::info!("node {}: signal received, stopping", self.cfg.id);
+            self.stopping = true;
+            if let Some(mut listener) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(CONN_BASE + key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("node {}: cannot register connection: {e}", self.cfg.id);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let id = self.next_conn_id;
+                    self.next_conn_id += 1;
+                    entry.insert(Conn {
+                        id,
+                        stream,
+                        buffers: Buffers::default(),
+                        kind: ConnKind::Unknown { since: Instant::now() },
+                        closing: false,
+                        dirty: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: stop accepting this turn, keep serving.
+                    log::warn!("node {}: accept failed: {e}", self.cfg.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn close(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let ConnKind::Peer { node } = conn.kind {
+                log::info!("node {}: inbound link from node {node} closed", self.cfg.id);
+            }
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.mark_dirty(key);
+        self.read_conn(key);
+    }
+
+    /// Reads and handles input on an accepted connection until it would block.
+    pub(super) fn read_conn(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.closing {
+                return;
+            }
+            let input_max = match &conn.kind {
+                ConnKind::Telnet(session) if session.input_paused() => return,
+                ConnKind::Peer { .. } => PEER_INPUT_BYTES_MAX,
+                _ => 256 * 1024,
+            };
+            let outcome = conn.buffers.read_from(&mut conn.stream, input_max);
+            self.handle_input(key);
+            match outcome {
+                ReadOutcome::Open => return,
+                ReadOutcome::Full => continue,
+                ReadOutcome::Closed => {
+                    // Finish what was read, then drop the connection.
+                    if let Some(conn) = self.conns.get(key) {
+                        if let ConnKind::Telnet(_) = conn.kind {
+                            self.close(key);
+                            return;
+                        }
+                    }
+                    self.close(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let ConnKind::Unknown { .. } = conn.kind {
+            let input = conn.buffers.input();
+            if input.is_empty() {
+                return;
+            }
+            if input[0] != 0 {
+                conn.kind = ConnKind::Telnet(Box::new(Session::new()));
+            } else if input.len() < PEER_MAGIC.len() {
+                return;
+            } else if input[..4] == PEER_MAGIC {
+                match wire::decode_handshake(input) {
+                    Ok(None) => return,
+                    Ok(Some((hello, used))) => {
+                        conn.buffers.consume(used);
+                        if !self.accept_handshake(key, hello) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("node {}: refused a peer connection: bad handshake: {e}", self.cfg.id);
+                        self.close(key);
+                        return;
+                    }
+                }
+            } else if input[..4] == CLIENT_MAGIC {
+                let out = conn.buffers.output();
+                out.extend_from_slice(b"err binary client protocol not supported by this node\n");
+                conn.closing = true;
+                return;
+            } else {
+                conn.kind = ConnKind::Telnet(Box::new(Session::new()));
+            }
+        }
+        let Some(conn) = self.conns.get(key) else { return };
+        match conn.kind {
+            ConnKind::Peer { node } => self.handle_peer_input(key, node),
+            ConnKind::Telnet(_) => self.handle_telnet_input(key),
+            ConnKind::Unknown { .. } => {}
+        }
+    }
+
+    fn accept_handshake(&mut self, key: usize, hello: Handshake) -> bool {
+        let members = self.cfg.members.len() as u64;
+        let refuse = if hello.cluster_id != self.cfg.cluster_id {
+            Some(format!("cluster id {:#x} is not ours ({:#x})", hello.cluster_id, self.cfg.cluster_id))
+        } else if hello.node_id >= members || hello.node_id == self.cfg.id {
+            Some(format!("node id {} is not another member of this {members}-node cluster", hello.node_id))
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            log::warn!("node {}: refused a peer connection: {why}", self.cfg.id);
+            self.close(key);
+            return false;
+        }
+        log::info!("node {}: inbound link from node {} is up", self.cfg.id, hello.node_id);
+        self.conns[key].kind = ConnKind::Peer { node: hello.node_id };
+        true
+    }
+
+    fn handle_peer_input(&mut self, key: usize, node: NodeId) {
+        // Frames borrow the input buffer; take it out so `self` stays usable while they live.
+        let mut buffers = std::mem::take(&mut self.conns[key].buffers);
+        let mut used_total = 0;
+        let mut failed = None;
+        loop {
+            match wire::decode_peer_frame(&buffers.input()[used_total..]) {
+                Ok(None) => break,
+                Ok(Some((frame, used))) => {
+                    used_total += used;
+                    self.on_peer_frame(node, frame);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        buffers.consume(used_total);
+        self.conns[key].buffers = buffers;
+        if let Some(e) = failed {
+            log::warn!("node {}: closing link from node {node}: {e}", self.cfg.id);
+            self.close(key);
+        }
+    }
+
+    fn on_peer_frame(&mut self, node: NodeId, frame: PeerFrame<'_>) {
+        match frame {
+            PeerFrame::Raft(msg) => {
+                if msg.from != node || msg.to != self.cfg.id {
+                    log::warn!("node {}: dropped a message from node {} claiming to be {}", self.cfg.id, node, msg.from);
+                    return;
+                }
+                self.raft.step(msg);
+            }
+            PeerFrame::Propose { origin_req, data } => self.on_forwarded_proposal(node, origin_req, data),
+            PeerFrame::ProposeRejected { origin_req, leader_hint } => {
+                let hint = leader_hint.map(|l| format!(" (leader is node {l})")).unwrap_or_default();
+                self.fail_write(origin_req, &format!("no leader: not stored{hint}, try again"));
+            }
+        }
+    }
+
+    /// Sends `encode`'s frame on the link to `to`. Returns false if the link is down.
+    pub(super) fn send_to(&mut self, to: NodeId, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        match self.links.get_mut(to as usize) {
+            Some(Some(link)) => link.send_with(encode),
+            _ => false,
+        }
+    }
+
+    pub(super) fn link_up(&self, to: NodeId) -> bool {
+        matches!(self.links.get(to as usize), Some(Some(link)) if link.is_connected())
+    }
+
+    fn send_raft(&mut self, messages: Vec<Message>) {
+        for msg in messages {
+            let to = msg.to;
+            self.send_to(to, |out| wire::encode_raft_message(&msg, out));
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            self.raft.tick();
+            self.next_tick += self.tick;
+            if self.next_tick < now {
+                // We fell behind (a long fsync, a SIGSTOP): do not replay the missed ticks in a burst.
+                self.next_tick = now + self.tick;
+            }
+        }
+        while let Some(&(deadline, req)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            self.expire_request(req);
+        }
+        let registry = self.poll.registry();
+        for link in self.links.iter_mut().flatten() {
+            link.maybe_connect(registry, Token(PEER_BASE + link.id as usize), &self.hello, now);
+        }
+        let greet: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.kind, ConnKind::Unknown { since } if now.duration_since(since) >= GREETING_DELAY))
+            .map(|(k, _)| k)
+            .collect();
+        for key in greet {
+            self.greet(key);
+        }
+    }
+
+    /// Runs the Ready loop until the core has nothing more to say.
+    fn drive(&mut self) -> Result<(), ServerError> {
+        while self.raft.has_ready() {
+            let rd = self.raft.ready();
+            self.handle_ready(rd)?;
+        }
+        Ok(())
+    }
+
+    fn handle_ready(&mut self, rd: Ready) -> Result<(), ServerError> {
+        if let Some(soft) = rd.soft_state {
+            self.on_soft_state(soft);
+        }
+        // (1) The leader's appends leave before its own write: §10.2.1.
+        self.send_raft(rd.messages);
+        // (2) One write and one fdatasync for everything in this Ready: group commit.
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            if !rd.entries.is_empty() {
+                self.wal.append(&rd.entries)?;
+            }
+            if let Some(hs) = rd.hard_state {
+                self.wal.set_hard_state(hs)?;
+            }
+            self.wal.sync()?;
+        }
+        // (3) Votes and acknowledgements only after the disk has them.
+        self.send_raft(rd.persisted_messages);
+        // (4) Now the core may count this node's own copy.
+        self.raft.advance(rd.number);
+        // (5) Apply and serve.
+        for entry in rd.committed_entries {
+            match entry.kind {
+                EntryKind::Noop => self.sm.apply_noop(entry.index),
+                EntryKind::Normal => {
+                    let applied = self.sm.apply(entry.index, &entry.data);
+                    self.on_applied(entry.index, applied);
+                }
+            }
+        }
+        for rs in rd.read_states {
+            if let Some(read) = self.reads.remove(&rs.ctx) {
+                self.reads_waiting_apply.push((rs.index, rs.ctx, read));
+            }
+        }
+        for failure in rd.read_failures {
+            let hint = failure.leader_hint.map(|l| format!(" (leader is node {l})")).unwrap_or_default();
+            if let Some(read) = self.reads.remove(&failure.ctx) {
+                self.reply_err(read.conn, &format!("no leader: read not served{hint}, try again"));
+            }
+        }
+        self.serve_reads();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, soft: SoftState) {
+        let old = self.soft;
+        self.soft = soft;
+        if old.role != soft.role || old.leader != soft.leader {
+            let leader = soft.leader.map(|l| format!("node {l}")).unwrap_or_else(|| "unknown".into());
+            log::info!("node {} term {}: {:?}, leader {}", self.cfg.id, soft.term, soft.role, leader);
+        }
+        if old.role == Role::Leader && soft.role != Role::Leader {
+            log::info!("node {} term {}: stepped down", self.cfg.id, soft.term);
+        }
+    }
+
+    fn on_applied(&mut self, index: Index, applied: Applied) {
+        // A proposal this node made as leader at `index` that is not the entry applied there
+        // was overwritten by a later leader: it is definitely not stored.
+        let ours = applied.origin.filter(|o| o.node == self.cfg.id).map(|o| o.req);
+        while let Some((&at, &req)) = self.local_proposals.first_key_value() {
+            if at > index {
+                break;
+            }
+            self.local_proposals.pop_first();
+            if at == index && ours == Some(req) {
+                continue;
+            }
+            self.fail_write(req, "leader changed: not stored, try again");
+        }
+        self.deliver_applied(index, ours, &applied);
+    }
+
+    pub(super) fn register_local_proposal(&mut self, index: Index, req: u64) {
+        self.local_proposals.insert(index, req);
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.sm.applied_index();
+        let mut i = 0;
+        while i < self.reads_waiting_apply.len() {
+            if self.reads_waiting_apply[i].0 <= applied {
+                let (_, _, read) = self.reads_waiting_apply.swap_remove(i);
+                self.serve_query(read);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn expire_request(&mut self, req: u64) {
+        if self.writes.contains_key(&req) {
+            self.local_proposals.retain(|_, r| *r != req);
+            self.fail_write(req, "timeout: outcome unknown, the message may still be stored");
+        } else if let Some(read) = self.reads.remove(&req) {
+            self.reply_err(read.conn, "timeout: read not served, try again");
+        } else if let Some(pos) = self.reads_waiting_apply.iter().position(|(_, r, _)| *r == req) {
+            let (_, _, read) = self.reads_waiting_apply.swap_remove(pos);
+            self.reply_err(read.conn, "timeout: read not served, try again");
+        }
+    }
+
+    pub(super) fn new_request(&mut self) -> u64 {
+        self.next_req += 1;
+        self.deadlines
+            .push_back((Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms), self.next_req));
+        self.next_req
+    }
+
+    pub(super) fn pending_read(&mut self, req: u64, read: PendingRead) {
+        self.reads.insert(req, read);
+    }
+
+    fn flush(&mut self) {
+        let now = Instant::now();
+        let registry = self.poll.registry();
+        for link in self.links.iter_mut().flatten() {
+            if link.has_output() {
+                link.flush(registry, now);
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            self.refill_stream(key);
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            conn.dirty = false;
+            if conn.buffers.write_to(&mut conn.stream).is_err() {
+                self.close(key);
+                continue;
+            }
+            if conn.closing && conn.buffers.pending_output() == 0 {
+                self.close(key);
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Shared harness for tests that run real `server` processes on loopback.
+//!
+//! Every node gets a free port and its own data dir under a temp dir; every child is killed
+//! when the `Cluster` is dropped, even when the test panics (and then each node's log tail is
+//! printed). Waits poll a condition with a generous deadline instead of sleeping a fixed time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous: the test machine is small and noisy.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Timing flags for test clusters: fast elections, still far above loopback latency.
+pub const FAST_TIMING: [&str; 4] = ["--election-timeout-ms", "400", "--heartbeat-ms", "40"];
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `count` distinct free loopback ports (held open together so they are distinct).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: Vec<SocketAddr>,
+    children: Vec<Option<Child>>,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `count` nodes with `FAST_TIMING` plus `extra_args`.
+    pub fn start(count: usize, extra_args: &[&str]) -> Cluster {
+        let ports = free_ports(count);
+        let addrs = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            addrs,
+            children: (0..count).map(|_| None).collect(),
+            extra_args: FAST_TIMING.iter().chain(extra_args).map(|s| s.to_string()).collect(),
+        };
+        for id in 0..count {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn log_path(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.log"))
+    }
+
+    pub fn peers_arg(&self) -> String {
+        self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// (Re)starts node `id` with its data dir; its output is appended to its log file.
+    pub fn spawn(&mut self, id: usize) {
+        assert!(self.children[id].is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args([id.to_string(), self.len().to_string(), self.addrs[id].port().to_string()])
+            .args(["--peers", &self.peers_arg()])
+            .args(["--data-dir", self.data_dir(id).to_str().unwrap()])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn server");
+        self.children[id] = Some(child);
+        wait_for(&format!("node {id} to listen"), DEADLINE, || TcpStream::connect(self.addrs[id]).ok());
+    }
+
+    /// `kill -9` node `id` and reap it.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.children[id].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM node `id` and wait for it to exit.
+    pub fn stop(&mut self, id: usize) -> ExitStatus {
+        let mut child = self.children[id].take().expect("node is running");
+        signal(&child, "TERM");
+        let status = wait_for(&format!("node {id} to exit"), DEADLINE, || child.try_wait().ok().flatten());
+        status
+    }
+
+    pub fn pause(&self, id: usize) {
+        signal(self.children[id].as_ref().expect("running"), "STOP");
+    }
+
+    pub fn resume(&self, id: usize) {
+        signal(self.children[id].as_ref().expect("running"), "CONT");
+    }
+
+    pub fn is_running(&mut self, id: usize) -> bool {
+        match self.children[id].as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn client(&self, id: usize) -> Client {
+        Client::connect(self.addrs[id])
+    }
+
+    /// Waits until every running node in `among` agrees on one leader; returns (leader, term).
+    pub fn wait_leader(&self, among: &[usize]) -> (usize, u64) {
+        wait_for("a leader all nodes agree on", DEADLINE, || {
+            let mut seen = None;
+            for &id in among {
+                let status = Client::try_connect(self.addrs[id])?.status().ok()?;
+                let leader: usize = status.get("leader")?.parse().ok()?;
+                let term: u64 = status.get("term")?.parse().ok()?;
+                match seen {
+                    None => seen = Some((leader, term)),
+                    Some(s) if s == (leader, term) => {}
+                    Some(_) => return None,
+                }
+            }
+            seen
+        })
+    }
+
+    /// Posts `text` through node `id`, retrying "not stored" errors until the deadline.
+    pub fn post(&self, id: usize, text: &str) -> u64 {
+        wait_for(&format!("msg {text} to be acknowledged by node {id}"), DEADLINE, || {
+            let mut client = Client::try_connect(self.addrs[id])?;
+            let reply = client.command(&format!("msg {text}")).ok()?;
+            let position = reply.final_line.strip_prefix("ack ")?;
+            Some(position.parse().expect("ack carries a position"))
+        })
+    }
+
+    /// The chat log as node `id` lists it, retrying errors until the deadline.
+    pub fn chat_log(&self, id: usize) -> Vec<String> {
+        wait_for(&format!("get chatLog on node {id}"), DEADLINE, || {
+            let mut client = Client::try_connect(self.addrs[id])?;
+            let reply = client.command("get chatLog").ok()?;
+            let count: usize = reply.final_line.strip_prefix("end ")?.parse().ok()?;
+            assert_eq!(count, reply.lines.len(), "end count matches the listing");
+            Some(reply.lines)
+        })
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill").args([format!("-{name}"), child.id().to_string()]).status();
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            signal(child, "CONT");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for id in 0..self.len() {
+                let log = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {id} log (last {} lines) ----", tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// One command's answer: the listing lines and the final `ack`/`end`/`err` line.
+#[derive(Debug)]
+pub struct Reply {
+    pub lines: Vec<String>,
+    pub final_line: String,
+}
+
+/// A telnet-style client: sends lines, reads replies; pushed `msg …` lines are kept apart.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    pub pushes: Vec<String>,
+}
+
+fn is_final(line: &str) -> bool {
+    let word = line.split(' ').next().unwrap_or("");
+    matches!(word, "ack" | "end" | "err")
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::try_connect(addr).unwrap_or_else(|| panic!("cannot connect to {addr}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        Some(Client { reader: BufReader::new(stream), pushes: Vec::new() })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    /// Reads one line (without its newline).
+    pub fn read_line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+
+    /// Reads lines up to the next final line.
+    pub fn read_reply(&mut self) -> std::io::Result<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            if is_final(&line) {
+                return Ok(Reply { lines, final_line: line });
+            }
+            if line.starts_with("msg ") {
+                self.pushes.push(line);
+            } else if !line.starts_with("hello ") {
+                lines.push(line);
+            }
+        }
+    }
+
+    pub fn command(&mut self, line: &str) -> std::io::Result<Reply> {
+        self.send_raw(format!("{line}\n").as_bytes())?;
+        self.read_reply()
+    }
+
+    /// `status` as a map of its `key value` lines.
+    pub fn status(&mut self) -> std::io::Result<std::collections::HashMap<String, String>> {
+        let reply = self.command("status")?;
+        Ok(reply
+            .lines
+            .iter()
+            .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect())
+    }
+
+    /// Waits for a pushed line (live delivery) containing `needle`.
+    pub fn wait_push(&mut self, needle: &str) -> String {
+        if let Some(p) = self.pushes.iter().find(|p| p.contains(needle)) {
+            return p.clone();
+        }
+        loop {
+            let line = self.read_line().unwrap_or_else(|e| panic!("waiting for a push of '{needle}': {e}"));
+            if line.starts_with("msg ") && line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Reads whatever arrives within `wait`, for tests of bad input.
+    pub fn drain(&mut self, wait: Duration) -> Vec<u8> {
+        let stream = self.reader.get_mut();
+        stream.set_read_timeout(Some(wait)).ok();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+}
