@@ -62,3 +62,65 @@ impl fmt::Display for ChatError {
 }
 
 impl std::error::Error for ChatError {}
+
+#[cfg(test)]
+mod tests {
+    //! The seed's session end to end, as the server drives this module: parse a line, propose
+    //! a command, apply it when committed, format the answer.
+    use super::*;
+
+    #[test]
+    fn seed_session() {
+        let mut lines = LineSplitter::new();
+        lines.feed(b"msg Hello, Raft!\r\nget chatLog\r\n");
+        let mut requests = Vec::new();
+        while let Some(line) = lines.next_line() {
+            requests.push(parse_line(line.unwrap()).unwrap());
+        }
+        assert_eq!(
+            requests,
+            vec![
+                Request::Msg {
+                    room: None,
+                    text: "Hello, Raft!".into()
+                },
+                Request::GetChatLog
+            ]
+        );
+
+        // The server posts to the session's current room (DEFAULT_ROOM until it joins another).
+        let Request::Msg { text, .. } = &requests[0] else {
+            unreachable!()
+        };
+        let cmd = Command {
+            origin: Origin { node: 1, req: 9 },
+            timestamp_ms: 1_700_000_000_000,
+            op: Op::Post {
+                room: DEFAULT_ROOM.into(),
+                nick: "guest-1".into(),
+                text: text.clone(),
+            },
+        };
+        let mut entry = Vec::new();
+        cmd.encode(&mut entry);
+
+        let mut sm = StateMachine::default();
+        let applied = sm.apply(2, &entry);
+        assert_eq!(
+            applied,
+            Applied {
+                origin: Some(Origin { node: 1, req: 9 }),
+                outcome: Outcome::Posted { position: 1 }
+            }
+        );
+
+        let mut out = Vec::new();
+        for msg in sm.chat_log() {
+            format_message(msg, &mut out);
+        }
+        assert_eq!(
+            out,
+            b"1 2023-11-14T22:13:20Z #general <guest-1> Hello, Raft!\r\n"
+        );
+    }
+}

@@ -624,6 +624,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn noops_advance_the_applied_index_only() {
+        let mut h = Harness::new();
+        h.post(DEFAULT_ROOM, "a");
+        let before = h.sm.clone();
+        h.sm.apply_noop(5);
+        assert_eq!(h.sm.applied_index(), 5);
+        assert_eq!(h.sm.chat_log(), before.chat_log());
+        h.next_index = 6;
+        assert_eq!(h.post(DEFAULT_ROOM, "b"), Outcome::Posted { position: 2 });
+        assert_eq!(h.sm.message(2).map(|m| m.index), Some(6));
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "applied after")]
+    fn applying_out_of_order_is_a_driver_bug() {
+        let mut sm = StateMachine::default();
+        sm.apply_noop(3);
+        sm.apply(3, b"");
+    }
+
     #[cfg(not(debug_assertions))]
     #[test]
     fn reapplying_an_index_changes_nothing_in_release() {
@@ -725,18 +747,27 @@ mod tests {
     fn garbage_is_rejected_never_a_panic() {
         let mut rng = SmallRng::seed_from_u64(42);
         let mut sm = StateMachine::default();
+        let mut rejections = 0;
         for i in 0..20_000u64 {
             let len = rng.gen_range(0..80);
             let mut data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-            if i % 2 == 0 && !data.is_empty() {
-                data[0] = 0xAB; // surely not a version this code knows
+            if i % 2 == 0 {
+                // A valid version byte, so the garbage reaches the op and field decoding.
+                data.insert(0, crate::chat::command::FORMAT_V1);
             }
+            let before = sm.clone();
             let applied = sm.apply(i + 1, &data);
             if Command::decode(&data).is_err() {
                 assert_eq!(applied.origin, None);
-                rejected(applied.outcome);
+                assert!(rejected(applied.outcome).starts_with("undecodable command: "));
+                // A rejected entry changes nothing but the applied index.
+                assert_eq!(sm.chat_log, before.chat_log);
+                assert_eq!(sm.kv, before.kv);
+                assert_eq!(sm.rooms, before.rooms);
+                rejections += 1;
             }
         }
+        assert!(rejections > 19_000, "{rejections}");
         assert_eq!(sm.applied_index(), 20_000);
     }
 }
