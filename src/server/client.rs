@@ -18,6 +18,8 @@ use crate::wire;
 const OUTPUT_BYTES_MAX: usize = 4 << 20;
 /// A streamed listing is refilled whenever less than this is waiting to be sent.
 const STREAM_REFILL_BYTES: usize = 256 * 1024;
+/// How `cas` and `err cas failed` spell "the key is absent" (the telnet parser's token).
+const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
 const QUEUED_LINES_MAX: usize = 256;
 
@@ -96,7 +98,7 @@ impl Node {
         if let Some(c) = self.conn_of(conn) {
             let out = c.buffers.output();
             out.extend_from_slice(text.as_bytes());
-            out.push(b'\n');
+            out.extend_from_slice(telnet::LINE_END);
             self.mark_dirty(conn.key);
         }
     }
@@ -141,8 +143,15 @@ impl Node {
         let ConnKind::Telnet(session) = &mut conn.kind else { return };
         let input = conn.buffers.input();
         let used = input.len();
-        session.splitter.push(input, &mut session.queued);
+        session.splitter.feed(input);
         conn.buffers.consume(used);
+        while let Some(line) = session.splitter.next_line() {
+            match line {
+                // A person pressing Enter on an empty prompt gets no error.
+                Ok(line) if line.iter().all(|b| b.is_ascii_whitespace()) => {}
+                line => session.queued.push_back(line.map(<[u8]>::to_vec)),
+            }
+        }
         self.run_queued(key);
     }
 
@@ -346,7 +355,7 @@ impl Node {
                     }
                     Outcome::KvAck { revision } => format!("ack {revision}"),
                     Outcome::CasFailed { current } => {
-                        format!("err cas failed: current {}", current.as_deref().unwrap_or(telnet::ABSENT))
+                        format!("err cas failed: current {}", current.as_deref().unwrap_or(ABSENT))
                     }
                     Outcome::NotFound => "err not found".to_string(),
                     Outcome::Rejected(reason) => format!("err {reason}"),
@@ -390,7 +399,7 @@ impl Node {
             if let Some(conn) = self.conns.get_mut(key) {
                 if !conn.closing {
                     log::info!("node {}: disconnecting a client that fell behind", self.cfg.id);
-                    conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\n");
+                    conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
                     conn.closing = true;
                     if let ConnKind::Telnet(session) = &mut conn.kind {
                         session.listing = None;

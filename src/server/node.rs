@@ -426,7 +426,7 @@ impl Node {
                 }
             } else if input[..4] == CLIENT_MAGIC {
                 let out = conn.buffers.output();
-                out.extend_from_slice(b"err binary client protocol not supported by this node\n");
+                out.extend_from_slice(b"err binary client protocol not supported by this node\r\n");
                 conn.closing = true;
                 return;
             } else {
