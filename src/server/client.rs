@@ -396,18 +396,19 @@ impl Node {
             self.mark_dirty(key);
         }
         for key in too_slow {
-            if let Some(conn) = self.conns.get_mut(key) {
-                if !conn.closing {
-                    log::info!("node {}: disconnecting a client that fell behind", self.cfg.id);
-                    conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
-                    conn.closing = true;
-                    if let ConnKind::Telnet(session) = &mut conn.kind {
-                        session.listing = None;
-                        session.held_pushes.clear();
-                    }
-                }
-            }
+            self.disconnect_slow(key);
         }
+    }
+
+    /// A client whose output passed its bound: one best-effort line, then the connection goes.
+    /// Its unsent output is dropped, not kept: the point is to stop growing memory.
+    fn disconnect_slow(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        log::info!("node {}: disconnecting a client that fell behind live delivery", self.cfg.id);
+        conn.buffers.clear();
+        conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
+        let _ = conn.buffers.write_to(&mut conn.stream);
+        self.close(key);
     }
 
     fn release_held_pushes(&mut self, key: usize) {
