@@ -28,24 +28,37 @@ fn a_message_posted_on_one_node_is_pushed_to_a_client_on_another() {
     cluster.wait_leader(&[0, 1, 2]);
     let mut alice = cluster.client(0);
     let mut bob = cluster.client(2);
-    assert_eq!(alice.command("nick alice").unwrap().final_line, "ack nick alice");
+    assert_eq!(
+        alice.command("nick alice").unwrap().final_line,
+        "ack nick alice"
+    );
     command_until(&mut alice, "join rust", "ack joined #rust");
     command_until(&mut bob, "join rust", "ack joined #rust");
     command_until(&mut alice, "msg borrow checker says hi", "ack ");
     let push = bob.wait_push("borrow checker says hi");
-    assert!(push.contains("#rust <alice> borrow checker says hi"), "{push}");
+    assert!(
+        push.contains("#rust <alice> borrow checker says hi"),
+        "{push}"
+    );
     // History and the chat log agree on every node.
     let histories: Vec<Vec<String>> = (0..3)
         .map(|id| {
             let mut c = cluster.client(id);
-            let reply = wait_for("history", DEADLINE, || c.command("history #rust").ok().filter(|r| r.final_line.starts_with("end")));
+            let reply = wait_for("history", DEADLINE, || {
+                c.command("history #rust")
+                    .ok()
+                    .filter(|r| r.final_line.starts_with("end"))
+            });
             reply.lines
         })
         .collect();
     assert_eq!(histories[0].len(), 1);
     assert!(histories.iter().all(|h| *h == histories[0]));
     let log = cluster.chat_log(1);
-    assert_eq!(log, histories[0], "the chat log holds the same single message");
+    assert_eq!(
+        log, histories[0],
+        "the chat log holds the same single message"
+    );
 }
 
 #[test]
@@ -66,12 +79,25 @@ fn rooms_and_messages_survive_a_full_restart() {
     }
     cluster.wait_leader(&[0, 1, 2]);
     let mut dave = cluster.client(2);
-    let rooms = wait_for("rooms", DEADLINE, || dave.command("rooms").ok().filter(|r| r.final_line.starts_with("end")));
-    assert!(rooms.lines.contains(&"room #ops 1".to_string()), "{rooms:?}");
-    assert!(rooms.lines.contains(&"room #general 1".to_string()), "{rooms:?}");
+    let rooms = wait_for("rooms", DEADLINE, || {
+        dave.command("rooms")
+            .ok()
+            .filter(|r| r.final_line.starts_with("end"))
+    });
+    assert!(
+        rooms.lines.contains(&"room #ops 1".to_string()),
+        "{rooms:?}"
+    );
+    assert!(
+        rooms.lines.contains(&"room #general 1".to_string()),
+        "{rooms:?}"
+    );
     let history = dave.command("history #ops").unwrap();
     assert_eq!(history.lines.len(), 1);
-    assert!(history.lines[0].ends_with("#ops <carol> deploy at noon"), "{history:?}");
+    assert!(
+        history.lines[0].ends_with("#ops <carol> deploy at noon"),
+        "{history:?}"
+    );
 }
 
 #[test]
@@ -114,7 +140,11 @@ fn a_slow_reader_is_disconnected_without_disturbing_others() {
         command_until(&mut writer, &format!("msg {i} {big}"), "ack ");
         if i % 1000 == 999 {
             let status = cluster.client(1).status().unwrap();
-            assert_eq!(status.get("node").map(String::as_str), Some("1"), "node 1 keeps serving others");
+            assert_eq!(
+                status.get("node").map(String::as_str),
+                Some("1"),
+                "node 1 keeps serving others"
+            );
         }
     }
     // Drain what the kernel buffered: a disconnected reader then sees EOF or a reset.
@@ -124,7 +154,14 @@ fn a_slow_reader_is_disconnected_without_disturbing_others() {
         match std::io::Read::read(&mut slow, &mut buf) {
             Ok(0) => break true,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
             Err(_) => break true,
         }
     };
@@ -146,7 +183,10 @@ fn key_value_commands_are_linearizable_across_nodes() {
     let reply = b.command("get color").unwrap();
     assert_eq!(reply.final_line, "end");
     assert_eq!(reply.lines, vec![format!("value {revision} light blue")]);
-    assert_eq!(b.command("get missing").unwrap().final_line, "err not found");
+    assert_eq!(
+        b.command("get missing").unwrap().final_line,
+        "err not found"
+    );
     command_until(&mut b, "set colour red", "ack ");
     let keys = a.command("keys col").unwrap();
     assert_eq!(keys.lines, vec!["key color", "key colour"]);
@@ -155,7 +195,10 @@ fn key_value_commands_are_linearizable_across_nodes() {
     assert_eq!(command_until(&mut a, "del colour", "err"), "err not found");
     // compare-and-set: absent token, mismatch reports the current value.
     assert!(command_until(&mut a, "cas lock - alice", "").starts_with("ack "));
-    assert_eq!(command_until(&mut b, "cas lock - bob", "err"), "err cas failed: current alice");
+    assert_eq!(
+        command_until(&mut b, "cas lock - bob", "err"),
+        "err cas failed: current alice"
+    );
 }
 
 #[test]

@@ -86,7 +86,10 @@ impl Node {
     }
 
     fn conn_ref(&self, key: usize) -> ConnRef {
-        ConnRef { key, id: self.conns[key].id }
+        ConnRef {
+            key,
+            id: self.conns[key].id,
+        }
     }
 
     fn conn_of(&mut self, conn: ConnRef) -> Option<&mut super::node::Conn> {
@@ -125,7 +128,9 @@ impl Node {
 
     /// A connection that sent nothing after a moment is a person at a telnet prompt: say hello.
     pub(super) fn greet(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut session = Box::new(Session::new());
         session.greeted = true;
         conn.kind = ConnKind::Telnet(session);
@@ -139,8 +144,12 @@ impl Node {
     }
 
     pub(super) fn handle_telnet_input(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let ConnKind::Telnet(session) = &mut conn.kind else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnKind::Telnet(session) = &mut conn.kind else {
+            return;
+        };
         let input = conn.buffers.input();
         let used = input.len();
         session.splitter.feed(input);
@@ -159,11 +168,15 @@ impl Node {
     fn run_queued(&mut self, key: usize) {
         let was_paused = self.session_mut(key).is_some_and(|s| s.input_paused());
         loop {
-            let Some(session) = self.session_mut(key) else { return };
+            let Some(session) = self.session_mut(key) else {
+                return;
+            };
             if session.busy.is_some() || session.listing.is_some() {
                 break;
             }
-            let Some(line) = session.queued.pop_front() else { break };
+            let Some(line) = session.queued.pop_front() else {
+                break;
+            };
             let conn = self.conn_ref(key);
             match line.and_then(|l| telnet::parse_line(&l)) {
                 Ok(request) => self.handle_request(conn, request),
@@ -176,7 +189,9 @@ impl Node {
     }
 
     fn handle_request(&mut self, conn: ConnRef, request: Request) {
-        let Some(session) = self.session_mut(conn.key) else { return };
+        let Some(session) = self.session_mut(conn.key) else {
+            return;
+        };
         match request {
             Request::Msg { room, text } => {
                 let room = room.unwrap_or_else(|| session.room.clone());
@@ -190,12 +205,22 @@ impl Node {
                 if let Some(pos) = session.joined.iter().position(|r| *r == room) {
                     session.joined.remove(pos);
                     if session.room == room {
-                        session.room = session.joined.last().cloned().unwrap_or_else(|| DEFAULT_ROOM.to_string());
+                        session.room = session
+                            .joined
+                            .last()
+                            .cloned()
+                            .unwrap_or_else(|| DEFAULT_ROOM.to_string());
                     }
                     let now_in = quoted_room(&session.room);
-                    self.write_line(conn, &format!("ack left {}, posting to {now_in}", quoted_room(&room)));
+                    self.write_line(
+                        conn,
+                        &format!("ack left {}, posting to {now_in}", quoted_room(&room)),
+                    );
                 } else {
-                    self.write_line(conn, &format!("err not in {}: `join` it first", quoted_room(&room)));
+                    self.write_line(
+                        conn,
+                        &format!("err not in {}: `join` it first", quoted_room(&room)),
+                    );
                 }
             }
             Request::Nick(name) => {
@@ -204,7 +229,9 @@ impl Node {
             }
             Request::Set { key, value } => self.submit_write(conn, Op::Set { key, value }, None),
             Request::Del { key } => self.submit_write(conn, Op::Del { key }, None),
-            Request::Cas { key, expected, new } => self.submit_write(conn, Op::Cas { key, expected, new }, None),
+            Request::Cas { key, expected, new } => {
+                self.submit_write(conn, Op::Cas { key, expected, new }, None)
+            }
             Request::GetChatLog => self.submit_read(conn, Query::ChatLog),
             Request::History { room, n } => {
                 let room = room.unwrap_or_else(|| session.room.clone());
@@ -238,7 +265,10 @@ impl Node {
 
     fn write_status(&mut self, conn: ConnRef) {
         let status = self.raft.status();
-        let leader = status.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+        let leader = status
+            .leader
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into());
         let mut lines = vec![
             format!("node {}", status.id),
             format!("role {:?}", status.role),
@@ -250,7 +280,10 @@ impl Node {
             format!("messages {}", self.sm.chat_log().len()),
         ];
         for peer in &status.peers {
-            lines.push(format!("peer {} match {} next {}", peer.id, peer.match_index, peer.next_index));
+            lines.push(format!(
+                "peer {} match {} next {}",
+                peer.id, peer.match_index, peer.next_index
+            ));
         }
         for line in lines {
             self.write_line(conn, &line);
@@ -263,12 +296,22 @@ impl Node {
         let leader = self.raft.leader();
         let is_leader = self.raft.role() == Role::Leader;
         if !is_leader && !leader.is_some_and(|l| self.link_up(l)) {
-            let hint = leader.map(|l| format!(" (leader node {l} unreachable)")).unwrap_or_default();
+            let hint = leader
+                .map(|l| format!(" (leader node {l} unreachable)"))
+                .unwrap_or_default();
             self.write_line(conn, &format!("err no leader: not stored{hint}, try again"));
             return;
         }
         let req = self.new_request();
-        let mut command = Command { origin: Origin { node: self.cfg.id, req }, timestamp_ms: 0, op };
+        let mut command = Command {
+            origin: Origin {
+                node: self.cfg.id,
+                req,
+            },
+            timestamp_ms: 0,
+            session: None,
+            op,
+        };
         let mut data = std::mem::take(&mut self.scratch);
         data.clear();
         let outcome = if is_leader {
@@ -287,7 +330,14 @@ impl Node {
                 if let Some(index) = local_index {
                     self.register_local_proposal(index, req);
                 }
-                self.writes.insert(req, PendingWrite { conn, local_index, join_room });
+                self.writes.insert(
+                    req,
+                    PendingWrite {
+                        conn,
+                        local_index,
+                        join_room,
+                    },
+                );
                 if let Some(session) = self.session_mut(conn.key) {
                     session.busy = Some(req);
                 }
@@ -311,7 +361,10 @@ impl Node {
             // A forwarded command that does not decode, or speaks for another node, is dropped:
             // its sender times out with "outcome unknown", which is true.
             _ => {
-                log::warn!("node {}: dropped a malformed forwarded proposal from node {from}", self.cfg.id);
+                log::warn!(
+                    "node {}: dropped a malformed forwarded proposal from node {from}",
+                    self.cfg.id
+                );
                 return;
             }
         };
@@ -320,7 +373,9 @@ impl Node {
                 RaftError::NotLeader { leader_hint } => leader_hint,
                 _ => None,
             };
-            self.send_to(from, |out| wire::encode_propose_rejected(origin_req, leader_hint, out));
+            self.send_to(from, |out| {
+                wire::encode_propose_rejected(origin_req, leader_hint, out)
+            });
         }
     }
 
@@ -333,7 +388,10 @@ impl Node {
                     session.busy = Some(req);
                 }
             }
-            Err(e) => self.write_line(conn, &format!("err {}: read not served, try again", describe(e))),
+            Err(e) => self.write_line(
+                conn,
+                &format!("err {}: read not served, try again", describe(e)),
+            ),
         }
     }
 
@@ -355,31 +413,42 @@ impl Node {
                     }
                     Outcome::KvAck { revision } => format!("ack {revision}"),
                     Outcome::CasFailed { current } => {
-                        format!("err cas failed: current {}", current.as_deref().unwrap_or(ABSENT))
+                        format!(
+                            "err cas failed: current {}",
+                            current.as_deref().unwrap_or(ABSENT)
+                        )
                     }
                     Outcome::NotFound => "err not found".to_string(),
                     Outcome::Rejected(reason) => format!("err {reason}"),
+                    // Telnet commands carry no session; these answer binary clients only.
+                    Outcome::SessionOpened { session_id } => format!("ack session {session_id}"),
+                    Outcome::SessionExpired => "err session expired: open a new one".to_string(),
                 };
                 let _ = write.local_index;
                 self.finish(write.conn, &line);
             }
         }
-        if let Outcome::Posted { position } = applied.outcome {
-            self.push_message(position);
+        // A retried request answered again must not be delivered twice.
+        if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {
+            self.push_message(*position);
         }
     }
 
     /// Live delivery of a newly applied message to every client in its room.
     fn push_message(&mut self, position: u64) {
-        let Some(message) = self.sm.message(position) else { return };
+        let Some(message) = self.sm.message(position) else {
+            return;
+        };
         let mut line = Vec::with_capacity(128);
         telnet::format_push(message, &mut line);
         let room = message.room.clone();
         let mut too_slow = Vec::new();
         let mut touched = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            let ConnKind::Telnet(session) = &mut conn.kind else { continue };
-            if !session.joined.iter().any(|r| *r == room) {
+            let ConnKind::Telnet(session) = &mut conn.kind else {
+                continue;
+            };
+            if !session.joined.contains(&room) {
                 continue;
             }
             if session.listing.is_some() {
@@ -387,7 +456,9 @@ impl Node {
             } else {
                 conn.buffers.output().extend_from_slice(&line);
             }
-            if conn.buffers.pending_output() > OUTPUT_BYTES_MAX || session.held_pushes.len() > 100_000 {
+            if conn.buffers.pending_output() > OUTPUT_BYTES_MAX
+                || session.held_pushes.len() > 100_000
+            {
                 too_slow.push(key);
             }
             touched.push(key);
@@ -403,17 +474,28 @@ impl Node {
     /// A client whose output passed its bound: one best-effort line, then the connection goes.
     /// Its unsent output is dropped, not kept: the point is to stop growing memory.
     fn disconnect_slow(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        log::info!("node {}: disconnecting a client that fell behind live delivery", self.cfg.id);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        log::info!(
+            "node {}: disconnecting a client that fell behind live delivery",
+            self.cfg.id
+        );
         conn.buffers.clear();
-        conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
+        conn.buffers
+            .output()
+            .extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
         let _ = conn.buffers.write_to(&mut conn.stream);
         self.close(key);
     }
 
     fn release_held_pushes(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let ConnKind::Telnet(session) = &mut conn.kind else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnKind::Telnet(session) = &mut conn.kind else {
+            return;
+        };
         if session.listing.is_some() {
             return;
         }
@@ -434,7 +516,10 @@ impl Node {
             Query::ChatLog => {
                 let last_position = self.sm.chat_log().len() as u64;
                 if let Some(session) = self.session_mut(conn.key) {
-                    session.listing = Some(Listing { next_position: 1, last_position });
+                    session.listing = Some(Listing {
+                        next_position: 1,
+                        last_position,
+                    });
                     session.busy = None;
                 }
                 self.mark_dirty(conn.key);
@@ -442,7 +527,10 @@ impl Node {
             }
             Query::History { room, n } => {
                 if !self.sm.room_exists(&room) {
-                    return self.reply_err(conn, &format!("unknown room {}: `rooms` lists them", quoted_room(&room)));
+                    return self.reply_err(
+                        conn,
+                        &format!("unknown room {}: `rooms` lists them", quoted_room(&room)),
+                    );
                 }
                 let mut out = Vec::new();
                 let messages = self.sm.room_history(&room, n);
@@ -456,8 +544,12 @@ impl Node {
                 self.finish(conn, &format!("end {count}"));
             }
             Query::Rooms => {
-                let lines: Vec<String> =
-                    self.sm.rooms().iter().map(|(room, count)| format!("room {} {count}", quoted_room(room))).collect();
+                let lines: Vec<String> = self
+                    .sm
+                    .rooms()
+                    .iter()
+                    .map(|(room, count)| format!("room {} {count}", quoted_room(room)))
+                    .collect();
                 let count = lines.len();
                 for line in lines {
                     self.write_line(conn, &line);
@@ -472,7 +564,12 @@ impl Node {
                 None => self.reply_err(conn, "not found"),
             },
             Query::Keys { prefix } => {
-                let keys: Vec<String> = self.sm.keys(&prefix).into_iter().map(|k| format!("key {k}")).collect();
+                let keys: Vec<String> = self
+                    .sm
+                    .keys(&prefix)
+                    .into_iter()
+                    .map(|k| format!("key {k}"))
+                    .collect();
                 let count = keys.len();
                 for key in keys {
                     self.write_line(conn, &key);
@@ -485,10 +582,18 @@ impl Node {
     /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush.
     pub(super) fn refill_stream(&mut self, key: usize) {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            let ConnKind::Telnet(session) = &mut conn.kind else { return };
-            let Some(listing) = session.listing.as_mut() else { return };
-            while conn.buffers.pending_output() < STREAM_REFILL_BYTES && listing.next_position <= listing.last_position {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let ConnKind::Telnet(session) = &mut conn.kind else {
+                return;
+            };
+            let Some(listing) = session.listing.as_mut() else {
+                return;
+            };
+            while conn.buffers.pending_output() < STREAM_REFILL_BYTES
+                && listing.next_position <= listing.last_position
+            {
                 if let Some(message) = self.sm.message(listing.next_position) {
                     telnet::format_message(message, conn.buffers.output());
                 }
@@ -515,7 +620,9 @@ impl Node {
 
 fn describe(e: RaftError) -> String {
     match e {
-        RaftError::NotLeader { leader_hint: Some(l) } => format!("no leader here (leader is node {l})"),
+        RaftError::NotLeader {
+            leader_hint: Some(l),
+        } => format!("no leader here (leader is node {l})"),
         RaftError::NotLeader { leader_hint: None } => "no leader".to_string(),
         RaftError::TransferInProgress => "leadership transfer in progress".to_string(),
         RaftError::BadTransferTarget => "bad transfer target".to_string(),

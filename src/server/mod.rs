@@ -33,7 +33,10 @@ pub fn run_cli(args: &[String]) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = simple_logger::SimpleLogger::new().with_level(cfg.log_level).init() {
+    if let Err(e) = simple_logger::SimpleLogger::new()
+        .with_level(cfg.log_level)
+        .init()
+    {
         eprintln!("server: cannot start logging: {e}");
     }
     match Node::start(cfg).and_then(|mut node| node.run()) {

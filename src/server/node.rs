@@ -70,16 +70,23 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
 }
 
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// What an accepted connection turned out to be.
 pub(super) enum ConnKind {
     /// No bytes yet.
-    Unknown { since: Instant },
+    Unknown {
+        since: Instant,
+    },
     Telnet(Box<Session>),
     /// An inbound link from member `node`, after a valid handshake.
-    Peer { node: NodeId },
+    Peer {
+        node: NodeId,
+    },
 }
 
 pub(super) struct Conn {
@@ -175,17 +182,21 @@ impl Node {
         let mut raft_cfg = raft::Config::new(cfg.id, voters);
         raft_cfg.heartbeat_ticks = 1;
         raft_cfg.election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_ms).max(2) as u32;
-        let persisted = raft::Persisted { hard_state: recovered.hard_state, entries: recovered.entries };
+        let persisted = raft::Persisted {
+            hard_state: recovered.hard_state,
+            entries: recovered.entries,
+        };
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.id;
         let raft = Raft::new(raft_cfg, persisted, seed);
 
         let poll = Poll::new().map_err(io_err("cannot create poller"))?;
-        let mut listener =
-            TcpListener::bind(cfg.listen).map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
+        let mut listener = TcpListener::bind(cfg.listen)
+            .map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("cannot register listener"))?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(io_err("cannot install signal handlers"))?;
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM]).map_err(io_err("cannot install signal handlers"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(io_err("cannot register signals"))?;
@@ -197,10 +208,22 @@ impl Node {
             .map(|(j, addr)| (j as u64 != cfg.id).then(|| PeerLink::new(j as u64, *addr, now)))
             .collect();
         let tick = Duration::from_millis(cfg.heartbeat_ms);
-        let soft = SoftState { role: raft.role(), term: raft.term(), leader: raft.leader() };
-        log::info!("node {}: listening on {} ({} members)", cfg.id, cfg.listen, cfg.members.len());
+        let soft = SoftState {
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader(),
+        };
+        log::info!(
+            "node {}: listening on {} ({} members)",
+            cfg.id,
+            cfg.listen,
+            cfg.members.len()
+        );
         Ok(Node {
-            hello: Handshake { cluster_id: cfg.cluster_id, node_id: cfg.id },
+            hello: Handshake {
+                cluster_id: cfg.cluster_id,
+                node_id: cfg.id,
+            },
             cfg,
             poll,
             listener: Some(listener),
@@ -242,7 +265,10 @@ impl Node {
             let timeout = self.next_wakeup(now).saturating_duration_since(now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(ServerError::Io { context: "poll failed".into(), source: e });
+                    return Err(ServerError::Io {
+                        context: "poll failed".into(),
+                        source: e,
+                    });
                 }
             }
             for event in events.iter() {
@@ -263,10 +289,18 @@ impl Node {
             self.drive()?;
             self.flush();
             if self.stopping {
-                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
-                let pending = self.conns.iter().any(|(_, c)| c.buffers.pending_output() > 0);
+                let deadline =
+                    *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
+                let pending = self
+                    .conns
+                    .iter()
+                    .any(|(_, c)| c.buffers.pending_output() > 0);
                 if !pending || Instant::now() >= deadline {
-                    log::info!("node {}: stopped cleanly at term {}", self.cfg.id, self.raft.term());
+                    log::info!(
+                        "node {}: stopped cleanly at term {}",
+                        self.cfg.id,
+                        self.raft.term()
+                    );
                     return Ok(());
                 }
             }
@@ -283,7 +317,11 @@ impl Node {
                 at = at.min(retry);
             }
         }
-        if self.conns.iter().any(|(_, c)| matches!(c.kind, ConnKind::Unknown { .. })) {
+        if self
+            .conns
+            .iter()
+            .any(|(_, c)| matches!(c.kind, ConnKind::Unknown { .. }))
+        {
             at = at.min(now + GREETING_DELAY / 2);
         }
         if self.stopping {
@@ -304,7 +342,9 @@ impl Node {
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((mut stream, _)) => {
                     let entry = self.conns.vacant_entry();
@@ -324,7 +364,9 @@ impl Node {
                         id,
                         stream,
                         buffers: Buffers::default(),
-                        kind: ConnKind::Unknown { since: Instant::now() },
+                        kind: ConnKind::Unknown {
+                            since: Instant::now(),
+                        },
                         closing: false,
                         dirty: false,
                     });
@@ -369,7 +411,9 @@ impl Node {
     /// Reads and handles input on an accepted connection until it would block.
     pub(super) fn read_conn(&mut self, key: usize) {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if conn.closing {
                 return;
             }
@@ -399,7 +443,9 @@ impl Node {
     }
 
     fn handle_input(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if let ConnKind::Unknown { .. } = conn.kind {
             let input = conn.buffers.input();
             if input.is_empty() {
@@ -419,7 +465,10 @@ impl Node {
                         }
                     }
                     Err(e) => {
-                        log::warn!("node {}: refused a peer connection: bad handshake: {e}", self.cfg.id);
+                        log::warn!(
+                            "node {}: refused a peer connection: bad handshake: {e}",
+                            self.cfg.id
+                        );
                         self.close(key);
                         return;
                     }
@@ -433,7 +482,9 @@ impl Node {
                 conn.kind = ConnKind::Telnet(Box::new(Session::new()));
             }
         }
-        let Some(conn) = self.conns.get(key) else { return };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
         match conn.kind {
             ConnKind::Peer { node } => self.handle_peer_input(key, node),
             ConnKind::Telnet(_) => self.handle_telnet_input(key),
@@ -444,9 +495,15 @@ impl Node {
     fn accept_handshake(&mut self, key: usize, hello: Handshake) -> bool {
         let members = self.cfg.members.len() as u64;
         let refuse = if hello.cluster_id != self.cfg.cluster_id {
-            Some(format!("cluster id {:#x} is not ours ({:#x})", hello.cluster_id, self.cfg.cluster_id))
+            Some(format!(
+                "cluster id {:#x} is not ours ({:#x})",
+                hello.cluster_id, self.cfg.cluster_id
+            ))
         } else if hello.node_id >= members || hello.node_id == self.cfg.id {
-            Some(format!("node id {} is not another member of this {members}-node cluster", hello.node_id))
+            Some(format!(
+                "node id {} is not another member of this {members}-node cluster",
+                hello.node_id
+            ))
         } else {
             None
         };
@@ -455,8 +512,14 @@ impl Node {
             self.close(key);
             return false;
         }
-        log::info!("node {}: inbound link from node {} is up", self.cfg.id, hello.node_id);
-        self.conns[key].kind = ConnKind::Peer { node: hello.node_id };
+        log::info!(
+            "node {}: inbound link from node {} is up",
+            self.cfg.id,
+            hello.node_id
+        );
+        self.conns[key].kind = ConnKind::Peer {
+            node: hello.node_id,
+        };
         true
     }
 
@@ -490,15 +553,30 @@ impl Node {
         match frame {
             PeerFrame::Raft(msg) => {
                 if msg.from != node || msg.to != self.cfg.id {
-                    log::warn!("node {}: dropped a message from node {} claiming to be {}", self.cfg.id, node, msg.from);
+                    log::warn!(
+                        "node {}: dropped a message from node {} claiming to be {}",
+                        self.cfg.id,
+                        node,
+                        msg.from
+                    );
                     return;
                 }
                 self.raft.step(msg);
             }
-            PeerFrame::Propose { origin_req, data } => self.on_forwarded_proposal(node, origin_req, data),
-            PeerFrame::ProposeRejected { origin_req, leader_hint } => {
-                let hint = leader_hint.map(|l| format!(" (leader is node {l})")).unwrap_or_default();
-                self.fail_write(origin_req, &format!("no leader: not stored{hint}, try again"));
+            PeerFrame::Propose { origin_req, data } => {
+                self.on_forwarded_proposal(node, origin_req, data)
+            }
+            PeerFrame::ProposeRejected {
+                origin_req,
+                leader_hint,
+            } => {
+                let hint = leader_hint
+                    .map(|l| format!(" (leader is node {l})"))
+                    .unwrap_or_default();
+                self.fail_write(
+                    origin_req,
+                    &format!("no leader: not stored{hint}, try again"),
+                );
             }
         }
     }
@@ -540,7 +618,12 @@ impl Node {
         }
         let registry = self.poll.registry();
         for link in self.links.iter_mut().flatten() {
-            link.maybe_connect(registry, Token(PEER_BASE + link.id as usize), &self.hello, now);
+            link.maybe_connect(
+                registry,
+                Token(PEER_BASE + link.id as usize),
+                &self.hello,
+                now,
+            );
         }
         let greet: Vec<usize> = self
             .conns
@@ -598,9 +681,15 @@ impl Node {
             }
         }
         for failure in rd.read_failures {
-            let hint = failure.leader_hint.map(|l| format!(" (leader is node {l})")).unwrap_or_default();
+            let hint = failure
+                .leader_hint
+                .map(|l| format!(" (leader is node {l})"))
+                .unwrap_or_default();
             if let Some(read) = self.reads.remove(&failure.ctx) {
-                self.reply_err(read.conn, &format!("no leader: read not served{hint}, try again"));
+                self.reply_err(
+                    read.conn,
+                    &format!("no leader: read not served{hint}, try again"),
+                );
             }
         }
         self.serve_reads();
@@ -611,8 +700,17 @@ impl Node {
         let old = self.soft;
         self.soft = soft;
         if old.role != soft.role || old.leader != soft.leader {
-            let leader = soft.leader.map(|l| format!("node {l}")).unwrap_or_else(|| "unknown".into());
-            log::info!("node {} term {}: {:?}, leader {}", self.cfg.id, soft.term, soft.role, leader);
+            let leader = soft
+                .leader
+                .map(|l| format!("node {l}"))
+                .unwrap_or_else(|| "unknown".into());
+            log::info!(
+                "node {} term {}: {:?}, leader {}",
+                self.cfg.id,
+                soft.term,
+                soft.role,
+                leader
+            );
         }
         if old.role == Role::Leader && soft.role != Role::Leader {
             log::info!("node {} term {}: stepped down", self.cfg.id, soft.term);
@@ -622,7 +720,10 @@ impl Node {
     fn on_applied(&mut self, index: Index, applied: Applied) {
         // A proposal this node made as leader at `index` that is not the entry applied there
         // was overwritten by a later leader: it is definitely not stored.
-        let ours = applied.origin.filter(|o| o.node == self.cfg.id).map(|o| o.req);
+        let ours = applied
+            .origin
+            .filter(|o| o.node == self.cfg.id)
+            .map(|o| o.req);
         while let Some((&at, &req)) = self.local_proposals.first_key_value() {
             if at > index {
                 break;
@@ -656,10 +757,17 @@ impl Node {
     fn expire_request(&mut self, req: u64) {
         if self.writes.contains_key(&req) {
             self.local_proposals.retain(|_, r| *r != req);
-            self.fail_write(req, "timeout: outcome unknown, the message may still be stored");
+            self.fail_write(
+                req,
+                "timeout: outcome unknown, the message may still be stored",
+            );
         } else if let Some(read) = self.reads.remove(&req) {
             self.reply_err(read.conn, "timeout: read not served, try again");
-        } else if let Some(pos) = self.reads_waiting_apply.iter().position(|(_, r, _)| *r == req) {
+        } else if let Some(pos) = self
+            .reads_waiting_apply
+            .iter()
+            .position(|(_, r, _)| *r == req)
+        {
             let (_, _, read) = self.reads_waiting_apply.swap_remove(pos);
             self.reply_err(read.conn, "timeout: read not served, try again");
         }
@@ -667,8 +775,10 @@ impl Node {
 
     pub(super) fn new_request(&mut self) -> u64 {
         self.next_req += 1;
-        self.deadlines
-            .push_back((Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms), self.next_req));
+        self.deadlines.push_back((
+            Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms),
+            self.next_req,
+        ));
         self.next_req
     }
 
@@ -687,7 +797,9 @@ impl Node {
         let dirty = std::mem::take(&mut self.dirty);
         for key in dirty {
             self.refill_stream(key);
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             conn.dirty = false;
             if conn.buffers.write_to(&mut conn.stream).is_err() {
                 self.close(key);
