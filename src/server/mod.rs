@@ -5,16 +5,20 @@
 //! - [`config`]: the command line (`server <id> <count> <port> [options]`).
 //! - `node`: the event loop and the Ready driver (the order of side effects the core demands).
 //! - `peers`: outbound links to the other members, with reconnect backoff.
-//! - `client`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
+//! - `requests`: client writes and reads in flight, whatever protocol they came on.
+//! - `binary`: binary client sessions (the protocol of `client::proto`): pipelined, exactly-once.
+//! - `telnet`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
 //! - `conn`: bounded, non-blocking read and write buffers.
 //!
 //! It never decides anything Raft decides.
 
-mod client;
+mod binary;
 pub mod config;
 mod conn;
 mod node;
 mod peers;
+mod requests;
+mod telnet;
 
 pub use config::{parse_args, usage, Command, ServerConfig};
 pub use node::{Node, ServerError};

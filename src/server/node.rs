@@ -15,7 +15,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use super::client::{Query, Session};
+use super::requests::{Failure, Query, ReplyTo};
+use super::binary::{self, BinarySession};
+use super::telnet::Session;
 use super::config::ServerConfig;
 use super::conn::{Buffers, ReadOutcome};
 use super::peers::PeerLink;
@@ -111,11 +113,7 @@ pub(super) struct ConnRef {
 /// A client write waiting for its entry to be applied.
 pub(super) struct PendingWrite {
     pub conn: ConnRef,
-    /// Set when this node proposed it as leader: if another entry is applied at this index,
-    /// ours was overwritten and is known not to be stored.
-    pub local_index: Option<Index>,
-    /// Room to join once a `join` commits.
-    pub join_room: Option<String>,
+    pub reply: ReplyTo,
 }
 
 /// A client read waiting for a read index, then for the state machine to catch up to it.
@@ -327,6 +325,10 @@ impl Node {
         if self.stopping {
             at = at.min(now + Duration::from_millis(10));
         }
+        if !self.dirty.is_empty() {
+            // Output queued during the last flush (a resumed reader answered at once).
+            at = now;
+        }
         at.max(now)
     }
 
@@ -417,8 +419,13 @@ impl Node {
             if conn.closing {
                 return;
             }
-            let input_max = match &conn.kind {
+            let pending_output = conn.buffers.pending_output();
+            let input_max = match &mut conn.kind {
                 ConnKind::Telnet(session) if session.input_paused() => return,
+                ConnKind::Binary(session) if pending_output > binary::OUTPUT_PAUSE_BYTES => {
+                    session.paused = true;
+                    return;
+                }
                 ConnKind::Peer { .. } => PEER_INPUT_BYTES_MAX,
                 _ => 256 * 1024,
             };
@@ -474,10 +481,7 @@ impl Node {
                     }
                 }
             } else if input[..4] == CLIENT_MAGIC {
-                let out = conn.buffers.output();
-                out.extend_from_slice(b"err binary client protocol not supported by this node\r\n");
-                conn.closing = true;
-                return;
+                conn.kind = ConnKind::Binary(Box::default());
             } else {
                 conn.kind = ConnKind::Telnet(Box::new(Session::new()));
             }
@@ -488,6 +492,7 @@ impl Node {
         match conn.kind {
             ConnKind::Peer { node } => self.handle_peer_input(key, node),
             ConnKind::Telnet(_) => self.handle_telnet_input(key),
+            ConnKind::Binary(_) => self.handle_binary_input(key),
             ConnKind::Unknown { .. } => {}
         }
     }
@@ -573,10 +578,8 @@ impl Node {
                 let hint = leader_hint
                     .map(|l| format!(" (leader is node {l})"))
                     .unwrap_or_default();
-                self.fail_write(
-                    origin_req,
-                    &format!("no leader: not stored{hint}, try again"),
-                );
+                let failure = Failure::NotStored(format!("no leader: not stored{hint}, try again"));
+                self.fail_write(origin_req, failure);
             }
         }
     }
@@ -686,10 +689,8 @@ impl Node {
                 .map(|l| format!(" (leader is node {l})"))
                 .unwrap_or_default();
             if let Some(read) = self.reads.remove(&failure.ctx) {
-                self.reply_err(
-                    read.conn,
-                    &format!("no leader: read not served{hint}, try again"),
-                );
+                let failure = Failure::NotServed(format!("no leader: read not served{hint}, try again"));
+                self.fail_read(read, failure);
             }
         }
         self.serve_reads();
@@ -732,9 +733,10 @@ impl Node {
             if at == index && ours == Some(req) {
                 continue;
             }
-            self.fail_write(req, "leader changed: not stored, try again");
+            let failure = Failure::NotStored("leader changed: not stored, try again".into());
+            self.fail_write(req, failure);
         }
-        self.deliver_applied(index, ours, &applied);
+        self.deliver_applied(ours, &applied);
     }
 
     pub(super) fn register_local_proposal(&mut self, index: Index, req: u64) {
@@ -757,19 +759,17 @@ impl Node {
     fn expire_request(&mut self, req: u64) {
         if self.writes.contains_key(&req) {
             self.local_proposals.retain(|_, r| *r != req);
-            self.fail_write(
-                req,
-                "timeout: outcome unknown, the message may still be stored",
-            );
+            let failure = Failure::Unknown("timeout: outcome unknown, it may still be stored".into());
+            self.fail_write(req, failure);
         } else if let Some(read) = self.reads.remove(&req) {
-            self.reply_err(read.conn, "timeout: read not served, try again");
+            self.fail_read(read, Failure::NotServed("timeout: read not served, try again".into()));
         } else if let Some(pos) = self
             .reads_waiting_apply
             .iter()
             .position(|(_, r, _)| *r == req)
         {
             let (_, _, read) = self.reads_waiting_apply.swap_remove(pos);
-            self.reply_err(read.conn, "timeout: read not served, try again");
+            self.fail_read(read, Failure::NotServed("timeout: read not served, try again".into()));
         }
     }
 
@@ -780,10 +780,6 @@ impl Node {
             self.next_req,
         ));
         self.next_req
-    }
-
-    pub(super) fn pending_read(&mut self, req: u64, read: PendingRead) {
-        self.reads.insert(req, read);
     }
 
     fn flush(&mut self) {
@@ -805,6 +801,14 @@ impl Node {
                 self.close(key);
                 continue;
             }
+            if let ConnKind::Binary(session) = &mut conn.kind {
+                if session.paused && conn.buffers.pending_output() < binary::OUTPUT_PAUSE_BYTES / 2 {
+                    session.paused = false;
+                    self.read_conn(key);
+                    continue;
+                }
+            }
+            let Some(conn) = self.conns.get_mut(key) else { continue };
             if conn.closing && conn.buffers.pending_output() == 0 {
                 self.close(key);
             }

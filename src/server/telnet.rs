@@ -1,5 +1,5 @@
-//! Telnet client sessions on a node: turning parsed command lines into proposals and reads,
-//! and committed results into reply lines.
+//! Telnet sessions on a node: parsed command lines into writes and reads (see `requests`),
+//! and their results into reply lines.
 //!
 //! One command is in flight per connection, so replies come back in the order commands were
 //! typed; lines typed meanwhile wait in the session. Every command ends with exactly one
@@ -8,11 +8,10 @@
 
 use std::collections::VecDeque;
 
-use super::node::{now_ms, ConnKind, ConnRef, Node, PendingRead, PendingWrite};
+use super::node::{ConnKind, ConnRef, Node};
+use super::requests::{Failure, Query, ReplyTo};
 use crate::chat::telnet::{self, LineSplitter, Request};
-use crate::chat::{Applied, Command, Op, Origin, Outcome, DEFAULT_ROOM};
-use crate::raft::{Index, NodeId, RaftError, Role};
-use crate::wire;
+use crate::chat::{Op, Outcome, DEFAULT_ROOM};
 
 /// A client whose unsent output passes this bound is too slow to follow live delivery.
 const OUTPUT_BYTES_MAX: usize = 4 << 20;
@@ -22,15 +21,6 @@ const STREAM_REFILL_BYTES: usize = 256 * 1024;
 const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
 const QUEUED_LINES_MAX: usize = 256;
-
-/// A linearizable read, served once the state machine reached the read index.
-pub(super) enum Query {
-    ChatLog,
-    History { room: String, n: usize },
-    Rooms,
-    Get { key: String },
-    Keys { prefix: String },
-}
 
 /// `get chatLog` being written out a chunk at a time.
 struct Listing {
@@ -92,12 +82,12 @@ impl Node {
         }
     }
 
-    fn conn_of(&mut self, conn: ConnRef) -> Option<&mut super::node::Conn> {
+    pub(super) fn conn_of(&mut self, conn: ConnRef) -> Option<&mut super::node::Conn> {
         self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)
     }
 
     /// Appends `text` and a newline to the connection's output.
-    fn write_line(&mut self, conn: ConnRef, text: &str) {
+    pub(super) fn write_line(&mut self, conn: ConnRef, text: &str) {
         if let Some(c) = self.conn_of(conn) {
             let out = c.buffers.output();
             out.extend_from_slice(text.as_bytes());
@@ -116,14 +106,9 @@ impl Node {
         self.run_queued(conn.key);
     }
 
-    pub(super) fn reply_err(&mut self, conn: ConnRef, reason: &str) {
-        self.finish(conn, &format!("err {reason}"));
-    }
-
-    pub(super) fn fail_write(&mut self, req: u64, reason: &str) {
-        if let Some(write) = self.writes.remove(&req) {
-            self.reply_err(write.conn, reason);
-        }
+    /// Ends the command in flight on `conn` with `err <why>`.
+    pub(super) fn telnet_fail(&mut self, conn: ConnRef, failure: &Failure) {
+        self.finish(conn, &format!("err {}", failure.text()));
     }
 
     /// A connection that sent nothing after a moment is a person at a telnet prompt: say hello.
@@ -291,151 +276,56 @@ impl Node {
         self.write_line(conn, "end");
     }
 
-    /// Proposes `op` (as leader) or forwards it to the leader; the reply comes on apply.
+    /// Starts a write for a telnet command; the answer comes in `telnet_answer`.
     fn submit_write(&mut self, conn: ConnRef, op: Op, join_room: Option<String>) {
-        let leader = self.raft.leader();
-        let is_leader = self.raft.role() == Role::Leader;
-        if !is_leader && !leader.is_some_and(|l| self.link_up(l)) {
-            let hint = leader
-                .map(|l| format!(" (leader node {l} unreachable)"))
-                .unwrap_or_default();
-            self.write_line(conn, &format!("err no leader: not stored{hint}, try again"));
-            return;
-        }
-        let req = self.new_request();
-        let mut command = Command {
-            origin: Origin {
-                node: self.cfg.id,
-                req,
-            },
-            timestamp_ms: 0,
-            session: None,
-            op,
-        };
-        let mut data = std::mem::take(&mut self.scratch);
-        data.clear();
-        let outcome = if is_leader {
-            command.timestamp_ms = now_ms();
-            command.encode(&mut data);
-            self.raft.propose(&data).map(Some)
-        } else {
-            command.encode(&mut data);
-            let to = leader.expect("checked above");
-            self.send_to(to, |out| wire::encode_propose(req, &data, out));
-            Ok(None)
-        };
-        self.scratch = data;
-        match outcome {
-            Ok(local_index) => {
-                if let Some(index) = local_index {
-                    self.register_local_proposal(index, req);
-                }
-                self.writes.insert(
-                    req,
-                    PendingWrite {
-                        conn,
-                        local_index,
-                        join_room,
-                    },
-                );
-                if let Some(session) = self.session_mut(conn.key) {
-                    session.busy = Some(req);
-                }
-            }
-            Err(e) => self.write_line(conn, &format!("err {}: not stored, try again", describe(e))),
-        }
-    }
-
-    /// The leader side of a follower's forwarded proposal.
-    pub(super) fn on_forwarded_proposal(&mut self, from: NodeId, origin_req: u64, data: &[u8]) {
-        let result = match Command::decode(data) {
-            Ok(mut command) if command.origin.node == from => {
-                command.timestamp_ms = now_ms();
-                let mut buf = std::mem::take(&mut self.scratch);
-                buf.clear();
-                command.encode(&mut buf);
-                let result = self.raft.propose(&buf);
-                self.scratch = buf;
-                result.map(|_| ())
-            }
-            // A forwarded command that does not decode, or speaks for another node, is dropped:
-            // its sender times out with "outcome unknown", which is true.
-            _ => {
-                log::warn!(
-                    "node {}: dropped a malformed forwarded proposal from node {from}",
-                    self.cfg.id
-                );
-                return;
-            }
-        };
-        if let Err(e) = result {
-            let leader_hint = match e {
-                RaftError::NotLeader { leader_hint } => leader_hint,
-                _ => None,
-            };
-            self.send_to(from, |out| {
-                wire::encode_propose_rejected(origin_req, leader_hint, out)
-            });
+        match self.start_write(conn, op, None, ReplyTo::Telnet { join_room }) {
+            Ok(req) => self.set_busy(conn.key, req),
+            Err(failure) => self.write_line(conn, &format!("err {}", failure.text())),
         }
     }
 
     fn submit_read(&mut self, conn: ConnRef, query: Query) {
-        let req = self.new_request();
-        match self.raft.read_index(req) {
-            Ok(()) => {
-                self.pending_read(req, PendingRead { conn, query });
-                if let Some(session) = self.session_mut(conn.key) {
-                    session.busy = Some(req);
-                }
-            }
-            Err(e) => self.write_line(
-                conn,
-                &format!("err {}: read not served, try again", describe(e)),
-            ),
+        match self.start_read(conn, query) {
+            Ok(req) => self.set_busy(conn.key, req),
+            Err(failure) => self.write_line(conn, &format!("err {}", failure.text())),
         }
     }
 
-    /// Answers the client waiting on an applied entry, and pushes posted messages to listeners.
-    pub(super) fn deliver_applied(&mut self, _index: Index, ours: Option<u64>, applied: &Applied) {
-        if let Some(req) = ours {
-            if let Some(write) = self.writes.remove(&req) {
-                let line = match &applied.outcome {
-                    Outcome::Posted { position } => format!("ack {position}"),
-                    Outcome::RoomCreated { .. } => {
-                        let room = write.join_room.clone().unwrap_or_default();
-                        if let Some(session) = self.session_mut(write.conn.key) {
-                            if !session.joined.contains(&room) {
-                                session.joined.push(room.clone());
-                            }
-                            session.room = room.clone();
-                        }
-                        format!("ack joined {}, posting there now", quoted_room(&room))
+    fn set_busy(&mut self, key: usize, req: u64) {
+        if let Some(session) = self.session_mut(key) {
+            session.busy = Some(req);
+        }
+    }
+
+    /// The final line for a telnet write whose entry was applied.
+    pub(super) fn telnet_answer(&mut self, conn: ConnRef, join_room: Option<String>, outcome: &Outcome) {
+        let line = match outcome {
+            Outcome::Posted { position } => format!("ack {position}"),
+            Outcome::RoomCreated { .. } => {
+                let room = join_room.unwrap_or_default();
+                if let Some(session) = self.session_mut(conn.key) {
+                    if !session.joined.contains(&room) {
+                        session.joined.push(room.clone());
                     }
-                    Outcome::KvAck { revision } => format!("ack {revision}"),
-                    Outcome::CasFailed { current } => {
-                        format!(
-                            "err cas failed: current {}",
-                            current.as_deref().unwrap_or(ABSENT)
-                        )
-                    }
-                    Outcome::NotFound => "err not found".to_string(),
-                    Outcome::Rejected(reason) => format!("err {reason}"),
-                    // Telnet commands carry no session; these answer binary clients only.
-                    Outcome::SessionOpened { session_id } => format!("ack session {session_id}"),
-                    Outcome::SessionExpired => "err session expired: open a new one".to_string(),
-                };
-                let _ = write.local_index;
-                self.finish(write.conn, &line);
+                    session.room = room.clone();
+                }
+                format!("ack joined {}, posting there now", quoted_room(&room))
             }
-        }
-        // A retried request answered again must not be delivered twice.
-        if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {
-            self.push_message(*position);
-        }
+            Outcome::KvAck { revision } => format!("ack {revision}"),
+            Outcome::CasFailed { current } => {
+                format!("err cas failed: current {}", current.as_deref().unwrap_or(ABSENT))
+            }
+            Outcome::NotFound => "err not found".to_string(),
+            Outcome::Rejected(reason) => format!("err {reason}"),
+            // Telnet commands carry no session; these answer binary clients only.
+            Outcome::SessionOpened { session_id } => format!("ack session {session_id}"),
+            Outcome::SessionExpired => "err session expired: open a new one".to_string(),
+        };
+        self.finish(conn, &line);
     }
 
     /// Live delivery of a newly applied message to every client in its room.
-    fn push_message(&mut self, position: u64) {
+    pub(super) fn push_message(&mut self, position: u64) {
         let Some(message) = self.sm.message(position) else {
             return;
         };
@@ -506,13 +396,14 @@ impl Node {
         }
     }
 
-    /// A read whose read index has been applied: answer it from the state machine.
-    pub(super) fn serve_query(&mut self, read: PendingRead) {
-        let conn = read.conn;
+    /// Answers a telnet read whose read index has been applied.
+    pub(super) fn telnet_serve(&mut self, conn: ConnRef, query: Query) {
         if self.conn_of(conn).is_none() {
             return;
         }
-        match read.query {
+        match query {
+            // Binary queries are answered by `binary`; none reaches a telnet session.
+            Query::LogPage { .. } | Query::Value { .. } => {}
             Query::ChatLog => {
                 let last_position = self.sm.chat_log().len() as u64;
                 if let Some(session) = self.session_mut(conn.key) {
@@ -527,10 +418,8 @@ impl Node {
             }
             Query::History { room, n } => {
                 if !self.sm.room_exists(&room) {
-                    return self.reply_err(
-                        conn,
-                        &format!("unknown room {}: `rooms` lists them", quoted_room(&room)),
-                    );
+                    let line = format!("err unknown room {}: `rooms` lists them", quoted_room(&room));
+                    return self.finish(conn, &line);
                 }
                 let mut out = Vec::new();
                 let messages = self.sm.room_history(&room, n);
@@ -561,7 +450,7 @@ impl Node {
                     self.write_line(conn, &format!("value {revision} {value}"));
                     self.finish(conn, "end");
                 }
-                None => self.reply_err(conn, "not found"),
+                None => self.finish(conn, "err not found"),
             },
             Query::Keys { prefix } => {
                 let keys: Vec<String> = self
@@ -615,16 +504,5 @@ impl Node {
                 return;
             }
         }
-    }
-}
-
-fn describe(e: RaftError) -> String {
-    match e {
-        RaftError::NotLeader {
-            leader_hint: Some(l),
-        } => format!("no leader here (leader is node {l})"),
-        RaftError::NotLeader { leader_hint: None } => "no leader".to_string(),
-        RaftError::TransferInProgress => "leadership transfer in progress".to_string(),
-        RaftError::BadTransferTarget => "bad transfer target".to_string(),
     }
 }
