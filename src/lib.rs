@@ -7,11 +7,13 @@
 //! - [`wire`]: hand-written binary frames for peer messages and binary clients.
 //! - [`chat`]: the replicated state machine (chat log, key-value state) and the telnet line protocol.
 //! - [`server`]: the single-threaded mio event loop that ties them together.
+//! - [`client`]: the binary client protocol codec and a blocking client library (load generator, tests).
 //!
 //! Binaries: `src/bin/server.rs` (a node), `tools/cluster.rs` (a local cluster launcher),
 //! `tools/loadgen.rs` (the load generator).
 
 pub mod chat;
+pub mod client;
 pub mod raft;
 pub mod server;
 pub mod storage;
