@@ -9,7 +9,9 @@ use super::node::{ConnKind, ConnRef, Node};
 use super::requests::{Failure, Query, ReplyTo};
 use crate::chat::validate;
 use crate::chat::{Op, Outcome, SessionRef};
-use crate::client::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq};
+use crate::client::proto::{
+    self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq,
+};
 use crate::raft::Role;
 
 /// Stop reading requests while this much output waits; resume below half of it.
@@ -25,7 +27,11 @@ pub(super) struct BinarySession {
 }
 
 fn session_ref(s: SessionSeq) -> Option<SessionRef> {
-    Some(SessionRef { id: s.session_id, seq: s.seq, lowest_unacked_seq: s.lowest_unacked_seq })
+    Some(SessionRef {
+        id: s.session_id,
+        seq: s.seq,
+        lowest_unacked_seq: s.lowest_unacked_seq,
+    })
 }
 
 fn proto_role(role: Role) -> proto::Role {
@@ -40,7 +46,10 @@ fn proto_role(role: Role) -> proto::Role {
 impl Node {
     /// Decodes and dispatches every complete request in the connection's input.
     pub(super) fn handle_binary_input(&mut self, key: usize) {
-        let conn = ConnRef { key, id: self.conns[key].id };
+        let conn = ConnRef {
+            key,
+            id: self.conns[key].id,
+        };
         let mut buffers = std::mem::take(&mut self.conns[key].buffers);
         let mut used_total = 0;
         let mut error = None;
@@ -92,29 +101,68 @@ impl Node {
 
     fn on_binary_request(&mut self, conn: ConnRef, request: Request) {
         match request {
-            Request::OpenSession { req_id } => self.binary_write(conn, req_id, Op::OpenSession, None),
-            Request::Post { req_id, session, room, nick, text } => {
+            Request::OpenSession { req_id } => {
+                self.binary_write(conn, req_id, Op::OpenSession, None)
+            }
+            Request::Post {
+                req_id,
+                session,
+                room,
+                nick,
+                text,
+            } => {
                 let checked = validate::validate_room(&room)
                     .and_then(|_| validate::validate_nick(&nick))
                     .and_then(|_| validate::validate_text(&text));
                 match checked {
-                    Ok(()) => self.binary_write(conn, req_id, Op::Post { room, nick, text }, session_ref(session)),
+                    Ok(()) => self.binary_write(
+                        conn,
+                        req_id,
+                        Op::Post { room, nick, text },
+                        session_ref(session),
+                    ),
                     Err(why) => self.binary_fail(conn, req_id, &Failure::Rejected(why)),
                 }
             }
-            Request::Set { req_id, session, key, value } => {
-                self.binary_write(conn, req_id, Op::Set { key, value }, session_ref(session))
+            Request::Set {
+                req_id,
+                session,
+                key,
+                value,
+            } => self.binary_write(conn, req_id, Op::Set { key, value }, session_ref(session)),
+            Request::Cas {
+                req_id,
+                session,
+                key,
+                expected,
+                new,
+            } => self.binary_write(
+                conn,
+                req_id,
+                Op::Cas { key, expected, new },
+                session_ref(session),
+            ),
+            Request::Del {
+                req_id,
+                session,
+                key,
+            } => self.binary_write(conn, req_id, Op::Del { key }, session_ref(session)),
+            Request::ReadLog {
+                req_id,
+                from_position,
+                max_messages,
+            } => self.binary_read(
+                conn,
+                req_id,
+                Query::LogPage {
+                    req_id,
+                    from_position,
+                    max_messages,
+                },
+            ),
+            Request::Get { req_id, key } => {
+                self.binary_read(conn, req_id, Query::Value { req_id, key })
             }
-            Request::Cas { req_id, session, key, expected, new } => {
-                self.binary_write(conn, req_id, Op::Cas { key, expected, new }, session_ref(session))
-            }
-            Request::Del { req_id, session, key } => {
-                self.binary_write(conn, req_id, Op::Del { key }, session_ref(session))
-            }
-            Request::ReadLog { req_id, from_position, max_messages } => {
-                self.binary_read(conn, req_id, Query::LogPage { req_id, from_position, max_messages })
-            }
-            Request::Get { req_id, key } => self.binary_read(conn, req_id, Query::Value { req_id, key }),
             Request::Status { req_id } => {
                 let status = NodeStatus {
                     node_id: self.cfg.id,
@@ -154,30 +202,63 @@ impl Node {
             Failure::Unknown(_) => ErrorKind::TimeoutUnknown,
             Failure::Rejected(_) => ErrorKind::Rejected,
         };
-        let answer =
-            Answer::Error { req_id, kind, leader_hint: self.raft.leader(), message: failure.text().to_string() };
+        let answer = Answer::Error {
+            req_id,
+            kind,
+            leader_hint: self.raft.leader(),
+            message: failure.text().to_string(),
+        };
         self.send_answer(conn, &answer);
     }
 
     /// The answer to a binary write whose entry was applied.
     pub(super) fn binary_answer(&mut self, conn: ConnRef, req_id: u64, outcome: &Outcome) {
-        let error = |kind, message: &str| Answer::Error { req_id, kind, leader_hint: None, message: message.into() };
+        let error = |kind, message: &str| Answer::Error {
+            req_id,
+            kind,
+            leader_hint: None,
+            message: message.into(),
+        };
         let answer = match outcome {
-            Outcome::Posted { position } => Answer::Posted { req_id, position: *position },
-            Outcome::SessionOpened { session_id } => Answer::SessionOpened { req_id, session_id: *session_id },
-            Outcome::KvAck { revision } => Answer::KvAck { req_id, revision: *revision },
-            Outcome::CasFailed { current } => Answer::CasFailed { req_id, current: current.clone() },
+            Outcome::Posted { position } => Answer::Posted {
+                req_id,
+                position: *position,
+            },
+            Outcome::SessionOpened { session_id } => Answer::SessionOpened {
+                req_id,
+                session_id: *session_id,
+            },
+            Outcome::KvAck { revision } => Answer::KvAck {
+                req_id,
+                revision: *revision,
+            },
+            Outcome::CasFailed { current } => Answer::CasFailed {
+                req_id,
+                current: current.clone(),
+            },
             Outcome::NotFound => error(ErrorKind::NotFound, "not found"),
-            Outcome::SessionExpired => error(ErrorKind::SessionExpired, "session expired: open a new one"),
+            Outcome::SessionExpired => {
+                error(ErrorKind::SessionExpired, "session expired: open a new one")
+            }
             Outcome::Rejected(reason) => error(ErrorKind::Rejected, reason),
-            Outcome::RoomCreated { .. } => error(ErrorKind::Rejected, "rooms are created over telnet"),
+            Outcome::RoomCreated { .. } => {
+                error(ErrorKind::Rejected, "rooms are created over telnet")
+            }
         };
         self.send_answer(conn, &answer);
     }
 
     /// A page of the chat log, as one `LogChunk` within the frame limit.
-    pub(super) fn binary_log_page(&mut self, conn: ConnRef, req_id: u64, from_position: u64, max_messages: u32) {
-        let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else { return };
+    pub(super) fn binary_log_page(
+        &mut self,
+        conn: ConnRef,
+        req_id: u64,
+        from_position: u64,
+        max_messages: u32,
+    ) {
+        let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
+            return;
+        };
         let log = self.sm.chat_log();
         let total = log.len() as u64;
         let start = from_position.max(1);
@@ -207,8 +288,16 @@ impl Node {
 
     pub(super) fn binary_value(&mut self, conn: ConnRef, req_id: u64, key: &str) {
         let answer = match self.sm.get(key) {
-            Some((value, revision)) => Answer::KvValue { req_id, value: Some(value.to_string()), revision },
-            None => Answer::KvValue { req_id, value: None, revision: 0 },
+            Some((value, revision)) => Answer::KvValue {
+                req_id,
+                value: Some(value.to_string()),
+                revision,
+            },
+            None => Answer::KvValue {
+                req_id,
+                value: None,
+                revision: 0,
+            },
         };
         self.send_answer(conn, &answer);
     }

@@ -15,12 +15,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use super::requests::{Failure, Query, ReplyTo};
 use super::binary::{self, BinarySession};
-use super::telnet::Session;
 use super::config::ServerConfig;
 use super::conn::{Buffers, ReadOutcome};
 use super::peers::PeerLink;
+use super::requests::{Failure, Query, ReplyTo};
+use super::telnet::Session;
 use crate::chat::{Applied, StateMachine};
 use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
 use crate::storage::{StorageError, Wal, WalOptions};
@@ -89,6 +89,8 @@ pub(super) enum ConnKind {
     Peer {
         node: NodeId,
     },
+    /// A program speaking the binary client protocol.
+    Binary(Box<BinarySession>),
 }
 
 pub(super) struct Conn {
@@ -689,7 +691,8 @@ impl Node {
                 .map(|l| format!(" (leader is node {l})"))
                 .unwrap_or_default();
             if let Some(read) = self.reads.remove(&failure.ctx) {
-                let failure = Failure::NotServed(format!("no leader: read not served{hint}, try again"));
+                let failure =
+                    Failure::NotServed(format!("no leader: read not served{hint}, try again"));
                 self.fail_read(read, failure);
             }
         }
@@ -759,17 +762,24 @@ impl Node {
     fn expire_request(&mut self, req: u64) {
         if self.writes.contains_key(&req) {
             self.local_proposals.retain(|_, r| *r != req);
-            let failure = Failure::Unknown("timeout: outcome unknown, it may still be stored".into());
+            let failure =
+                Failure::Unknown("timeout: outcome unknown, it may still be stored".into());
             self.fail_write(req, failure);
         } else if let Some(read) = self.reads.remove(&req) {
-            self.fail_read(read, Failure::NotServed("timeout: read not served, try again".into()));
+            self.fail_read(
+                read,
+                Failure::NotServed("timeout: read not served, try again".into()),
+            );
         } else if let Some(pos) = self
             .reads_waiting_apply
             .iter()
             .position(|(_, r, _)| *r == req)
         {
             let (_, _, read) = self.reads_waiting_apply.swap_remove(pos);
-            self.fail_read(read, Failure::NotServed("timeout: read not served, try again".into()));
+            self.fail_read(
+                read,
+                Failure::NotServed("timeout: read not served, try again".into()),
+            );
         }
     }
 
@@ -802,13 +812,16 @@ impl Node {
                 continue;
             }
             if let ConnKind::Binary(session) = &mut conn.kind {
-                if session.paused && conn.buffers.pending_output() < binary::OUTPUT_PAUSE_BYTES / 2 {
+                if session.paused && conn.buffers.pending_output() < binary::OUTPUT_PAUSE_BYTES / 2
+                {
                     session.paused = false;
                     self.read_conn(key);
                     continue;
                 }
             }
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if conn.closing && conn.buffers.pending_output() == 0 {
                 self.close(key);
             }

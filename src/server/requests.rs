@@ -21,14 +21,28 @@ pub(super) enum ReplyTo {
 /// A linearizable read, served once the state machine reached the read index.
 pub(super) enum Query {
     ChatLog,
-    History { room: String, n: usize },
+    History {
+        room: String,
+        n: usize,
+    },
     Rooms,
-    Get { key: String },
-    Keys { prefix: String },
+    Get {
+        key: String,
+    },
+    Keys {
+        prefix: String,
+    },
     /// Binary: a page of the chat log.
-    LogPage { req_id: u64, from_position: u64, max_messages: u32 },
+    LogPage {
+        req_id: u64,
+        from_position: u64,
+        max_messages: u32,
+    },
     /// Binary: one key's value.
-    Value { req_id: u64, key: String },
+    Value {
+        req_id: u64,
+        key: String,
+    },
 }
 
 impl Query {
@@ -57,14 +71,19 @@ pub(super) enum Failure {
 impl Failure {
     pub(super) fn text(&self) -> &str {
         match self {
-            Failure::NotStored(t) | Failure::Unknown(t) | Failure::NotServed(t) | Failure::Rejected(t) => t,
+            Failure::NotStored(t)
+            | Failure::Unknown(t)
+            | Failure::NotServed(t)
+            | Failure::Rejected(t) => t,
         }
     }
 }
 
 fn describe(e: RaftError) -> String {
     match e {
-        RaftError::NotLeader { leader_hint: Some(l) } => format!("no leader here (leader is node {l})"),
+        RaftError::NotLeader {
+            leader_hint: Some(l),
+        } => format!("no leader here (leader is node {l})"),
         RaftError::NotLeader { leader_hint: None } => "no leader".to_string(),
         RaftError::TransferInProgress => "leadership transfer in progress".to_string(),
         RaftError::BadTransferTarget => "bad transfer target".to_string(),
@@ -84,11 +103,23 @@ impl Node {
         let leader = self.raft.leader();
         let is_leader = self.raft.role() == Role::Leader;
         if !is_leader && !leader.is_some_and(|l| self.link_up(l)) {
-            let hint = leader.map(|l| format!(" (leader node {l} unreachable)")).unwrap_or_default();
-            return Err(Failure::NotStored(format!("no leader: not stored{hint}, try again")));
+            let hint = leader
+                .map(|l| format!(" (leader node {l} unreachable)"))
+                .unwrap_or_default();
+            return Err(Failure::NotStored(format!(
+                "no leader: not stored{hint}, try again"
+            )));
         }
         let req = self.new_request();
-        let mut command = Command { origin: Origin { node: self.cfg.id, req }, timestamp_ms: 0, session, op };
+        let mut command = Command {
+            origin: Origin {
+                node: self.cfg.id,
+                req,
+            },
+            timestamp_ms: 0,
+            session,
+            op,
+        };
         let mut data = std::mem::take(&mut self.scratch);
         data.clear();
         let proposed = if is_leader {
@@ -110,7 +141,10 @@ impl Node {
                 self.writes.insert(req, PendingWrite { conn, reply });
                 Ok(req)
             }
-            Err(e) => Err(Failure::NotStored(format!("{}: not stored, try again", describe(e)))),
+            Err(e) => Err(Failure::NotStored(format!(
+                "{}: not stored, try again",
+                describe(e)
+            ))),
         }
     }
 
@@ -122,7 +156,10 @@ impl Node {
                 self.reads.insert(req, PendingRead { conn, query });
                 Ok(req)
             }
-            Err(e) => Err(Failure::NotServed(format!("{}: read not served, try again", describe(e)))),
+            Err(e) => Err(Failure::NotServed(format!(
+                "{}: read not served, try again",
+                describe(e)
+            ))),
         }
     }
 
@@ -133,7 +170,10 @@ impl Node {
             // A forwarded command that does not decode, or speaks for another node, is dropped:
             // its sender times out with "outcome unknown", which is true.
             _ => {
-                log::warn!("node {}: dropped a malformed forwarded proposal from node {from}", self.cfg.id);
+                log::warn!(
+                    "node {}: dropped a malformed forwarded proposal from node {from}",
+                    self.cfg.id
+                );
                 return;
             }
         };
@@ -148,7 +188,9 @@ impl Node {
                 RaftError::NotLeader { leader_hint } => leader_hint,
                 _ => None,
             };
-            self.send_to(from, |out| wire::encode_propose_rejected(origin_req, leader_hint, out));
+            self.send_to(from, |out| {
+                wire::encode_propose_rejected(origin_req, leader_hint, out)
+            });
         }
     }
 
@@ -172,8 +214,12 @@ impl Node {
     pub(super) fn deliver_applied(&mut self, ours: Option<u64>, applied: &Applied) {
         if let Some(write) = ours.and_then(|req| self.writes.remove(&req)) {
             match write.reply {
-                ReplyTo::Telnet { join_room } => self.telnet_answer(write.conn, join_room, &applied.outcome),
-                ReplyTo::Binary { req_id } => self.binary_answer(write.conn, req_id, &applied.outcome),
+                ReplyTo::Telnet { join_room } => {
+                    self.telnet_answer(write.conn, join_room, &applied.outcome)
+                }
+                ReplyTo::Binary { req_id } => {
+                    self.binary_answer(write.conn, req_id, &applied.outcome)
+                }
             }
         }
         // A retried request answered again must not be delivered twice.
@@ -185,9 +231,11 @@ impl Node {
     /// A read whose read index has been applied: answer it from the state machine.
     pub(super) fn serve_query(&mut self, read: PendingRead) {
         match read.query {
-            Query::LogPage { req_id, from_position, max_messages } => {
-                self.binary_log_page(read.conn, req_id, from_position, max_messages)
-            }
+            Query::LogPage {
+                req_id,
+                from_position,
+                max_messages,
+            } => self.binary_log_page(read.conn, req_id, from_position, max_messages),
             Query::Value { req_id, key } => self.binary_value(read.conn, req_id, &key),
             query => self.telnet_serve(read.conn, query),
         }

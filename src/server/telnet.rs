@@ -298,7 +298,12 @@ impl Node {
     }
 
     /// The final line for a telnet write whose entry was applied.
-    pub(super) fn telnet_answer(&mut self, conn: ConnRef, join_room: Option<String>, outcome: &Outcome) {
+    pub(super) fn telnet_answer(
+        &mut self,
+        conn: ConnRef,
+        join_room: Option<String>,
+        outcome: &Outcome,
+    ) {
         let line = match outcome {
             Outcome::Posted { position } => format!("ack {position}"),
             Outcome::RoomCreated { .. } => {
@@ -313,7 +318,10 @@ impl Node {
             }
             Outcome::KvAck { revision } => format!("ack {revision}"),
             Outcome::CasFailed { current } => {
-                format!("err cas failed: current {}", current.as_deref().unwrap_or(ABSENT))
+                format!(
+                    "err cas failed: current {}",
+                    current.as_deref().unwrap_or(ABSENT)
+                )
             }
             Outcome::NotFound => "err not found".to_string(),
             Outcome::Rejected(reason) => format!("err {reason}"),
@@ -418,7 +426,10 @@ impl Node {
             }
             Query::History { room, n } => {
                 if !self.sm.room_exists(&room) {
-                    let line = format!("err unknown room {}: `rooms` lists them", quoted_room(&room));
+                    let line = format!(
+                        "err unknown room {}: `rooms` lists them",
+                        quoted_room(&room)
+                    );
                     return self.finish(conn, &line);
                 }
                 let mut out = Vec::new();
