@@ -455,6 +455,11 @@ impl Node {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let ConnKind::Telnet(session) = &mut conn.kind {
+            if session.is_binary_after_greeting(conn.buffers.input()) {
+                conn.kind = ConnKind::Unknown { since: Instant::now() };
+            }
+        }
         if let ConnKind::Unknown { .. } = conn.kind {
             let input = conn.buffers.input();
             if input.is_empty() {

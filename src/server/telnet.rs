@@ -39,7 +39,8 @@ pub(super) struct Session {
     listing: Option<Listing>,
     /// Positions of live-delivery messages held back behind a listing.
     held_pushes: VecDeque<u64>,
-    greeted: bool,
+    /// Greeted before it sent anything; cleared by its first input.
+    greeted_silent: bool,
 }
 
 impl Session {
@@ -53,8 +54,18 @@ impl Session {
             busy: None,
             listing: None,
             held_pushes: VecDeque::new(),
-            greeted: false,
+            greeted_silent: false,
         }
+    }
+
+    /// A connection greeted as telnet whose first bytes turn out to be a binary preamble (a
+    /// peer or program that was slow to speak) must be classified again.
+    pub(super) fn is_binary_after_greeting(&mut self, input: &[u8]) -> bool {
+        let misjudged = self.greeted_silent && input.first() == Some(&0);
+        if !input.is_empty() {
+            self.greeted_silent = false;
+        }
+        misjudged
     }
 
     /// True while typed-ahead lines are piling up behind a slow command.
@@ -117,7 +128,7 @@ impl Node {
             return;
         };
         let mut session = Box::new(Session::new());
-        session.greeted = true;
+        session.greeted_silent = true;
         conn.kind = ConnKind::Telnet(session);
         let text = format!(
             "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
