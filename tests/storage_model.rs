@@ -86,7 +86,7 @@ fn options(dir: &Path, rng: &mut SmallRng, seed: u64) -> WalOptions {
     let mut opts = WalOptions::new(dir, 7, 3);
     opts.segment_bytes = [200, 600, 2000, 1 << 20][rng.gen_range(0..4)];
     // Real fsyncs cost ~0.3 ms each; exercise them in one sequence out of ten.
-    opts.fsync = if seed % 10 == 0 {
+    opts.fsync = if seed.is_multiple_of(10) {
         FsyncPolicy::Always
     } else {
         FsyncPolicy::Never
