@@ -26,6 +26,10 @@ const HARD_STATE_BODY_LEN: usize = 1 + 8 + 8 + 1 + 8;
 /// type | index.
 const TRUNCATE_BODY_LEN: usize = 1 + 8;
 
+/// No log gets near this; larger indexes on disk are damage, and staying below it keeps
+/// `index + 1` arithmetic from overflowing on any input.
+pub(crate) const MAX_INDEX: Index = 1 << 62;
+
 pub(crate) const HARD_STATE_RECORD_LEN: usize = RECORD_HEADER_LEN + HARD_STATE_BODY_LEN;
 pub(crate) const MAX_ENTRY_DATA_LEN: usize = MAX_BODY_LEN - ENTRY_BODY_FIXED_LEN;
 

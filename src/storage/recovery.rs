@@ -196,8 +196,12 @@ fn check_header(
             ),
         ));
     }
-    if base_index == 0 {
-        return Err(StorageError::corrupt(path, 0, "base index 0"));
+    if base_index == 0 || base_index > record::MAX_INDEX {
+        return Err(StorageError::corrupt(
+            path,
+            0,
+            format!("base index {base_index} out of range"),
+        ));
     }
     Ok(())
 }

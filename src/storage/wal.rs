@@ -358,6 +358,12 @@ impl Wal {
 
     fn validate_append(&self, entries: &[Entry]) -> Result<(), StorageError> {
         let first = entries[0].index;
+        let last_new = first.saturating_add(entries.len() as u64 - 1);
+        if last_new > record::MAX_INDEX {
+            return Err(StorageError::invalid_input(format!(
+                "index {last_new} out of range"
+            )));
+        }
         if first == 0 || first > self.last_index() + 1 {
             return Err(StorageError::invalid_input(format!(
                 "append at index {first} but the log ends at {}",
