@@ -8,6 +8,7 @@
 //! - `requests`: client writes and reads in flight, whatever protocol they came on.
 //! - `binary`: binary client sessions (the protocol of `client::proto`): pipelined, exactly-once.
 //! - `telnet`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
+//! - `syncer`: the fsync helper thread (the one thread besides the loop).
 //! - `conn`: bounded, non-blocking read and write buffers.
 //!
 //! It never decides anything Raft decides.
@@ -18,6 +19,7 @@ mod conn;
 mod node;
 mod peers;
 mod requests;
+mod syncer;
 mod telnet;
 
 pub use config::{parse_args, usage, Command, ServerConfig};

@@ -10,7 +10,7 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -20,6 +20,7 @@ use super::config::ServerConfig;
 use super::conn::{Buffers, ReadOutcome};
 use super::peers::PeerLink;
 use super::requests::{Failure, Query, ReplyTo};
+use super::syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
 use super::telnet::Session;
 use crate::chat::{Applied, StateMachine};
 use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
@@ -28,6 +29,8 @@ use crate::wire::{self, Handshake, PeerFrame, CLIENT_MAGIC, PEER_MAGIC};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+/// The fsync helper thread wakes the loop with this token.
+const WAKER: Token = Token(2);
 /// Outbound peer link `j` uses token `PEER_BASE + j`.
 const PEER_BASE: usize = 16;
 /// Accepted connection with slab key `k` uses token `CONN_BASE + k`.
@@ -124,6 +127,14 @@ pub(super) struct PendingRead {
     pub query: Query,
 }
 
+/// A Ready whose writes are not yet durable: its acknowledgements wait here, in order.
+struct Unsynced {
+    number: u64,
+    persisted_messages: Vec<Message>,
+    /// False once its fsync finished (or it had nothing to persist).
+    syncing: bool,
+}
+
 pub struct Node {
     pub(super) cfg: ServerConfig,
     poll: Poll,
@@ -135,6 +146,9 @@ pub struct Node {
     hello: Handshake,
     pub(super) raft: Raft,
     wal: Wal,
+    syncer: Syncer,
+    /// Readies in order, oldest first, waiting for their fsync before `advance`.
+    unsynced: VecDeque<Unsynced>,
     pub(super) sm: StateMachine,
     pub(super) writes: HashMap<u64, PendingWrite>,
     /// Local proposal index -> request id, for noticing overwritten proposals.
@@ -200,6 +214,9 @@ impl Node {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(io_err("cannot register signals"))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
+        let syncer = Syncer::start(std::sync::Arc::new(waker))
+            .map_err(io_err("cannot start fsync thread"))?;
         let now = Instant::now();
         let links = cfg
             .members
@@ -232,6 +249,8 @@ impl Node {
             links,
             raft,
             wal,
+            syncer,
+            unsynced: VecDeque::new(),
             sm: StateMachine::default(),
             writes: HashMap::new(),
             local_proposals: BTreeMap::new(),
@@ -275,6 +294,7 @@ impl Node {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
+                    WAKER => {} // a sync finished: `drive` collects it below
                     Token(t) if (PEER_BASE..CONN_BASE).contains(&t) => {
                         let now = Instant::now();
                         let registry = self.poll.registry();
@@ -296,6 +316,7 @@ impl Node {
                     .iter()
                     .any(|(_, c)| c.buffers.pending_output() > 0);
                 if !pending || Instant::now() >= deadline {
+                    self.collect_synced(true)?;
                     log::info!(
                         "node {}: stopped cleanly at term {}",
                         self.cfg.id,
@@ -457,7 +478,9 @@ impl Node {
         };
         if let ConnKind::Telnet(session) = &mut conn.kind {
             if session.is_binary_after_greeting(conn.buffers.input()) {
-                conn.kind = ConnKind::Unknown { since: Instant::now() };
+                conn.kind = ConnKind::Unknown {
+                    since: Instant::now(),
+                };
             }
         }
         if let ConnKind::Unknown { .. } = conn.kind {
@@ -646,11 +669,39 @@ impl Node {
         }
     }
 
-    /// Runs the Ready loop until the core has nothing more to say.
+    /// Runs the Ready loop until the core has nothing more to say, or until enough syncs are in
+    /// flight that waiting lets the next batch grow.
     fn drive(&mut self) -> Result<(), ServerError> {
-        while self.raft.has_ready() {
+        loop {
+            self.collect_synced(false)?;
+            if !self.raft.has_ready() || self.syncer.in_flight() >= SYNCS_IN_FLIGHT_MAX {
+                return Ok(());
+            }
             let rd = self.raft.ready();
             self.handle_ready(rd)?;
+        }
+    }
+
+    /// Takes finished fsyncs back (waiting for them if `block`), then acknowledges every Ready
+    /// at the front of the queue that is now durable.
+    fn collect_synced(&mut self, block: bool) -> Result<(), ServerError> {
+        while let Some(job) = self.syncer.finished(block) {
+            self.wal.synced(job)?;
+            let oldest = self.unsynced.iter_mut().find(|u| u.syncing);
+            debug_assert!(
+                oldest.is_some(),
+                "every finished sync belongs to a queued Ready"
+            );
+            if let Some(unsynced) = oldest {
+                unsynced.syncing = false;
+            }
+        }
+        while self.unsynced.front().is_some_and(|u| !u.syncing) {
+            let done = self.unsynced.pop_front().expect("checked");
+            // (3) Votes and acknowledgements only after the disk has them.
+            self.send_raft(done.persisted_messages);
+            // (4) Now the core may count this node's own copy.
+            self.raft.advance(done.number);
         }
         Ok(())
     }
@@ -661,21 +712,26 @@ impl Node {
         }
         // (1) The leader's appends leave before its own write: §10.2.1.
         self.send_raft(rd.messages);
-        // (2) One write and one fdatasync for everything in this Ready: group commit.
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+        // (2) One write for everything in this Ready, its fdatasync on the helper thread:
+        // group commit without stalling the loop. (3) and (4) happen in `collect_synced`.
+        let syncing = !rd.entries.is_empty() || rd.hard_state.is_some();
+        if syncing {
             if !rd.entries.is_empty() {
                 self.wal.append(&rd.entries)?;
             }
             if let Some(hs) = rd.hard_state {
                 self.wal.set_hard_state(hs)?;
             }
-            self.wal.sync()?;
+            let job = self.wal.write_buffered()?;
+            self.syncer.submit(job);
         }
-        // (3) Votes and acknowledgements only after the disk has them.
-        self.send_raft(rd.persisted_messages);
-        // (4) Now the core may count this node's own copy.
-        self.raft.advance(rd.number);
-        // (5) Apply and serve.
+        self.unsynced.push_back(Unsynced {
+            number: rd.number,
+            persisted_messages: rd.persisted_messages,
+            syncing,
+        });
+        self.collect_synced(false)?;
+        // (5) Apply and serve: the core hands out only entries durable here and on a quorum.
         for entry in rd.committed_entries {
             match entry.kind {
                 EntryKind::Noop => self.sm.apply_noop(entry.index),
