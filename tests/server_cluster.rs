@@ -10,7 +10,12 @@ use common::{wait_for, Client, Cluster, DEADLINE};
 
 fn positions_are_one_to_n(log: &[String]) {
     for (i, line) in log.iter().enumerate() {
-        let position: usize = line.split(' ').next().unwrap().parse().expect("line starts with its position");
+        let position: usize = line
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("line starts with its position");
         assert_eq!(position, i + 1, "positions have no gaps: {log:?}");
     }
 }
@@ -31,9 +36,20 @@ fn every_node_serves_the_same_log() {
     assert_eq!(logs[0], logs[2]);
     positions_are_one_to_n(&logs[0]);
     for (position, text) in &acked {
-        let matching: Vec<&String> = logs[0].iter().filter(|l| l.ends_with(&format!("> {text}"))).collect();
-        assert_eq!(matching.len(), 1, "{text} appears exactly once: {:?}", logs[0]);
-        assert!(matching[0].starts_with(&format!("{position} ")), "{text} sits at its acknowledged position");
+        let matching: Vec<&String> = logs[0]
+            .iter()
+            .filter(|l| l.ends_with(&format!("> {text}")))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{text} appears exactly once: {:?}",
+            logs[0]
+        );
+        assert!(
+            matching[0].starts_with(&format!("{position} ")),
+            "{text} sits at its acknowledged position"
+        );
     }
 }
 
@@ -53,7 +69,9 @@ fn killed_leader_is_replaced_and_catches_up_after_restart() {
     cluster.spawn(leader);
     let expected = cluster.chat_log(new_leader);
     assert_eq!(expected.len(), 3);
-    wait_for("the restarted node to catch up", DEADLINE, || (cluster.chat_log(leader) == expected).then_some(()));
+    wait_for("the restarted node to catch up", DEADLINE, || {
+        (cluster.chat_log(leader) == expected).then_some(())
+    });
 }
 
 #[test]
@@ -66,7 +84,10 @@ fn a_full_stop_and_start_keeps_the_log() {
     let before = cluster.chat_log(0);
     for id in 0..3 {
         let status = cluster.stop(id);
-        assert!(status.success(), "SIGTERM stops node {id} cleanly: {status}");
+        assert!(
+            status.success(),
+            "SIGTERM stops node {id} cleanly: {status}"
+        );
     }
     for id in 0..3 {
         cluster.spawn(id);
@@ -90,8 +111,14 @@ fn a_paused_follower_rejoins_without_deposing_the_leader() {
     std::thread::sleep(Duration::from_millis(1500));
     cluster.resume(follower);
     let expected = cluster.chat_log(leader);
-    wait_for("the paused follower to catch up", DEADLINE, || (cluster.chat_log(follower) == expected).then_some(()));
-    assert_eq!(cluster.wait_leader(&[0, 1, 2]), (leader, term), "pre-vote: the rejoining node did not disrupt the leader");
+    wait_for("the paused follower to catch up", DEADLINE, || {
+        (cluster.chat_log(follower) == expected).then_some(())
+    });
+    assert_eq!(
+        cluster.wait_leader(&[0, 1, 2]),
+        (leader, term),
+        "pre-vote: the rejoining node did not disrupt the leader"
+    );
 }
 
 #[test]
@@ -101,11 +128,17 @@ fn bad_input_never_stops_the_node() {
     let node = cluster.addrs[0];
 
     // 1,000 idle connections stay open throughout.
-    let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(node).expect("idle connection")).collect();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(node).expect("idle connection"))
+        .collect();
 
     // Unknown commands and non-UTF-8 get `err` and the connection stays usable.
     let mut client = Client::connect(node);
-    assert!(client.command("frobnicate now").unwrap().final_line.starts_with("err "));
+    assert!(client
+        .command("frobnicate now")
+        .unwrap()
+        .final_line
+        .starts_with("err "));
     client.send_raw(b"msg \xff\xfe bad\n").unwrap();
     assert!(client.read_reply().unwrap().final_line.starts_with("err "));
     assert_eq!(client.command("help").unwrap().final_line, "end");
@@ -119,14 +152,28 @@ fn bad_input_never_stops_the_node() {
 
     // Garbage bytes that look like a binary peer: the connection is closed, nothing else happens.
     let mut garbage = TcpStream::connect(node).unwrap();
-    garbage.write_all(b"\0RCP\xff\xff\xff\xff garbage garbage garbage").unwrap();
+    garbage
+        .write_all(b"\0RCP\xff\xff\xff\xff garbage garbage garbage")
+        .unwrap();
     let mut random = TcpStream::connect(node).unwrap();
-    random.write_all(&(0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    random
+        .write_all(
+            &(0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
 
     // A peer handshake with the wrong cluster id is refused.
     let mut impostor = TcpStream::connect(node).unwrap();
     let mut hello = Vec::new();
-    raftchat::wire::encode_handshake(&raftchat::wire::Handshake { cluster_id: 0xdead_beef, node_id: 1 }, &mut hello);
+    raftchat::wire::encode_handshake(
+        &raftchat::wire::Handshake {
+            cluster_id: 0xdead_beef,
+            node_id: 1,
+        },
+        &mut hello,
+    );
     impostor.write_all(&hello).unwrap();
 
     // A client that asks for the log and hangs up before reading it.
@@ -135,7 +182,9 @@ fn bad_input_never_stops_the_node() {
     }
     {
         let mut quitter = TcpStream::connect(node).unwrap();
-        quitter.write_all(b"get chatLog\nget chatLog\nget chatLog\n").unwrap();
+        quitter
+            .write_all(b"get chatLog\nget chatLog\nget chatLog\n")
+            .unwrap();
     }
 
     // Everyone else is still served, on this node and the others.
@@ -155,9 +204,17 @@ fn a_message_sent_with_the_seed_commands_is_listed() {
     cluster.wait_leader(&[0, 1, 2]);
     let mut client = wait_for("an ack", DEADLINE, || {
         let mut client = Client::try_connect(cluster.addrs[0])?;
-        client.command("msg Hello, Raft!").ok()?.final_line.starts_with("ack ").then_some(client)
+        client
+            .command("msg Hello, Raft!")
+            .ok()?
+            .final_line
+            .starts_with("ack ")
+            .then_some(client)
     });
     let reply = client.command("get chatLog").unwrap();
-    assert!(reply.lines.iter().any(|l| l.ends_with("Hello, Raft!")), "{reply:?}");
+    assert!(
+        reply.lines.iter().any(|l| l.ends_with("Hello, Raft!")),
+        "{reply:?}"
+    );
     assert_eq!(reply.final_line, format!("end {}", reply.lines.len()));
 }

@@ -22,9 +22,24 @@ fn main() {
     }
     let mut opts = getopts::Options::new();
     opts.optopt("", "nodes", "number of nodes (default 3)", "N");
-    opts.optopt("", "base-port", "node j listens on base-port + j (default 20000)", "PORT");
-    opts.optopt("", "data-dir", "parent of each node's data dir node-<id> (default data)", "DIR");
-    opts.optopt("", "fsync", "always (default) or never (UNSAFE, experiments only)", "POLICY");
+    opts.optopt(
+        "",
+        "base-port",
+        "node j listens on base-port + j (default 20000)",
+        "PORT",
+    );
+    opts.optopt(
+        "",
+        "data-dir",
+        "parent of each node's data dir node-<id> (default data)",
+        "DIR",
+    );
+    opts.optopt(
+        "",
+        "fsync",
+        "always (default) or never (UNSAFE, experiments only)",
+        "POLICY",
+    );
     opts.optopt("", "log-level", "node log level (default info)", "LEVEL");
     opts.optflag("h", "help", "print this help");
     let usage = opts.usage("Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR]");
@@ -41,16 +56,27 @@ fn main() {
         fail(format!("unexpected argument '{}'", matches.free[0]));
     }
     let num = |name: &str, default: u64| -> u64 {
-        matches.opt_str(name).map_or(default, |v| v.parse().unwrap_or_else(|_| fail(format!("--{name}: '{v}' is not a number"))))
+        matches.opt_str(name).map_or(default, |v| {
+            v.parse()
+                .unwrap_or_else(|_| fail(format!("--{name}: '{v}' is not a number")))
+        })
     };
     let nodes = num("nodes", 3);
     let base_port = num("base-port", 20000);
     if nodes == 0 || nodes > 64 || base_port == 0 || base_port + nodes > 65536 {
-        fail(format!("--nodes {nodes} --base-port {base_port} is out of range"));
+        fail(format!(
+            "--nodes {nodes} --base-port {base_port} is out of range"
+        ));
     }
-    let data_dir = matches.opt_str("data-dir").unwrap_or_else(|| "data".to_string());
-    let fsync = matches.opt_str("fsync").unwrap_or_else(|| "always".to_string());
-    let log_level = matches.opt_str("log-level").unwrap_or_else(|| "info".to_string());
+    let data_dir = matches
+        .opt_str("data-dir")
+        .unwrap_or_else(|| "data".to_string());
+    let fsync = matches
+        .opt_str("fsync")
+        .unwrap_or_else(|| "always".to_string());
+    let log_level = matches
+        .opt_str("log-level")
+        .unwrap_or_else(|| "info".to_string());
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -58,14 +84,22 @@ fn main() {
             fail(format!("cannot install signal handler: {e}"));
         }
     }
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail(format!("cannot find own executable: {e}")));
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| fail(format!("cannot find own executable: {e}")));
     let mut children: Vec<Option<Child>> = Vec::new();
     for id in 0..nodes {
         let port = base_port + id;
         let spawned = Command::new(&exe)
             .arg(NODE_MODE)
             .args([id.to_string(), nodes.to_string(), port.to_string()])
-            .args(["--data-dir", &format!("{data_dir}/node-{id}"), "--fsync", &fsync, "--log-level", &log_level])
+            .args([
+                "--data-dir",
+                &format!("{data_dir}/node-{id}"),
+                "--fsync",
+                &fsync,
+                "--log-level",
+                &log_level,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -73,7 +107,19 @@ fn main() {
         match spawned {
             Ok(mut child) => {
                 let prefix = format!("[n{id}] ");
-                for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+                for pipe in [
+                    child
+                        .stdout
+                        .take()
+                        .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                    child
+                        .stderr
+                        .take()
+                        .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     let prefix = prefix.clone();
                     std::thread::spawn(move || {
                         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -94,7 +140,11 @@ fn main() {
     if !stop.load(Ordering::SeqCst) {
         println!("raftchat: {nodes}-node cluster starting, data in {data_dir}/node-<id>");
         for id in 0..nodes {
-            println!("  node {id}: 127.0.0.1:{}    telnet 127.0.0.1 {}", base_port + id, base_port + id);
+            println!(
+                "  node {id}: 127.0.0.1:{}    telnet 127.0.0.1 {}",
+                base_port + id,
+                base_port + id
+            );
         }
         println!("Type `msg Hello, Raft!` and `get chatLog` in a telnet session. Ctrl-C stops every node.");
     }
@@ -113,7 +163,9 @@ fn main() {
     }
     // Stop everyone: SIGTERM first (a clean stop), SIGKILL if a node hangs.
     for child in children.iter().flatten() {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for (id, slot) in children.iter_mut().enumerate() {
@@ -125,7 +177,9 @@ fn main() {
                     failed |= !status.success();
                     break;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     eprintln!("cluster: node {id} did not stop in time; killing it");
                     let _ = child.kill();

@@ -1,41 +1,55 @@
 //! Replicated commands: the bytes a chat node stores in a Raft log entry.
 //!
 //! This file owns the binary encoding of [`Command`] and nothing else: no validation of names or
-//! texts (the state machine does that at apply time, see `validate`), no IO. Decoding never
-//! panics and never allocates more than the input's length: every length is checked against the
-//! bytes that remain before anything is copied.
+//! texts (the state machine does that at apply time, see `validate`), no session bookkeeping
+//! (see `session`), no IO. Decoding never panics and never allocates more than the input's
+//! length: every length is checked against the bytes that remain before anything is copied.
 //!
-//! # Format, version 1 (big-endian integers)
+//! # Format, version 2 (big-endian integers)
 //!
 //! ```text
-//! u8   format version = 1          the leading tag byte; a new layout gets a new number
+//! u8   format version = 2          the leading tag byte; a new layout gets a new number
 //! u64  origin.node
 //! u64  origin.req
 //! u64  timestamp_ms
-//! u8   op tag: 1 Post, 2 CreateRoom, 3 Set, 4 Del, 5 Cas
+//! u8   session marker: 0 (None) | 1 (Some) then
+//!        u64 session.id, u64 session.seq, u64 session.lowest_unacked_seq
+//! u8   op tag: 1 Post, 2 CreateRoom, 3 Set, 4 Del, 5 Cas, 6 OpenSession
 //! then the op's fields, in declaration order:
 //!   str      = u32 byte length, then that many bytes of UTF-8
 //!   opt str  = u8 0 (None) | u8 1 (Some) then str
 //! ```
 //!
-//! A command is exactly this long: trailing bytes are an error, so no two byte strings decode
-//! to the same command and a truncated entry never decodes.
+//! # Format, version 1 (read, never written)
+//!
+//! Version 2 without the session marker and without `OpenSession`: entries written before
+//! sessions existed still decode (as commands with `session: None`), so a log never becomes
+//! unreadable by an upgrade. `encode` always writes version 2.
+//!
+//! A command is exactly this long: trailing bytes are an error, so within a version no two byte
+//! strings decode to the same command and a truncated entry never decodes.
 
 use byteorder::{BigEndian, ByteOrder};
 
 use super::ChatError;
 
-/// The format version this code writes and the only one it reads.
+/// The first format: no sessions. Decoded, never encoded.
 pub const FORMAT_V1: u8 = 1;
+/// The format version this code writes: version 1 plus the session marker and `OpenSession`.
+pub const FORMAT_V2: u8 = 2;
 
 const OP_POST: u8 = 1;
 const OP_CREATE_ROOM: u8 = 2;
 const OP_SET: u8 = 3;
 const OP_DEL: u8 = 4;
 const OP_CAS: u8 = 5;
+const OP_OPEN_SESSION: u8 = 6;
 
-/// Bytes before the op's fields: version, origin, timestamp, op tag.
-const HEADER_BYTES: usize = 1 + 8 + 8 + 8 + 1;
+/// Bytes before the op's fields of a version 2 command without a session: version, origin,
+/// timestamp, session marker, op tag.
+const HEADER_BYTES: usize = 1 + 8 + 8 + 8 + 1 + 1;
+/// What a session adds to the header: id, seq, lowest_unacked_seq.
+const SESSION_BYTES: usize = 8 + 8 + 8;
 
 /// Who waits for the answer: the node that received the client's request, and that node's id
 /// for the request. Only that node replies; the others apply and stay silent.
@@ -43,6 +57,20 @@ const HEADER_BYTES: usize = 1 + 8 + 8 + 8 + 1;
 pub struct Origin {
     pub node: u64,
     pub req: u64,
+}
+
+/// Which client request a command is, for exactly-once application (Ongaro's dissertation
+/// §6.3): the state machine applies each `(id, seq)` at most once and answers a retry with the
+/// original outcome. Binary clients always send one; telnet commands carry none (no dedup).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionRef {
+    /// The session's id: the log index of the entry that opened it.
+    pub id: u64,
+    /// The request's number within the session: 1, 2, 3, ...
+    pub seq: u64,
+    /// Every seq below this one has been answered to the client, so the state machine may
+    /// forget those outcomes. Never above `seq` (a request is not answered before it is sent).
+    pub lowest_unacked_seq: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,14 +99,18 @@ pub enum Op {
         expected: Option<String>,
         new: String,
     },
+    /// Open a client session; its id is the log index of this entry. Carries no session itself.
+    OpenSession,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     pub origin: Origin,
     /// Wall-clock time, set by the leader when it proposes the command: the state machine must
-    /// not read a clock, so the time travels in the entry.
+    /// not read a clock, so the time travels in the entry. Session expiry is measured in it.
     pub timestamp_ms: u64,
+    /// The client request this is, for exactly-once application; `None`: applied every time.
+    pub session: Option<SessionRef>,
     pub op: Op,
 }
 
@@ -87,10 +119,19 @@ impl Command {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.reserve(self.encoded_len());
-        out.push(FORMAT_V1);
+        out.push(FORMAT_V2);
         put_u64(out, self.origin.node);
         put_u64(out, self.origin.req);
         put_u64(out, self.timestamp_ms);
+        match &self.session {
+            None => out.push(0),
+            Some(session) => {
+                out.push(1);
+                put_u64(out, session.id);
+                put_u64(out, session.seq);
+                put_u64(out, session.lowest_unacked_seq);
+            }
+        }
         match &self.op {
             Op::Post { room, nick, text } => {
                 out.push(OP_POST);
@@ -123,6 +164,7 @@ impl Command {
                 }
                 put_str(out, new);
             }
+            Op::OpenSession => out.push(OP_OPEN_SESSION),
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
     }
@@ -131,6 +173,7 @@ impl Command {
     pub fn encoded_len(&self) -> usize {
         let str_len = |s: &str| 4 + s.len();
         HEADER_BYTES
+            + self.session.map_or(0, |_| SESSION_BYTES)
             + match &self.op {
                 Op::Post { room, nick, text } => str_len(room) + str_len(nick) + str_len(text),
                 Op::CreateRoom { room } => str_len(room),
@@ -139,13 +182,14 @@ impl Command {
                 Op::Cas { key, expected, new } => {
                     str_len(key) + 1 + expected.as_deref().map_or(0, str_len) + str_len(new)
                 }
+                Op::OpenSession => 0,
             }
     }
 
     pub fn decode(data: &[u8]) -> Result<Command, ChatError> {
         let mut r = Reader { rest: data };
         let version = r.u8("version").map_err(|_| ChatError::Empty)?;
-        if version != FORMAT_V1 {
+        if version != FORMAT_V1 && version != FORMAT_V2 {
             return Err(ChatError::UnknownVersion(version));
         }
         let origin = Origin {
@@ -153,6 +197,18 @@ impl Command {
             req: r.u64("origin.req")?,
         };
         let timestamp_ms = r.u64("timestamp_ms")?;
+        let session = match version {
+            FORMAT_V1 => None,
+            _ => match r.u8("session")? {
+                0 => None,
+                1 => Some(SessionRef {
+                    id: r.u64("session.id")?,
+                    seq: r.u64("session.seq")?,
+                    lowest_unacked_seq: r.u64("session.lowest_unacked_seq")?,
+                }),
+                tag => return Err(ChatError::BadOptionTag(tag)),
+            },
+        };
         let op = match r.u8("op")? {
             OP_POST => Op::Post {
                 room: r.string("room")?,
@@ -178,6 +234,7 @@ impl Command {
                 },
                 new: r.string("new")?,
             },
+            OP_OPEN_SESSION if version == FORMAT_V2 => Op::OpenSession,
             tag => return Err(ChatError::UnknownOp(tag)),
         };
         if !r.rest.is_empty() {
@@ -186,6 +243,7 @@ impl Command {
         Ok(Command {
             origin,
             timestamp_ms,
+            session,
             op,
         })
     }
@@ -253,6 +311,7 @@ mod tests {
         }
     }
 
+    /// Every op, each once without a session and once with one (`OpenSession` only without).
     fn samples() -> Vec<Command> {
         let ops = vec![
             Op::Post {
@@ -290,17 +349,37 @@ mod tests {
                 new: "".into(),
             },
         ];
-        ops.into_iter()
+        let mut commands: Vec<Command> = ops
+            .into_iter()
             .enumerate()
-            .map(|(i, op)| Command {
-                origin: Origin {
-                    node: i as u64,
-                    req: u64::MAX - i as u64,
-                },
-                timestamp_ms: 1_700_000_000_000 + i as u64,
-                op,
+            .flat_map(|(i, op)| {
+                let command = Command {
+                    origin: Origin {
+                        node: i as u64,
+                        req: u64::MAX - i as u64,
+                    },
+                    timestamp_ms: 1_700_000_000_000 + i as u64,
+                    session: None,
+                    op,
+                };
+                let with_session = Command {
+                    session: Some(SessionRef {
+                        id: 3 + i as u64,
+                        seq: u64::MAX - 1,
+                        lowest_unacked_seq: i as u64,
+                    }),
+                    ..command.clone()
+                };
+                [command, with_session]
             })
-            .collect()
+            .collect();
+        commands.push(Command {
+            origin: origin(),
+            timestamp_ms: 1,
+            session: None,
+            op: Op::OpenSession,
+        });
+        commands
     }
 
     #[test]
@@ -310,26 +389,90 @@ mod tests {
             cmd.encode(&mut out);
             assert_eq!(out[0], 0xAA);
             assert_eq!(out.len() - 1, cmd.encoded_len());
-            assert_eq!(out[1], FORMAT_V1);
+            assert_eq!(out[1], FORMAT_V2);
             assert_eq!(Command::decode(&out[1..]), Ok(cmd));
         }
     }
 
     #[test]
     fn known_layout() {
-        let cmd = Command {
+        let mut cmd = Command {
             origin: origin(),
             timestamp_ms: 7,
+            session: None,
             op: Op::Del { key: "k".into() },
         };
         let mut out = Vec::new();
         cmd.encode(&mut out);
-        let mut want = vec![1];
+        let mut want = vec![2];
         want.extend_from_slice(&2u64.to_be_bytes());
         want.extend_from_slice(&0xdead_beef_0000_0001u64.to_be_bytes());
         want.extend_from_slice(&7u64.to_be_bytes());
+        want.push(0); // no session
         want.extend_from_slice(&[4, 0, 0, 0, 1, b'k']);
         assert_eq!(out, want);
+
+        cmd.session = Some(SessionRef {
+            id: 9,
+            seq: 10,
+            lowest_unacked_seq: 8,
+        });
+        out.clear();
+        cmd.encode(&mut out);
+        let mut want = vec![2];
+        want.extend_from_slice(&2u64.to_be_bytes());
+        want.extend_from_slice(&0xdead_beef_0000_0001u64.to_be_bytes());
+        want.extend_from_slice(&7u64.to_be_bytes());
+        want.push(1);
+        want.extend_from_slice(&9u64.to_be_bytes());
+        want.extend_from_slice(&10u64.to_be_bytes());
+        want.extend_from_slice(&8u64.to_be_bytes());
+        want.extend_from_slice(&[4, 0, 0, 0, 1, b'k']);
+        assert_eq!(out, want);
+
+        let open = Command {
+            origin: origin(),
+            timestamp_ms: 7,
+            session: None,
+            op: Op::OpenSession,
+        };
+        out.clear();
+        open.encode(&mut out);
+        assert_eq!(out[HEADER_BYTES - 2..], [0, 6]);
+        assert_eq!(out.len(), HEADER_BYTES);
+    }
+
+    /// Version 1 bytes, as the code before sessions wrote them, still decode: no session.
+    #[test]
+    fn version_1_still_decodes_without_a_session() {
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&2u64.to_be_bytes());
+        v1.extend_from_slice(&0xdead_beef_0000_0001u64.to_be_bytes());
+        v1.extend_from_slice(&7u64.to_be_bytes());
+        v1.extend_from_slice(&[4, 0, 0, 0, 1, b'k']);
+        let cmd = Command::decode(&v1).unwrap();
+        assert_eq!(
+            cmd,
+            Command {
+                origin: origin(),
+                timestamp_ms: 7,
+                session: None,
+                op: Op::Del { key: "k".into() },
+            }
+        );
+        // Re-encoding writes version 2, which decodes to the same command.
+        let mut v2 = Vec::new();
+        cmd.encode(&mut v2);
+        assert_eq!(v2[0], FORMAT_V2);
+        assert_eq!(Command::decode(&v2), Ok(cmd));
+
+        // Version 1 has no session marker and no OpenSession.
+        let mut open_v1 = v1[..1 + 8 + 8 + 8].to_vec();
+        open_v1.push(OP_OPEN_SESSION);
+        assert_eq!(
+            Command::decode(&open_v1),
+            Err(ChatError::UnknownOp(OP_OPEN_SESSION))
+        );
     }
 
     #[test]
@@ -354,11 +497,14 @@ mod tests {
         let mut out = Vec::new();
         samples()[0].encode(&mut out);
         let mut bad = out.clone();
-        bad[0] = 2;
-        assert_eq!(Command::decode(&bad), Err(ChatError::UnknownVersion(2)));
+        bad[0] = 3;
+        assert_eq!(Command::decode(&bad), Err(ChatError::UnknownVersion(3)));
         let mut bad = out.clone();
         bad[HEADER_BYTES - 1] = 99;
         assert_eq!(Command::decode(&bad), Err(ChatError::UnknownOp(99)));
+        let mut bad = out.clone();
+        bad[HEADER_BYTES - 2] = 2; // the session marker
+        assert_eq!(Command::decode(&bad), Err(ChatError::BadOptionTag(2)));
         let mut bad = out.clone();
         bad[HEADER_BYTES + 4] = 0xFF; // first byte of the room name
         assert_eq!(
@@ -369,6 +515,7 @@ mod tests {
         let cas = Command {
             origin: origin(),
             timestamp_ms: 0,
+            session: None,
             op: Op::Cas {
                 key: "k".into(),
                 expected: None,
@@ -387,6 +534,7 @@ mod tests {
         Command {
             origin: origin(),
             timestamp_ms: 0,
+            session: None,
             op: Op::CreateRoom { room: "x".into() },
         }
         .encode(&mut out);
@@ -422,10 +570,17 @@ mod tests {
                 data
             };
             if let Ok(cmd) = Command::decode(&data) {
-                // Whatever decodes must re-encode to exactly the same bytes: one encoding each.
+                // Whatever decodes must re-encode to exactly the same bytes (one encoding per
+                // command within a version); version 1 re-encodes as version 2, same command.
                 let mut again = Vec::new();
                 cmd.encode(&mut again);
-                assert_eq!(again, data);
+                if data[0] == FORMAT_V2 {
+                    assert_eq!(again, data);
+                } else {
+                    assert_eq!(data[0], FORMAT_V1);
+                    assert_eq!(cmd.session, None);
+                    assert_eq!(Command::decode(&again), Ok(cmd));
+                }
                 decoded_ok += 1;
             }
         }

@@ -1,9 +1,9 @@
 //! The chat application: the replicated state machine and the telnet line protocol, as pure code.
 //!
 //! This module owns what a chat node *means*: the bytes stored in Raft log entries
-//! ([`command`]), the deterministic state machine that applies them ([`state`]), the rules every
-//! name, key and message must follow ([`validate`]), and the human line protocol spoken over
-//! telnet ([`telnet`], [`time`]). It never does IO, never reads a clock, never touches a socket
+//! ([`command`]), the deterministic state machine that applies them ([`state`]) with its client
+//! sessions for exactly-once writes ([`session`]), the rules every name, key and message must
+//! follow ([`validate`]), and the human line protocol spoken over telnet ([`telnet`], [`time`]). It never does IO, never reads a clock, never touches a socket
 //! and knows nothing of Raft internals beyond the `Index` of an entry: the server's mio loop
 //! feeds it bytes and committed entries and writes out what it formats.
 //!
@@ -14,12 +14,14 @@
 //! reason).
 
 pub mod command;
+pub mod session;
 pub mod state;
 pub mod telnet;
 pub mod time;
 pub mod validate;
 
-pub use command::{Command, Op, Origin};
+pub use command::{Command, Op, Origin, SessionRef};
+pub use session::{SessionConfig, Sessions, DEFAULT_SESSION_EXPIRY_MS};
 pub use state::{Applied, ChatMessage, Outcome, StateMachine, DEFAULT_ROOM};
 pub use telnet::{
     format_message, format_push, parse_line, LineSplitter, Request, HELP_TEXT, LINE_BYTES_MAX,
@@ -95,6 +97,7 @@ mod tests {
         let cmd = Command {
             origin: Origin { node: 1, req: 9 },
             timestamp_ms: 1_700_000_000_000,
+            session: None,
             op: Op::Post {
                 room: DEFAULT_ROOM.into(),
                 nick: "guest-1".into(),
@@ -110,7 +113,8 @@ mod tests {
             applied,
             Applied {
                 origin: Some(Origin { node: 1, req: 9 }),
-                outcome: Outcome::Posted { position: 1 }
+                outcome: Outcome::Posted { position: 1 },
+                duplicate: false,
             }
         );
 

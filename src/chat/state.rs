@@ -1,11 +1,17 @@
-//! The replicated state machine: the chat log, its rooms and the key-value state.
+//! The replicated state machine: the chat log, its rooms, the key-value state and the client
+//! sessions that make writes exactly-once.
 //!
-//! It owns everything committed entries change and nothing else: no sessions (who is connected,
-//! which nick, which room is a connection's current one: the server keeps those), no IO, no
-//! clock (a message's time is the leader's, carried in the entry). `apply` is a pure function of
-//! the state and the entry, so every node that applies the same entries in the same order holds
-//! an equal `StateMachine` and computes equal `Outcome`s; a command that does not decode or
-//! breaks a rule is `Rejected` with the same reason everywhere, never a panic.
+//! It owns everything committed entries change and nothing else: no connection state (who is
+//! connected, which nick, which room is a connection's current one: the server keeps those), no
+//! IO, no clock (a message's time is the leader's, carried in the entry). `apply` is a pure
+//! function of the state and the entry, so every node that applies the same entries in the same
+//! order holds an equal `StateMachine` and computes equal `Outcome`s; a command that does not
+//! decode or breaks a rule is `Rejected` with the same reason everywhere, never a panic.
+//!
+//! A command that carries a session ([`SessionRef`]) is applied at most once: the session
+//! table ([`Sessions`], see `session` for its rules) admits it, answers a retry with the
+//! original outcome (`Applied::duplicate`), or refuses it. A command without one (telnet) is
+//! applied every time it is committed.
 //!
 //! Invariants (checked in `debug_assert_invariants`):
 //! - `chat_log[i].position == i + 1`: positions start at 1 and have no gaps.
@@ -18,7 +24,8 @@
 
 use std::collections::BTreeMap;
 
-use super::command::{Command, Op, Origin};
+use super::command::{Command, Op, Origin, SessionRef};
+use super::session::{Admission, SessionConfig, Sessions};
 use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
 use crate::raft::Index;
 
@@ -58,6 +65,12 @@ pub enum Outcome {
     NotFound,
     /// A command that does not decode or breaks a rule; the reason is one human line.
     Rejected(String),
+    /// An `OpenSession`; the id is the log index of its entry.
+    SessionOpened {
+        session_id: u64,
+    },
+    /// The command's session is unknown or expired: nothing was applied; open a new session.
+    SessionExpired,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +78,10 @@ pub struct Applied {
     /// Who waits for `outcome`; `None` when the entry did not decode (nobody can be told).
     pub origin: Option<Origin>,
     pub outcome: Outcome,
+    /// The entry was a retry of a session request applied earlier: `outcome` is that earlier
+    /// outcome, and this entry changed nothing (no new position, no revision). A server must
+    /// not push a duplicate `Posted` message to listeners again.
+    pub duplicate: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,10 +100,29 @@ pub struct StateMachine {
     kv: BTreeMap<String, KvValue>,
     /// Bumped by every successful key-value write; 0 before the first.
     revision: u64,
+    sessions: Sessions,
 }
 
+/// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
 impl Default for StateMachine {
     fn default() -> StateMachine {
+        StateMachine::with_session_config(SessionConfig::default())
+    }
+}
+
+impl StateMachine {
+    /// A state machine whose sessions expire after `session_expiry_ms` of log time without a
+    /// request, with the default limits otherwise. Every node of a cluster must use the same
+    /// value: it is not in the log.
+    pub fn with_session_expiry_ms(session_expiry_ms: u64) -> StateMachine {
+        StateMachine::with_session_config(SessionConfig {
+            expiry_ms: session_expiry_ms,
+            ..SessionConfig::default()
+        })
+    }
+
+    /// A state machine with the given session limits (the same on every node of a cluster).
+    pub fn with_session_config(config: SessionConfig) -> StateMachine {
         let mut rooms = BTreeMap::new();
         rooms.insert(DEFAULT_ROOM.to_string(), Vec::new());
         StateMachine {
@@ -95,11 +131,10 @@ impl Default for StateMachine {
             rooms,
             kv: BTreeMap::new(),
             revision: 0,
+            sessions: Sessions::new(config),
         }
     }
-}
 
-impl StateMachine {
     /// Applies the command in the committed entry at `index`. Entries must come in log order,
     /// each once: `index > applied_index()`. (A release build that is handed an already applied
     /// index changes nothing and answers `Rejected`, rather than applying a command twice.)
@@ -116,6 +151,7 @@ impl StateMachine {
                     "entry {index} is already applied (applied index {})",
                     self.applied_index
                 )),
+                duplicate: false,
             };
         }
         self.applied_index = index;
@@ -123,14 +159,48 @@ impl StateMachine {
             Err(err) => Applied {
                 origin: None,
                 outcome: Outcome::Rejected(format!("undecodable command: {err}")),
+                duplicate: false,
             },
-            Ok(cmd) => Applied {
-                origin: Some(cmd.origin),
-                outcome: self.apply_op(index, cmd.timestamp_ms, cmd.op),
-            },
+            Ok(cmd) => {
+                self.sessions.advance_clock(cmd.timestamp_ms);
+                let (outcome, duplicate) = match cmd.session {
+                    None => (self.apply_op(index, cmd.timestamp_ms, cmd.op), false),
+                    Some(request) => {
+                        self.apply_in_session(index, cmd.timestamp_ms, request, cmd.op)
+                    }
+                };
+                Applied {
+                    origin: Some(cmd.origin),
+                    outcome,
+                    duplicate,
+                }
+            }
         };
         self.debug_assert_invariants();
         applied
+    }
+
+    /// Applies `op` at most once for `request`; the flag is `Applied::duplicate`.
+    fn apply_in_session(
+        &mut self,
+        index: Index,
+        timestamp_ms: u64,
+        request: SessionRef,
+        op: Op,
+    ) -> (Outcome, bool) {
+        if matches!(op, Op::OpenSession) {
+            let reason = "an OpenSession request carries no session".to_string();
+            return (Outcome::Rejected(reason), false);
+        }
+        match self.sessions.admit(&request) {
+            Admission::Apply => {
+                let outcome = self.apply_op(index, timestamp_ms, op);
+                self.sessions.retain(&request, outcome.clone());
+                (outcome, false)
+            }
+            Admission::Duplicate(outcome) => (outcome, true),
+            Admission::Refuse(outcome) => (outcome, false),
+        }
     }
 
     /// A leader's no-op entry: nothing changes but the applied index.
@@ -202,6 +272,16 @@ impl StateMachine {
         self.revision
     }
 
+    /// Live client sessions (expired ones are removed as log time passes them).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The session table, for status and snapshots.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
     fn apply_op(&mut self, index: Index, timestamp_ms: u64, op: Op) -> Outcome {
         let result = match op {
             Op::Post { room, nick, text } => self.post(index, timestamp_ms, room, nick, text),
@@ -209,6 +289,7 @@ impl StateMachine {
             Op::Set { key, value } => self.set(key, value),
             Op::Del { key } => self.del(key),
             Op::Cas { key, expected, new } => self.cas(key, expected, new),
+            Op::OpenSession => Ok(self.open_session(index)),
         };
         result.unwrap_or_else(Outcome::Rejected)
     }
@@ -290,6 +371,12 @@ impl StateMachine {
         Ok(self.write(key, new))
     }
 
+    /// A session's id is its entry's index: unique, and the same on every node.
+    fn open_session(&mut self, index: Index) -> Outcome {
+        self.sessions.open(index);
+        Outcome::SessionOpened { session_id: index }
+    }
+
     fn write(&mut self, key: String, value: String) -> Outcome {
         self.revision += 1;
         let revision = self.revision;
@@ -318,14 +405,17 @@ impl StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::session::DEFAULT_SESSION_EXPIRY_MS;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
 
     fn encode(op: Op, node: u64, req: u64, timestamp_ms: u64) -> Vec<u8> {
         let mut out = Vec::new();
         Command {
             origin: Origin { node, req },
             timestamp_ms,
+            session: None,
             op,
         }
         .encode(&mut out);
@@ -751,9 +841,11 @@ mod tests {
         for i in 0..20_000u64 {
             let len = rng.gen_range(0..80);
             let mut data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-            if i % 2 == 0 {
-                // A valid version byte, so the garbage reaches the op and field decoding.
-                data.insert(0, crate::chat::command::FORMAT_V1);
+            // A valid version byte, so the garbage reaches the session, op and field decoding.
+            match i % 3 {
+                0 => data.insert(0, crate::chat::command::FORMAT_V1),
+                1 => data.insert(0, crate::chat::command::FORMAT_V2),
+                _ => {}
             }
             let before = sm.clone();
             let applied = sm.apply(i + 1, &data);
@@ -764,10 +856,606 @@ mod tests {
                 assert_eq!(sm.chat_log, before.chat_log);
                 assert_eq!(sm.kv, before.kv);
                 assert_eq!(sm.rooms, before.rooms);
+                assert_eq!(sm.sessions, before.sessions);
                 rejections += 1;
             }
         }
         assert!(rejections > 19_000, "{rejections}");
         assert_eq!(sm.applied_index(), 20_000);
+    }
+
+    // ---- Client sessions: exactly-once application (Ongaro §6.3) ----
+
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    fn in_session(id: u64, seq: u64, lowest_unacked_seq: u64) -> Option<SessionRef> {
+        Some(SessionRef {
+            id,
+            seq,
+            lowest_unacked_seq,
+        })
+    }
+
+    fn post_op(room: &str, text: &str) -> Op {
+        Op::Post {
+            room: room.into(),
+            nick: "alice".into(),
+            text: text.into(),
+        }
+    }
+
+    impl Harness {
+        fn with_sm(sm: StateMachine) -> Harness {
+            Harness {
+                sm,
+                ..Harness::new()
+            }
+        }
+
+        /// Applies `op` in `session` at `timestamp_ms`, as a fresh request id of node 7.
+        fn apply_full(
+            &mut self,
+            op: Op,
+            session: Option<SessionRef>,
+            timestamp_ms: u64,
+        ) -> Applied {
+            let req = self.next_req;
+            self.next_req += 1;
+            let mut data = Vec::new();
+            Command {
+                origin: Origin { node: 7, req },
+                timestamp_ms,
+                session,
+                op,
+            }
+            .encode(&mut data);
+            let index = self.next_index;
+            self.next_index += 1;
+            let applied = self.sm.apply(index, &data);
+            assert_eq!(applied.origin, Some(Origin { node: 7, req }));
+            self.sm.sessions.assert_invariants_full();
+            applied
+        }
+
+        fn open_at(&mut self, timestamp_ms: u64) -> u64 {
+            let index = self.next_index;
+            let applied = self.apply_full(Op::OpenSession, None, timestamp_ms);
+            assert_eq!(
+                applied.outcome,
+                Outcome::SessionOpened { session_id: index }
+            );
+            assert!(!applied.duplicate);
+            index
+        }
+
+        fn post_in(&mut self, session: Option<SessionRef>, text: &str) -> Applied {
+            self.apply_full(post_op(DEFAULT_ROOM, text), session, T0_MS)
+        }
+    }
+
+    fn fresh(outcome: Outcome) -> (Outcome, bool) {
+        (outcome, false)
+    }
+
+    fn duplicate(outcome: Outcome) -> (Outcome, bool) {
+        (outcome, true)
+    }
+
+    fn pair(applied: Applied) -> (Outcome, bool) {
+        (applied.outcome, applied.duplicate)
+    }
+
+    #[test]
+    fn a_retried_post_is_applied_once_and_answered_again() {
+        let mut h = Harness::new();
+        h.post(DEFAULT_ROOM, "before"); // index 1: the session id is not always 1
+        let id = h.open_at(T0_MS);
+        assert_eq!(id, 2);
+        assert_eq!(h.sm.session_count(), 1);
+        assert_eq!(
+            pair(h.post_in(in_session(id, 1, 1), "once")),
+            fresh(Outcome::Posted { position: 2 })
+        );
+        let before = h.sm.clone();
+        // The retry is a new entry (a new request id, maybe a new leader's proposal).
+        assert_eq!(
+            pair(h.post_in(in_session(id, 1, 1), "once")),
+            duplicate(Outcome::Posted { position: 2 })
+        );
+        assert_eq!(h.sm.chat_log(), before.chat_log());
+        assert_eq!(h.sm.rooms, before.rooms);
+        let texts: Vec<&str> = h.sm.chat_log().iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, vec!["before", "once"]);
+
+        // The same for a key-value write: no second revision.
+        let set = Op::Set {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        let first = h.apply_full(set.clone(), in_session(id, 2, 1), T0_MS);
+        assert_eq!(pair(first), fresh(Outcome::KvAck { revision: 1 }));
+        let again = h.apply_full(set, in_session(id, 2, 2), T0_MS);
+        assert_eq!(pair(again), duplicate(Outcome::KvAck { revision: 1 }));
+        assert_eq!(h.sm.revision(), 1);
+        assert_eq!(h.sm.get("k"), Some(("v", 1)));
+    }
+
+    #[test]
+    fn commands_without_a_session_are_applied_every_time() {
+        let mut h = Harness::new();
+        let a = h.post_in(None, "same");
+        let b = h.post_in(None, "same");
+        assert_eq!(pair(a), fresh(Outcome::Posted { position: 1 }));
+        assert_eq!(pair(b), fresh(Outcome::Posted { position: 2 }));
+        assert_eq!(h.sm.session_count(), 0);
+    }
+
+    #[test]
+    fn pipelined_requests_may_commit_out_of_order() {
+        let mut h = Harness::new();
+        let id = h.open_at(T0_MS);
+        // Sent as 1, 2, 3, 4; committed as 3, 1, 4, 2 (e.g. via different leaders).
+        for (seq, position) in [(3, 1), (1, 2), (4, 3), (2, 4)] {
+            assert_eq!(
+                pair(h.post_in(in_session(id, seq, 1), &format!("s{seq}"))),
+                fresh(Outcome::Posted { position })
+            );
+        }
+        // Every retry gets its own original answer, in any order.
+        for (seq, position) in [(2, 4), (4, 3), (1, 2), (3, 1)] {
+            assert_eq!(
+                pair(h.post_in(in_session(id, seq, 1), &format!("s{seq}"))),
+                duplicate(Outcome::Posted { position })
+            );
+        }
+        assert_eq!(h.sm.chat_log().len(), 4);
+        for msg in h.sm.chat_log() {
+            assert_eq!(
+                h.sm.chat_log()
+                    .iter()
+                    .filter(|m| m.text == msg.text)
+                    .count(),
+                1
+            );
+        }
+        assert_eq!(h.sm.sessions().get(id).unwrap().retained_count(), 4);
+    }
+
+    #[test]
+    fn acknowledged_results_are_forgotten_and_their_retries_rejected() {
+        let mut h = Harness::new();
+        let id = h.open_at(T0_MS);
+        for seq in 1..=3 {
+            h.post_in(in_session(id, seq, 1), &format!("s{seq}"));
+        }
+        assert_eq!(h.sm.sessions().get(id).unwrap().retained_count(), 3);
+        // Seq 4 says 1 and 2 were answered: their results go.
+        assert_eq!(
+            pair(h.post_in(in_session(id, 4, 3), "s4")),
+            fresh(Outcome::Posted { position: 4 })
+        );
+        let session = h.sm.sessions().get(id).unwrap();
+        assert_eq!(
+            session.retained().map(|(seq, _)| seq).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(session.lowest_retained_seq(), 3);
+
+        // A late retry of seq 2 (still carrying lowest_unacked 1) is refused, not re-applied.
+        let before = h.sm.clone();
+        let late = h.post_in(in_session(id, 2, 1), "s2");
+        assert!(!late.duplicate);
+        assert!(rejected(late.outcome).starts_with("request already answered"));
+        assert_eq!(h.sm.chat_log(), before.chat_log());
+        // Seq 3 is still retained.
+        assert_eq!(
+            pair(h.post_in(in_session(id, 3, 1), "s3")),
+            duplicate(Outcome::Posted { position: 3 })
+        );
+        assert_eq!(h.sm.chat_log().len(), 4);
+    }
+
+    #[test]
+    fn rejected_outcomes_are_retained_like_any_other() {
+        let mut h = Harness::new();
+        let id = h.open_at(T0_MS);
+        let first = h.apply_full(post_op("rust", "hi"), in_session(id, 1, 1), T0_MS);
+        let reason = rejected(first.outcome);
+        h.create("rust");
+        // The room exists now, but a retry of seq 1 must get the answer seq 1 got.
+        let retry = h.apply_full(post_op("rust", "hi"), in_session(id, 1, 1), T0_MS);
+        assert_eq!(pair(retry), duplicate(Outcome::Rejected(reason)));
+        assert!(h.sm.chat_log().is_empty());
+    }
+
+    #[test]
+    fn malformed_session_requests_are_rejected_and_apply_nothing() {
+        let mut h = Harness::new();
+        let id = h.open_at(T0_MS);
+        for session in [in_session(id, 0, 0), in_session(id, 2, 3)] {
+            let applied = h.post_in(session, "x");
+            assert!(rejected(applied.outcome).starts_with("invalid session request"));
+        }
+        let open = h.apply_full(Op::OpenSession, in_session(id, 1, 1), T0_MS);
+        assert_eq!(
+            rejected(open.outcome),
+            "an OpenSession request carries no session"
+        );
+        assert_eq!(h.sm.session_count(), 1);
+        assert!(h.sm.chat_log().is_empty());
+        // Nothing was retained: seq 2 is still free.
+        assert_eq!(
+            pair(h.post_in(in_session(id, 2, 1), "y")),
+            fresh(Outcome::Posted { position: 1 })
+        );
+    }
+
+    #[test]
+    fn unknown_sessions_are_expired() {
+        let mut h = Harness::new();
+        let before = h.sm.clone();
+        for id in [0, 1, 99, u64::MAX] {
+            let applied = h.post_in(in_session(id, 1, 1), "x");
+            assert_eq!(pair(applied), fresh(Outcome::SessionExpired));
+        }
+        assert_eq!(h.sm.chat_log(), before.chat_log());
+        assert_eq!(h.sm.session_count(), 0);
+    }
+
+    #[test]
+    fn sessions_expire_by_log_time() {
+        let expiry_ms = 60_000;
+        let mut h = Harness::with_sm(StateMachine::with_session_expiry_ms(expiry_ms));
+        let post = |h: &mut Harness, id, seq, timestamp_ms| {
+            let op = post_op(DEFAULT_ROOM, &format!("s{seq}"));
+            h.apply_full(op, in_session(id, seq, seq), timestamp_ms)
+                .outcome
+        };
+        let a = h.open_at(T0_MS);
+        // Exactly the expiry of idleness is still live; each request restarts the idle time.
+        assert_eq!(
+            post(&mut h, a, 1, T0_MS + expiry_ms),
+            Outcome::Posted { position: 1 }
+        );
+        assert_eq!(
+            post(&mut h, a, 2, T0_MS + 2 * expiry_ms),
+            Outcome::Posted { position: 2 }
+        );
+        // One millisecond more is expired: nothing applied, and the session is gone.
+        assert_eq!(
+            post(&mut h, a, 3, T0_MS + 3 * expiry_ms + 1),
+            Outcome::SessionExpired
+        );
+        assert_eq!(h.sm.chat_log().len(), 2);
+        assert_eq!(h.sm.session_count(), 0);
+
+        // Other traffic moves log time too: an idle session goes when it passes its deadline,
+        // without a request of its own (telnet posts and no-ops here).
+        let t1 = T0_MS + 10 * expiry_ms;
+        let b = h.open_at(t1);
+        let c = h.open_at(t1 + expiry_ms / 2);
+        h.sm.apply_noop(h.next_index); // no timestamp: time stands still
+        h.next_index += 1;
+        assert_eq!(h.sm.session_count(), 2);
+        h.apply_full(post_op(DEFAULT_ROOM, "telnet"), None, t1 + expiry_ms + 1);
+        assert_eq!(h.sm.session_count(), 1);
+        assert!(h.sm.sessions().get(b).is_none());
+        // A leader with a lagging clock cannot bring it back: log time never runs backwards.
+        assert_eq!(post(&mut h, b, 1, t1), Outcome::SessionExpired);
+        assert_eq!(h.sm.sessions().clock_ms(), t1 + expiry_ms + 1);
+        assert_eq!(post(&mut h, c, 1, t1), Outcome::Posted { position: 4 });
+        assert_eq!(
+            h.sm.sessions().get(c).unwrap().last_active_ms(),
+            t1 + expiry_ms + 1
+        );
+    }
+
+    #[test]
+    fn the_default_expiry_is_ten_minutes() {
+        let mut h = Harness::new();
+        let id = h.open_at(T0_MS);
+        let ten_minutes_ms = 10 * 60 * 1000;
+        h.apply_full(post_op(DEFAULT_ROOM, "x"), None, T0_MS + ten_minutes_ms);
+        assert_eq!(h.sm.session_count(), 1);
+        h.apply_full(post_op(DEFAULT_ROOM, "x"), None, T0_MS + ten_minutes_ms + 1);
+        assert_eq!(h.sm.session_count(), 0);
+        assert_eq!(
+            h.post_in(in_session(id, 1, 1), "late").outcome,
+            Outcome::SessionExpired
+        );
+    }
+
+    #[test]
+    fn too_many_unacknowledged_requests_are_refused_until_acknowledged() {
+        let config = SessionConfig {
+            retained_per_session_max: 4,
+            ..SessionConfig::default()
+        };
+        let mut h = Harness::with_sm(StateMachine::with_session_config(config));
+        let id = h.open_at(T0_MS);
+        for seq in 1..=4 {
+            h.post_in(in_session(id, seq, 1), "x");
+        }
+        let refused = h.post_in(in_session(id, 5, 1), "x");
+        assert!(rejected(refused.outcome).starts_with("too many unacknowledged requests"));
+        assert_eq!(h.sm.chat_log().len(), 4);
+        // Retries of retained seqs are still answered at the cap.
+        assert_eq!(
+            pair(h.post_in(in_session(id, 4, 1), "x")),
+            duplicate(Outcome::Posted { position: 4 })
+        );
+        // Acknowledging makes room; the refused seq was never applied, so it is still free.
+        assert_eq!(
+            pair(h.post_in(in_session(id, 5, 3), "x")),
+            fresh(Outcome::Posted { position: 5 })
+        );
+    }
+
+    #[test]
+    fn opening_beyond_the_limit_evicts_the_least_recently_active() {
+        let config = SessionConfig {
+            sessions_max: 2,
+            ..SessionConfig::default()
+        };
+        let mut h = Harness::with_sm(StateMachine::with_session_config(config));
+        let a = h.open_at(T0_MS);
+        let b = h.open_at(T0_MS + 1);
+        h.apply_full(post_op(DEFAULT_ROOM, "x"), in_session(a, 1, 1), T0_MS + 2);
+        let c = h.open_at(T0_MS + 3);
+        assert_eq!(h.sm.session_count(), 2);
+        assert_eq!(
+            h.post_in(in_session(b, 1, 1), "x").outcome,
+            Outcome::SessionExpired
+        );
+        assert!(h.sm.sessions().get(a).is_some() && h.sm.sessions().get(c).is_some());
+    }
+
+    /// What a simulated client remembers about one of its requests.
+    struct Sent {
+        op: Op,
+        acked: bool,
+    }
+
+    struct Client {
+        id: u64,
+        next_seq: u64,
+        sent: BTreeMap<u64, Sent>,
+    }
+
+    impl Client {
+        fn lowest_unacked_seq(&self) -> u64 {
+            self.sent
+                .iter()
+                .find(|(_, sent)| !sent.acked)
+                .map_or(self.next_seq, |(&seq, _)| seq)
+        }
+    }
+
+    /// Clients opening sessions and sending, retrying, acknowledging and abandoning requests,
+    /// interleaved at random with telnet commands, no-ops, garbage, lagging and jumping leader
+    /// clocks, and requests on sessions that never existed; the same entries for the same seed.
+    /// Every sessioned request's text (or key) is unique, so exactly-once is checkable.
+    fn session_workload(seed: u64, count: usize) -> Vec<Option<Vec<u8>>> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut clients: Vec<Client> = Vec::new();
+        let mut now_ms = T0_MS;
+        let mut entries = Vec::with_capacity(count);
+        for req in 0..count as u64 {
+            let index = req + 1;
+            now_ms = match rng.gen_range(0..100) {
+                0 => now_ms + 2 * DEFAULT_SESSION_EXPIRY_MS / 3, // a long pause
+                1..=4 => now_ms.saturating_sub(rng.gen_range(0..5_000)), // a lagging leader
+                _ => now_ms + rng.gen_range(0..2_000),
+            };
+            let command = |session, op| {
+                let mut data = Vec::new();
+                Command {
+                    origin: Origin {
+                        node: index % 3,
+                        req,
+                    },
+                    timestamp_ms: now_ms,
+                    session,
+                    op,
+                }
+                .encode(&mut data);
+                Some(data)
+            };
+            let roll = rng.gen_range(0..100);
+            let entry = if clients.is_empty() || roll < 4 {
+                clients.push(Client {
+                    id: index,
+                    next_seq: 1,
+                    sent: BTreeMap::new(),
+                });
+                command(None, Op::OpenSession)
+            } else if roll < 6 {
+                None // a leader's no-op
+            } else if roll < 7 {
+                let len = rng.gen_range(0..60);
+                Some((0..len).map(|_| rng.gen()).collect())
+            } else if roll < 9 {
+                command(None, post_op(DEFAULT_ROOM, "telnet"))
+            } else if roll < 10 {
+                // Ids no entry of this log has (0, or beyond its last index): a client that
+                // lies about a live session's seqs is not a client exactly-once can protect.
+                let bogus = SessionRef {
+                    id: rng.gen_range(count as u64..count as u64 * 2) * rng.gen_range(0..2),
+                    seq: rng.gen_range(0..5),
+                    lowest_unacked_seq: rng.gen_range(0..5),
+                };
+                command(Some(bogus), post_op(DEFAULT_ROOM, "bogus"))
+            } else {
+                let at = rng.gen_range(0..clients.len());
+                let client = &mut clients[at];
+                let action = rng.gen_range(0..10);
+                if action < 5 || client.sent.is_empty() {
+                    // A new request.
+                    let seq = client.next_seq;
+                    let lowest_unacked_seq = match rng.gen_range(0..30) {
+                        0 => seq + 1, // a client bug: acknowledges what it has not sent
+                        _ => client.lowest_unacked_seq(),
+                    };
+                    client.next_seq += 1;
+                    let unique = format!("c{}s{seq}", client.id);
+                    let op = match rng.gen_range(0..6) {
+                        0 => Op::Set {
+                            key: unique,
+                            value: "v".into(),
+                        },
+                        1 => post_op("nowhere", &unique), // rejected, and retained
+                        _ => post_op(DEFAULT_ROOM, &unique),
+                    };
+                    let session = SessionRef {
+                        id: client.id,
+                        seq,
+                        lowest_unacked_seq,
+                    };
+                    client.sent.insert(
+                        seq,
+                        Sent {
+                            op: op.clone(),
+                            acked: false,
+                        },
+                    );
+                    command(Some(session), op)
+                } else {
+                    let seqs: Vec<u64> = client.sent.keys().copied().collect();
+                    let seq = seqs[rng.gen_range(0..seqs.len())];
+                    if action < 8 {
+                        // A retry of any earlier request, acknowledged or not (a confused
+                        // client, or a retry that was delayed in the network).
+                        let session = SessionRef {
+                            id: client.id,
+                            seq,
+                            lowest_unacked_seq: client.lowest_unacked_seq().min(seq),
+                        };
+                        let op = client.sent[&seq].op.clone();
+                        command(Some(session), op)
+                    } else {
+                        // The client saw an answer: nothing is proposed, but later requests
+                        // acknowledge it. A no-op stands in for the entry.
+                        client.sent.get_mut(&seq).expect("picked from keys").acked = true;
+                        None
+                    }
+                }
+            };
+            entries.push(entry);
+        }
+        entries
+    }
+
+    #[test]
+    fn sessions_are_deterministic_and_exactly_once_under_random_interleavings() {
+        let mut totals = BTreeMap::<&str, u64>::new();
+        for seed in 0..20 {
+            let entries = session_workload(seed, 2_000);
+            let mut a = StateMachine::default();
+            let mut b = StateMachine::default();
+            // First outcome of every (session, seq) that was applied, for checking retries, and
+            // every (session, seq) that got any answer (a refusal is an answer too).
+            let mut first: BTreeMap<(u64, u64), Outcome> = BTreeMap::new();
+            let mut answered: BTreeSet<(u64, u64)> = BTreeSet::new();
+            for (i, entry) in entries.iter().enumerate() {
+                let index = i as Index + 1;
+                let Some(data) = entry else {
+                    a.apply_noop(index);
+                    b.apply_noop(index);
+                    continue;
+                };
+                let applied = a.apply(index, data);
+                assert_eq!(applied, b.apply(index, data), "seed {seed} index {index}");
+                let Ok(Command {
+                    session: Some(request),
+                    ..
+                }) = Command::decode(data)
+                else {
+                    continue;
+                };
+                let key = (request.id, request.seq);
+                let kind = match (&applied.outcome, applied.duplicate) {
+                    (outcome, true) => {
+                        assert_eq!(first.get(&key), Some(outcome), "seed {seed} {key:?}");
+                        "duplicate"
+                    }
+                    (Outcome::SessionExpired, false) => "expired",
+                    (Outcome::Rejected(reason), false)
+                        if reason.starts_with("request already answered") =>
+                    {
+                        assert!(answered.contains(&key), "seed {seed} {key:?}");
+                        "already answered"
+                    }
+                    (Outcome::Rejected(reason), false)
+                        if reason.starts_with("invalid session request") =>
+                    {
+                        "invalid"
+                    }
+                    (outcome, false) => {
+                        let earlier = first.insert(key, outcome.clone());
+                        assert_eq!(earlier, None, "seed {seed}: {key:?} applied twice");
+                        "applied"
+                    }
+                };
+                answered.insert(key);
+                *totals.entry(kind).or_default() += 1;
+                if index.is_multiple_of(256) {
+                    a.sessions.assert_invariants_full();
+                }
+            }
+            assert_eq!(a, b);
+            // Exactly once: every unique text is in the chat log at most once.
+            let mut texts: Vec<&str> = a
+                .chat_log()
+                .iter()
+                .map(|m| m.text.as_str())
+                .filter(|text| text.starts_with('c'))
+                .collect();
+            let posted = texts.len();
+            texts.sort_unstable();
+            texts.dedup();
+            assert_eq!(
+                texts.len(),
+                posted,
+                "seed {seed}: a request was posted twice"
+            );
+            assert!(a.session_count() <= a.sessions().config().sessions_max);
+        }
+        // Every path must have been exercised, or the test proves little.
+        for kind in [
+            "applied",
+            "duplicate",
+            "expired",
+            "already answered",
+            "invalid",
+        ] {
+            assert!(
+                totals.get(kind).copied().unwrap_or(0) > 10,
+                "{kind}: {totals:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mutated_session_commands_never_panic() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let entries: Vec<Vec<u8>> = session_workload(99, 3_000).into_iter().flatten().collect();
+        let mut sm = StateMachine::with_session_expiry_ms(5_000);
+        let mut decoded = 0;
+        for (i, data) in entries.iter().enumerate() {
+            let mut data = data.clone();
+            if !data.is_empty() {
+                for _ in 0..rng.gen_range(0..3) {
+                    let at = rng.gen_range(0..data.len());
+                    data[at] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            let applied = sm.apply(i as Index + 1, &data);
+            if Command::decode(&data).is_ok() {
+                assert!(applied.origin.is_some());
+                decoded += 1;
+            }
+        }
+        sm.sessions.assert_invariants_full();
+        assert!(decoded > 1_000, "{decoded}");
     }
 }

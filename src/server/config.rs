@@ -38,9 +38,24 @@ const NODES_MAX: u64 = 1024;
 
 fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
-    opts.optopt("", "peers", "every member's address in id order (overrides the derived ports)", "HOST:PORT,...");
-    opts.optopt("", "bind", "address to listen on (default: this node's member address)", "ADDR");
-    opts.optopt("", "data-dir", "where the write-ahead log lives (default data/node-<id>)", "DIR");
+    opts.optopt(
+        "",
+        "peers",
+        "every member's address in id order (overrides the derived ports)",
+        "HOST:PORT,...",
+    );
+    opts.optopt(
+        "",
+        "bind",
+        "address to listen on (default: this node's member address)",
+        "ADDR",
+    );
+    opts.optopt(
+        "",
+        "data-dir",
+        "where the write-ahead log lives (default data/node-<id>)",
+        "DIR",
+    );
     opts.optopt(
         "",
         "fsync",
@@ -48,10 +63,30 @@ fn options() -> getopts::Options {
          acknowledged messages can be lost on a crash; for experiments only)",
         "always|never",
     );
-    opts.optopt("", "election-timeout-ms", "minimum election timeout (default 1000)", "MS");
-    opts.optopt("", "heartbeat-ms", "leader heartbeat interval and tick length (default 100)", "MS");
-    opts.optopt("", "request-timeout-ms", "client request deadline (default 5000)", "MS");
-    opts.optopt("", "log-level", "error, warn, info (default), debug or trace", "LEVEL");
+    opts.optopt(
+        "",
+        "election-timeout-ms",
+        "minimum election timeout (default 1000)",
+        "MS",
+    );
+    opts.optopt(
+        "",
+        "heartbeat-ms",
+        "leader heartbeat interval and tick length (default 100)",
+        "MS",
+    );
+    opts.optopt(
+        "",
+        "request-timeout-ms",
+        "client request deadline (default 5000)",
+        "MS",
+    );
+    opts.optopt(
+        "",
+        "log-level",
+        "error, warn, info (default), debug or trace",
+        "LEVEL",
+    );
     opts.optflag("h", "help", "print this help");
     opts
 }
@@ -66,7 +101,8 @@ pub fn usage() -> String {
 }
 
 fn parse_num(what: &str, text: &str) -> Result<u64, String> {
-    text.parse::<u64>().map_err(|_| format!("{what} must be a whole number, got '{text}'"))
+    text.parse::<u64>()
+        .map_err(|_| format!("{what} must be a whole number, got '{text}'"))
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -79,7 +115,13 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 /// FNV-1a over the member list: the same arguments on every node give the same cluster id.
 fn cluster_id_of(members: &[SocketAddr]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in members.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",").bytes() {
+    for byte in members
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+        .bytes()
+    {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -94,22 +136,35 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     }
     let [id, count, port] = match matches.free.as_slice() {
         [a, b, c] => [a, b, c],
-        free => return Err(format!("expected <id> <count> <port>, got {} argument(s)", free.len())),
+        free => {
+            return Err(format!(
+                "expected <id> <count> <port>, got {} argument(s)",
+                free.len()
+            ))
+        }
     };
     let id = parse_num("id", id)?;
     let count = parse_num("count", count)?;
     let port = parse_num("port", port)?;
     if count == 0 || count > NODES_MAX {
-        return Err(format!("count must be between 1 and {NODES_MAX}, got {count}"));
+        return Err(format!(
+            "count must be between 1 and {NODES_MAX}, got {count}"
+        ));
     }
     if id >= count {
         return Err(format!("id must be less than count ({count}), got {id}"));
     }
     let members: Vec<SocketAddr> = match matches.opt_str("peers") {
         Some(list) => {
-            let members = list.split(',').map(|a| resolve(a.trim())).collect::<Result<Vec<_>, _>>()?;
+            let members = list
+                .split(',')
+                .map(|a| resolve(a.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
             if members.len() as u64 != count {
-                return Err(format!("--peers lists {} addresses but count is {count}", members.len()));
+                return Err(format!(
+                    "--peers lists {} addresses but count is {count}",
+                    members.len()
+                ));
             }
             members
         }
@@ -118,7 +173,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                 format!("port must be between id and 65535 (node j listens on port - id + j), got {port}")
             })?;
             if base + count - 1 > 65535 {
-                return Err(format!("ports {base}..{} do not fit below 65536", base + count - 1));
+                return Err(format!(
+                    "ports {base}..{} do not fit below 65536",
+                    base + count - 1
+                ));
             }
             (0..count)
                 .map(|j| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), (base + j) as u16))
@@ -130,7 +188,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         Some(text) => match text.parse::<SocketAddr>() {
             Ok(addr) => addr,
             Err(_) => SocketAddr::new(
-                text.parse::<IpAddr>().map_err(|_| format!("--bind: '{text}' is not an address"))?,
+                text.parse::<IpAddr>()
+                    .map_err(|_| format!("--bind: '{text}' is not an address"))?,
                 own.port(),
             ),
         },
@@ -139,7 +198,11 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     let fsync = match matches.opt_str("fsync").as_deref() {
         None | Some("always") => FsyncPolicy::Always,
         Some("never") => FsyncPolicy::Never,
-        Some(other) => return Err(format!("--fsync must be 'always' or 'never', got '{other}'")),
+        Some(other) => {
+            return Err(format!(
+                "--fsync must be 'always' or 'never', got '{other}'"
+            ))
+        }
     };
     let num_opt = |name: &str, default: u64| -> Result<u64, String> {
         match matches.opt_str(name) {
@@ -159,10 +222,15 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         return Err("--request-timeout-ms must be > 0".to_string());
     }
     let log_level = match matches.opt_str("log-level") {
-        Some(text) => text.parse::<log::LevelFilter>().map_err(|_| format!("--log-level: unknown level '{text}'"))?,
+        Some(text) => text
+            .parse::<log::LevelFilter>()
+            .map_err(|_| format!("--log-level: unknown level '{text}'"))?,
         None => log::LevelFilter::Info,
     };
-    let data_dir = matches.opt_str("data-dir").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
+    let data_dir = matches
+        .opt_str("data-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
     let cluster_id = cluster_id_of(&members);
     Ok(Command::Run(ServerConfig {
         id,
@@ -205,7 +273,10 @@ mod tests {
 
     #[test]
     fn all_nodes_of_one_cluster_agree_on_its_id() {
-        let ids: Vec<u64> = ["0 3 20000", "1 3 20001", "2 3 20002"].iter().map(|a| run(a).cluster_id).collect();
+        let ids: Vec<u64> = ["0 3 20000", "1 3 20001", "2 3 20002"]
+            .iter()
+            .map(|a| run(a).cluster_id)
+            .collect();
         assert!(ids.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(ids[0], run("0 3 21000").cluster_id);
     }
@@ -238,6 +309,8 @@ mod tests {
 
     #[test]
     fn help_is_not_an_error() {
-        assert!(matches!(parse_args(&args("--help")), Ok(Command::Help(text)) if text.contains("--fsync")));
+        assert!(
+            matches!(parse_args(&args("--help")), Ok(Command::Help(text)) if text.contains("--fsync"))
+        );
     }
 }

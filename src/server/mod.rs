@@ -5,16 +5,22 @@
 //! - [`config`]: the command line (`server <id> <count> <port> [options]`).
 //! - `node`: the event loop and the Ready driver (the order of side effects the core demands).
 //! - `peers`: outbound links to the other members, with reconnect backoff.
-//! - `client`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
+//! - `requests`: client writes and reads in flight, whatever protocol they came on.
+//! - `binary`: binary client sessions (the protocol of `client::proto`): pipelined, exactly-once.
+//! - `telnet`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
+//! - `syncer`: the fsync helper thread (the one thread besides the loop).
 //! - `conn`: bounded, non-blocking read and write buffers.
 //!
 //! It never decides anything Raft decides.
 
-mod client;
+mod binary;
 pub mod config;
 mod conn;
 mod node;
 mod peers;
+mod requests;
+mod syncer;
+mod telnet;
 
 pub use config::{parse_args, usage, Command, ServerConfig};
 pub use node::{Node, ServerError};
@@ -33,7 +39,10 @@ pub fn run_cli(args: &[String]) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = simple_logger::SimpleLogger::new().with_level(cfg.log_level).init() {
+    if let Err(e) = simple_logger::SimpleLogger::new()
+        .with_level(cfg.log_level)
+        .init()
+    {
         eprintln!("server: cannot start logging: {e}");
     }
     match Node::start(cfg).and_then(|mut node| node.run()) {

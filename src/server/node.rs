@@ -10,15 +10,18 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use super::client::{Query, Session};
+use super::binary::{self, BinarySession};
 use super::config::ServerConfig;
 use super::conn::{Buffers, ReadOutcome};
 use super::peers::PeerLink;
+use super::requests::{Failure, Query, ReplyTo};
+use super::syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
+use super::telnet::Session;
 use crate::chat::{Applied, StateMachine};
 use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
 use crate::storage::{StorageError, Wal, WalOptions};
@@ -26,6 +29,8 @@ use crate::wire::{self, Handshake, PeerFrame, CLIENT_MAGIC, PEER_MAGIC};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+/// The fsync helper thread wakes the loop with this token.
+const WAKER: Token = Token(2);
 /// Outbound peer link `j` uses token `PEER_BASE + j`.
 const PEER_BASE: usize = 16;
 /// Accepted connection with slab key `k` uses token `CONN_BASE + k`.
@@ -70,16 +75,25 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
 }
 
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// What an accepted connection turned out to be.
 pub(super) enum ConnKind {
     /// No bytes yet.
-    Unknown { since: Instant },
+    Unknown {
+        since: Instant,
+    },
     Telnet(Box<Session>),
     /// An inbound link from member `node`, after a valid handshake.
-    Peer { node: NodeId },
+    Peer {
+        node: NodeId,
+    },
+    /// A program speaking the binary client protocol.
+    Binary(Box<BinarySession>),
 }
 
 pub(super) struct Conn {
@@ -104,17 +118,21 @@ pub(super) struct ConnRef {
 /// A client write waiting for its entry to be applied.
 pub(super) struct PendingWrite {
     pub conn: ConnRef,
-    /// Set when this node proposed it as leader: if another entry is applied at this index,
-    /// ours was overwritten and is known not to be stored.
-    pub local_index: Option<Index>,
-    /// Room to join once a `join` commits.
-    pub join_room: Option<String>,
+    pub reply: ReplyTo,
 }
 
 /// A client read waiting for a read index, then for the state machine to catch up to it.
 pub(super) struct PendingRead {
     pub conn: ConnRef,
     pub query: Query,
+}
+
+/// A Ready whose writes are not yet durable: its acknowledgements wait here, in order.
+struct Unsynced {
+    number: u64,
+    persisted_messages: Vec<Message>,
+    /// False once its fsync finished (or it had nothing to persist).
+    syncing: bool,
 }
 
 pub struct Node {
@@ -128,6 +146,9 @@ pub struct Node {
     hello: Handshake,
     pub(super) raft: Raft,
     wal: Wal,
+    syncer: Syncer,
+    /// Readies in order, oldest first, waiting for their fsync before `advance`.
+    unsynced: VecDeque<Unsynced>,
     pub(super) sm: StateMachine,
     pub(super) writes: HashMap<u64, PendingWrite>,
     /// Local proposal index -> request id, for noticing overwritten proposals.
@@ -175,20 +196,27 @@ impl Node {
         let mut raft_cfg = raft::Config::new(cfg.id, voters);
         raft_cfg.heartbeat_ticks = 1;
         raft_cfg.election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_ms).max(2) as u32;
-        let persisted = raft::Persisted { hard_state: recovered.hard_state, entries: recovered.entries };
+        let persisted = raft::Persisted {
+            hard_state: recovered.hard_state,
+            entries: recovered.entries,
+        };
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.id;
         let raft = Raft::new(raft_cfg, persisted, seed);
 
         let poll = Poll::new().map_err(io_err("cannot create poller"))?;
-        let mut listener =
-            TcpListener::bind(cfg.listen).map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
+        let mut listener = TcpListener::bind(cfg.listen)
+            .map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("cannot register listener"))?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(io_err("cannot install signal handlers"))?;
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM]).map_err(io_err("cannot install signal handlers"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(io_err("cannot register signals"))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
+        let syncer = Syncer::start(std::sync::Arc::new(waker))
+            .map_err(io_err("cannot start fsync thread"))?;
         let now = Instant::now();
         let links = cfg
             .members
@@ -197,10 +225,22 @@ impl Node {
             .map(|(j, addr)| (j as u64 != cfg.id).then(|| PeerLink::new(j as u64, *addr, now)))
             .collect();
         let tick = Duration::from_millis(cfg.heartbeat_ms);
-        let soft = SoftState { role: raft.role(), term: raft.term(), leader: raft.leader() };
-        log::info!("node {}: listening on {} ({} members)", cfg.id, cfg.listen, cfg.members.len());
+        let soft = SoftState {
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader(),
+        };
+        log::info!(
+            "node {}: listening on {} ({} members)",
+            cfg.id,
+            cfg.listen,
+            cfg.members.len()
+        );
         Ok(Node {
-            hello: Handshake { cluster_id: cfg.cluster_id, node_id: cfg.id },
+            hello: Handshake {
+                cluster_id: cfg.cluster_id,
+                node_id: cfg.id,
+            },
             cfg,
             poll,
             listener: Some(listener),
@@ -209,6 +249,8 @@ impl Node {
             links,
             raft,
             wal,
+            syncer,
+            unsynced: VecDeque::new(),
             sm: StateMachine::default(),
             writes: HashMap::new(),
             local_proposals: BTreeMap::new(),
@@ -242,13 +284,17 @@ impl Node {
             let timeout = self.next_wakeup(now).saturating_duration_since(now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(ServerError::Io { context: "poll failed".into(), source: e });
+                    return Err(ServerError::Io {
+                        context: "poll failed".into(),
+                        source: e,
+                    });
                 }
             }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
+                    WAKER => {} // a sync finished: `drive` collects it below
                     Token(t) if (PEER_BASE..CONN_BASE).contains(&t) => {
                         let now = Instant::now();
                         let registry = self.poll.registry();
@@ -263,10 +309,19 @@ impl Node {
             self.drive()?;
             self.flush();
             if self.stopping {
-                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
-                let pending = self.conns.iter().any(|(_, c)| c.buffers.pending_output() > 0);
+                let deadline =
+                    *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_FLUSH);
+                let pending = self
+                    .conns
+                    .iter()
+                    .any(|(_, c)| c.buffers.pending_output() > 0);
                 if !pending || Instant::now() >= deadline {
-                    log::info!("node {}: stopped cleanly at term {}", self.cfg.id, self.raft.term());
+                    self.collect_synced(true)?;
+                    log::info!(
+                        "node {}: stopped cleanly at term {}",
+                        self.cfg.id,
+                        self.raft.term()
+                    );
                     return Ok(());
                 }
             }
@@ -283,11 +338,19 @@ impl Node {
                 at = at.min(retry);
             }
         }
-        if self.conns.iter().any(|(_, c)| matches!(c.kind, ConnKind::Unknown { .. })) {
+        if self
+            .conns
+            .iter()
+            .any(|(_, c)| matches!(c.kind, ConnKind::Unknown { .. }))
+        {
             at = at.min(now + GREETING_DELAY / 2);
         }
         if self.stopping {
             at = at.min(now + Duration::from_millis(10));
+        }
+        if !self.dirty.is_empty() {
+            // Output queued during the last flush (a resumed reader answered at once).
+            at = now;
         }
         at.max(now)
     }
@@ -304,7 +367,9 @@ impl Node {
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((mut stream, _)) => {
                     let entry = self.conns.vacant_entry();
@@ -324,7 +389,9 @@ impl Node {
                         id,
                         stream,
                         buffers: Buffers::default(),
-                        kind: ConnKind::Unknown { since: Instant::now() },
+                        kind: ConnKind::Unknown {
+                            since: Instant::now(),
+                        },
                         closing: false,
                         dirty: false,
                     });
@@ -369,12 +436,19 @@ impl Node {
     /// Reads and handles input on an accepted connection until it would block.
     pub(super) fn read_conn(&mut self, key: usize) {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if conn.closing {
                 return;
             }
-            let input_max = match &conn.kind {
+            let pending_output = conn.buffers.pending_output();
+            let input_max = match &mut conn.kind {
                 ConnKind::Telnet(session) if session.input_paused() => return,
+                ConnKind::Binary(session) if pending_output > binary::OUTPUT_PAUSE_BYTES => {
+                    session.paused = true;
+                    return;
+                }
                 ConnKind::Peer { .. } => PEER_INPUT_BYTES_MAX,
                 _ => 256 * 1024,
             };
@@ -399,7 +473,16 @@ impl Node {
     }
 
     fn handle_input(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let ConnKind::Telnet(session) = &mut conn.kind {
+            if session.is_binary_after_greeting(conn.buffers.input()) {
+                conn.kind = ConnKind::Unknown {
+                    since: Instant::now(),
+                };
+            }
+        }
         if let ConnKind::Unknown { .. } = conn.kind {
             let input = conn.buffers.input();
             if input.is_empty() {
@@ -419,24 +502,27 @@ impl Node {
                         }
                     }
                     Err(e) => {
-                        log::warn!("node {}: refused a peer connection: bad handshake: {e}", self.cfg.id);
+                        log::warn!(
+                            "node {}: refused a peer connection: bad handshake: {e}",
+                            self.cfg.id
+                        );
                         self.close(key);
                         return;
                     }
                 }
             } else if input[..4] == CLIENT_MAGIC {
-                let out = conn.buffers.output();
-                out.extend_from_slice(b"err binary client protocol not supported by this node\r\n");
-                conn.closing = true;
-                return;
+                conn.kind = ConnKind::Binary(Box::default());
             } else {
                 conn.kind = ConnKind::Telnet(Box::new(Session::new()));
             }
         }
-        let Some(conn) = self.conns.get(key) else { return };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
         match conn.kind {
             ConnKind::Peer { node } => self.handle_peer_input(key, node),
             ConnKind::Telnet(_) => self.handle_telnet_input(key),
+            ConnKind::Binary(_) => self.handle_binary_input(key),
             ConnKind::Unknown { .. } => {}
         }
     }
@@ -444,9 +530,15 @@ impl Node {
     fn accept_handshake(&mut self, key: usize, hello: Handshake) -> bool {
         let members = self.cfg.members.len() as u64;
         let refuse = if hello.cluster_id != self.cfg.cluster_id {
-            Some(format!("cluster id {:#x} is not ours ({:#x})", hello.cluster_id, self.cfg.cluster_id))
+            Some(format!(
+                "cluster id {:#x} is not ours ({:#x})",
+                hello.cluster_id, self.cfg.cluster_id
+            ))
         } else if hello.node_id >= members || hello.node_id == self.cfg.id {
-            Some(format!("node id {} is not another member of this {members}-node cluster", hello.node_id))
+            Some(format!(
+                "node id {} is not another member of this {members}-node cluster",
+                hello.node_id
+            ))
         } else {
             None
         };
@@ -455,8 +547,14 @@ impl Node {
             self.close(key);
             return false;
         }
-        log::info!("node {}: inbound link from node {} is up", self.cfg.id, hello.node_id);
-        self.conns[key].kind = ConnKind::Peer { node: hello.node_id };
+        log::info!(
+            "node {}: inbound link from node {} is up",
+            self.cfg.id,
+            hello.node_id
+        );
+        self.conns[key].kind = ConnKind::Peer {
+            node: hello.node_id,
+        };
         true
     }
 
@@ -490,15 +588,28 @@ impl Node {
         match frame {
             PeerFrame::Raft(msg) => {
                 if msg.from != node || msg.to != self.cfg.id {
-                    log::warn!("node {}: dropped a message from node {} claiming to be {}", self.cfg.id, node, msg.from);
+                    log::warn!(
+                        "node {}: dropped a message from node {} claiming to be {}",
+                        self.cfg.id,
+                        node,
+                        msg.from
+                    );
                     return;
                 }
                 self.raft.step(msg);
             }
-            PeerFrame::Propose { origin_req, data } => self.on_forwarded_proposal(node, origin_req, data),
-            PeerFrame::ProposeRejected { origin_req, leader_hint } => {
-                let hint = leader_hint.map(|l| format!(" (leader is node {l})")).unwrap_or_default();
-                self.fail_write(origin_req, &format!("no leader: not stored{hint}, try again"));
+            PeerFrame::Propose { origin_req, data } => {
+                self.on_forwarded_proposal(node, origin_req, data)
+            }
+            PeerFrame::ProposeRejected {
+                origin_req,
+                leader_hint,
+            } => {
+                let hint = leader_hint
+                    .map(|l| format!(" (leader is node {l})"))
+                    .unwrap_or_default();
+                let failure = Failure::NotStored(format!("no leader: not stored{hint}, try again"));
+                self.fail_write(origin_req, failure);
             }
         }
     }
@@ -540,7 +651,12 @@ impl Node {
         }
         let registry = self.poll.registry();
         for link in self.links.iter_mut().flatten() {
-            link.maybe_connect(registry, Token(PEER_BASE + link.id as usize), &self.hello, now);
+            link.maybe_connect(
+                registry,
+                Token(PEER_BASE + link.id as usize),
+                &self.hello,
+                now,
+            );
         }
         let greet: Vec<usize> = self
             .conns
@@ -553,11 +669,39 @@ impl Node {
         }
     }
 
-    /// Runs the Ready loop until the core has nothing more to say.
+    /// Runs the Ready loop until the core has nothing more to say, or until enough syncs are in
+    /// flight that waiting lets the next batch grow.
     fn drive(&mut self) -> Result<(), ServerError> {
-        while self.raft.has_ready() {
+        loop {
+            self.collect_synced(false)?;
+            if !self.raft.has_ready() || self.syncer.in_flight() >= SYNCS_IN_FLIGHT_MAX {
+                return Ok(());
+            }
             let rd = self.raft.ready();
             self.handle_ready(rd)?;
+        }
+    }
+
+    /// Takes finished fsyncs back (waiting for them if `block`), then acknowledges every Ready
+    /// at the front of the queue that is now durable.
+    fn collect_synced(&mut self, block: bool) -> Result<(), ServerError> {
+        while let Some(job) = self.syncer.finished(block) {
+            self.wal.synced(job)?;
+            let oldest = self.unsynced.iter_mut().find(|u| u.syncing);
+            debug_assert!(
+                oldest.is_some(),
+                "every finished sync belongs to a queued Ready"
+            );
+            if let Some(unsynced) = oldest {
+                unsynced.syncing = false;
+            }
+        }
+        while self.unsynced.front().is_some_and(|u| !u.syncing) {
+            let done = self.unsynced.pop_front().expect("checked");
+            // (3) Votes and acknowledgements only after the disk has them.
+            self.send_raft(done.persisted_messages);
+            // (4) Now the core may count this node's own copy.
+            self.raft.advance(done.number);
         }
         Ok(())
     }
@@ -568,21 +712,26 @@ impl Node {
         }
         // (1) The leader's appends leave before its own write: §10.2.1.
         self.send_raft(rd.messages);
-        // (2) One write and one fdatasync for everything in this Ready: group commit.
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+        // (2) One write for everything in this Ready, its fdatasync on the helper thread:
+        // group commit without stalling the loop. (3) and (4) happen in `collect_synced`.
+        let syncing = !rd.entries.is_empty() || rd.hard_state.is_some();
+        if syncing {
             if !rd.entries.is_empty() {
                 self.wal.append(&rd.entries)?;
             }
             if let Some(hs) = rd.hard_state {
                 self.wal.set_hard_state(hs)?;
             }
-            self.wal.sync()?;
+            let job = self.wal.write_buffered()?;
+            self.syncer.submit(job);
         }
-        // (3) Votes and acknowledgements only after the disk has them.
-        self.send_raft(rd.persisted_messages);
-        // (4) Now the core may count this node's own copy.
-        self.raft.advance(rd.number);
-        // (5) Apply and serve.
+        self.unsynced.push_back(Unsynced {
+            number: rd.number,
+            persisted_messages: rd.persisted_messages,
+            syncing,
+        });
+        self.collect_synced(false)?;
+        // (5) Apply and serve: the core hands out only entries durable here and on a quorum.
         for entry in rd.committed_entries {
             match entry.kind {
                 EntryKind::Noop => self.sm.apply_noop(entry.index),
@@ -598,9 +747,14 @@ impl Node {
             }
         }
         for failure in rd.read_failures {
-            let hint = failure.leader_hint.map(|l| format!(" (leader is node {l})")).unwrap_or_default();
+            let hint = failure
+                .leader_hint
+                .map(|l| format!(" (leader is node {l})"))
+                .unwrap_or_default();
             if let Some(read) = self.reads.remove(&failure.ctx) {
-                self.reply_err(read.conn, &format!("no leader: read not served{hint}, try again"));
+                let failure =
+                    Failure::NotServed(format!("no leader: read not served{hint}, try again"));
+                self.fail_read(read, failure);
             }
         }
         self.serve_reads();
@@ -611,8 +765,17 @@ impl Node {
         let old = self.soft;
         self.soft = soft;
         if old.role != soft.role || old.leader != soft.leader {
-            let leader = soft.leader.map(|l| format!("node {l}")).unwrap_or_else(|| "unknown".into());
-            log::info!("node {} term {}: {:?}, leader {}", self.cfg.id, soft.term, soft.role, leader);
+            let leader = soft
+                .leader
+                .map(|l| format!("node {l}"))
+                .unwrap_or_else(|| "unknown".into());
+            log::info!(
+                "node {} term {}: {:?}, leader {}",
+                self.cfg.id,
+                soft.term,
+                soft.role,
+                leader
+            );
         }
         if old.role == Role::Leader && soft.role != Role::Leader {
             log::info!("node {} term {}: stepped down", self.cfg.id, soft.term);
@@ -622,7 +785,10 @@ impl Node {
     fn on_applied(&mut self, index: Index, applied: Applied) {
         // A proposal this node made as leader at `index` that is not the entry applied there
         // was overwritten by a later leader: it is definitely not stored.
-        let ours = applied.origin.filter(|o| o.node == self.cfg.id).map(|o| o.req);
+        let ours = applied
+            .origin
+            .filter(|o| o.node == self.cfg.id)
+            .map(|o| o.req);
         while let Some((&at, &req)) = self.local_proposals.first_key_value() {
             if at > index {
                 break;
@@ -631,9 +797,10 @@ impl Node {
             if at == index && ours == Some(req) {
                 continue;
             }
-            self.fail_write(req, "leader changed: not stored, try again");
+            let failure = Failure::NotStored("leader changed: not stored, try again".into());
+            self.fail_write(req, failure);
         }
-        self.deliver_applied(index, ours, &applied);
+        self.deliver_applied(ours, &applied);
     }
 
     pub(super) fn register_local_proposal(&mut self, index: Index, req: u64) {
@@ -656,24 +823,34 @@ impl Node {
     fn expire_request(&mut self, req: u64) {
         if self.writes.contains_key(&req) {
             self.local_proposals.retain(|_, r| *r != req);
-            self.fail_write(req, "timeout: outcome unknown, the message may still be stored");
+            let failure =
+                Failure::Unknown("timeout: outcome unknown, it may still be stored".into());
+            self.fail_write(req, failure);
         } else if let Some(read) = self.reads.remove(&req) {
-            self.reply_err(read.conn, "timeout: read not served, try again");
-        } else if let Some(pos) = self.reads_waiting_apply.iter().position(|(_, r, _)| *r == req) {
+            self.fail_read(
+                read,
+                Failure::NotServed("timeout: read not served, try again".into()),
+            );
+        } else if let Some(pos) = self
+            .reads_waiting_apply
+            .iter()
+            .position(|(_, r, _)| *r == req)
+        {
             let (_, _, read) = self.reads_waiting_apply.swap_remove(pos);
-            self.reply_err(read.conn, "timeout: read not served, try again");
+            self.fail_read(
+                read,
+                Failure::NotServed("timeout: read not served, try again".into()),
+            );
         }
     }
 
     pub(super) fn new_request(&mut self) -> u64 {
         self.next_req += 1;
-        self.deadlines
-            .push_back((Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms), self.next_req));
+        self.deadlines.push_back((
+            Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms),
+            self.next_req,
+        ));
         self.next_req
-    }
-
-    pub(super) fn pending_read(&mut self, req: u64, read: PendingRead) {
-        self.reads.insert(req, read);
     }
 
     fn flush(&mut self) {
@@ -687,12 +864,25 @@ impl Node {
         let dirty = std::mem::take(&mut self.dirty);
         for key in dirty {
             self.refill_stream(key);
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             conn.dirty = false;
             if conn.buffers.write_to(&mut conn.stream).is_err() {
                 self.close(key);
                 continue;
             }
+            if let ConnKind::Binary(session) = &mut conn.kind {
+                if session.paused && conn.buffers.pending_output() < binary::OUTPUT_PAUSE_BYTES / 2
+                {
+                    session.paused = false;
+                    self.read_conn(key);
+                    continue;
+                }
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if conn.closing && conn.buffers.pending_output() == 0 {
                 self.close(key);
             }

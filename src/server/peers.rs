@@ -57,13 +57,21 @@ impl PeerLink {
     }
 
     /// Starts a connection attempt if the link is down and its backoff has passed.
-    pub fn maybe_connect(&mut self, registry: &Registry, token: Token, hello: &Handshake, now: Instant) {
+    pub fn maybe_connect(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        hello: &Handshake,
+        now: Instant,
+    ) {
         if self.stream.is_some() || now < self.retry_at {
             return;
         }
         match TcpStream::connect(self.addr) {
             Ok(mut stream) => {
-                if let Err(e) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+                if let Err(e) =
+                    registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                {
                     log::warn!("cannot register link to node {}: {e}", self.id);
                     self.schedule_retry(now);
                     return;
@@ -105,7 +113,9 @@ impl PeerLink {
 
     /// Handles a readiness event on this link's socket.
     pub fn on_event(&mut self, registry: &Registry, now: Instant) {
-        let Some(stream) = self.stream.as_mut() else { return };
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         if !self.connected {
             if let Ok(Some(e)) | Err(e) = stream.take_error() {
                 return self.reset(registry, &format!("connect failed: {e}"), now);

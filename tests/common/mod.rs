@@ -34,8 +34,13 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 
 /// `count` distinct free loopback ports (held open together so they are distinct).
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 pub struct Cluster {
@@ -49,12 +54,19 @@ impl Cluster {
     /// Starts `count` nodes with `FAST_TIMING` plus `extra_args`.
     pub fn start(count: usize, extra_args: &[&str]) -> Cluster {
         let ports = free_ports(count);
-        let addrs = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+        let addrs = ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             addrs,
             children: (0..count).map(|_| None).collect(),
-            extra_args: FAST_TIMING.iter().chain(extra_args).map(|s| s.to_string()).collect(),
+            extra_args: FAST_TIMING
+                .iter()
+                .chain(extra_args)
+                .map(|s| s.to_string())
+                .collect(),
         };
         for id in 0..count {
             cluster.spawn(id);
@@ -75,15 +87,27 @@ impl Cluster {
     }
 
     pub fn peers_arg(&self) -> String {
-        self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+        self.addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// (Re)starts node `id` with its data dir; its output is appended to its log file.
     pub fn spawn(&mut self, id: usize) {
         assert!(self.children[id].is_none(), "node {id} is already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args([id.to_string(), self.len().to_string(), self.addrs[id].port().to_string()])
+            .args([
+                id.to_string(),
+                self.len().to_string(),
+                self.addrs[id].port().to_string(),
+            ])
             .args(["--peers", &self.peers_arg()])
             .args(["--data-dir", self.data_dir(id).to_str().unwrap()])
             .args(&self.extra_args)
@@ -93,7 +117,9 @@ impl Cluster {
             .spawn()
             .expect("spawn server");
         self.children[id] = Some(child);
-        wait_for(&format!("node {id} to listen"), DEADLINE, || TcpStream::connect(self.addrs[id]).ok());
+        wait_for(&format!("node {id} to listen"), DEADLINE, || {
+            TcpStream::connect(self.addrs[id]).ok()
+        });
     }
 
     /// `kill -9` node `id` and reap it.
@@ -108,7 +134,9 @@ impl Cluster {
     pub fn stop(&mut self, id: usize) -> ExitStatus {
         let mut child = self.children[id].take().expect("node is running");
         signal(&child, "TERM");
-        let status = wait_for(&format!("node {id} to exit"), DEADLINE, || child.try_wait().ok().flatten());
+        let status = wait_for(&format!("node {id} to exit"), DEADLINE, || {
+            child.try_wait().ok().flatten()
+        });
         status
     }
 
@@ -151,12 +179,16 @@ impl Cluster {
 
     /// Posts `text` through node `id`, retrying "not stored" errors until the deadline.
     pub fn post(&self, id: usize, text: &str) -> u64 {
-        wait_for(&format!("msg {text} to be acknowledged by node {id}"), DEADLINE, || {
-            let mut client = Client::try_connect(self.addrs[id])?;
-            let reply = client.command(&format!("msg {text}")).ok()?;
-            let position = reply.final_line.strip_prefix("ack ")?;
-            Some(position.parse().expect("ack carries a position"))
-        })
+        wait_for(
+            &format!("msg {text} to be acknowledged by node {id}"),
+            DEADLINE,
+            || {
+                let mut client = Client::try_connect(self.addrs[id])?;
+                let reply = client.command(&format!("msg {text}")).ok()?;
+                let position = reply.final_line.strip_prefix("ack ")?;
+                Some(position.parse().expect("ack carries a position"))
+            },
+        )
     }
 
     /// The chat log as node `id` lists it, retrying errors until the deadline.
@@ -172,7 +204,9 @@ impl Cluster {
 }
 
 fn signal(child: &Child, name: &str) {
-    let _ = Command::new("kill").args([format!("-{name}"), child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status();
 }
 
 impl Drop for Cluster {
@@ -220,8 +254,13 @@ impl Client {
 
     pub fn try_connect(addr: SocketAddr) -> Option<Client> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-        Some(Client { reader: BufReader::new(stream), pushes: Vec::new() })
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .ok()?;
+        Some(Client {
+            reader: BufReader::new(stream),
+            pushes: Vec::new(),
+        })
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -243,7 +282,10 @@ impl Client {
         loop {
             let line = self.read_line()?;
             if is_final(&line) {
-                return Ok(Reply { lines, final_line: line });
+                return Ok(Reply {
+                    lines,
+                    final_line: line,
+                });
             }
             if line.starts_with("msg ") {
                 self.pushes.push(line);
@@ -264,7 +306,10 @@ impl Client {
         Ok(reply
             .lines
             .iter()
-            .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect())
     }
 
@@ -274,7 +319,9 @@ impl Client {
             return p.clone();
         }
         loop {
-            let line = self.read_line().unwrap_or_else(|e| panic!("waiting for a push of '{needle}': {e}"));
+            let line = self
+                .read_line()
+                .unwrap_or_else(|e| panic!("waiting for a push of '{needle}': {e}"));
             if line.starts_with("msg ") && line.contains(needle) {
                 return line;
             }

@@ -1,5 +1,5 @@
-//! Telnet client sessions on a node: turning parsed command lines into proposals and reads,
-//! and committed results into reply lines.
+//! Telnet sessions on a node: parsed command lines into writes and reads (see `requests`),
+//! and their results into reply lines.
 //!
 //! One command is in flight per connection, so replies come back in the order commands were
 //! typed; lines typed meanwhile wait in the session. Every command ends with exactly one
@@ -8,11 +8,10 @@
 
 use std::collections::VecDeque;
 
-use super::node::{now_ms, ConnKind, ConnRef, Node, PendingRead, PendingWrite};
+use super::node::{ConnKind, ConnRef, Node};
+use super::requests::{Failure, Query, ReplyTo};
 use crate::chat::telnet::{self, LineSplitter, Request};
-use crate::chat::{Applied, Command, Op, Origin, Outcome, DEFAULT_ROOM};
-use crate::raft::{Index, NodeId, RaftError, Role};
-use crate::wire;
+use crate::chat::{Op, Outcome, DEFAULT_ROOM};
 
 /// A client whose unsent output passes this bound is too slow to follow live delivery.
 const OUTPUT_BYTES_MAX: usize = 4 << 20;
@@ -22,15 +21,6 @@ const STREAM_REFILL_BYTES: usize = 256 * 1024;
 const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
 const QUEUED_LINES_MAX: usize = 256;
-
-/// A linearizable read, served once the state machine reached the read index.
-pub(super) enum Query {
-    ChatLog,
-    History { room: String, n: usize },
-    Rooms,
-    Get { key: String },
-    Keys { prefix: String },
-}
 
 /// `get chatLog` being written out a chunk at a time.
 struct Listing {
@@ -49,7 +39,8 @@ pub(super) struct Session {
     listing: Option<Listing>,
     /// Positions of live-delivery messages held back behind a listing.
     held_pushes: VecDeque<u64>,
-    greeted: bool,
+    /// Greeted before it sent anything; cleared by its first input.
+    greeted_silent: bool,
 }
 
 impl Session {
@@ -63,8 +54,18 @@ impl Session {
             busy: None,
             listing: None,
             held_pushes: VecDeque::new(),
-            greeted: false,
+            greeted_silent: false,
         }
+    }
+
+    /// A connection greeted as telnet whose first bytes turn out to be a binary preamble (a
+    /// peer or program that was slow to speak) must be classified again.
+    pub(super) fn is_binary_after_greeting(&mut self, input: &[u8]) -> bool {
+        let misjudged = self.greeted_silent && input.first() == Some(&0);
+        if !input.is_empty() {
+            self.greeted_silent = false;
+        }
+        misjudged
     }
 
     /// True while typed-ahead lines are piling up behind a slow command.
@@ -86,15 +87,18 @@ impl Node {
     }
 
     fn conn_ref(&self, key: usize) -> ConnRef {
-        ConnRef { key, id: self.conns[key].id }
+        ConnRef {
+            key,
+            id: self.conns[key].id,
+        }
     }
 
-    fn conn_of(&mut self, conn: ConnRef) -> Option<&mut super::node::Conn> {
+    pub(super) fn conn_of(&mut self, conn: ConnRef) -> Option<&mut super::node::Conn> {
         self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)
     }
 
     /// Appends `text` and a newline to the connection's output.
-    fn write_line(&mut self, conn: ConnRef, text: &str) {
+    pub(super) fn write_line(&mut self, conn: ConnRef, text: &str) {
         if let Some(c) = self.conn_of(conn) {
             let out = c.buffers.output();
             out.extend_from_slice(text.as_bytes());
@@ -113,21 +117,18 @@ impl Node {
         self.run_queued(conn.key);
     }
 
-    pub(super) fn reply_err(&mut self, conn: ConnRef, reason: &str) {
-        self.finish(conn, &format!("err {reason}"));
-    }
-
-    pub(super) fn fail_write(&mut self, req: u64, reason: &str) {
-        if let Some(write) = self.writes.remove(&req) {
-            self.reply_err(write.conn, reason);
-        }
+    /// Ends the command in flight on `conn` with `err <why>`.
+    pub(super) fn telnet_fail(&mut self, conn: ConnRef, failure: &Failure) {
+        self.finish(conn, &format!("err {}", failure.text()));
     }
 
     /// A connection that sent nothing after a moment is a person at a telnet prompt: say hello.
     pub(super) fn greet(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut session = Box::new(Session::new());
-        session.greeted = true;
+        session.greeted_silent = true;
         conn.kind = ConnKind::Telnet(session);
         let text = format!(
             "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
@@ -139,8 +140,12 @@ impl Node {
     }
 
     pub(super) fn handle_telnet_input(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let ConnKind::Telnet(session) = &mut conn.kind else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnKind::Telnet(session) = &mut conn.kind else {
+            return;
+        };
         let input = conn.buffers.input();
         let used = input.len();
         session.splitter.feed(input);
@@ -159,11 +164,15 @@ impl Node {
     fn run_queued(&mut self, key: usize) {
         let was_paused = self.session_mut(key).is_some_and(|s| s.input_paused());
         loop {
-            let Some(session) = self.session_mut(key) else { return };
+            let Some(session) = self.session_mut(key) else {
+                return;
+            };
             if session.busy.is_some() || session.listing.is_some() {
                 break;
             }
-            let Some(line) = session.queued.pop_front() else { break };
+            let Some(line) = session.queued.pop_front() else {
+                break;
+            };
             let conn = self.conn_ref(key);
             match line.and_then(|l| telnet::parse_line(&l)) {
                 Ok(request) => self.handle_request(conn, request),
@@ -176,7 +185,9 @@ impl Node {
     }
 
     fn handle_request(&mut self, conn: ConnRef, request: Request) {
-        let Some(session) = self.session_mut(conn.key) else { return };
+        let Some(session) = self.session_mut(conn.key) else {
+            return;
+        };
         match request {
             Request::Msg { room, text } => {
                 let room = room.unwrap_or_else(|| session.room.clone());
@@ -190,12 +201,22 @@ impl Node {
                 if let Some(pos) = session.joined.iter().position(|r| *r == room) {
                     session.joined.remove(pos);
                     if session.room == room {
-                        session.room = session.joined.last().cloned().unwrap_or_else(|| DEFAULT_ROOM.to_string());
+                        session.room = session
+                            .joined
+                            .last()
+                            .cloned()
+                            .unwrap_or_else(|| DEFAULT_ROOM.to_string());
                     }
                     let now_in = quoted_room(&session.room);
-                    self.write_line(conn, &format!("ack left {}, posting to {now_in}", quoted_room(&room)));
+                    self.write_line(
+                        conn,
+                        &format!("ack left {}, posting to {now_in}", quoted_room(&room)),
+                    );
                 } else {
-                    self.write_line(conn, &format!("err not in {}: `join` it first", quoted_room(&room)));
+                    self.write_line(
+                        conn,
+                        &format!("err not in {}: `join` it first", quoted_room(&room)),
+                    );
                 }
             }
             Request::Nick(name) => {
@@ -204,7 +225,9 @@ impl Node {
             }
             Request::Set { key, value } => self.submit_write(conn, Op::Set { key, value }, None),
             Request::Del { key } => self.submit_write(conn, Op::Del { key }, None),
-            Request::Cas { key, expected, new } => self.submit_write(conn, Op::Cas { key, expected, new }, None),
+            Request::Cas { key, expected, new } => {
+                self.submit_write(conn, Op::Cas { key, expected, new }, None)
+            }
             Request::GetChatLog => self.submit_read(conn, Query::ChatLog),
             Request::History { room, n } => {
                 let room = room.unwrap_or_else(|| session.room.clone());
@@ -238,7 +261,10 @@ impl Node {
 
     fn write_status(&mut self, conn: ConnRef) {
         let status = self.raft.status();
-        let leader = status.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+        let leader = status
+            .leader
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into());
         let mut lines = vec![
             format!("node {}", status.id),
             format!("role {:?}", status.role),
@@ -250,7 +276,10 @@ impl Node {
             format!("messages {}", self.sm.chat_log().len()),
         ];
         for peer in &status.peers {
-            lines.push(format!("peer {} match {} next {}", peer.id, peer.match_index, peer.next_index));
+            lines.push(format!(
+                "peer {} match {} next {}",
+                peer.id, peer.match_index, peer.next_index
+            ));
         }
         for line in lines {
             self.write_line(conn, &line);
@@ -258,128 +287,77 @@ impl Node {
         self.write_line(conn, "end");
     }
 
-    /// Proposes `op` (as leader) or forwards it to the leader; the reply comes on apply.
+    /// Starts a write for a telnet command; the answer comes in `telnet_answer`.
     fn submit_write(&mut self, conn: ConnRef, op: Op, join_room: Option<String>) {
-        let leader = self.raft.leader();
-        let is_leader = self.raft.role() == Role::Leader;
-        if !is_leader && !leader.is_some_and(|l| self.link_up(l)) {
-            let hint = leader.map(|l| format!(" (leader node {l} unreachable)")).unwrap_or_default();
-            self.write_line(conn, &format!("err no leader: not stored{hint}, try again"));
-            return;
-        }
-        let req = self.new_request();
-        let mut command = Command { origin: Origin { node: self.cfg.id, req }, timestamp_ms: 0, op };
-        let mut data = std::mem::take(&mut self.scratch);
-        data.clear();
-        let outcome = if is_leader {
-            command.timestamp_ms = now_ms();
-            command.encode(&mut data);
-            self.raft.propose(&data).map(Some)
-        } else {
-            command.encode(&mut data);
-            let to = leader.expect("checked above");
-            self.send_to(to, |out| wire::encode_propose(req, &data, out));
-            Ok(None)
-        };
-        self.scratch = data;
-        match outcome {
-            Ok(local_index) => {
-                if let Some(index) = local_index {
-                    self.register_local_proposal(index, req);
-                }
-                self.writes.insert(req, PendingWrite { conn, local_index, join_room });
-                if let Some(session) = self.session_mut(conn.key) {
-                    session.busy = Some(req);
-                }
-            }
-            Err(e) => self.write_line(conn, &format!("err {}: not stored, try again", describe(e))),
-        }
-    }
-
-    /// The leader side of a follower's forwarded proposal.
-    pub(super) fn on_forwarded_proposal(&mut self, from: NodeId, origin_req: u64, data: &[u8]) {
-        let result = match Command::decode(data) {
-            Ok(mut command) if command.origin.node == from => {
-                command.timestamp_ms = now_ms();
-                let mut buf = std::mem::take(&mut self.scratch);
-                buf.clear();
-                command.encode(&mut buf);
-                let result = self.raft.propose(&buf);
-                self.scratch = buf;
-                result.map(|_| ())
-            }
-            // A forwarded command that does not decode, or speaks for another node, is dropped:
-            // its sender times out with "outcome unknown", which is true.
-            _ => {
-                log::warn!("node {}: dropped a malformed forwarded proposal from node {from}", self.cfg.id);
-                return;
-            }
-        };
-        if let Err(e) = result {
-            let leader_hint = match e {
-                RaftError::NotLeader { leader_hint } => leader_hint,
-                _ => None,
-            };
-            self.send_to(from, |out| wire::encode_propose_rejected(origin_req, leader_hint, out));
+        match self.start_write(conn, op, None, ReplyTo::Telnet { join_room }) {
+            Ok(req) => self.set_busy(conn.key, req),
+            Err(failure) => self.write_line(conn, &format!("err {}", failure.text())),
         }
     }
 
     fn submit_read(&mut self, conn: ConnRef, query: Query) {
-        let req = self.new_request();
-        match self.raft.read_index(req) {
-            Ok(()) => {
-                self.pending_read(req, PendingRead { conn, query });
-                if let Some(session) = self.session_mut(conn.key) {
-                    session.busy = Some(req);
-                }
-            }
-            Err(e) => self.write_line(conn, &format!("err {}: read not served, try again", describe(e))),
+        match self.start_read(conn, query) {
+            Ok(req) => self.set_busy(conn.key, req),
+            Err(failure) => self.write_line(conn, &format!("err {}", failure.text())),
         }
     }
 
-    /// Answers the client waiting on an applied entry, and pushes posted messages to listeners.
-    pub(super) fn deliver_applied(&mut self, _index: Index, ours: Option<u64>, applied: &Applied) {
-        if let Some(req) = ours {
-            if let Some(write) = self.writes.remove(&req) {
-                let line = match &applied.outcome {
-                    Outcome::Posted { position } => format!("ack {position}"),
-                    Outcome::RoomCreated { .. } => {
-                        let room = write.join_room.clone().unwrap_or_default();
-                        if let Some(session) = self.session_mut(write.conn.key) {
-                            if !session.joined.contains(&room) {
-                                session.joined.push(room.clone());
-                            }
-                            session.room = room.clone();
-                        }
-                        format!("ack joined {}, posting there now", quoted_room(&room))
+    fn set_busy(&mut self, key: usize, req: u64) {
+        if let Some(session) = self.session_mut(key) {
+            session.busy = Some(req);
+        }
+    }
+
+    /// The final line for a telnet write whose entry was applied.
+    pub(super) fn telnet_answer(
+        &mut self,
+        conn: ConnRef,
+        join_room: Option<String>,
+        outcome: &Outcome,
+    ) {
+        let line = match outcome {
+            Outcome::Posted { position } => format!("ack {position}"),
+            Outcome::RoomCreated { .. } => {
+                let room = join_room.unwrap_or_default();
+                if let Some(session) = self.session_mut(conn.key) {
+                    if !session.joined.contains(&room) {
+                        session.joined.push(room.clone());
                     }
-                    Outcome::KvAck { revision } => format!("ack {revision}"),
-                    Outcome::CasFailed { current } => {
-                        format!("err cas failed: current {}", current.as_deref().unwrap_or(ABSENT))
-                    }
-                    Outcome::NotFound => "err not found".to_string(),
-                    Outcome::Rejected(reason) => format!("err {reason}"),
-                };
-                let _ = write.local_index;
-                self.finish(write.conn, &line);
+                    session.room = room.clone();
+                }
+                format!("ack joined {}, posting there now", quoted_room(&room))
             }
-        }
-        if let Outcome::Posted { position } = applied.outcome {
-            self.push_message(position);
-        }
+            Outcome::KvAck { revision } => format!("ack {revision}"),
+            Outcome::CasFailed { current } => {
+                format!(
+                    "err cas failed: current {}",
+                    current.as_deref().unwrap_or(ABSENT)
+                )
+            }
+            Outcome::NotFound => "err not found".to_string(),
+            Outcome::Rejected(reason) => format!("err {reason}"),
+            // Telnet commands carry no session; these answer binary clients only.
+            Outcome::SessionOpened { session_id } => format!("ack session {session_id}"),
+            Outcome::SessionExpired => "err session expired: open a new one".to_string(),
+        };
+        self.finish(conn, &line);
     }
 
     /// Live delivery of a newly applied message to every client in its room.
-    fn push_message(&mut self, position: u64) {
-        let Some(message) = self.sm.message(position) else { return };
+    pub(super) fn push_message(&mut self, position: u64) {
+        let Some(message) = self.sm.message(position) else {
+            return;
+        };
         let mut line = Vec::with_capacity(128);
         telnet::format_push(message, &mut line);
         let room = message.room.clone();
         let mut too_slow = Vec::new();
         let mut touched = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            let ConnKind::Telnet(session) = &mut conn.kind else { continue };
-            if !session.joined.iter().any(|r| *r == room) {
+            let ConnKind::Telnet(session) = &mut conn.kind else {
+                continue;
+            };
+            if !session.joined.contains(&room) {
                 continue;
             }
             if session.listing.is_some() {
@@ -387,7 +365,9 @@ impl Node {
             } else {
                 conn.buffers.output().extend_from_slice(&line);
             }
-            if conn.buffers.pending_output() > OUTPUT_BYTES_MAX || session.held_pushes.len() > 100_000 {
+            if conn.buffers.pending_output() > OUTPUT_BYTES_MAX
+                || session.held_pushes.len() > 100_000
+            {
                 too_slow.push(key);
             }
             touched.push(key);
@@ -396,23 +376,35 @@ impl Node {
             self.mark_dirty(key);
         }
         for key in too_slow {
-            if let Some(conn) = self.conns.get_mut(key) {
-                if !conn.closing {
-                    log::info!("node {}: disconnecting a client that fell behind", self.cfg.id);
-                    conn.buffers.output().extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
-                    conn.closing = true;
-                    if let ConnKind::Telnet(session) = &mut conn.kind {
-                        session.listing = None;
-                        session.held_pushes.clear();
-                    }
-                }
-            }
+            self.disconnect_slow(key);
         }
     }
 
+    /// A client whose output passed its bound: one best-effort line, then the connection goes.
+    /// Its unsent output is dropped, not kept: the point is to stop growing memory.
+    fn disconnect_slow(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        log::info!(
+            "node {}: disconnecting a client that fell behind live delivery",
+            self.cfg.id
+        );
+        conn.buffers.clear();
+        conn.buffers
+            .output()
+            .extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
+        let _ = conn.buffers.write_to(&mut conn.stream);
+        self.close(key);
+    }
+
     fn release_held_pushes(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let ConnKind::Telnet(session) = &mut conn.kind else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnKind::Telnet(session) = &mut conn.kind else {
+            return;
+        };
         if session.listing.is_some() {
             return;
         }
@@ -423,17 +415,21 @@ impl Node {
         }
     }
 
-    /// A read whose read index has been applied: answer it from the state machine.
-    pub(super) fn serve_query(&mut self, read: PendingRead) {
-        let conn = read.conn;
+    /// Answers a telnet read whose read index has been applied.
+    pub(super) fn telnet_serve(&mut self, conn: ConnRef, query: Query) {
         if self.conn_of(conn).is_none() {
             return;
         }
-        match read.query {
+        match query {
+            // Binary queries are answered by `binary`; none reaches a telnet session.
+            Query::LogPage { .. } | Query::Value { .. } => {}
             Query::ChatLog => {
                 let last_position = self.sm.chat_log().len() as u64;
                 if let Some(session) = self.session_mut(conn.key) {
-                    session.listing = Some(Listing { next_position: 1, last_position });
+                    session.listing = Some(Listing {
+                        next_position: 1,
+                        last_position,
+                    });
                     session.busy = None;
                 }
                 self.mark_dirty(conn.key);
@@ -441,7 +437,11 @@ impl Node {
             }
             Query::History { room, n } => {
                 if !self.sm.room_exists(&room) {
-                    return self.reply_err(conn, &format!("unknown room {}: `rooms` lists them", quoted_room(&room)));
+                    let line = format!(
+                        "err unknown room {}: `rooms` lists them",
+                        quoted_room(&room)
+                    );
+                    return self.finish(conn, &line);
                 }
                 let mut out = Vec::new();
                 let messages = self.sm.room_history(&room, n);
@@ -455,8 +455,12 @@ impl Node {
                 self.finish(conn, &format!("end {count}"));
             }
             Query::Rooms => {
-                let lines: Vec<String> =
-                    self.sm.rooms().iter().map(|(room, count)| format!("room {} {count}", quoted_room(room))).collect();
+                let lines: Vec<String> = self
+                    .sm
+                    .rooms()
+                    .iter()
+                    .map(|(room, count)| format!("room {} {count}", quoted_room(room)))
+                    .collect();
                 let count = lines.len();
                 for line in lines {
                     self.write_line(conn, &line);
@@ -468,10 +472,15 @@ impl Node {
                     self.write_line(conn, &format!("value {revision} {value}"));
                     self.finish(conn, "end");
                 }
-                None => self.reply_err(conn, "not found"),
+                None => self.finish(conn, "err not found"),
             },
             Query::Keys { prefix } => {
-                let keys: Vec<String> = self.sm.keys(&prefix).into_iter().map(|k| format!("key {k}")).collect();
+                let keys: Vec<String> = self
+                    .sm
+                    .keys(&prefix)
+                    .into_iter()
+                    .map(|k| format!("key {k}"))
+                    .collect();
                 let count = keys.len();
                 for key in keys {
                     self.write_line(conn, &key);
@@ -484,10 +493,18 @@ impl Node {
     /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush.
     pub(super) fn refill_stream(&mut self, key: usize) {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            let ConnKind::Telnet(session) = &mut conn.kind else { return };
-            let Some(listing) = session.listing.as_mut() else { return };
-            while conn.buffers.pending_output() < STREAM_REFILL_BYTES && listing.next_position <= listing.last_position {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let ConnKind::Telnet(session) = &mut conn.kind else {
+                return;
+            };
+            let Some(listing) = session.listing.as_mut() else {
+                return;
+            };
+            while conn.buffers.pending_output() < STREAM_REFILL_BYTES
+                && listing.next_position <= listing.last_position
+            {
                 if let Some(message) = self.sm.message(listing.next_position) {
                     telnet::format_message(message, conn.buffers.output());
                 }
@@ -509,14 +526,5 @@ impl Node {
                 return;
             }
         }
-    }
-}
-
-fn describe(e: RaftError) -> String {
-    match e {
-        RaftError::NotLeader { leader_hint: Some(l) } => format!("no leader here (leader is node {l})"),
-        RaftError::NotLeader { leader_hint: None } => "no leader".to_string(),
-        RaftError::TransferInProgress => "leadership transfer in progress".to_string(),
-        RaftError::BadTransferTarget => "bad transfer target".to_string(),
     }
 }
