@@ -661,6 +661,13 @@ impl Worker {
                 && Instant::now() >= self.last_progress + self.plan.policy.request_timeout
             {
                 self.core.stats.request_timeouts += 1;
+                let message = format!(
+                    "node {} answered nothing for {:?} with {} in flight",
+                    self.picker.current(),
+                    self.plan.policy.request_timeout,
+                    self.core.in_flight()
+                );
+                log_debug(self.conn, &message);
                 self.failover(None)?;
             }
         }
@@ -751,7 +758,14 @@ impl Worker {
                     self.picker.progress();
                     self.completed(completion.seq, completion.answer, now);
                 }
-                Event::Failover { leader_hint, .. } => return self.failover(leader_hint),
+                Event::Failover { kind, leader_hint } => {
+                    let node = self.picker.current();
+                    log_debug(
+                        self.conn,
+                        &format!("{} from node {node}, hint {leader_hint:?}", kind.name()),
+                    );
+                    return self.failover(leader_hint);
+                }
                 Event::Deferred => {
                     self.deferred_until
                         .get_or_insert(now + self.plan.policy.overload_pause);
@@ -825,6 +839,7 @@ impl Worker {
                     .and_then(|s| into_mio(&self.poll, s));
             match connected {
                 Ok(stream) => {
+                    log_debug(self.conn, &format!("now on node {target}"));
                     self.stream = stream;
                     self.core.reconnected();
                     self.core.stats.reconnects += 1;
