@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::core::OPEN_SESSION_REQ_ID;
 use super::proto::{self, Answer, ErrorKind, LogMessage, NodeStatus, Request, Role, SessionSeq};
 
 /// What happens to one mutating request.
@@ -408,10 +407,6 @@ fn serve(
             proto::decode_request(&input[at..]).map_err(io::Error::from)?
         {
             at += used;
-            debug_assert!(
-                request.req_id() != OPEN_SESSION_REQ_ID
-                    || matches!(request, Request::OpenSession { .. })
-            );
             match lock(state).handle(node, request) {
                 Reply::Answer(answer) if !silent => answer.encode(&mut out),
                 Reply::Answer(_) => {}

@@ -8,7 +8,7 @@
 //!   pending requests) and the choice of the next node, without IO.
 //! - [`Session`]: the two above driven over blocking sockets, with failover and retries that
 //!   keep the SAME session and seq.
-//! - [`status`], [`read_log_all`], [`cluster_status`]: one-shot reads.
+//! - [`status`], [`read_log_all`], [`read_log_pages`], [`cluster_status`]: one-shot reads.
 //! - [`fake`]: an in-memory stand-in cluster speaking the protocol, for tests.
 //!
 //! This module never runs inside a node and knows nothing of Raft beyond what answers say.
@@ -105,10 +105,22 @@ pub fn status<A: ToSocketAddrs>(addr: A) -> io::Result<NodeStatus> {
 /// The whole chat log as node `addr` serves it (linearizable reads, page by page), checking
 /// that positions run 1, 2, 3, ... without a gap.
 pub fn read_log_all<A: ToSocketAddrs>(addr: A) -> io::Result<Vec<LogMessage>> {
+    let mut log = Vec::new();
+    read_log_pages(addr, |page| log.extend(page))?;
+    Ok(log)
+}
+
+/// Like [`read_log_all`], but hands each page to `on_page` instead of keeping the whole log,
+/// so a caller checking millions of messages holds one page at a time. Returns the number of
+/// messages read.
+pub fn read_log_pages<A: ToSocketAddrs>(
+    addr: A,
+    mut on_page: impl FnMut(Vec<LogMessage>),
+) -> io::Result<u64> {
     let mut conn = Connection::connect(addr)?;
-    let mut log: Vec<LogMessage> = Vec::new();
+    let mut next_position = 1;
     loop {
-        let from_position = log.len() as u64 + 1;
+        let from_position = next_position;
         let answer = call_retrying(&mut conn, |req_id| Request::ReadLog {
             req_id,
             from_position,
@@ -122,14 +134,14 @@ pub fn read_log_all<A: ToSocketAddrs>(addr: A) -> io::Result<Vec<LogMessage>> {
         };
         if messages.is_empty() {
             if from_position > total {
-                return Ok(log);
+                return Ok(next_position - 1);
             }
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("empty page at position {from_position} of a log of {total} messages"),
             ));
         }
-        for (expected, message) in (from_position..).zip(messages) {
+        for (expected, message) in (from_position..).zip(&messages) {
             if message.position != expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -139,17 +151,18 @@ pub fn read_log_all<A: ToSocketAddrs>(addr: A) -> io::Result<Vec<LogMessage>> {
                     ),
                 ));
             }
-            log.push(message);
         }
-        if log.len() as u64 >= total {
-            return Ok(log);
+        next_position += messages.len() as u64;
+        on_page(messages);
+        if next_position > total {
+            return Ok(next_position - 1);
         }
     }
 }
 
 /// [`status`] of every node, in node order.
 pub fn cluster_status(nodes: &[SocketAddr]) -> Vec<io::Result<NodeStatus>> {
-    nodes.iter().map(|addr| status(addr)).collect()
+    nodes.iter().map(status).collect()
 }
 
 /// The leader and term the answering nodes agree on: the highest term any node reports, and

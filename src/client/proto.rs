@@ -436,9 +436,18 @@ fn finish_frame(out: &mut [u8], start: usize) {
     BigEndian::write_u32(&mut out[start + 5..body_start], crc);
 }
 
-/// Splits the first complete frame off `buf`: `(frame_type, body, used)`, with the body's
-/// length and checksum verified. `Ok(None)`: the frame is not all here yet.
-pub fn split_frame(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, ProtoError> {
+/// One complete frame at the start of a buffer, its length and checksum verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    pub frame_type: u8,
+    pub body: &'a [u8],
+    /// Bytes the frame occupies, header included.
+    pub len: usize,
+}
+
+/// Splits the first complete frame off `buf`, verifying its length and checksum.
+/// `Ok(None)`: the frame is not all here yet.
+pub fn split_frame(buf: &[u8]) -> Result<Option<RawFrame<'_>>, ProtoError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -457,7 +466,11 @@ pub fn split_frame(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, ProtoError>
     if actual != expected {
         return Err(ProtoError::BadChecksum { expected, actual });
     }
-    Ok(Some((frame_type, body, used)))
+    Ok(Some(RawFrame {
+        frame_type,
+        body,
+        len: used,
+    }))
 }
 
 /// The length of the first frame in `buf` once its header is in (header included), so a reader
@@ -842,10 +855,10 @@ impl Request {
 /// `Err`: the stream is not this protocol; close the connection. Validates framing and field
 /// syntax only: the meaning (a known session, seq ≥ 1, a valid room) is the server's to judge.
 pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, ProtoError> {
-    let Some((frame_type, body, used)) = split_frame(buf)? else {
+    let Some(frame) = split_frame(buf)? else {
         return Ok(None);
     };
-    Request::decode_body(frame_type, body).map(|req| Some((req, used)))
+    Request::decode_body(frame.frame_type, frame.body).map(|req| Some((req, frame.len)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1062,10 +1075,10 @@ pub fn encode_log_chunk<'a>(
 /// Decodes the first answer frame in `buf` (the client's read buffer). Same contract as
 /// [`decode_request`].
 pub fn decode_answer(buf: &[u8]) -> Result<Option<(Answer, usize)>, ProtoError> {
-    let Some((frame_type, body, used)) = split_frame(buf)? else {
+    let Some(frame) = split_frame(buf)? else {
         return Ok(None);
     };
-    Answer::decode_body(frame_type, body).map(|answer| Some((answer, used)))
+    Answer::decode_body(frame.frame_type, frame.body).map(|answer| Some((answer, frame.len)))
 }
 
 #[cfg(test)]
