@@ -119,6 +119,8 @@ pub(super) struct ConnRef {
 pub(super) struct PendingWrite {
     pub conn: ConnRef,
     pub reply: ReplyTo,
+    /// The leader a follower forwarded this write to; `None` when proposed here.
+    pub forwarded_to: Option<NodeId>,
 }
 
 /// A client read waiting for a read index, then for the state machine to catch up to it.
@@ -776,6 +778,26 @@ impl Node {
                 soft.role,
                 leader
             );
+        }
+        if let Some(old_leader) = old
+            .leader
+            .filter(|l| Some(*l) != soft.leader && *l != self.cfg.id)
+        {
+            // Writes forwarded to a leader that lost office may or may not have been appended
+            // there; say so now rather than at the deadline. A binary client retries with the
+            // same session and seq, which the state machine deduplicates.
+            let orphaned: Vec<u64> = self
+                .writes
+                .iter()
+                .filter(|(_, w)| w.forwarded_to == Some(old_leader))
+                .map(|(req, _)| *req)
+                .collect();
+            for req in orphaned {
+                let failure = Failure::Unknown(
+                    "leader changed: outcome unknown, it may still be stored".into(),
+                );
+                self.fail_write(req, failure);
+            }
         }
         if old.role == Role::Leader && soft.role != Role::Leader {
             log::info!("node {} term {}: stepped down", self.cfg.id, soft.term);

@@ -138,7 +138,15 @@ impl Node {
                 if let Some(index) = local_index {
                     self.register_local_proposal(index, req);
                 }
-                self.writes.insert(req, PendingWrite { conn, reply });
+                let forwarded_to = if local_index.is_some() { None } else { leader };
+                self.writes.insert(
+                    req,
+                    PendingWrite {
+                        conn,
+                        reply,
+                        forwarded_to,
+                    },
+                );
                 Ok(req)
             }
             Err(e) => Err(Failure::NotStored(format!(
