@@ -35,9 +35,16 @@
 //!   synced) while later ones are produced. Debug builds assert the order.
 //! - `committed_entries` only ever contains entries durable on this node and committed by a quorum.
 
+mod election;
+mod log;
+mod node;
+mod progress;
+mod read_only;
+mod replication;
 mod types;
 
-pub use types::*;
-mod node;
+#[cfg(test)]
+mod tests;
 
 pub use node::{Config, PeerStatus, Persisted, Raft, Status};
+pub use types::*;
