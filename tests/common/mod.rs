@@ -162,6 +162,12 @@ impl Cluster {
     /// Waits until every running node in `among` agrees on one leader; returns (leader, term).
     pub fn wait_leader(&self, among: &[usize]) -> (usize, u64) {
         wait_for("a leader all nodes agree on", DEADLINE, || {
+            self.try_agreed_leader(among)
+        })
+    }
+
+    fn try_agreed_leader(&self, among: &[usize]) -> Option<(usize, u64)> {
+        {
             let mut seen = None;
             for &id in among {
                 let status = Client::try_connect(self.addrs[id])?.status().ok()?;
@@ -174,6 +180,14 @@ impl Cluster {
                 }
             }
             seen
+        }
+    }
+
+    /// Waits until the nodes in `among` agree on a leader other than `old`.
+    pub fn wait_new_leader(&self, among: &[usize], old: usize) -> (usize, u64) {
+        wait_for("a new leader", DEADLINE, || {
+            let (leader, term) = self.try_agreed_leader(among)?;
+            (leader != old).then_some((leader, term))
         })
     }
 
