@@ -42,9 +42,9 @@ wait_screen alice "ack nick alice" 10
 for _ in $(seq 1 30); do
   tmux send-keys -t "$session:alice" "msg Hello, Raft!" Enter
   sleep 0.5
-  screen alice | grep -q "^ack " && break
+  screen alice | grep -qE "^ack [0-9]+" && break
 done
-wait_screen bob "msg 1 " 10
+wait_screen bob "msg 1 " 10 || { echo "==== alice ===="; screen alice; echo "==== bob ===="; screen bob; exit 1; }
 wait_screen bob "#general <alice> Hello, Raft!" 10
 tmux send-keys -t "$session:bob" "get chatLog" Enter
 wait_screen bob "end 1" 10
