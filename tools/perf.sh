@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The README's performance table: starts a fresh local 3-node cluster (--fsync always), runs
+# loadgen's three standard workloads RUNS times each (default 3), and prints the medians.
+#
+#   bash tools/perf.sh            # RUNS=5 DURATION=20 bash tools/perf.sh for a longer run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+cargo build --release --quiet --bin cluster --bin loadgen
+base=${BASE_PORT:-24000}
+data=$(mktemp -d)
+target/release/cluster --base-port "$base" --data-dir "$data" --log-level warn >"$data/cluster.log" 2>&1 &
+cluster=$!
+trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
+nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
+sleep 3
+cat >"$data/median.py" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+def med(path):
+    values = []
+    for row in rows:
+        for key in path:
+            row = row[key]
+        values.append(row)
+    return statistics.median(values)
+print("| %s | %s | %.1f | %.2f | %.2f | %.1f | %d |" % (
+    sys.argv[1], format(round(med(["msgs_per_s"])), ","), med(["mb_per_s"]),
+    med(["latency_ms", "p50"]), med(["latency_ms", "p99"]), med(["latency_ms", "max"]), len(rows)))
+PY
+
+run() { # name, loadgen args...
+  local name=$1; shift
+  local results=()
+  for i in $(seq 1 "$RUNS"); do
+    results+=("$(target/release/loadgen --nodes "$nodes" --duration "$DURATION" --warmup 1 --json "$@" 2>/dev/null | tail -1)")
+  done
+  printf '%s\n' "${results[@]}" | python3 "$data/median.py" "$name"
+}
+
+echo "| workload (100-byte messages, 3 nodes, --fsync always) | msgs/s | MB/s | p50 ms | p99 ms | max ms | runs |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+run "closed loop, 1 connection, pipeline 1" --connections 1 --pipeline 1
+run "closed loop, 64 connections, pipeline 1" --connections 64 --pipeline 1
+run "pipelined, 64 connections x depth 64" --connections 64 --pipeline 64
