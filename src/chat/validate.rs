@@ -69,12 +69,22 @@ pub fn validate_text(text: &str) -> Result<(), String> {
             text.len()
         ));
     }
-    if text.chars().any(char::is_control) {
+    if has_control(text) {
         return Err(
             "message contains control characters (tabs included): send plain text".to_string(),
         );
     }
     Ok(())
+}
+
+/// `char::is_control` over the whole string, with a byte-wise fast path for ASCII text (the
+/// common case, and on every apply's hot path): ASCII controls are 0x00-0x1F and 0x7F.
+fn has_control(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        text.chars().any(char::is_control)
+    }
 }
 
 pub fn validate_key(key: &str) -> Result<(), String> {

@@ -24,9 +24,11 @@ pub enum ReadOutcome {
 /// Input and output buffers for one stream.
 #[derive(Debug, Default)]
 pub struct Buffers {
-    /// Unconsumed input is `input[input_pos..]`.
+    /// Unconsumed input is `input[input_pos..input_end]`. The vector's length is its zeroed
+    /// capacity: it is zeroed once when it grows, never per read.
     input: Vec<u8>,
     input_pos: usize,
+    input_end: usize,
     /// Unsent output is `output[output_pos..]`.
     output: Vec<u8>,
     output_pos: usize,
@@ -35,49 +37,49 @@ pub struct Buffers {
 impl Buffers {
     /// Reads until `WouldBlock`, EOF, an error, or `input_bytes_max` unconsumed bytes.
     pub fn read_from(&mut self, stream: &mut TcpStream, input_bytes_max: usize) -> ReadOutcome {
-        if self.input_pos > 0 && self.input_pos == self.input.len() {
-            self.input.clear();
-            self.input_pos = 0;
-        }
         loop {
-            if self.input.len() - self.input_pos >= input_bytes_max {
+            if self.input_end - self.input_pos >= input_bytes_max {
                 return ReadOutcome::Full;
             }
-            if self.input_pos > 0 && self.input.len() + READ_CHUNK_BYTES > self.input.capacity() {
-                // Move the unconsumed tail to the front instead of growing.
-                self.input.drain(..self.input_pos);
+            // Idle connections (a thousand telnet prompts) keep a small buffer; busy ones grow.
+            let chunk_bytes = if self.input.len() < READ_CHUNK_BYTES {
+                4096
+            } else {
+                READ_CHUNK_BYTES
+            };
+            if self.input.len() - self.input_end < chunk_bytes {
+                // Move the unconsumed tail to the front; grow only if that is not enough.
+                self.input.copy_within(self.input_pos..self.input_end, 0);
+                self.input_end -= self.input_pos;
                 self.input_pos = 0;
+                if self.input.len() - self.input_end < chunk_bytes {
+                    let grown = (self.input.len() * 2).max(self.input_end + chunk_bytes);
+                    self.input.resize(grown, 0);
+                }
             }
-            let start = self.input.len();
-            self.input.resize(start + READ_CHUNK_BYTES, 0);
-            match stream.read(&mut self.input[start..]) {
-                Ok(0) => {
-                    self.input.truncate(start);
-                    return ReadOutcome::Closed;
-                }
-                Ok(n) => self.input.truncate(start + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.input.truncate(start);
-                    return ReadOutcome::Open;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.input.truncate(start),
-                Err(_) => {
-                    self.input.truncate(start);
-                    return ReadOutcome::Closed;
-                }
+            match stream.read(&mut self.input[self.input_end..]) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => self.input_end += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Closed,
             }
         }
     }
 
     /// The bytes read but not yet consumed.
     pub fn input(&self) -> &[u8] {
-        &self.input[self.input_pos..]
+        &self.input[self.input_pos..self.input_end]
     }
 
     /// Marks `n` input bytes as handled.
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(self.input_pos + n <= self.input.len());
+        debug_assert!(self.input_pos + n <= self.input_end);
         self.input_pos += n;
+        if self.input_pos == self.input_end {
+            self.input_pos = 0;
+            self.input_end = 0;
+        }
     }
 
     /// Where to append output. Callers check `pending_output` against their bound.
@@ -112,8 +114,8 @@ impl Buffers {
 
     /// Drops unsent output (a peer connection that was reset starts from a clean slate).
     pub fn clear(&mut self) {
-        self.input.clear();
         self.input_pos = 0;
+        self.input_end = 0;
         self.output.clear();
         self.output_pos = 0;
     }

@@ -166,6 +166,8 @@ pub struct Node {
     next_tick: Instant,
     soft: SoftState,
     dirty: Vec<usize>,
+    /// Open telnet sessions: live delivery scans connections only when there are any.
+    pub(super) telnet_sessions: usize,
     /// Scratch buffer for encoding commands.
     pub(super) scratch: Vec<u8>,
     stopping: bool,
@@ -267,6 +269,7 @@ impl Node {
             next_tick: now + tick,
             soft,
             dirty: Vec::new(),
+            telnet_sessions: 0,
             scratch: Vec::new(),
             stopping: false,
         })
@@ -412,6 +415,9 @@ impl Node {
     pub(super) fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let ConnKind::Telnet(_) = conn.kind {
+                self.telnet_sessions -= 1;
+            }
             if let ConnKind::Peer { node } = conn.kind {
                 log::info!("node {}: inbound link from node {node} closed", self.cfg.id);
             }
@@ -492,6 +498,7 @@ impl Node {
             }
             if input[0] != 0 {
                 conn.kind = ConnKind::Telnet(Box::new(Session::new()));
+                self.telnet_sessions += 1;
             } else if input.len() < PEER_MAGIC.len() {
                 return;
             } else if input[..4] == PEER_MAGIC {
@@ -516,6 +523,7 @@ impl Node {
                 conn.kind = ConnKind::Binary(Box::default());
             } else {
                 conn.kind = ConnKind::Telnet(Box::new(Session::new()));
+                self.telnet_sessions += 1;
             }
         }
         let Some(conn) = self.conns.get(key) else {

@@ -130,6 +130,7 @@ impl Node {
         let mut session = Box::new(Session::new());
         session.greeted_silent = true;
         conn.kind = ConnKind::Telnet(session);
+        self.telnet_sessions += 1;
         let text = format!(
             "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
             self.cfg.id,
@@ -345,6 +346,9 @@ impl Node {
 
     /// Live delivery of a newly applied message to every client in its room.
     pub(super) fn push_message(&mut self, position: u64) {
+        if self.telnet_sessions == 0 {
+            return;
+        }
         let Some(message) = self.sm.message(position) else {
             return;
         };
