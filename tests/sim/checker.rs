@@ -145,7 +145,7 @@ pub struct Checker {
     /// The committed log: every entry some node applied, in index order.
     committed: LogChain,
     /// `committed_by[t] = c`: entries `1..=c` were committed in term `t` or earlier (some node
-    /// applied them while in term `t`). Every leader of a term ≥ t must hold them.
+    /// applied them while in term `t`). Every leader of a term > t held them when elected.
     committed_by: BTreeMap<Term, Index>,
     /// Each node's applied index in its current incarnation.
     applied: Vec<Index>,
@@ -275,15 +275,20 @@ impl Checker {
         Ok(())
     }
 
-    /// Election Safety, and Leader Completeness for a newly observed leader. Call after
-    /// `observe_log` for the same node, so its shadow log is current.
-    pub fn observe_role(&mut self, node: NodeId, role: Role, term: Term) -> Result<(), Violation> {
+    /// Election Safety, and Leader Completeness for a newly observed leader (then returns true).
+    /// Call after `observe_log` for the same node, so its shadow log is current.
+    pub fn observe_role(
+        &mut self,
+        node: NodeId,
+        role: Role,
+        term: Term,
+    ) -> Result<bool, Violation> {
         if role != Role::Leader {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(leader) = self.leaders.get(&term) {
             if leader.id == node {
-                return Ok(());
+                return Ok(false);
             }
             return Err(Violation::new(
                 "Election Safety",
@@ -295,14 +300,14 @@ impl Checker {
         }
         let must_hold = self
             .committed_by
-            .range(..=term)
+            .range(..term)
             .map(|(_, &index)| index)
             .max()
             .unwrap_or(0);
         let log = self.logs[node as usize].clone();
         self.check_leader_holds(node, term, &log, must_hold)?;
         self.leaders.insert(term, LeaderRecord { id: node, log });
-        Ok(())
+        Ok(true)
     }
 
     fn check_leader_holds(
@@ -380,8 +385,9 @@ impl Checker {
     }
 
     /// After a node applied a batch while in `term`: its applied prefix was committed in `term`
-    /// or earlier, so every leader of `term` or later (even one elected before this moment)
-    /// must have held it when elected (Leader Completeness).
+    /// or earlier, so every leader of a later term (even one elected before this moment) must
+    /// have held it when elected (Leader Completeness). The leader of `term` itself may have
+    /// appended it after its election.
     pub fn on_applied(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
         let applied = self.applied[node as usize];
         let known = self.committed_by.entry(term).or_insert(0);
@@ -389,14 +395,14 @@ impl Checker {
             return Ok(());
         }
         *known = applied;
-        for (&leader_term, leader) in self.leaders.range(term..) {
+        for (&leader_term, leader) in self.leaders.range(term + 1..) {
             self.check_leader_holds(leader.id, leader_term, &leader.log, applied)?;
         }
         Ok(())
     }
 
-    /// A restarted node's state machine starts empty: it replays from index 1.
-    pub fn on_restart(&mut self, node: NodeId) {
+    /// A crashed node loses its state machine: its next incarnation replays from index 1.
+    pub fn on_crash(&mut self, node: NodeId) {
         self.applied[node as usize] = 0;
     }
 

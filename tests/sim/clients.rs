@@ -1,23 +1,41 @@
 //! The client workload: unique writes proposed to whoever a client believes leads, and
 //! linearizable reads through `read_index`, tracked until they are acknowledged or served.
 //!
-//! It owns the bookkeeping of outstanding operations and the "acknowledged before" floor that
-//! linearizable reads are checked against, plus the liveness probe of the fault-free tail. It
-//! never calls a core: the driver does, and reports back what happened.
+//! It owns the bookkeeping of outstanding operations, the "acknowledged before" floor that
+//! linearizable reads are checked against, and the liveness probe of the fault-free tail. Each
+//! writer has at most one write outstanding (a real client waits for its answer, and gives up
+//! after a timeout), so the load never outruns a slow cluster without bound. It never calls a
+//! core: the driver does, and reports back what happened.
 
 use std::collections::BTreeMap;
 
 use raftchat::raft::{Entry, EntryKind, Index, NodeId, ReadState};
 
 use super::checker::{check_read, Violation};
+use super::Time;
 
-/// Outstanding operations a node may hold before the oldest is abandoned (a client timeout).
-const PENDING_PER_NODE_MAX: usize = 64;
+/// Reads a node may hold before the oldest is abandoned (a client timeout).
+const READS_PER_NODE_MAX: usize = 64;
 
+/// A write `propose` accepted, waiting to be applied at its index on that node.
 #[derive(Clone, Copy, Debug)]
 struct PendingWrite {
+    writer: usize,
     payload_id: u64,
-    probe: bool,
+}
+
+/// Where a writer's one outstanding write sits, and when the writer gives up on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outstanding {
+    node: NodeId,
+    index: Index,
+    deadline: Time,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Writer {
+    leader_guess: Option<NodeId>,
+    outstanding: Option<Outstanding>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +60,10 @@ pub struct ServedRead {
 pub struct ClientStats {
     pub proposed: u64,
     pub acked: u64,
+    /// Another entry won the index (the client would retry with a new write).
     pub superseded: u64,
+    /// Outcome unknown: the node crashed or the client gave up waiting.
+    pub abandoned: u64,
     pub reads_begun: u64,
     pub reads_served: u64,
     pub reads_failed: u64,
@@ -52,12 +73,13 @@ pub struct ClientStats {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Probe {
     pub active: bool,
-    pub in_flight: bool,
     pub committed_index: Option<Index>,
 }
 
 pub struct Clients {
-    leader_guess: Vec<Option<NodeId>>,
+    /// Ordinary clients first; the last writer is the liveness probe.
+    writers: Vec<Writer>,
+    write_timeout: Time,
     next_payload_id: u64,
     next_ctx: u64,
     /// Per node, by the index `propose` returned.
@@ -75,9 +97,10 @@ pub fn payload(id: u64) -> [u8; 8] {
 }
 
 impl Clients {
-    pub fn new(nodes: usize, clients: usize) -> Clients {
+    pub fn new(nodes: usize, clients: usize, write_timeout: Time) -> Clients {
         Clients {
-            leader_guess: vec![None; clients],
+            writers: vec![Writer::default(); clients + 1],
+            write_timeout,
             next_payload_id: 1,
             next_ctx: 1,
             writes: vec![BTreeMap::new(); nodes],
@@ -88,17 +111,49 @@ impl Clients {
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.leader_guess.len()
+    /// Ordinary clients: writers `0..clients()`.
+    pub fn clients(&self) -> usize {
+        self.writers.len() - 1
     }
 
-    pub fn leader_guess(&self, client: usize) -> Option<NodeId> {
-        self.leader_guess[client]
+    pub fn probe_writer(&self) -> usize {
+        self.writers.len() - 1
+    }
+
+    pub fn leader_guess(&self, writer: usize) -> Option<NodeId> {
+        self.writers[writer].leader_guess
     }
 
     /// After `NotLeader { leader_hint }`: try the hint next time (or anyone, if none).
-    pub fn redirect(&mut self, client: usize, hint: Option<NodeId>) {
-        self.leader_guess[client] = hint;
+    pub fn redirect(&mut self, writer: usize, hint: Option<NodeId>) {
+        self.writers[writer].leader_guess = hint;
+    }
+
+    /// Whether `writer` may propose now: it has no write outstanding, or gives up on it.
+    pub fn may_write(&mut self, writer: usize, now: Time) -> bool {
+        let Some(outstanding) = self.writers[writer].outstanding else {
+            return true;
+        };
+        if now < outstanding.deadline {
+            return false;
+        }
+        let writes = &mut self.writes[outstanding.node as usize];
+        if writes
+            .get(&outstanding.index)
+            .is_some_and(|write| write.writer == writer)
+        {
+            writes.remove(&outstanding.index);
+        }
+        self.writers[writer].outstanding = None;
+        self.stats.abandoned += 1;
+        true
+    }
+
+    /// Whether the liveness probe should be (re)proposed now.
+    pub fn probe_wanted(&mut self, now: Time) -> bool {
+        self.probe.active
+            && self.probe.committed_index.is_none()
+            && self.may_write(self.probe_writer(), now)
     }
 
     /// A fresh unique payload id.
@@ -114,46 +169,58 @@ impl Clients {
         ctx
     }
 
-    /// `propose` on `node` returned `index` for `payload_id`.
+    /// `propose` on `node` returned `index` for `writer`'s write `payload_id`.
     pub fn on_proposed(
         &mut self,
-        client: usize,
+        writer: usize,
         node: NodeId,
         index: Index,
         payload_id: u64,
-        probe: bool,
+        now: Time,
     ) {
+        debug_assert!(self.writers[writer].outstanding.is_none());
         self.stats.proposed += 1;
-        self.leader_guess[client] = Some(node);
-        let writes = &mut self.writes[node as usize];
-        writes.insert(index, PendingWrite { payload_id, probe });
-        if writes.len() > PENDING_PER_NODE_MAX {
-            let oldest = *writes.keys().next().expect("not empty");
-            writes.remove(&oldest);
+        let write = PendingWrite { writer, payload_id };
+        // An older write at this index on this node lost its place in that node's log.
+        if let Some(displaced) = self.writes[node as usize].insert(index, write) {
+            self.resolve(node, index, displaced, false);
         }
-        if probe {
-            self.probe.in_flight = true;
-        }
+        self.writers[writer] = Writer {
+            leader_guess: Some(node),
+            outstanding: Some(Outstanding {
+                node,
+                index,
+                deadline: now + self.write_timeout,
+            }),
+        };
     }
 
     /// `node` applied `entry`: acknowledges the write proposed there at that index, or learns it
-    /// was superseded (another entry won the index; the client would retry with a new write).
+    /// was superseded (another entry won the index).
     pub fn on_apply(&mut self, node: NodeId, entry: &Entry) {
         let Some(write) = self.writes[node as usize].remove(&entry.index) else {
             return;
         };
         let ours = entry.kind == EntryKind::Normal && *entry.data == payload(write.payload_id);
-        if ours {
+        self.resolve(node, entry.index, write, ours);
+    }
+
+    fn resolve(&mut self, node: NodeId, index: Index, write: PendingWrite, acked: bool) {
+        if acked {
             self.stats.acked += 1;
-            self.acked_floor = self.acked_floor.max(entry.index);
+            self.acked_floor = self.acked_floor.max(index);
+            if write.writer == self.probe_writer() {
+                self.probe.committed_index = Some(index);
+            }
         } else {
             self.stats.superseded += 1;
         }
-        if write.probe {
-            self.probe.in_flight = false;
-            if ours {
-                self.probe.committed_index = Some(entry.index);
-            }
+        let writer = &mut self.writers[write.writer];
+        if writer
+            .outstanding
+            .is_some_and(|outstanding| (outstanding.node, outstanding.index) == (node, index))
+        {
+            writer.outstanding = None;
         }
     }
 
@@ -166,7 +233,7 @@ impl Clients {
             acked_floor: self.acked_floor,
             read_index: None,
         });
-        if reads.len() > PENDING_PER_NODE_MAX {
+        if reads.len() > READS_PER_NODE_MAX {
             reads.remove(0);
         }
     }
@@ -235,11 +302,17 @@ impl Clients {
         Ok(served)
     }
 
-    /// The node crashed: its clients' outstanding operations have unknown outcomes.
+    /// The node crashed: the writes and reads it held have unknown outcomes.
     pub fn on_crash(&mut self, node: NodeId) {
         let writes = std::mem::take(&mut self.writes[node as usize]);
-        if writes.values().any(|write| write.probe) {
-            self.probe.in_flight = false;
+        self.stats.abandoned += writes.len() as u64;
+        for writer in &mut self.writers {
+            if writer
+                .outstanding
+                .is_some_and(|outstanding| outstanding.node == node)
+            {
+                writer.outstanding = None;
+            }
         }
         self.reads[node as usize].clear();
     }

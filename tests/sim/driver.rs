@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use raftchat::raft::{Config, Entry, EntryKind, Message, NodeId, RaftError, Ready, Role};
+use raftchat::raft::{Config, Entry, EntryKind, Message, NodeId, RaftError, Ready, Role, Term};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -40,8 +40,10 @@ const FAULT_PHASE_PERCENT: u64 = 70;
 const READY_ROUNDS_MAX: usize = 64;
 /// `observe_log` tracks changes at the end of logs; a full rescan every so often checks the rest.
 const FULL_LOG_CHECK_EVERY_STEPS: u64 = 256;
-/// Concurrent clients, each with its own idea of who leads.
+/// Concurrent clients, each with its own idea of who leads and at most one write outstanding.
 const CLIENTS: usize = 3;
+/// A client gives up on a write after this many election timeouts (its outcome stays unknown).
+const CLIENT_TIMEOUT_ELECTIONS: u64 = 3;
 
 /// What to run: from the environment by default.
 #[derive(Clone, Debug)]
@@ -179,6 +181,8 @@ struct Scenario {
     client_gap_max: Time,
     read_prob: f64,
     fault_gap_max_ticks: u64,
+    /// The chance that a newly elected leader is crashed or isolated within two ticks.
+    strike_elected_prob: f64,
     /// The chance that a crash finds some written-but-unsynced Readies already on disk.
     flush_on_crash_prob: f64,
 }
@@ -207,6 +211,7 @@ impl Scenario {
             client_gap_max: rng.gen_range(2..=2 * SUBTICKS_PER_TICK),
             read_prob: rng.gen_range(0.1..0.5),
             fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
+            strike_elected_prob: *[0.0, 0.25, 0.5].choose(rng).expect("not empty"),
             flush_on_crash_prob: 0.25,
         }
     }
@@ -230,13 +235,26 @@ impl Scenario {
 
 #[derive(Debug)]
 enum Event {
-    Tick { node: usize, incarnation: u64 },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
     Deliver(Message),
-    Sync { node: usize, incarnation: u64 },
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
     Client,
     Fault,
     Heal(Vec<Link>),
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
+    /// Crash or isolate `node` if it still leads in `term`.
+    Strike {
+        node: usize,
+        term: Term,
+    },
 }
 
 /// An event due at `time`; `seq` breaks ties in scheduling order, so the queue is deterministic.
@@ -299,6 +317,8 @@ struct Sim {
     trace: Trace,
     /// Nodes whose core ran during this step: their logs and roles are re-observed.
     touched: Vec<usize>,
+    /// Leaders first observed in this step, with their terms.
+    elected: Vec<(usize, Term)>,
     fault_steps: u64,
     /// When the faults stopped.
     calm_since: Option<Time>,
@@ -323,7 +343,11 @@ impl Sim {
             seed,
             fault_steps: options.steps * FAULT_PHASE_PERCENT / 100,
             network: Network::new(scenario.nodes, scenario.network.clone()),
-            clients: Clients::new(scenario.nodes, CLIENTS),
+            clients: Clients::new(
+                scenario.nodes,
+                CLIENTS,
+                scenario.ticks(CLIENT_TIMEOUT_ELECTIONS),
+            ),
             checker: Checker::new(scenario.nodes),
             options,
             scenario,
@@ -335,6 +359,7 @@ impl Sim {
             nodes,
             trace,
             touched: Vec::new(),
+            elected: Vec::new(),
             calm_since: None,
             live_at: None,
             faults: 0,
@@ -412,6 +437,7 @@ impl Sim {
             Event::Fault => self.on_fault()?,
             Event::Heal(links) => self.on_heal(links),
             Event::Restart { node } => self.restart(node)?,
+            Event::Strike { node, term } => self.on_strike(node, term)?,
         }
         self.check_safety()?;
         self.check_liveness()?;
@@ -634,21 +660,22 @@ impl Sim {
     fn on_client(&mut self) -> Result<(), Violation> {
         let gap = self.rng.gen_range(1..=self.scenario.client_gap_max);
         self.schedule(gap, Event::Client);
-        let probe = self.clients.probe;
-        if probe.active && !probe.in_flight && probe.committed_index.is_none() {
-            self.propose(0, true)?;
+        if self.clients.probe_wanted(self.now) {
+            self.propose(self.clients.probe_writer())?;
         }
         if self.rng.gen_bool(self.scenario.read_prob) {
-            self.begin_read()
-        } else {
-            let client = self.rng.gen_range(0..self.clients.count());
-            self.propose(client, false)
+            return self.begin_read();
         }
+        let client = self.rng.gen_range(0..self.clients.clients());
+        if self.clients.may_write(client, self.now) {
+            self.propose(client)?;
+        }
+        Ok(())
     }
 
-    /// A client proposes a fresh unique write to the node it believes leads.
-    fn propose(&mut self, client: usize, probe: bool) -> Result<(), Violation> {
-        let guess = self.clients.leader_guess(client).map(|id| id as usize);
+    /// A writer proposes a fresh unique write to the node it believes leads.
+    fn propose(&mut self, writer: usize) -> Result<(), Violation> {
+        let guess = self.clients.leader_guess(writer).map(|id| id as usize);
         let Some(node) = guess
             .filter(|&node| self.nodes[node].is_up())
             .or_else(|| self.random_up_node())
@@ -672,12 +699,12 @@ impl Sim {
         match result {
             Ok(index) => {
                 self.clients
-                    .on_proposed(client, node as NodeId, index, payload_id, probe);
+                    .on_proposed(writer, node as NodeId, index, payload_id, self.now);
                 self.touched.push(node);
                 self.drive(node)
             }
             Err(RaftError::NotLeader { leader_hint }) => {
-                self.clients.redirect(client, leader_hint);
+                self.clients.redirect(writer, leader_hint);
                 Ok(())
             }
             Err(_) => Ok(()),
@@ -844,7 +871,7 @@ impl Sim {
             .record(&[tag::CRASH, self.now, node as u64, flushed as u64]);
         self.log(|| format!("fault   crash node {node} ({flushed} of {written} unsynced Readies reach the disk)"));
         self.nodes[node].crash(node, flushed)?;
-        self.checker.on_restart(node as NodeId);
+        self.checker.on_crash(node as NodeId);
         self.clients.on_crash(node as NodeId);
         self.crashes += 1;
         let gap = self
@@ -902,14 +929,48 @@ impl Sim {
                 self.checker
                     .verify_log(node as NodeId, raft.entries(), raft.term())?;
             }
-            self.checker
-                .observe_role(node as NodeId, raft.role(), raft.term())?;
+            if self
+                .checker
+                .observe_role(node as NodeId, raft.role(), raft.term())?
+            {
+                self.elected.push((node, raft.term()));
+            }
         }
+        self.strike_elected();
         self.checker.check_committed_durable(
             self.nodes
                 .iter()
                 .map(|sim_node| sim_node.storage.durable_chain()),
         )
+    }
+
+    /// Sometimes strikes a freshly elected leader a moment after its election, before it has
+    /// replicated much: leaders that come and go mid-replication leave logs that differ in
+    /// their uncommitted tails, which is where commit rules are tested (Figure 8).
+    fn strike_elected(&mut self) {
+        while let Some((node, term)) = self.elected.pop() {
+            if self.calm_since.is_none() && self.rng.gen_bool(self.scenario.strike_elected_prob) {
+                let delay = self.rng.gen_range(0..=2 * SUBTICKS_PER_TICK);
+                self.schedule(delay, Event::Strike { node, term });
+            }
+        }
+    }
+
+    fn on_strike(&mut self, node: usize, term: Term) -> Result<(), Violation> {
+        let still_leader = self.nodes[node]
+            .raft
+            .as_ref()
+            .is_some_and(|raft| raft.role() == Role::Leader && raft.term() == term);
+        if self.calm_since.is_some() || !still_leader {
+            return Ok(());
+        }
+        if self.rng.gen_bool(0.5) {
+            self.crash(node)
+        } else {
+            let links = split_links(self.nodes.len(), &[node as NodeId]);
+            self.partition(links, format!("isolate node {node}, leader of term {term}"));
+            Ok(())
+        }
     }
 
     fn check_liveness(&mut self) -> Result<(), Violation> {
