@@ -254,9 +254,10 @@ impl Checker {
                     return Err(Violation::new(
                         "Log Matching",
                         format!(
-                            "node {node} holds entry (index {index}, term {}) but its log up to there differs from the log node {} held with that entry",
+                            "node {node} holds entry (index {index}, term {}), but its log up to there differs from the log in which node {} held an entry (index {index}, term {}) before",
                             entry.term,
-                            seen.get().1
+                            seen.get().1,
+                            entry.term
                         ),
                     ));
                 }

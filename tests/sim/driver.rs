@@ -183,6 +183,9 @@ struct Scenario {
     fault_gap_max_ticks: u64,
     /// The chance that a newly elected leader is crashed or isolated within two ticks.
     strike_elected_prob: f64,
+    /// The chance, each time a node's disk starts a sync, that the node loses power before the
+    /// sync completes.
+    power_loss_prob: f64,
     /// The chance that a crash finds some written-but-unsynced Readies already on disk.
     flush_on_crash_prob: f64,
 }
@@ -212,6 +215,7 @@ impl Scenario {
             read_prob: rng.gen_range(0.1..0.5),
             fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
             strike_elected_prob: *[0.0, 0.25, 0.5].choose(rng).expect("not empty"),
+            power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
             flush_on_crash_prob: 0.25,
         }
     }
@@ -235,16 +239,20 @@ impl Scenario {
 
 #[derive(Debug)]
 enum Event {
+    /// A tick of `node`'s logical clock (ignored if the node crashed since it was scheduled).
     Tick {
         node: usize,
         incarnation: u64,
     },
     Deliver(Message),
+    /// `node`'s disk finishes a sync of everything written so far.
     Sync {
         node: usize,
         incarnation: u64,
     },
+    /// A client acts: a write, a read, and the liveness probe once the faults stopped.
     Client,
+    /// A random fault from the mix.
     Fault,
     Heal(Vec<Link>),
     Restart {
@@ -254,6 +262,11 @@ enum Event {
     Strike {
         node: usize,
         term: Term,
+    },
+    /// Crash `node` before its pending sync completes.
+    PowerLoss {
+        node: usize,
+        incarnation: u64,
     },
 }
 
@@ -438,6 +451,11 @@ impl Sim {
             Event::Heal(links) => self.on_heal(links),
             Event::Restart { node } => self.restart(node)?,
             Event::Strike { node, term } => self.on_strike(node, term)?,
+            Event::PowerLoss { node, incarnation } => {
+                if self.calm_since.is_none() && self.nodes[node].incarnation == incarnation {
+                    self.crash(node)?;
+                }
+            }
         }
         self.check_safety()?;
         self.check_liveness()?;
@@ -627,6 +645,11 @@ impl Sim {
                 let incarnation = sim_node.incarnation;
                 let delay = self.rng.gen_range(1..=self.scenario.sync_delay_max);
                 self.schedule(delay, Event::Sync { node, incarnation });
+                // Power loss while the disk is busy: the moment unsynced state matters most.
+                if self.calm_since.is_none() && self.rng.gen_bool(self.scenario.power_loss_prob) {
+                    let before_sync = self.rng.gen_range(0..delay);
+                    self.schedule(before_sync, Event::PowerLoss { node, incarnation });
+                }
             }
         } else {
             for msg in written.persisted_messages {
