@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sim::driver::DEFAULT_SEEDS;
+use sim::scenario::DEFAULT_SEEDS;
 use sim::{env_u64, run_seed, Failure, Options, Report};
 
 /// `SIM_SEED`, when replaying a single seed.

@@ -327,9 +327,10 @@ impl Checker {
         Err(Violation::new(
             "Leader Completeness",
             format!(
-                "committed entry {missing} (term {}) is not in the log of node {leader} elected leader of term {leader_term} (its log there: {:?}, length {})",
+                "committed entry {missing} (term {}) is not in the log of node {leader} elected leader of term {leader_term} ({} there; its log had {} entries)",
                 self.committed.key(missing).map_or(0, |key| key.term),
-                log.key(missing).map(|key| key.term),
+                log.key(missing)
+                    .map_or("no entry".to_string(), |key| format!("an entry of term {}", key.term)),
                 log.len()
             ),
         ))

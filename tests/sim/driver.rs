@@ -12,24 +12,19 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use raftchat::raft::{Config, Entry, EntryKind, Message, NodeId, RaftError, Ready, Role, Term};
+use raftchat::raft::{Entry, EntryKind, Message, NodeId, RaftError, Ready, Role, Term};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::checker::{Checker, Violation};
 use super::clients::{payload, ClientStats, Clients};
-use super::network::{
-    one_way_links, random_links, split_links, Link, Network, NetworkParams, NetworkStats,
-};
+use super::network::{Link, Network, NetworkStats};
 use super::node::{SimNode, WrittenReady};
+use super::scenario::{Options, Scenario};
 use super::trace::{describe_message, message_words, Trace};
-use super::{env_flag, env_u64, Time, SUBTICKS_PER_TICK};
+use super::{Time, SUBTICKS_PER_TICK};
 
-/// Seeds in the default soak (`SIM_SEEDS` overrides).
-pub const DEFAULT_SEEDS: u64 = 1000;
-/// Steps per run (`SIM_STEPS` overrides).
-pub const DEFAULT_STEPS: u64 = 10_000;
 /// The liveness bound: once the faults stop (everything healed, crashed nodes restarted, no
 /// more loss), a leader is elected and a fresh write commits on every node within
 /// `LIVENESS_BOUND_ELECTIONS × election_ticks` ticks.
@@ -44,41 +39,6 @@ const FULL_LOG_CHECK_EVERY_STEPS: u64 = 256;
 const CLIENTS: usize = 3;
 /// A client gives up on a write after this many election timeouts (its outcome stays unknown).
 const CLIENT_TIMEOUT_ELECTIONS: u64 = 3;
-
-/// What to run: from the environment by default.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub steps: u64,
-    /// Sets `Config::testing_unsafe_commit_any_term` on every node.
-    pub unsafe_commit_any_term: bool,
-    /// Prints every event (`SIM_TRACE=1`).
-    pub trace: bool,
-}
-
-impl Options {
-    pub fn from_env() -> Options {
-        Options {
-            steps: env_u64("SIM_STEPS", DEFAULT_STEPS),
-            unsafe_commit_any_term: env_flag("SIM_UNSAFE_COMMIT"),
-            trace: env_flag("SIM_TRACE"),
-        }
-    }
-
-    /// The command that replays `seed` under these options.
-    pub fn replay_command(&self, seed: u64) -> String {
-        let mut command = String::new();
-        if self.unsafe_commit_any_term {
-            command.push_str("SIM_UNSAFE_COMMIT=1 ");
-        }
-        if self.steps != DEFAULT_STEPS {
-            command.push_str(&format!("SIM_STEPS={} ", self.steps));
-        }
-        command.push_str(&format!(
-            "SIM_SEED={seed} cargo test --release --test simulator -- --nocapture"
-        ));
-        command
-    }
-}
 
 /// A run that kept every property.
 #[derive(Clone, Debug)]
@@ -163,82 +123,8 @@ fn core_panic(panic: Box<dyn std::any::Any + Send>) -> Violation {
     Violation::new("Core panic", message)
 }
 
-/// The shape of one run, drawn from its seed: cluster size, core configuration, how hostile
-/// the network and the disk are, how busy the clients are and how often faults strike.
-#[derive(Clone, Debug)]
-struct Scenario {
-    nodes: usize,
-    election_ticks: u32,
-    heartbeat_ticks: u32,
-    pre_vote: bool,
-    check_quorum: bool,
-    max_inflight_msgs: usize,
-    /// Small caps split a leader's backlog over several AppendEntries, so a follower can hold
-    /// old entries without the new leader's no-op: the ground the Figure 8 bug needs.
-    max_msg_bytes: usize,
-    network: NetworkParams,
-    sync_delay_max: Time,
-    client_gap_max: Time,
-    read_prob: f64,
-    fault_gap_max_ticks: u64,
-    /// The chance that a newly elected leader is crashed or isolated within two ticks.
-    strike_elected_prob: f64,
-    /// The chance, each time a node's disk starts a sync, that the node loses power before the
-    /// sync completes.
-    power_loss_prob: f64,
-    /// The chance that a crash finds some written-but-unsynced Readies already on disk.
-    flush_on_crash_prob: f64,
-}
-
-impl Scenario {
-    fn draw(rng: &mut SmallRng) -> Scenario {
-        let election_ticks = *[6u32, 10, 10].choose(rng).expect("not empty");
-        Scenario {
-            nodes: if rng.gen_bool(0.5) { 3 } else { 5 },
-            election_ticks,
-            heartbeat_ticks: rng.gen_range(1..=2),
-            pre_vote: rng.gen_bool(0.7),
-            check_quorum: rng.gen_bool(0.7),
-            max_inflight_msgs: *[1usize, 4, 256].choose(rng).expect("not empty"),
-            max_msg_bytes: *[1usize, 32, 1 << 20].choose(rng).expect("not empty"),
-            network: NetworkParams {
-                drop_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
-                duplicate_prob: *[0.0, 0.02, 0.05].choose(rng).expect("not empty"),
-                delay_max: rng.gen_range(1..=SUBTICKS_PER_TICK),
-                slow_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
-                slow_delay_max: 4 * SUBTICKS_PER_TICK,
-            },
-            sync_delay_max: *[1, 5, 2 * SUBTICKS_PER_TICK]
-                .choose(rng)
-                .expect("not empty"),
-            client_gap_max: rng.gen_range(2..=2 * SUBTICKS_PER_TICK),
-            read_prob: rng.gen_range(0.1..0.5),
-            fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
-            strike_elected_prob: *[0.0, 0.25, 0.5].choose(rng).expect("not empty"),
-            power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
-            flush_on_crash_prob: 0.25,
-        }
-    }
-
-    fn config(&self, id: NodeId, options: &Options) -> Config {
-        let mut config = Config::new(id, (0..self.nodes as NodeId).collect());
-        config.election_ticks = self.election_ticks;
-        config.heartbeat_ticks = self.heartbeat_ticks;
-        config.pre_vote = self.pre_vote;
-        config.check_quorum = self.check_quorum;
-        config.max_inflight_msgs = self.max_inflight_msgs;
-        config.max_msg_bytes = self.max_msg_bytes;
-        config.testing_unsafe_commit_any_term = options.unsafe_commit_any_term;
-        config
-    }
-
-    fn ticks(&self, elections: u64) -> Time {
-        elections * u64::from(self.election_ticks) * SUBTICKS_PER_TICK
-    }
-}
-
 #[derive(Debug)]
-enum Event {
+pub(super) enum Event {
     /// A tick of `node`'s logical clock (ignored if the node crashed since it was scheduled).
     Tick {
         node: usize,
@@ -296,7 +182,7 @@ impl Ord for Scheduled {
 }
 
 /// Tags that start each event's record in the trace hash.
-mod tag {
+pub(super) mod tag {
     pub const TICK: u64 = 1;
     pub const DELIVER: u64 = 2;
     pub const LOST: u64 = 3;
@@ -314,31 +200,31 @@ mod tag {
     pub const SERVE: u64 = 15;
 }
 
-struct Sim {
+pub(super) struct Sim {
     seed: u64,
     options: Options,
-    scenario: Scenario,
-    rng: SmallRng,
-    now: Time,
+    pub(super) scenario: Scenario,
+    pub(super) rng: SmallRng,
+    pub(super) now: Time,
     step: u64,
     queue: BinaryHeap<Scheduled>,
     next_seq: u64,
-    network: Network,
-    nodes: Vec<SimNode>,
-    clients: Clients,
-    checker: Checker,
-    trace: Trace,
+    pub(super) network: Network,
+    pub(super) nodes: Vec<SimNode>,
+    pub(super) clients: Clients,
+    pub(super) checker: Checker,
+    pub(super) trace: Trace,
     /// Nodes whose core ran during this step: their logs and roles are re-observed.
-    touched: Vec<usize>,
+    pub(super) touched: Vec<usize>,
     /// Leaders first observed in this step, with their terms.
-    elected: Vec<(usize, Term)>,
+    pub(super) elected: Vec<(usize, Term)>,
     fault_steps: u64,
     /// When the faults stopped.
-    calm_since: Option<Time>,
+    pub(super) calm_since: Option<Time>,
     /// When the liveness probe was applied on every node.
     live_at: Option<Time>,
-    faults: u64,
-    crashes: u64,
+    pub(super) faults: u64,
+    pub(super) crashes: u64,
 }
 
 impl Sim {
@@ -415,7 +301,7 @@ impl Sim {
         }
     }
 
-    fn schedule(&mut self, delay: Time, event: Event) {
+    pub(super) fn schedule(&mut self, delay: Time, event: Event) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.push(Scheduled {
@@ -425,7 +311,7 @@ impl Sim {
         });
     }
 
-    fn log(&self, what: impl FnOnce() -> String) {
+    pub(super) fn log(&self, what: impl FnOnce() -> String) {
         self.trace.log(self.step, self.now, what);
     }
 
@@ -542,7 +428,7 @@ impl Sim {
     // ---- the Ready loop ------------------------------------------------------------------
 
     /// Takes and handles Readies from `node` until it has none.
-    fn drive(&mut self, node: usize) -> Result<(), Violation> {
+    pub(super) fn drive(&mut self, node: usize) -> Result<(), Violation> {
         for _ in 0..READY_ROUNDS_MAX {
             let Some(raft) = self.nodes[node].raft.as_mut() else {
                 return Ok(());
@@ -756,7 +642,7 @@ impl Sim {
         self.drive(node)
     }
 
-    fn random_up_node(&mut self) -> Option<usize> {
+    pub(super) fn random_up_node(&mut self) -> Option<usize> {
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|&node| self.nodes[node].is_up())
             .collect();
@@ -764,7 +650,7 @@ impl Sim {
     }
 
     /// The up node that believes it leads in the highest term, if any.
-    fn current_leader(&self) -> Option<usize> {
+    pub(super) fn current_leader(&self) -> Option<usize> {
         (0..self.nodes.len())
             .filter_map(|node| {
                 let raft = self.nodes[node].raft.as_ref()?;
@@ -772,166 +658,6 @@ impl Sim {
             })
             .max()
             .map(|(_, node)| node)
-    }
-
-    // ---- faults --------------------------------------------------------------------------
-
-    fn fault_gap(&mut self) -> Time {
-        self.rng.gen_range(1..=self.scenario.fault_gap_max_ticks) * SUBTICKS_PER_TICK
-    }
-
-    fn heal_gap(&mut self) -> Time {
-        self.rng
-            .gen_range(SUBTICKS_PER_TICK..=self.scenario.ticks(6))
-    }
-
-    /// Injects one random fault. The mix leans on the leader (crash it, cut it off, make it deaf
-    /// or mute, hand its leadership away), since leader changes are where Raft goes wrong.
-    fn on_fault(&mut self) -> Result<(), Violation> {
-        if self.calm_since.is_some() {
-            return Ok(());
-        }
-        let gap = self.fault_gap();
-        self.schedule(gap, Event::Fault);
-        self.faults += 1;
-        let count = self.nodes.len();
-        let Some(random) = self.random_up_node() else {
-            return Ok(()); // everyone is down; restarts are scheduled
-        };
-        let leader = self.current_leader().unwrap_or(random);
-        match self.rng.gen_range(0..100) {
-            0..=24 => self.crash(leader),
-            25..=34 => self.crash(random),
-            35..=54 => {
-                let mut side: Vec<NodeId> = (0..count as NodeId).collect();
-                side.shuffle(&mut self.rng);
-                side.truncate(self.rng.gen_range(1..=(count - 1) / 2));
-                if self.rng.gen_bool(0.5) && !side.contains(&(leader as NodeId)) {
-                    side[0] = leader as NodeId;
-                }
-                self.partition(
-                    split_links(count, &side),
-                    format!("split {side:?} from the rest"),
-                );
-                Ok(())
-            }
-            55..=64 => {
-                let links = split_links(count, &[leader as NodeId]);
-                self.partition(links, format!("isolate node {leader}"));
-                Ok(())
-            }
-            65..=74 => {
-                let inbound = self.rng.gen_bool(0.5);
-                let links = one_way_links(count, leader as NodeId, inbound);
-                let what = if inbound { "deaf" } else { "mute" };
-                self.partition(links, format!("node {leader} goes {what}"));
-                Ok(())
-            }
-            75..=81 => {
-                let how_many = self.rng.gen_range(1..=count);
-                let links = random_links(count, how_many, &mut self.rng);
-                self.partition(links.clone(), format!("cut links {links:?}"));
-                Ok(())
-            }
-            82..=93 => self.transfer_leadership(leader),
-            _ => {
-                self.trace.record(&[tag::HEAL, self.now]);
-                self.log(|| "heal    all links".to_string());
-                self.network.heal_all();
-                Ok(())
-            }
-        }
-    }
-
-    fn partition(&mut self, links: Vec<Link>, what: String) {
-        self.trace
-            .record(&[tag::PARTITION, self.now, links.len() as u64]);
-        self.log(|| format!("fault   {what}"));
-        self.network.cut(&links);
-        let gap = self.heal_gap();
-        self.schedule(gap, Event::Heal(links));
-    }
-
-    fn on_heal(&mut self, links: Vec<Link>) {
-        if self.calm_since.is_some() {
-            return; // everything was healed when the faults stopped
-        }
-        self.trace
-            .record(&[tag::HEAL, self.now, links.len() as u64]);
-        self.log(|| format!("heal    {links:?}"));
-        self.network.restore(&links);
-    }
-
-    fn transfer_leadership(&mut self, leader: usize) -> Result<(), Violation> {
-        let count = self.nodes.len() as NodeId;
-        let to = (leader as NodeId + self.rng.gen_range(1..count)) % count;
-        let Some(raft) = self.nodes[leader].raft.as_mut() else {
-            return Ok(());
-        };
-        let result = raft.transfer_leadership(to);
-        self.trace.record(&[
-            tag::TRANSFER,
-            self.now,
-            leader as u64,
-            to,
-            result.is_ok() as u64,
-        ]);
-        self.log(|| format!("fault   node {leader} transfers leadership to {to}: {result:?}"));
-        self.touched.push(leader);
-        self.drive(leader)
-    }
-
-    /// Power loss on `node`: it keeps its durable state (and, sometimes, a prefix of what it had
-    /// written but not synced) and restarts later.
-    fn crash(&mut self, node: usize) -> Result<(), Violation> {
-        let written = self.nodes[node].storage.written_count();
-        let flushed = if self.rng.gen_bool(self.scenario.flush_on_crash_prob) {
-            self.rng.gen_range(0..=written)
-        } else {
-            0
-        };
-        self.trace
-            .record(&[tag::CRASH, self.now, node as u64, flushed as u64]);
-        self.log(|| format!("fault   crash node {node} ({flushed} of {written} unsynced Readies reach the disk)"));
-        self.nodes[node].crash(node, flushed)?;
-        self.checker.on_crash(node as NodeId);
-        self.clients.on_crash(node as NodeId);
-        self.crashes += 1;
-        let gap = self
-            .rng
-            .gen_range(SUBTICKS_PER_TICK..=self.scenario.ticks(4));
-        self.schedule(gap, Event::Restart { node });
-        Ok(())
-    }
-
-    fn restart(&mut self, node: usize) -> Result<(), Violation> {
-        if self.nodes[node].is_up() {
-            return Ok(()); // restarted early when the faults stopped
-        }
-        let rng_seed = self.rng.gen();
-        self.nodes[node].restart(rng_seed);
-        self.trace.record(&[tag::RESTART, self.now, node as u64]);
-        self.log(|| format!("restart node {node}"));
-        let incarnation = self.nodes[node].incarnation;
-        let phase = self.rng.gen_range(1..=SUBTICKS_PER_TICK);
-        self.schedule(phase, Event::Tick { node, incarnation });
-        self.touched.push(node);
-        self.drive(node)
-    }
-
-    /// The end of the fault phase: heal every link, restart every crashed node, lose nothing
-    /// more, and start the liveness probe.
-    fn stop_faults(&mut self) -> Result<(), Violation> {
-        self.calm_since = Some(self.now);
-        self.trace.record(&[tag::CALM, self.now]);
-        self.log(|| "calm    faults stop: heal all, restart all, no more loss".to_string());
-        self.network.heal_all();
-        self.network.stop_losses();
-        self.clients.probe.active = true;
-        for node in 0..self.nodes.len() {
-            self.restart(node)?;
-        }
-        Ok(())
     }
 
     // ---- checks --------------------------------------------------------------------------
@@ -965,35 +691,6 @@ impl Sim {
                 .iter()
                 .map(|sim_node| sim_node.storage.durable_chain()),
         )
-    }
-
-    /// Sometimes strikes a freshly elected leader a moment after its election, before it has
-    /// replicated much: leaders that come and go mid-replication leave logs that differ in
-    /// their uncommitted tails, which is where commit rules are tested (Figure 8).
-    fn strike_elected(&mut self) {
-        while let Some((node, term)) = self.elected.pop() {
-            if self.calm_since.is_none() && self.rng.gen_bool(self.scenario.strike_elected_prob) {
-                let delay = self.rng.gen_range(0..=2 * SUBTICKS_PER_TICK);
-                self.schedule(delay, Event::Strike { node, term });
-            }
-        }
-    }
-
-    fn on_strike(&mut self, node: usize, term: Term) -> Result<(), Violation> {
-        let still_leader = self.nodes[node]
-            .raft
-            .as_ref()
-            .is_some_and(|raft| raft.role() == Role::Leader && raft.term() == term);
-        if self.calm_since.is_some() || !still_leader {
-            return Ok(());
-        }
-        if self.rng.gen_bool(0.5) {
-            self.crash(node)
-        } else {
-            let links = split_links(self.nodes.len(), &[node as NodeId]);
-            self.partition(links, format!("isolate node {node}, leader of term {term}"));
-            Ok(())
-        }
     }
 
     fn check_liveness(&mut self) -> Result<(), Violation> {

@@ -3,19 +3,23 @@
 //! It owns everything around the real `Raft` cores: simulated time, a lossy reordering network
 //! with partitions ([`network`]), per-node storage that honours the durability contract and
 //! crashes like a disk does ([`node`]), a client workload of writes and linearizable reads
-//! ([`clients`]), the fault schedule and the scenario loop ([`driver`]), and the safety checker
-//! run after every step ([`checker`]). It never reads a clock, never shares state between runs
+//! ([`clients`]), the shape of each run ([`scenario`]), the fault schedule ([`faults`]), the
+//! event loop that drives the cores ([`driver`]), and the safety checker run after every step
+//! ([`checker`]). It never reads a clock, never shares state between runs
 //! and never draws randomness from anything but the run's one seeded `SmallRng`: a seed replays a
 //! run exactly, and [`trace`] hashes every event to prove it.
 
 pub mod checker;
 pub mod clients;
 pub mod driver;
+pub mod faults;
 pub mod network;
 pub mod node;
+pub mod scenario;
 pub mod trace;
 
-pub use driver::{run_seed, Failure, Options, Report};
+pub use driver::{run_seed, Failure, Report};
+pub use scenario::Options;
 
 /// Simulated time in sub-ticks. A node's logical clock advances one tick every
 /// `SUBTICKS_PER_TICK` sub-ticks (give or take clock jitter); the network and the disk act at

@@ -120,6 +120,7 @@ impl Storage {
             }
         }
         if let Some(hard_state) = ready.hard_state {
+            check_hard_state_change(node, ready.number, &self.hard_state, &hard_state)?;
             self.hard_state = hard_state;
         }
         if self.hard_state.commit > self.log.len() as Index {
@@ -135,6 +136,35 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// What Figure 2 relies on from stable storage: the term never goes back, and a vote once cast
+/// (and persisted) in a term is never changed in that term, crashes included.
+fn check_hard_state_change(
+    node: usize,
+    number: u64,
+    old: &HardState,
+    new: &HardState,
+) -> Result<(), Violation> {
+    if new.term < old.term {
+        return Err(Violation::new(
+            "Durability contract",
+            format!(
+                "node {node}: Ready {number} persists term {} over the durable term {}",
+                new.term, old.term
+            ),
+        ));
+    }
+    if new.term == old.term && old.voted_for.is_some() && new.voted_for != old.voted_for {
+        return Err(Violation::new(
+            "Durability contract",
+            format!(
+                "node {node}: Ready {number} changes its durable vote in term {} from {:?} to {:?}",
+                new.term, old.voted_for, new.voted_for
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A node slot: a core while up, its disk always.
