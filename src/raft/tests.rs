@@ -29,6 +29,9 @@ struct Network {
     filter: Option<Filter>,
     /// Entries applied by any node, by index: the State Machine Safety checker.
     applied_by_index: BTreeMap<Index, Entry>,
+    /// For each applied index, the highest term any node had when it was first applied: the
+    /// entry was committed in a term no higher, so every leader of a later term must hold it.
+    committed_by_term: BTreeMap<Index, Term>,
     applied: BTreeMap<NodeId, Vec<Entry>>,
     violations: Vec<String>,
     read_states: BTreeMap<NodeId, Vec<ReadState>>,
@@ -56,6 +59,7 @@ impl Network {
             cut: HashSet::new(),
             filter: None,
             applied_by_index: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
             applied: BTreeMap::new(),
             violations: Vec::new(),
             read_states: BTreeMap::new(),
@@ -212,6 +216,9 @@ impl Network {
             )),
             Some(_) => {}
             None => {
+                let max_term = self.nodes.values().flatten().map(|n| n.raft.term()).max();
+                self.committed_by_term
+                    .insert(entry.index, max_term.unwrap_or(0));
                 self.applied_by_index.insert(entry.index, entry);
             }
         }
@@ -1218,4 +1225,194 @@ fn random_messages_never_panic() {
         }
     }
     net.settle();
+}
+
+// ----- randomized histories ----------------------------------------------------------------
+
+/// Random faults on a 5-node cluster: messages dropped, duplicated and reordered, links cut and
+/// healed, nodes crashed and restarted from their disks. After every step: at most one leader per
+/// term (Election Safety), every applied entry in every later leader's log (Leader Completeness),
+/// no two nodes applying different entries at one index (State Machine Safety). At the end the
+/// faults stop and the cluster must commit a new entry everywhere (liveness).
+fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> usize {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let count = 5;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut net = Network::new(count, |c| {
+        // Short timeouts: many elections per history.
+        c.election_ticks = 4;
+        c.heartbeat_ticks = 1;
+        configure(c);
+    });
+    net.seed = seed * 1000;
+    let mut leader_of_term: BTreeMap<Term, NodeId> = BTreeMap::new();
+    let mut wire: Vec<Message> = Vec::new();
+    let mut proposals = 0u32;
+    for _ in 0..steps {
+        match rng.gen_range(0..100) {
+            0..=49 => {
+                for _ in 0..rng.gen_range(1..=8) {
+                    if wire.is_empty() {
+                        break;
+                    }
+                    let msg = wire.swap_remove(rng.gen_range(0..wire.len()));
+                    let fate = rng.gen_range(0..100);
+                    if fate >= 10 && !net.cut.contains(&(msg.from, msg.to)) {
+                        if fate < 15 {
+                            wire.push(msg.clone());
+                        }
+                        if let Some(node) = net.nodes.get_mut(&msg.to).unwrap().as_mut() {
+                            node.raft.step(msg);
+                        }
+                    }
+                }
+            }
+            50..=64 => {
+                // One tick of the shared clock.
+                for node in net.nodes.values_mut().flatten() {
+                    node.raft.tick();
+                }
+            }
+            65..=74 => {
+                // A node whose clock runs fast.
+                let id = rng.gen_range(0..count);
+                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                    node.raft.tick();
+                }
+            }
+            75..=84 => {
+                for id in net.leaders() {
+                    proposals += 1;
+                    let _ = net.raft_mut(id).propose(&proposals.to_le_bytes());
+                }
+            }
+            85..=87 => {
+                let id = rng.gen_range(0..count);
+                let down = net.nodes.values().filter(|n| n.is_none()).count();
+                if net.nodes[&id].is_some() && down < 2 {
+                    net.crash(id);
+                    wire.retain(|m| m.to != id);
+                } else if net.nodes[&id].is_none() {
+                    net.restart(id);
+                }
+            }
+            88..=91 => {
+                let a = rng.gen_range(0..count);
+                let b = rng.gen_range(0..count);
+                if a != b {
+                    net.cut.insert((a, b));
+                    net.cut.insert((b, a));
+                }
+            }
+            92..=94 => net.heal(),
+            _ => {
+                let id = rng.gen_range(0..count);
+                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                    let _ = node.raft.read_index(rng.gen());
+                }
+            }
+        }
+        for id in 0..count {
+            net.process_ready(id);
+        }
+        wire.extend(net.queue.drain(..));
+        for id in net.leaders() {
+            let raft = net.raft(id);
+            let previous = *leader_of_term.entry(raft.term()).or_insert(id);
+            assert_eq!(
+                previous,
+                id,
+                "seed {seed}: two leaders in term {}",
+                raft.term()
+            );
+            for (index, entry) in &net.applied_by_index {
+                if net.committed_by_term[index] >= raft.term() {
+                    continue; // Possibly committed in this leader's term or later.
+                }
+                assert_eq!(
+                    raft.entries().get((*index - 1) as usize),
+                    Some(entry),
+                    "seed {seed}: leader {id} of term {} lacks committed entry {index}",
+                    raft.term()
+                );
+            }
+        }
+        assert!(
+            net.violations.is_empty(),
+            "seed {seed}: {:?}",
+            net.violations
+        );
+    }
+    // Faults stop: everyone up, links healed, every message in flight delivered in order.
+    net.heal();
+    for id in 0..count {
+        if net.nodes[&id].is_none() {
+            net.restart(id);
+        }
+    }
+    net.queue.extend(wire.drain(..));
+    net.settle();
+    // Liveness: within a bounded number of ticks some leader commits a new entry everywhere.
+    // (Leadership may still change hands at first, e.g. to outrun a node left at a higher term.)
+    let mut converged = false;
+    for _ in 0..1_000 {
+        net.tick_all(1);
+        let [leader] = net.leaders()[..] else {
+            continue;
+        };
+        let raft = net.raft(leader);
+        let has_final = raft.entries().iter().any(|e| &e.data[..] == b"final");
+        if !has_final {
+            net.propose(leader, b"final");
+            continue;
+        }
+        let last_index = raft.entries().len() as Index;
+        if (0..count).all(|id| net.raft(id).commit_index() == last_index) {
+            converged = true;
+            break;
+        }
+    }
+    assert!(
+        converged,
+        "seed {seed}: the healed cluster did not commit a new entry everywhere"
+    );
+    net.assert_logs_equal(&[0, 1, 2, 3, 4]);
+    assert!(
+        net.violations.is_empty(),
+        "seed {seed}: {:?}",
+        net.violations
+    );
+    leader_of_term.len()
+}
+
+#[test]
+fn random_histories_with_pre_vote_and_check_quorum() {
+    let leaders: usize = (0..60)
+        .map(|seed| random_history(seed, 2_000, |_| {}))
+        .sum();
+    assert!(
+        leaders >= 60 * 5,
+        "histories should see many leaders, saw {leaders}"
+    );
+}
+
+#[test]
+fn random_histories_without_pre_vote_or_check_quorum() {
+    for seed in 100..140 {
+        random_history(seed, 2_000, |c| {
+            c.pre_vote = false;
+            c.check_quorum = false;
+        });
+    }
+}
+
+#[test]
+fn random_histories_with_small_windows_and_messages() {
+    for seed in 200..240 {
+        random_history(seed, 2_000, |c| {
+            c.max_inflight_msgs = 2;
+            c.max_msg_bytes = 8;
+        });
+    }
 }
