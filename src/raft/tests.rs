@@ -13,9 +13,18 @@ type Filter = Box<dyn FnMut(&mut Message) -> bool>;
 
 struct Node {
     raft: Raft,
-    /// When false, Readies are persisted but not advanced (a slow disk).
-    auto_advance: bool,
-    pending_advance: Vec<u64>,
+    /// When false, a Ready's writes wait in `unsynced` for `sync` (a slow disk).
+    sync_immediately: bool,
+    /// Readies handed out but not yet durable, oldest first. A crash loses them.
+    unsynced: VecDeque<PendingWrite>,
+}
+
+/// The part of a Ready that waits for the disk.
+struct PendingWrite {
+    number: u64,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    persisted_messages: Vec<Message>,
 }
 
 struct Network {
@@ -37,6 +46,8 @@ struct Network {
     read_states: BTreeMap<NodeId, Vec<ReadState>>,
     read_failures: BTreeMap<NodeId, Vec<ReadFailure>>,
     seed: u64,
+    /// Whether (re)started nodes sync each Ready at once.
+    sync_immediately: bool,
 }
 
 impl Network {
@@ -65,6 +76,7 @@ impl Network {
             read_states: BTreeMap::new(),
             read_failures: BTreeMap::new(),
             seed: 42,
+            sync_immediately: true,
         };
         for (id, disk) in voters.iter().copied().zip(persisted) {
             let mut config = Config::new(id, voters.clone());
@@ -109,8 +121,8 @@ impl Network {
             id,
             Some(Node {
                 raft,
-                auto_advance: true,
-                pending_advance: Vec::new(),
+                sync_immediately: self.sync_immediately,
+                unsynced: VecDeque::new(),
             }),
         );
     }
@@ -156,22 +168,20 @@ impl Network {
             return false;
         }
         // (1) messages may leave before anything is durable.
-        let messages = rd.messages;
-        // (2) persist.
-        let disk = self.disks.get_mut(&id).unwrap();
-        if let Some(first) = rd.entries.first() {
-            disk.entries.truncate((first.index - 1) as usize);
-            disk.entries.extend(rd.entries.iter().cloned());
+        for msg in rd.messages {
+            self.post(msg);
         }
-        if let Some(hs) = rd.hard_state {
-            disk.hard_state = hs;
-        }
-        // (4) advance, unless this node's disk is "slow".
-        if node.auto_advance {
-            node.raft.advance(rd.number);
-        } else {
-            node.pending_advance.push(rd.number);
-        }
+        // (2) the write is issued; it becomes durable at `sync`.
+        let node = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();
+        node.unsynced.push_back(PendingWrite {
+            number: rd.number,
+            entries: rd.entries,
+            hard_state: rd.hard_state,
+            persisted_messages: rd.persisted_messages,
+        });
+        let sync_now = node.sync_immediately;
+        // (5) apply: the core only hands out entries already reported durable.
+        let disk = &self.disks[&id];
         for entry in &rd.committed_entries {
             assert!(
                 (entry.index as usize) <= disk.entries.len()
@@ -191,14 +201,43 @@ impl Network {
         for entry in rd.committed_entries {
             self.record_applied(id, entry);
         }
-        for msg in messages {
-            self.post(msg);
+        if sync_now {
+            while self.sync_one(id) {}
         }
-        // (3) durable now: acknowledgements may leave.
-        for msg in rd.persisted_messages {
+        true
+    }
+
+    /// The oldest unsynced write of `id` becomes durable: (3) its acknowledgements leave and
+    /// (4) the core is told. Returns false if there was none.
+    fn sync_one(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id).unwrap().as_mut() else {
+            return false;
+        };
+        let Some(write) = node.unsynced.pop_front() else {
+            return false;
+        };
+        let disk = self.disks.get_mut(&id).unwrap();
+        if let Some(first) = write.entries.first() {
+            disk.entries.truncate((first.index - 1) as usize);
+            disk.entries.extend(write.entries);
+        }
+        if let Some(hs) = write.hard_state {
+            disk.hard_state = hs;
+        }
+        node.raft.advance(write.number);
+        for msg in write.persisted_messages {
             self.post(msg);
         }
         true
+    }
+
+    fn set_sync_immediately(&mut self, id: NodeId, on: bool) {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .sync_immediately = on;
     }
 
     fn record_applied(&mut self, id: NodeId, entry: Entry) {
@@ -403,6 +442,70 @@ fn one_vote_per_term_survives_restart() {
     });
     assert!(!granted, "voted twice in term 1");
     assert!(!rd.persisted_messages.is_empty(), "the rejection is sent");
+}
+
+#[test]
+fn votes_wait_for_durability_and_pre_votes_do_not() {
+    let mut net = Network::new(3, |c| c.pre_vote = true);
+    net.raft_mut(0).campaign(true);
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(
+        rd.hard_state, None,
+        "a pre-candidate changes no persistent state"
+    );
+    assert_eq!(rd.messages.len(), 2);
+    assert!(rd
+        .messages
+        .iter()
+        .all(|m| m.term == 1 && matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. })));
+    // A voter answers a pre-vote at once, without changing its state.
+    for msg in rd.messages {
+        net.raft_mut(msg.to).step(msg);
+    }
+    let answer = net.raft_mut(1).ready();
+    assert_eq!(answer.hard_state, None);
+    let _ = net.raft_mut(2).ready(); // its pre-vote answer is not needed
+    assert!(matches!(
+        answer.messages[..],
+        [Message {
+            term: 1,
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true
+            },
+            ..
+        }]
+    ));
+    net.raft_mut(0)
+        .step(answer.messages.into_iter().next().unwrap());
+    // Pre-vote quorum: now a real candidate, whose requests wait for its durable self-vote.
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(
+        rd.hard_state.map(|h| (h.term, h.voted_for)),
+        Some((1, Some(0)))
+    );
+    assert!(rd.messages.is_empty());
+    assert_eq!(rd.persisted_messages.len(), 2);
+    for msg in rd.persisted_messages {
+        net.raft_mut(msg.to).step(msg);
+    }
+    // The voter's grant waits for its durable vote too.
+    let answer = net.raft_mut(2).ready();
+    assert_eq!(
+        answer.hard_state.map(|h| (h.term, h.voted_for)),
+        Some((1, Some(0)))
+    );
+    assert!(answer.messages.is_empty());
+    assert!(matches!(
+        answer.persisted_messages[..],
+        [Message {
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true
+            },
+            ..
+        }]
+    ));
 }
 
 // ----- commit safety: Figure 8 -------------------------------------------------------------
@@ -912,12 +1015,6 @@ fn single_voter_reads_confirm_immediately() {
 fn single_node_cluster_elects_itself_and_commits_after_advance() {
     let mut net = Network::new(1, |_| {});
     assert_eq!(net.tick_until_leader(), 0);
-    net.nodes
-        .get_mut(&0)
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .auto_advance = false;
     let index = net.propose(0, b"solo");
     let rd = net.raft_mut(0).ready();
     assert_eq!(rd.entries.len(), 1);
@@ -940,27 +1037,33 @@ fn leader_does_not_count_itself_before_advance() {
     let leader = net.tick_until_leader();
     let slow = (leader + 1) % 3;
     net.cut.insert((leader, slow));
-    net.nodes
-        .get_mut(&leader)
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .auto_advance = false;
+    net.set_sync_immediately(leader, false);
     let index = net.propose(leader, b"v");
     net.settle();
     // One follower acknowledged; the leader's own write is not durable yet: 1 of 3.
     assert!(net.raft(leader).commit_index() < index);
-    let pending = std::mem::take(
-        &mut net
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .pending_advance,
-    );
-    net.raft_mut(leader).advance(*pending.last().unwrap());
+    while net.sync_one(leader) {}
     assert_eq!(net.raft(leader).commit_index(), index);
+}
+
+#[test]
+fn follower_applies_only_durable_entries() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let slow = (leader + 1) % 3;
+    net.set_sync_immediately(slow, false);
+    let index = net.propose(leader, b"v");
+    net.settle();
+    assert_eq!(net.raft(leader).commit_index(), index);
+    // The next AppendEntries tells the slow follower that `index` is committed, while neither
+    // entry is durable there yet.
+    net.propose(leader, b"w");
+    net.settle();
+    assert!(net.raft(slow).commit_index() >= index);
+    assert_eq!(net.raft(slow).status().applied_index, index - 1);
+    while net.sync_one(slow) {}
+    net.settle();
+    assert!(net.raft(slow).status().applied_index >= index);
 }
 
 #[test]
@@ -1246,6 +1349,11 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
         configure(c);
     });
     net.seed = seed * 1000;
+    // Disk writes complete at random moments; a crash loses the ones still pending.
+    net.sync_immediately = false;
+    for id in 0..count {
+        net.set_sync_immediately(id, false);
+    }
     let mut leader_of_term: BTreeMap<Term, NodeId> = BTreeMap::new();
     let mut wire: Vec<Message> = Vec::new();
     let mut proposals = 0u32;
@@ -1315,6 +1423,9 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
         }
         for id in 0..count {
             net.process_ready(id);
+            if rng.gen_range(0..3) == 0 {
+                net.sync_one(id);
+            }
         }
         wire.extend(net.queue.drain(..));
         for id in net.leaders() {
@@ -1344,12 +1455,15 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
             net.violations
         );
     }
-    // Faults stop: everyone up, links healed, every message in flight delivered in order.
+    // Faults stop: everyone up, disks fast, links healed, messages in flight delivered in order.
     net.heal();
+    net.sync_immediately = true;
     for id in 0..count {
         if net.nodes[&id].is_none() {
             net.restart(id);
         }
+        net.set_sync_immediately(id, true);
+        while net.sync_one(id) {}
     }
     net.queue.extend(wire.drain(..));
     net.settle();
