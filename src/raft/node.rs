@@ -1,6 +1,18 @@
-//! `Raft`: one node's consensus state machine. (API skeleton: bodies are being written.)
+//! `Raft`: one node's consensus state machine, its public API, role changes and the `Ready`
+//! hand-off to the driver.
+//!
+//! The rules themselves live beside it: elections, votes and leadership transfer in
+//! `election.rs`; AppendEntries, heartbeats and commit in `replication.rs`; ReadIndex in
+//! `read_only.rs`. This file owns the node's persistent state (term, vote, log) and what has been
+//! handed to the driver. It never does IO: everything leaves through `ready()`.
 
+use super::log::RaftLog;
+use super::progress::Progress;
+use super::read_only::{ReadOnly, ReadRequest};
 use super::types::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::VecDeque;
 
 /// Static configuration of one core. Times are in ticks; the driver decides how long a tick is.
 #[derive(Clone, Debug)]
@@ -44,6 +56,21 @@ impl Config {
             testing_unsafe_commit_any_term: false,
         }
     }
+
+    /// Repairs values that would make the core misbehave instead of failing: sorted, deduplicated
+    /// voters; every count at least 1.
+    fn normalized(mut self) -> Config {
+        self.voters.sort_unstable();
+        self.voters.dedup();
+        self.election_ticks = self.election_ticks.max(1);
+        self.heartbeat_ticks = self.heartbeat_ticks.max(1);
+        self.max_inflight_msgs = self.max_inflight_msgs.max(1);
+        debug_assert!(
+            self.heartbeat_ticks < self.election_ticks || self.election_ticks == 1,
+            "heartbeat_ticks must be less than election_ticks"
+        );
+        self
+    }
 }
 
 /// What a node had on stable storage when it (re)started.
@@ -76,84 +103,684 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
 }
 
-/// One node's Raft state machine.
+/// One node's Raft state machine. See the [module docs](super) for the driver loop and the
+/// durability contract.
 pub struct Raft {
-    _private: (),
+    pub(super) id: NodeId,
+    pub(super) config: Config,
+    /// Position of `id` in `config.voters`; `None` for a node that is not a voter (it follows but
+    /// never campaigns).
+    pub(super) self_pos: Option<usize>,
+
+    // Persistent state (Figure 2), durable through `Ready::hard_state` and `Ready::entries`.
+    /// Invariant: never decreases.
+    pub(super) term: Term,
+    /// Invariant: at most one vote per term — once `Some(c)` in a term it stays `Some(c)`.
+    pub(super) voted_for: Option<NodeId>,
+    pub(super) log: RaftLog,
+
+    // Volatile state.
+    pub(super) role: Role,
+    /// The leader of `term`, once known. Invariant: `role == Leader` implies `leader == Some(id)`.
+    pub(super) leader: Option<NodeId>,
+    /// Ticks since the last election reset (follower/candidate: since hearing from a leader or
+    /// granting a vote; leader: since the last check-quorum round).
+    pub(super) election_elapsed: u32,
+    pub(super) heartbeat_elapsed: u32,
+    /// This term's election timeout, drawn from `[election_ticks, 2 * election_ticks)`.
+    pub(super) randomized_election_ticks: u32,
+    pub(super) rng: SmallRng,
+    /// (Pre-)candidate: the answer of each voter (by position) in the current campaign.
+    pub(super) votes: Vec<Option<bool>>,
+    /// Leader: replication progress of each voter (by position; this node's own slot is unused,
+    /// its match is the durable index).
+    pub(super) progress: Vec<Progress>,
+    /// Leader: the voter leadership is being handed to (§3.10), and for how many ticks.
+    pub(super) lead_transferee: Option<NodeId>,
+    pub(super) transfer_elapsed: u32,
+    pub(super) reads: ReadOnly,
+
+    // Outputs waiting for the next `ready()`.
+    pub(super) msgs: Vec<Message>,
+    pub(super) persisted_msgs: Vec<Message>,
+    pub(super) read_states: Vec<ReadState>,
+    pub(super) read_failures: Vec<ReadFailure>,
+
+    // Ready bookkeeping.
+    /// Number of the last Ready handed out; `advanced_number <= ready_number`.
+    ready_number: u64,
+    advanced_number: u64,
+    /// Soft and hard state as last reported, to report only changes.
+    emitted_soft: SoftState,
+    emitted_hard: HardState,
+    /// For each Ready that carried entries and is not yet advanced: (number, last index, its term).
+    unsynced: VecDeque<(u64, Index, Term)>,
+    /// Scratch for the commit quorum, reused across calls.
+    pub(super) match_scratch: Vec<Index>,
 }
 
 impl Raft {
     /// Rebuilds a core from what was persisted. `rng_seed` drives every random choice.
+    ///
+    /// The node starts as a follower of no one. A commit index beyond the persisted log is
+    /// clamped to it. Committed entries are handed out again from index 1 (the state machine is
+    /// rebuilt by replay; there are no snapshots yet).
     pub fn new(config: Config, persisted: Persisted, rng_seed: u64) -> Raft {
-        let _ = (config, persisted, rng_seed);
-        todo!()
+        let config = config.normalized();
+        let id = config.id;
+        let self_pos = config.voters.iter().position(|&v| v == id);
+        if self_pos.is_none() {
+            log::warn!(
+                "node {id} is not among the voters {:?}; it will never campaign",
+                config.voters
+            );
+        }
+        let voter_count = config.voters.len();
+        let hard_state = persisted.hard_state;
+        let log = RaftLog::restore(persisted.entries, hard_state.commit);
+        // A log term above the persisted term means the hard state lagged the log on disk; the
+        // term is at least that of any entry we hold.
+        let term = hard_state.term.max(log.last_term());
+        let voted_for = if term == hard_state.term {
+            hard_state.voted_for
+        } else {
+            None
+        };
+        let progress = (0..voter_count)
+            .map(|_| Progress::new(log.last_index() + 1, config.max_inflight_msgs))
+            .collect();
+        let mut raft = Raft {
+            id,
+            self_pos,
+            term,
+            voted_for,
+            log,
+            role: Role::Follower,
+            leader: None,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: config.election_ticks,
+            rng: SmallRng::seed_from_u64(rng_seed),
+            votes: vec![None; voter_count],
+            progress,
+            lead_transferee: None,
+            transfer_elapsed: 0,
+            reads: ReadOnly::new(voter_count),
+            msgs: Vec::new(),
+            persisted_msgs: Vec::new(),
+            read_states: Vec::new(),
+            read_failures: Vec::new(),
+            ready_number: 0,
+            advanced_number: 0,
+            emitted_soft: SoftState {
+                role: Role::Follower,
+                term,
+                leader: None,
+            },
+            emitted_hard: hard_state,
+            unsynced: VecDeque::new(),
+            match_scratch: Vec::with_capacity(voter_count),
+            config,
+        };
+        raft.randomize_election_timeout();
+        raft.debug_check();
+        raft
     }
 
-    /// Advances logical time by one tick.
+    /// Advances logical time by one tick: followers and candidates count toward an election,
+    /// a leader toward its next heartbeat and check-quorum round.
     pub fn tick(&mut self) {
-        todo!()
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
+        }
+        self.tick_forwarded_reads();
+        self.debug_check();
     }
 
-    /// Handles a message from a peer. Messages from unknown nodes or for another node are ignored.
+    /// Handles a message from a peer. Messages from unknown nodes, from this node, or for another
+    /// node are ignored; so is anything malformed. Never panics on message content.
     pub fn step(&mut self, msg: Message) {
-        let _ = msg;
-        todo!()
+        if msg.to != self.id || msg.from == self.id {
+            return;
+        }
+        let Some(from_pos) = self.voter_pos(msg.from) else {
+            return;
+        };
+        if msg.term > self.term {
+            if !self.step_higher_term(&msg) {
+                return;
+            }
+        } else if msg.term < self.term {
+            self.step_lower_term(&msg);
+            return;
+        }
+        self.step_current_term(from_pos, msg);
+        self.debug_check();
+    }
+
+    /// A message from a higher term (§5.1: "if RPC request or response contains term T >
+    /// currentTerm: set currentTerm = T, convert to follower"), with the pre-vote and lease
+    /// exceptions. Returns false if the message is to be dropped.
+    fn step_higher_term(&mut self, msg: &Message) -> bool {
+        match msg.body {
+            MessageBody::RequestVote { pre_vote, .. } => {
+                if self.in_leader_lease(msg.from, pre_vote) {
+                    return false;
+                }
+                if pre_vote {
+                    // A pre-vote request carries the term its sender *would* use; answering it
+                    // changes nothing here (§9.6).
+                    return true;
+                }
+                self.become_follower(msg.term, None);
+            }
+            // We asked with a term in our future; a grant is answered in that term. Our term
+            // moves only if a quorum grants (then we campaign for real).
+            MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => {}
+            // Only a leader sends these: it is the leader of the new term.
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                self.become_follower(msg.term, Some(msg.from));
+            }
+            _ => self.become_follower(msg.term, None),
+        }
+        true
+    }
+
+    /// A message from a lower term is stale and dropped, with two answers that keep the cluster
+    /// live:
+    ///
+    /// - AppendEntries/Heartbeat from a stale leader: when check-quorum or pre-vote is on, this
+    ///   node may have raised its term in a partition and can neither win an election (pre-vote
+    ///   fails, its log being behind) nor accept the old leader. Answering with our term makes the
+    ///   stale leader step down so a new election at a higher term can take us back in (the
+    ///   approach of etcd-io/raft).
+    /// - A pre-vote from a lower term: reject with our term so the pre-candidate catches up.
+    fn step_lower_term(&mut self, msg: &Message) {
+        match msg.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                if self.config.check_quorum || self.config.pre_vote =>
+            {
+                // `match_index` 0 is below any follower's match, so a leader that is still in
+                // this term treats it as a stale rejection.
+                self.send(
+                    msg.from,
+                    MessageBody::AppendEntriesResponse {
+                        success: false,
+                        match_index: 0,
+                        reject_hint: RejectHint::default(),
+                    },
+                );
+            }
+            MessageBody::RequestVote { pre_vote: true, .. } => {
+                self.send(
+                    msg.from,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// A message of our term (or a pre-vote exchange for the next one).
+    fn step_current_term(&mut self, from_pos: usize, msg: Message) {
+        let from = msg.from;
+        match msg.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote_request(from, msg.term, pre_vote, last_log_index, last_log_term),
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(from_pos, msg.term, pre_vote, granted)
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                if self.accept_leader(from) {
+                    self.handle_append_entries(
+                        from,
+                        prev_log_index,
+                        prev_log_term,
+                        entries,
+                        leader_commit,
+                    );
+                }
+            }
+            MessageBody::Heartbeat {
+                leader_commit,
+                read_round,
+            } => {
+                if self.accept_leader(from) {
+                    self.handle_heartbeat(from, leader_commit, read_round);
+                }
+            }
+            MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                reject_hint,
+            } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(from_pos, success, match_index, reject_hint);
+                }
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_response(from_pos, read_round);
+                }
+            }
+            MessageBody::ReadIndex { ctx } => {
+                if self.role == Role::Leader {
+                    self.leader_read(ReadRequest { ctx, from });
+                } else {
+                    self.send(from, MessageBody::ReadIndexResponse { ctx, index: None });
+                }
+            }
+            MessageBody::ReadIndexResponse { ctx, index } => {
+                if self.role == Role::Follower && self.leader == Some(from) {
+                    self.on_read_index_response(ctx, index);
+                }
+            }
+            MessageBody::TimeoutNow => {
+                if self.role == Role::Follower && self.leader == Some(from) {
+                    // §3.10: the leader asks us to start an election now, skipping pre-vote.
+                    self.campaign(false);
+                }
+            }
+        }
+    }
+
+    /// A leader's AppendEntries or Heartbeat in our term: recognise it (§5.2: a candidate that
+    /// hears from a leader of its term steps down). Returns false if it cannot be our leader.
+    fn accept_leader(&mut self, from: NodeId) -> bool {
+        match self.role {
+            Role::Leader => {
+                // Election Safety (§5.2) makes two leaders in one term impossible; only a forged
+                // or corrupted message gets here. (The simulator checks this property globally.)
+                log::error!(
+                    "node {}: leader of term {} got a leader message from {from}",
+                    self.id,
+                    self.term
+                );
+                false
+            }
+            Role::PreCandidate | Role::Candidate => {
+                self.become_follower(self.term, Some(from));
+                true
+            }
+            Role::Follower => {
+                if self.leader != Some(from) {
+                    if self.leader.is_some() {
+                        log::error!("node {}: two leaders claim term {}", self.id, self.term);
+                        return false;
+                    }
+                    self.leader = Some(from);
+                }
+                self.election_elapsed = 0;
+                true
+            }
+        }
     }
 
     /// Appends one client command to the leader's log; returns its index.
+    ///
+    /// The entry goes into the in-memory log at once (and into the next `Ready::entries`); it is
+    /// sent to followers at the next `ready()`, so many proposals between two `ready()` calls
+    /// travel as one AppendEntries per follower.
     pub fn propose(&mut self, data: &[u8]) -> Result<Index, RaftError> {
-        let _ = data;
-        todo!()
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(RaftError::TransferInProgress);
+        }
+        Ok(self.log.append_new(self.term, EntryKind::Normal, data))
     }
 
     /// Asks for a linearizable read (§6.4). `ctx` comes back in a `ReadState` (or `ReadFailure`).
-    /// On a follower the request is forwarded to the leader.
+    /// On a follower the request is forwarded to the leader. With no leader known this returns
+    /// `NotLeader { leader_hint: None }` and nothing is queued.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
-        let _ = ctx;
-        todo!()
+        if self.role == Role::Leader {
+            self.leader_read(ReadRequest { ctx, from: self.id });
+            return Ok(());
+        }
+        match self.leader {
+            Some(leader) if self.role == Role::Follower => {
+                self.forward_read(leader, ctx);
+                Ok(())
+            }
+            _ => Err(RaftError::NotLeader { leader_hint: None }),
+        }
     }
 
-    /// Leader only: hands leadership to `to` once it is caught up (§3.10).
+    /// Leader only: hands leadership to `to` once it is caught up (§3.10). Proposals are refused
+    /// until the transfer ends: when this node steps down, or after an election timeout without
+    /// success (then it simply stays leader).
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), RaftError> {
-        let _ = to;
-        todo!()
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if to == self.id {
+            return Err(RaftError::BadTransferTarget);
+        }
+        let Some(pos) = self.voter_pos(to) else {
+            return Err(RaftError::BadTransferTarget);
+        };
+        if self.lead_transferee == Some(to) {
+            return Ok(());
+        }
+        self.lead_transferee = Some(to);
+        self.transfer_elapsed = 0;
+        if self.progress[pos].match_index == self.log.last_index() {
+            self.send(to, MessageBody::TimeoutNow);
+        }
+        // Otherwise replication catches `to` up and `handle_append_response` sends TimeoutNow.
+        Ok(())
     }
 
     /// Takes everything the driver must act on. Cheap when nothing happened.
+    ///
+    /// A leader sends pending entries to its followers here (not in `propose`), so a burst of
+    /// proposals becomes one AppendEntries per follower.
     pub fn ready(&mut self) -> Ready {
-        todo!()
+        if self.role == Role::Leader {
+            self.flush_replication();
+        }
+        self.ready_number += 1;
+        let number = self.ready_number;
+
+        let soft = self.soft_state();
+        let soft_state = (soft != self.emitted_soft).then(|| {
+            self.emitted_soft = soft;
+            soft
+        });
+        let hard = self.hard_state();
+        let hard_state = (hard != self.emitted_hard).then(|| {
+            self.emitted_hard = hard;
+            hard
+        });
+
+        let entries = self.log.take_unstable();
+        if let Some(last) = entries.last() {
+            self.unsynced.push_back((number, last.index, last.term));
+        }
+        let rd = Ready {
+            number,
+            soft_state,
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut self.msgs),
+            persisted_messages: std::mem::take(&mut self.persisted_msgs),
+            committed_entries: self.log.take_committed(),
+            read_states: std::mem::take(&mut self.read_states),
+            read_failures: std::mem::take(&mut self.read_failures),
+        };
+        self.debug_check();
+        rd
     }
 
     /// True when `ready()` would return something.
     pub fn has_ready(&self) -> bool {
-        todo!()
+        !self.msgs.is_empty()
+            || !self.persisted_msgs.is_empty()
+            || !self.read_states.is_empty()
+            || !self.read_failures.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed_to_apply()
+            || self.soft_state() != self.emitted_soft
+            || self.hard_state() != self.emitted_hard
+            || (self.role == Role::Leader && self.replication_pending())
     }
 
     /// Tells the core that Ready `number` (and every earlier one) is durable.
+    ///
+    /// Numbers must increase and not exceed the last one issued (asserted in debug builds;
+    /// ignored otherwise). A leader now counts the durable entries toward its commit quorum.
     pub fn advance(&mut self, number: u64) {
-        let _ = number;
-        todo!()
+        debug_assert!(
+            number > self.advanced_number && number <= self.ready_number,
+            "advance({number}) out of order: last advanced {}, last issued {}",
+            self.advanced_number,
+            self.ready_number
+        );
+        if number <= self.advanced_number || number > self.ready_number {
+            return;
+        }
+        self.advanced_number = number;
+        while let Some(&(ready_number, index, term)) = self.unsynced.front() {
+            if ready_number > number {
+                break;
+            }
+            self.unsynced.pop_front();
+            self.log.stable_to(index, term);
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.debug_check();
     }
 
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.id
     }
     pub fn role(&self) -> Role {
-        todo!()
+        self.role
     }
     pub fn term(&self) -> Term {
-        todo!()
+        self.term
     }
     pub fn leader(&self) -> Option<NodeId> {
-        todo!()
+        self.leader
     }
     pub fn commit_index(&self) -> Index {
-        todo!()
+        self.log.commit_index()
     }
     /// The log as the core sees it (durable or not), for checks and tests.
     pub fn entries(&self) -> &[Entry] {
-        todo!()
+        self.log.entries()
     }
     pub fn status(&self) -> Status {
-        todo!()
+        let peers = if self.role == Role::Leader {
+            self.config
+                .voters
+                .iter()
+                .zip(&self.progress)
+                .filter(|(&id, _)| id != self.id)
+                .map(|(&id, pr)| PeerStatus {
+                    id,
+                    match_index: pr.match_index,
+                    next_index: pr.next_index,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.log.commit_index(),
+            applied_index: self.log.applied_index(),
+            last_index: self.log.last_index(),
+            peers,
+        }
+    }
+
+    // ----- role changes -------------------------------------------------------------------
+
+    /// Converts to follower of `leader` in `term` (§5.1). Pending reads of a former leader fail;
+    /// reads forwarded to a former leader fail.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let was_leader = self.role == Role::Leader;
+        let leader_changed = self.leader != leader || term != self.term;
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+        if was_leader {
+            self.fail_leader_reads();
+        }
+        if leader_changed {
+            self.fail_forwarded_reads();
+        }
+    }
+
+    /// Starts a pre-vote round (§9.6): the role changes, the term and vote do not.
+    pub(super) fn become_pre_candidate(&mut self) {
+        debug_assert_ne!(self.role, Role::Leader);
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.fill(None);
+        self.election_elapsed = 0;
+        self.randomize_election_timeout();
+        self.fail_forwarded_reads();
+    }
+
+    /// Starts an election in the next term, voting for ourselves (§5.2).
+    pub(super) fn become_candidate(&mut self) {
+        debug_assert_ne!(self.role, Role::Leader);
+        self.reset(self.term.saturating_add(1));
+        self.role = Role::Candidate;
+        self.voted_for = Some(self.id);
+        self.fail_forwarded_reads();
+    }
+
+    /// Won the election: every follower starts in probe at our last index + 1, and a no-op of
+    /// this term is appended so earlier entries can commit (§5.4.2) and reads can start (§6.4).
+    pub(super) fn become_leader(&mut self) {
+        debug_assert_eq!(self.role, Role::Candidate);
+        debug_assert_eq!(self.voted_for, Some(self.id));
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        let next_index = self.log.last_index() + 1;
+        for pr in &mut self.progress {
+            pr.reset(next_index);
+        }
+        self.reset_reads_for_new_term();
+        self.log.append_new(self.term, EntryKind::Noop, &[]);
+        log::debug!("node {} became leader of term {}", self.id, self.term);
+    }
+
+    /// What every role change shares: adopt `term` (clearing the vote if it is new), forget the
+    /// leader and the campaign, restart the election clock with a fresh random timeout.
+    fn reset(&mut self, term: Term) {
+        debug_assert!(term >= self.term, "term must never decrease");
+        if term != self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomize_election_timeout();
+        self.votes.fill(None);
+        self.lead_transferee = None;
+        self.transfer_elapsed = 0;
+    }
+
+    fn randomize_election_timeout(&mut self) {
+        let base = self.config.election_ticks;
+        self.randomized_election_ticks = self
+            .rng
+            .gen_range(base..base.saturating_mul(2).max(base + 1));
+    }
+
+    // ----- small helpers -------------------------------------------------------------------
+
+    pub(super) fn voter_pos(&self, id: NodeId) -> Option<usize> {
+        self.config.voters.iter().position(|&v| v == id)
+    }
+
+    /// Queues a message that may leave at once (it promises nothing about this node's disk).
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body, false);
+    }
+
+    /// Queues a message that may leave only once this Ready's state is durable.
+    pub(super) fn send_persisted(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body, true);
+    }
+
+    pub(super) fn send_with_term(
+        &mut self,
+        to: NodeId,
+        term: Term,
+        body: MessageBody,
+        persisted: bool,
+    ) {
+        debug_assert_ne!(to, self.id, "a node never messages itself");
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if persisted {
+            self.persisted_msgs.push(msg);
+        } else {
+            self.msgs.push(msg);
+        }
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+        }
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.log.commit_index(),
+        }
+    }
+
+    /// The invariants every public entry point leaves behind (debug builds only).
+    fn debug_check(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        self.log.debug_check();
+        debug_assert!(self.advanced_number <= self.ready_number);
+        debug_assert!(self.emitted_hard.term <= self.term, "term never decreases");
+        if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {
+            debug_assert_eq!(
+                self.voted_for, self.emitted_hard.voted_for,
+                "at most one vote per term"
+            );
+        }
+        if self.role == Role::Leader {
+            debug_assert_eq!(self.leader, Some(self.id));
+            debug_assert_eq!(self.voted_for, Some(self.id));
+            let last_index = self.log.last_index();
+            for (pos, pr) in self.progress.iter().enumerate() {
+                if Some(pos) == self.self_pos {
+                    continue;
+                }
+                pr.debug_check();
+                debug_assert!(pr.next_index <= last_index + 1, "next_index past the log");
+            }
+        }
+        if self.role == Role::Candidate {
+            debug_assert_eq!(self.voted_for, Some(self.id));
+        }
     }
 }

@@ -1,0 +1,1532 @@
+//! Scenario tests of the Raft core on a small in-memory network.
+//!
+//! The network drives every node the way a real driver does: `ready()`, "persist" the entries and
+//! hard state to an in-memory disk, send `messages` and (after persisting) `persisted_messages`,
+//! `advance()`, apply `committed_entries`. Links can be cut, messages filtered or rewritten,
+//! nodes crashed and restarted from exactly what their disk holds. A global checker records every
+//! applied entry and flags two nodes applying different entries at one index.
+
+use super::*;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+type Filter = Box<dyn FnMut(&mut Message) -> bool>;
+
+struct Node {
+    raft: Raft,
+    /// When false, a Ready's writes wait in `unsynced` for `sync` (a slow disk).
+    sync_immediately: bool,
+    /// Readies handed out but not yet durable, oldest first. A crash loses them.
+    unsynced: VecDeque<PendingWrite>,
+}
+
+/// The part of a Ready that waits for the disk.
+struct PendingWrite {
+    number: u64,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    persisted_messages: Vec<Message>,
+}
+
+struct Network {
+    configs: BTreeMap<NodeId, Config>,
+    nodes: BTreeMap<NodeId, Option<Node>>,
+    disks: BTreeMap<NodeId, Persisted>,
+    queue: VecDeque<Message>,
+    /// Directed links that drop everything.
+    cut: HashSet<(NodeId, NodeId)>,
+    /// Sees (and may rewrite) every message sent; returning false drops it.
+    filter: Option<Filter>,
+    /// Entries applied by any node, by index: the State Machine Safety checker.
+    applied_by_index: BTreeMap<Index, Entry>,
+    /// For each applied index, the highest term any node had when it was first applied: the
+    /// entry was committed in a term no higher, so every leader of a later term must hold it.
+    committed_by_term: BTreeMap<Index, Term>,
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    violations: Vec<String>,
+    read_states: BTreeMap<NodeId, Vec<ReadState>>,
+    read_failures: BTreeMap<NodeId, Vec<ReadFailure>>,
+    seed: u64,
+    /// Whether (re)started nodes sync each Ready at once.
+    sync_immediately: bool,
+}
+
+impl Network {
+    fn new(count: u64, configure: impl Fn(&mut Config)) -> Network {
+        let persisted = (0..count).map(|_| Persisted::default()).collect();
+        Network::with_state(count, persisted, configure)
+    }
+
+    fn with_state(
+        count: u64,
+        persisted: Vec<Persisted>,
+        configure: impl Fn(&mut Config),
+    ) -> Network {
+        let voters: Vec<NodeId> = (0..count).collect();
+        let mut net = Network {
+            configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: HashSet::new(),
+            filter: None,
+            applied_by_index: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            violations: Vec::new(),
+            read_states: BTreeMap::new(),
+            read_failures: BTreeMap::new(),
+            seed: 42,
+            sync_immediately: true,
+        };
+        for (id, disk) in voters.iter().copied().zip(persisted) {
+            let mut config = Config::new(id, voters.clone());
+            configure(&mut config);
+            net.configs.insert(id, config);
+            net.disks.insert(id, disk);
+            net.nodes.insert(id, None);
+            net.restart(id);
+        }
+        net
+    }
+
+    fn raft(&self, id: NodeId) -> &Raft {
+        &self.nodes[&id].as_ref().expect("node is down").raft
+    }
+
+    fn raft_mut(&mut self, id: NodeId) -> &mut Raft {
+        &mut self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .as_mut()
+            .expect("node is down")
+            .raft
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.nodes.insert(id, None);
+        self.queue.retain(|m| m.to != id);
+    }
+
+    /// Starts (or restarts) `id` from exactly what its disk holds.
+    fn restart(&mut self, id: NodeId) {
+        self.seed += 1;
+        let raft = Raft::new(
+            self.configs[&id].clone(),
+            self.disks[&id].clone(),
+            self.seed,
+        );
+        self.applied.insert(id, Vec::new());
+        self.nodes.insert(
+            id,
+            Some(Node {
+                raft,
+                sync_immediately: self.sync_immediately,
+                unsynced: VecDeque::new(),
+            }),
+        );
+    }
+
+    fn isolate(&mut self, id: NodeId) {
+        for &other in self.configs.keys() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn post(&mut self, mut msg: Message) {
+        if self.cut.contains(&(msg.from, msg.to)) {
+            return;
+        }
+        if let Some(filter) = self.filter.as_mut() {
+            if !filter(&mut msg) {
+                return;
+            }
+        }
+        self.queue.push_back(msg);
+    }
+
+    /// One driver turn for `id`, if it is up and has something to do. Returns whether it did.
+    fn process_ready(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id).unwrap().as_mut() else {
+            return false;
+        };
+        let has_ready = node.raft.has_ready();
+        let rd = node.raft.ready();
+        assert_eq!(
+            has_ready,
+            !rd.is_empty(),
+            "node {id}: has_ready disagrees with ready()"
+        );
+        if rd.is_empty() {
+            return false;
+        }
+        // (1) messages may leave before anything is durable.
+        for msg in rd.messages {
+            self.post(msg);
+        }
+        // (2) the write is issued; it becomes durable at `sync`.
+        let node = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();
+        node.unsynced.push_back(PendingWrite {
+            number: rd.number,
+            entries: rd.entries,
+            hard_state: rd.hard_state,
+            persisted_messages: rd.persisted_messages,
+        });
+        let sync_now = node.sync_immediately;
+        // (5) apply: the core only hands out entries already reported durable.
+        let disk = &self.disks[&id];
+        for entry in &rd.committed_entries {
+            assert!(
+                (entry.index as usize) <= disk.entries.len()
+                    && disk.entries[(entry.index - 1) as usize] == *entry,
+                "node {id} applied entry {} that is not on its disk",
+                entry.index
+            );
+        }
+        self.read_states
+            .entry(id)
+            .or_default()
+            .extend(rd.read_states);
+        self.read_failures
+            .entry(id)
+            .or_default()
+            .extend(rd.read_failures);
+        for entry in rd.committed_entries {
+            self.record_applied(id, entry);
+        }
+        if sync_now {
+            while self.sync_one(id) {}
+        }
+        true
+    }
+
+    /// The oldest unsynced write of `id` becomes durable: (3) its acknowledgements leave and
+    /// (4) the core is told. Returns false if there was none.
+    fn sync_one(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id).unwrap().as_mut() else {
+            return false;
+        };
+        let Some(write) = node.unsynced.pop_front() else {
+            return false;
+        };
+        let disk = self.disks.get_mut(&id).unwrap();
+        if let Some(first) = write.entries.first() {
+            disk.entries.truncate((first.index - 1) as usize);
+            disk.entries.extend(write.entries);
+        }
+        if let Some(hs) = write.hard_state {
+            disk.hard_state = hs;
+        }
+        node.raft.advance(write.number);
+        for msg in write.persisted_messages {
+            self.post(msg);
+        }
+        true
+    }
+
+    fn set_sync_immediately(&mut self, id: NodeId, on: bool) {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .sync_immediately = on;
+    }
+
+    fn record_applied(&mut self, id: NodeId, entry: Entry) {
+        let applied = self.applied.get_mut(&id).unwrap();
+        assert_eq!(
+            entry.index,
+            applied.len() as Index + 1,
+            "node {id} applied out of order"
+        );
+        applied.push(entry.clone());
+        match self.applied_by_index.get(&entry.index) {
+            Some(existing) if *existing != entry => self.violations.push(format!(
+                "index {}: node {id} applied term {} but term {} was applied before",
+                entry.index, entry.term, existing.term
+            )),
+            Some(_) => {}
+            None => {
+                let max_term = self.nodes.values().flatten().map(|n| n.raft.term()).max();
+                self.committed_by_term
+                    .insert(entry.index, max_term.unwrap_or(0));
+                self.applied_by_index.insert(entry.index, entry);
+            }
+        }
+    }
+
+    /// Deliver messages and run driver turns until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            let ids: Vec<NodeId> = self.configs.keys().copied().collect();
+            for &id in &ids {
+                moved |= self.process_ready(id);
+            }
+            while let Some(msg) = self.queue.pop_front() {
+                moved = true;
+                if let Some(node) = self.nodes.get_mut(&msg.to).unwrap().as_mut() {
+                    node.raft.step(msg);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("network did not settle");
+    }
+
+    fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            for node in self.nodes.values_mut().flatten() {
+                node.raft.tick();
+            }
+            self.settle();
+        }
+    }
+
+    fn tick_one(&mut self, id: NodeId, ticks: u32) {
+        for _ in 0..ticks {
+            self.raft_mut(id).tick();
+            self.settle();
+        }
+    }
+
+    fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .flatten()
+            .filter(|n| n.raft.role() == Role::Leader)
+            .map(|n| n.raft.id())
+            .collect()
+    }
+
+    /// Ticks everyone until exactly one leader exists; returns it.
+    fn tick_until_leader(&mut self) -> NodeId {
+        for _ in 0..500 {
+            self.tick_all(1);
+            if let [leader] = self.leaders()[..] {
+                return leader;
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    /// Makes `id` campaign now (as an election timeout would) and settles.
+    fn campaign(&mut self, id: NodeId) {
+        let pre_vote = self.configs[&id].pre_vote;
+        self.raft_mut(id).campaign(pre_vote);
+        self.settle();
+    }
+
+    fn propose(&mut self, id: NodeId, data: &[u8]) -> Index {
+        self.raft_mut(id).propose(data).expect("propose on leader")
+    }
+
+    fn assert_logs_equal(&self, ids: &[NodeId]) {
+        let first = self.raft(ids[0]).entries();
+        for &id in &ids[1..] {
+            assert_eq!(
+                self.raft(id).entries(),
+                first,
+                "logs of {} and {id} differ",
+                ids[0]
+            );
+        }
+    }
+}
+
+fn entries_with_terms(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &term)| Entry::new(term, i as Index + 1, EntryKind::Normal, &[i as u8]))
+        .collect()
+}
+
+fn persisted(term: Term, voted_for: Option<NodeId>, terms: &[Term]) -> Persisted {
+    Persisted {
+        hard_state: HardState {
+            term,
+            voted_for,
+            commit: 0,
+        },
+        entries: entries_with_terms(terms),
+    }
+}
+
+// ----- elections ---------------------------------------------------------------------------
+
+fn check_election(count: u64) {
+    let mut net = Network::new(count, |_| {});
+    let leader = net.tick_until_leader();
+    let term = net.raft(leader).term();
+    for id in 0..count {
+        let raft = net.raft(id);
+        assert_eq!(raft.term(), term);
+        assert_eq!(raft.leader(), Some(leader));
+        // The leader's no-op is committed and applied everywhere.
+        assert_eq!(raft.commit_index(), 1);
+        assert_eq!(net.applied[&id].len(), 1);
+        assert_eq!(net.applied[&id][0].kind, EntryKind::Noop);
+    }
+    assert!(
+        term <= 2,
+        "pre-vote keeps the first election cheap (term {term})"
+    );
+}
+
+#[test]
+fn election_in_three_nodes() {
+    check_election(3);
+}
+
+#[test]
+fn election_in_five_nodes() {
+    check_election(5);
+}
+
+#[test]
+fn split_vote_resolves() {
+    let mut net = Network::new(4, |c| c.pre_vote = false);
+    // 0 and 1 campaign at once; 2 hears only from 0 and 3 only from 1: two votes each.
+    net.cut.extend([(0, 3), (1, 2), (0, 1), (1, 0)]);
+    net.raft_mut(0).campaign(false);
+    net.raft_mut(1).campaign(false);
+    net.settle();
+    assert!(net.leaders().is_empty(), "a 2-2 split elects nobody");
+    assert_eq!(net.raft(0).role(), Role::Candidate);
+    assert_eq!(net.raft(1).role(), Role::Candidate);
+    net.heal();
+    let leader = net.tick_until_leader();
+    assert!(net.raft(leader).term() >= 2);
+    for id in 0..4 {
+        assert_eq!(net.raft(id).leader(), Some(leader));
+    }
+}
+
+#[test]
+fn one_vote_per_term_survives_restart() {
+    let mut net = Network::new(3, |c| c.pre_vote = false);
+    net.cut.extend([(0, 1), (1, 0), (1, 2), (2, 1)]);
+    net.raft_mut(0).campaign(false);
+    net.settle();
+    assert_eq!(net.disks[&2].hard_state.voted_for, Some(0));
+    // Node 2 restarts from its disk and must not vote for 1 in the same term.
+    net.crash(2);
+    net.restart(2);
+    net.raft_mut(2).step(Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: 5,
+            last_log_term: 1,
+        },
+    });
+    let rd = net.raft_mut(2).ready();
+    let granted = rd.persisted_messages.iter().any(|m| {
+        matches!(
+            m.body,
+            MessageBody::RequestVoteResponse { granted: true, .. }
+        )
+    });
+    assert!(!granted, "voted twice in term 1");
+    assert!(!rd.persisted_messages.is_empty(), "the rejection is sent");
+}
+
+#[test]
+fn votes_wait_for_durability_and_pre_votes_do_not() {
+    let mut net = Network::new(3, |c| c.pre_vote = true);
+    net.raft_mut(0).campaign(true);
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(
+        rd.hard_state, None,
+        "a pre-candidate changes no persistent state"
+    );
+    assert_eq!(rd.messages.len(), 2);
+    assert!(rd
+        .messages
+        .iter()
+        .all(|m| m.term == 1 && matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. })));
+    // A voter answers a pre-vote at once, without changing its state.
+    for msg in rd.messages {
+        net.raft_mut(msg.to).step(msg);
+    }
+    let answer = net.raft_mut(1).ready();
+    assert_eq!(answer.hard_state, None);
+    let _ = net.raft_mut(2).ready(); // its pre-vote answer is not needed
+    assert!(matches!(
+        answer.messages[..],
+        [Message {
+            term: 1,
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true
+            },
+            ..
+        }]
+    ));
+    net.raft_mut(0)
+        .step(answer.messages.into_iter().next().unwrap());
+    // Pre-vote quorum: now a real candidate, whose requests wait for its durable self-vote.
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(
+        rd.hard_state.map(|h| (h.term, h.voted_for)),
+        Some((1, Some(0)))
+    );
+    assert!(rd.messages.is_empty());
+    assert_eq!(rd.persisted_messages.len(), 2);
+    for msg in rd.persisted_messages {
+        net.raft_mut(msg.to).step(msg);
+    }
+    // The voter's grant waits for its durable vote too.
+    let answer = net.raft_mut(2).ready();
+    assert_eq!(
+        answer.hard_state.map(|h| (h.term, h.voted_for)),
+        Some((1, Some(0)))
+    );
+    assert!(answer.messages.is_empty());
+    assert!(matches!(
+        answer.persisted_messages[..],
+        [Message {
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true
+            },
+            ..
+        }]
+    ));
+}
+
+// ----- commit safety: Figure 8 -------------------------------------------------------------
+
+/// Figure 8 of the Raft paper, with S1..S5 as nodes 0..4. Returns the network after S5 has won
+/// term 5 and replicated its log.
+fn figure8(unsafe_commit: bool) -> Network {
+    let mut states = vec![
+        persisted(2, Some(0), &[1, 2]), // S1: led term 2, wrote index 2
+        persisted(2, Some(0), &[1, 2]), // S2: got index 2 of term 2
+        persisted(3, Some(4), &[1]),    // S3: voted for S5 in term 3
+        persisted(3, Some(4), &[1]),    // S4
+        persisted(3, Some(4), &[1, 3]), // S5: led term 3, wrote index 2 of term 3
+    ];
+    for state in &mut states {
+        state.hard_state.commit = 1; // index 1 is committed everywhere
+    }
+    let mut net = Network::with_state(5, states, |c| {
+        c.check_quorum = false;
+        c.testing_unsafe_commit_any_term = unsafe_commit;
+    });
+    net.crash(4);
+    // (c) S1 is elected in term 4 and replicates the term-2 entry at index 2 to a majority, but
+    // its own no-op (index 3) reaches no one, and it crashes before any commit index leaves.
+    net.filter = Some(Box::new(|m: &mut Message| {
+        if m.from == 0 {
+            match &mut m.body {
+                MessageBody::AppendEntries {
+                    entries,
+                    leader_commit,
+                    ..
+                } => {
+                    entries.retain(|e| e.index < 3);
+                    *leader_commit = (*leader_commit).min(1);
+                }
+                MessageBody::Heartbeat { leader_commit, .. } => {
+                    *leader_commit = (*leader_commit).min(1);
+                }
+                _ => {}
+            }
+        }
+        true
+    }));
+    net.campaign(0); // rejected by S3/S4 at term 3: S1 learns term 3
+    net.campaign(0);
+    assert_eq!(net.leaders(), vec![0]);
+    assert_eq!(net.raft(0).term(), 4);
+    let replicated = (1..4)
+        .filter(|&id| net.raft(id).entries().len() >= 2)
+        .count();
+    assert!(
+        replicated >= 2,
+        "index 2 of term 2 is on a majority with S1"
+    );
+    if unsafe_commit {
+        assert_eq!(
+            net.raft(0).commit_index(),
+            2,
+            "the broken rule commits by count"
+        );
+    } else {
+        assert_eq!(
+            net.raft(0).commit_index(),
+            1,
+            "Figure 8: never commit an old term by count"
+        );
+    }
+    // (d) S1 crashes; S5 restarts and is elected in term 5 by S2, S3, S4.
+    net.crash(0);
+    net.filter = None;
+    net.restart(4);
+    net.campaign(4); // rejected at term 4: S5 learns term 4
+    net.campaign(4);
+    assert_eq!(net.leaders(), vec![4]);
+    net.settle();
+    net
+}
+
+#[test]
+fn figure8_old_term_entry_is_not_committed_by_count() {
+    let net = figure8(false);
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+    // S5's term-3 entry overwrote the uncommitted term-2 one and is now committed.
+    assert_eq!(net.raft(1).entries()[1].term, 3);
+    assert_eq!(net.raft(4).commit_index(), 3);
+}
+
+#[test]
+fn figure8_unsafe_rule_is_caught_by_the_checker() {
+    let net = figure8(true);
+    assert!(
+        !net.violations.is_empty(),
+        "committing an old-term entry by count must lose a committed entry"
+    );
+}
+
+// ----- log replication ---------------------------------------------------------------------
+
+#[test]
+fn replication_commits_and_applies_everywhere() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    for i in 0..100u32 {
+        net.propose(leader, &i.to_le_bytes());
+    }
+    net.settle();
+    for id in 0..3 {
+        assert_eq!(net.raft(id).commit_index(), 101);
+        assert_eq!(net.applied[&id].len(), 101);
+    }
+    net.assert_logs_equal(&[0, 1, 2]);
+    assert!(net.violations.is_empty());
+    let status = net.raft(leader).status();
+    assert_eq!(status.peers.len(), 2);
+    assert!(status
+        .peers
+        .iter()
+        .all(|p| p.match_index == 101 && p.next_index == 102));
+    assert_eq!(status.applied_index, 101);
+}
+
+#[test]
+fn proposals_between_readies_travel_as_one_append_per_follower() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    for i in 0..50u32 {
+        net.propose(leader, &i.to_le_bytes());
+    }
+    let rd = net.raft_mut(leader).ready();
+    assert_eq!(rd.entries.len(), 50);
+    let appends: Vec<_> = rd
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries { entries, .. } => Some(entries.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appends, vec![50, 50]);
+}
+
+#[test]
+fn stale_leader_uncommitted_entries_are_overwritten() {
+    let mut net = Network::new(3, |_| {});
+    let old = net.tick_until_leader();
+    net.isolate(old);
+    for _ in 0..3 {
+        net.propose(old, b"lost");
+    }
+    net.settle();
+    assert_eq!(net.raft(old).commit_index(), 1);
+    // The others elect a new leader and commit their own entries.
+    let new = (0..100)
+        .find_map(|_| {
+            net.tick_all(1);
+            net.leaders().into_iter().find(|&id| id != old)
+        })
+        .expect("the majority side elects a leader");
+    net.propose(new, b"kept");
+    net.settle();
+    net.heal();
+    // The old leader hears the new term, steps down, and its suffix is replaced.
+    net.tick_all(3);
+    assert_eq!(net.leaders(), vec![new]);
+    net.assert_logs_equal(&[0, 1, 2]);
+    assert!(net
+        .raft(old)
+        .entries()
+        .iter()
+        .all(|e| &e.data[..] != b"lost"));
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn fast_backoff_skips_a_term_per_round_trip() {
+    // Node 1 holds six conflicting entries of terms 2 and 3; the leader has none of those terms.
+    let states = vec![
+        persisted(4, Some(0), &[1, 1, 4, 4, 4, 4, 4, 4]),
+        persisted(3, None, &[1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]),
+        persisted(4, Some(0), &[1, 1, 4, 4, 4, 4, 4, 4]),
+    ];
+    let mut net = Network::with_state(3, states, |c| c.check_quorum = false);
+    let rejections = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = rejections.clone();
+    net.filter = Some(Box::new(move |m: &mut Message| {
+        if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
+            if m.from == 1 {
+                counter.set(counter.get() + 1);
+            }
+        }
+        true
+    }));
+    net.campaign(0);
+    assert_eq!(net.leaders(), vec![0]);
+    net.settle();
+    net.assert_logs_equal(&[0, 1, 2]);
+    // One rejection for term 3, one for term 2; a naive back-off needs one per entry.
+    assert_eq!(rejections.get(), 2);
+}
+
+#[test]
+fn follower_with_missing_entries_catches_up() {
+    let mut net = Network::new(3, |c| c.max_msg_bytes = 64);
+    let leader = net.tick_until_leader();
+    let lagging = (leader + 1) % 3;
+    net.isolate(lagging);
+    for i in 0..200u32 {
+        net.propose(leader, &i.to_le_bytes());
+    }
+    net.settle();
+    net.heal();
+    net.tick_all(5);
+    net.assert_logs_equal(&[0, 1, 2]);
+    assert_eq!(net.applied[&lagging].len(), 201);
+}
+
+#[test]
+fn lost_appends_in_replicate_are_resent() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    net.propose(leader, b"a");
+    net.settle();
+    // Drop every AppendEntries for one round: the pipeline stalls, heartbeats re-probe.
+    net.filter = Some(Box::new(|m: &mut Message| {
+        !matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    net.propose(leader, b"b");
+    net.settle();
+    assert_eq!(net.raft(leader).commit_index(), 2);
+    net.filter = None;
+    net.tick_all(4);
+    assert_eq!(net.raft(leader).commit_index(), 3);
+    net.assert_logs_equal(&[0, 1, 2]);
+}
+
+// ----- pre-vote, check-quorum, liveness ----------------------------------------------------
+
+#[test]
+fn rejoining_node_under_pre_vote_does_not_depose_the_leader() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let term = net.raft(leader).term();
+    let partitioned = (leader + 1) % 3;
+    net.isolate(partitioned);
+    net.tick_all(100);
+    // Pre-vote kept it from raising its term while cut off.
+    assert_eq!(net.raft(partitioned).term(), term);
+    net.propose(leader, b"x");
+    net.heal();
+    net.tick_all(50);
+    assert_eq!(net.leaders(), vec![leader]);
+    assert_eq!(net.raft(leader).term(), term);
+    net.assert_logs_equal(&[0, 1, 2]);
+}
+
+#[test]
+fn leader_lease_ignores_pre_votes_even_from_up_to_date_nodes() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let term = net.raft(leader).term();
+    let other = (leader + 1) % 3;
+    // Its log is as good as anyone's, but the others heard from the leader recently.
+    net.campaign(other);
+    assert_eq!(net.leaders(), vec![leader]);
+    assert_eq!(net.raft(leader).term(), term);
+}
+
+#[test]
+fn node_stuck_at_higher_term_rejoins() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let stuck = (leader + 1) % 3;
+    net.isolate(stuck);
+    // It raised its term while cut off (say it had won a pre-vote just before the partition).
+    for _ in 0..3 {
+        net.raft_mut(stuck).campaign(false);
+    }
+    net.settle();
+    let stuck_term = net.raft(stuck).term();
+    assert!(stuck_term > net.raft(leader).term());
+    // Meanwhile the cluster moves on, so the stuck node's log is behind and pre-vote fails.
+    for _ in 0..5 {
+        net.propose(leader, b"y");
+    }
+    net.settle();
+    net.heal();
+    net.tick_all(200);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1);
+    let new_leader = leaders[0];
+    assert!(net.raft(new_leader).term() > stuck_term);
+    assert_eq!(net.raft(stuck).leader(), Some(new_leader));
+    assert_eq!(net.raft(stuck).role(), Role::Follower);
+    net.assert_logs_equal(&[0, 1, 2]);
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn check_quorum_steps_down_an_isolated_leader() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    net.isolate(leader);
+    net.tick_one(leader, 2 * net.configs[&leader].election_ticks);
+    assert_eq!(net.raft(leader).role(), Role::Follower);
+    assert_eq!(
+        net.raft_mut(leader).propose(b"z"),
+        Err(RaftError::NotLeader { leader_hint: None })
+    );
+}
+
+#[test]
+fn without_check_quorum_an_isolated_leader_stays() {
+    let mut net = Network::new(3, |c| c.check_quorum = false);
+    let leader = net.tick_until_leader();
+    net.isolate(leader);
+    net.tick_one(leader, 50);
+    assert_eq!(net.raft(leader).role(), Role::Leader);
+}
+
+// ----- leadership transfer -----------------------------------------------------------------
+
+#[test]
+fn leadership_transfer_hands_over() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let target = (leader + 1) % 3;
+    net.raft_mut(leader).transfer_leadership(target).unwrap();
+    assert_eq!(
+        net.raft_mut(leader).propose(b"no"),
+        Err(RaftError::TransferInProgress)
+    );
+    net.settle();
+    assert_eq!(net.leaders(), vec![target]);
+    assert_eq!(net.raft(leader).leader(), Some(target));
+    net.propose(target, b"after");
+    net.settle();
+    net.assert_logs_equal(&[0, 1, 2]);
+}
+
+#[test]
+fn leadership_transfer_catches_up_a_lagging_target_first() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let target = (leader + 1) % 3;
+    net.isolate(target);
+    for _ in 0..10 {
+        net.propose(leader, b"lag");
+    }
+    net.settle();
+    net.heal();
+    net.raft_mut(leader).transfer_leadership(target).unwrap();
+    net.settle();
+    net.tick_all(5);
+    assert_eq!(net.leaders(), vec![target]);
+    assert_eq!(net.raft(target).commit_index(), 12);
+}
+
+#[test]
+fn leadership_transfer_aborts_after_an_election_timeout() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let target = (leader + 1) % 3;
+    net.isolate(target);
+    net.raft_mut(leader).transfer_leadership(target).unwrap();
+    net.tick_one(leader, net.configs[&leader].election_ticks);
+    assert_eq!(net.raft(leader).role(), Role::Leader);
+    assert!(net.raft_mut(leader).propose(b"ok").is_ok());
+}
+
+#[test]
+fn leadership_transfer_rejects_bad_targets() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        net.raft_mut(leader).transfer_leadership(leader),
+        Err(RaftError::BadTransferTarget)
+    );
+    assert_eq!(
+        net.raft_mut(leader).transfer_leadership(9),
+        Err(RaftError::BadTransferTarget)
+    );
+    assert_eq!(
+        net.raft_mut(follower).transfer_leadership(leader),
+        Err(RaftError::NotLeader {
+            leader_hint: Some(leader)
+        })
+    );
+}
+
+// ----- ReadIndex ---------------------------------------------------------------------------
+
+#[test]
+fn read_index_on_leader() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    net.propose(leader, b"w");
+    net.settle();
+    net.raft_mut(leader).read_index(7).unwrap();
+    net.raft_mut(leader).read_index(8).unwrap();
+    // Both reads ride one heartbeat round.
+    let rd = net.raft_mut(leader).ready();
+    let rounds: HashSet<u64> = rd
+        .messages
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Heartbeat { read_round, .. } => Some(read_round),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds.len(), 1);
+    assert!(
+        rd.read_states.is_empty(),
+        "not confirmed before a quorum answers"
+    );
+    for msg in rd.messages {
+        net.post(msg);
+    }
+    net.settle();
+    assert_eq!(
+        net.read_states[&leader],
+        vec![
+            ReadState { ctx: 7, index: 2 },
+            ReadState { ctx: 8, index: 2 }
+        ]
+    );
+}
+
+#[test]
+fn read_index_waits_for_the_new_leaders_first_commit() {
+    let mut net = Network::new(3, |c| c.pre_vote = false);
+    net.raft_mut(0).campaign(false);
+    // Deliver the votes but not yet the no-op's acknowledgements.
+    net.filter = Some(Box::new(|m: &mut Message| {
+        !matches!(m.body, MessageBody::AppendEntriesResponse { .. })
+    }));
+    net.settle();
+    assert_eq!(net.raft(0).role(), Role::Leader);
+    net.raft_mut(0).read_index(1).unwrap();
+    net.settle();
+    assert!(net.read_states.get(&0).is_none_or(|r| r.is_empty()));
+    net.filter = None;
+    net.tick_all(3);
+    assert_eq!(net.read_states[&0], vec![ReadState { ctx: 1, index: 1 }]);
+}
+
+#[test]
+fn read_index_on_follower() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    net.propose(leader, b"w");
+    net.settle();
+    let follower = (leader + 2) % 3;
+    net.raft_mut(follower).read_index(42).unwrap();
+    net.settle();
+    assert_eq!(
+        net.read_states[&follower],
+        vec![ReadState { ctx: 42, index: 2 }]
+    );
+}
+
+#[test]
+fn read_index_without_leader_is_refused() {
+    let mut net = Network::new(3, |_| {});
+    assert_eq!(
+        net.raft_mut(0).read_index(1),
+        Err(RaftError::NotLeader { leader_hint: None })
+    );
+}
+
+#[test]
+fn reads_fail_when_leadership_is_lost() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let follower = (leader + 1) % 3;
+    net.raft_mut(follower).read_index(5).unwrap();
+    net.isolate(leader);
+    net.settle(); // the forwarded read reaches nobody... it was cut off with the leader
+    net.raft_mut(leader).read_index(6).unwrap();
+    net.tick_one(leader, 2 * net.configs[&leader].election_ticks);
+    assert_eq!(net.raft(leader).role(), Role::Follower);
+    assert_eq!(
+        net.read_failures[&leader],
+        vec![ReadFailure {
+            ctx: 6,
+            leader_hint: None
+        }]
+    );
+    // The follower's forwarded read, never answered, fails after two election timeouts.
+    net.tick_one(follower, 2 * net.configs[&follower].election_ticks);
+    assert_eq!(net.read_failures[&follower].len(), 1);
+    assert_eq!(net.read_failures[&follower][0].ctx, 5);
+}
+
+#[test]
+fn single_voter_reads_confirm_immediately() {
+    let mut net = Network::new(1, |_| {});
+    net.tick_until_leader();
+    net.raft_mut(0).read_index(3).unwrap();
+    net.settle();
+    assert_eq!(net.read_states[&0], vec![ReadState { ctx: 3, index: 1 }]);
+}
+
+// ----- durability and restart --------------------------------------------------------------
+
+#[test]
+fn single_node_cluster_elects_itself_and_commits_after_advance() {
+    let mut net = Network::new(1, |_| {});
+    assert_eq!(net.tick_until_leader(), 0);
+    let index = net.propose(0, b"solo");
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(rd.entries.len(), 1);
+    assert!(rd.committed_entries.is_empty());
+    assert_eq!(
+        net.raft(0).commit_index(),
+        1,
+        "not committed before it is durable"
+    );
+    net.raft_mut(0).advance(rd.number);
+    assert_eq!(net.raft(0).commit_index(), index);
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(rd.committed_entries.len(), 1);
+    assert_eq!(rd.hard_state.map(|h| h.commit), Some(index));
+}
+
+#[test]
+fn leader_does_not_count_itself_before_advance() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let slow = (leader + 1) % 3;
+    net.cut.insert((leader, slow));
+    net.set_sync_immediately(leader, false);
+    let index = net.propose(leader, b"v");
+    net.settle();
+    // One follower acknowledged; the leader's own write is not durable yet: 1 of 3.
+    assert!(net.raft(leader).commit_index() < index);
+    while net.sync_one(leader) {}
+    assert_eq!(net.raft(leader).commit_index(), index);
+}
+
+#[test]
+fn follower_applies_only_durable_entries() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let slow = (leader + 1) % 3;
+    net.set_sync_immediately(slow, false);
+    let index = net.propose(leader, b"v");
+    net.settle();
+    assert_eq!(net.raft(leader).commit_index(), index);
+    // The next AppendEntries tells the slow follower that `index` is committed, while neither
+    // entry is durable there yet.
+    net.propose(leader, b"w");
+    net.settle();
+    assert!(net.raft(slow).commit_index() >= index);
+    assert_eq!(net.raft(slow).status().applied_index, index - 1);
+    while net.sync_one(slow) {}
+    net.settle();
+    assert!(net.raft(slow).status().applied_index >= index);
+}
+
+#[test]
+fn restart_from_persisted_resumes() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    for i in 0..10u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    let term = net.raft(leader).term();
+    for id in 0..3 {
+        net.crash(id);
+    }
+    for id in 0..3 {
+        net.restart(id);
+        assert_eq!(net.raft(id).entries().len(), 11);
+        assert_eq!(net.raft(id).term(), term);
+        assert_eq!(
+            net.raft(id).commit_index(),
+            11,
+            "commit restored from the hard state"
+        );
+    }
+    net.settle();
+    for id in 0..3 {
+        assert_eq!(
+            net.applied[&id].len(),
+            11,
+            "committed entries replayed after restart"
+        );
+    }
+    let leader = net.tick_until_leader();
+    assert!(net.raft(leader).term() > term);
+    net.propose(leader, b"after restart");
+    net.settle();
+    net.assert_logs_equal(&[0, 1, 2]);
+    assert_eq!(net.raft(leader).commit_index(), 13);
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn restart_clamps_commit_to_the_log() {
+    let mut disk = persisted(3, Some(0), &[1, 2]);
+    disk.hard_state.commit = 9;
+    let raft = Raft::new(Config::new(0, vec![0, 1, 2]), disk, 1);
+    assert_eq!(raft.commit_index(), 2);
+}
+
+#[test]
+fn readies_can_be_in_flight_and_advance_out_of_step() {
+    let mut net = Network::new(1, |_| {});
+    net.tick_until_leader();
+    let raft = net.raft_mut(0);
+    raft.propose(b"a").unwrap();
+    let first = raft.ready();
+    raft.propose(b"b").unwrap();
+    let second = raft.ready();
+    assert_eq!(second.number, first.number + 1);
+    raft.advance(second.number); // covers the first as well
+    assert_eq!(raft.commit_index(), 3);
+}
+
+// ----- robustness --------------------------------------------------------------------------
+
+#[test]
+fn foreign_and_malformed_messages_are_ignored() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let follower = (leader + 1) % 3;
+    let term = net.raft(leader).term();
+    let before = net.raft(follower).entries().to_vec();
+    let garbage = [
+        // From a non-member.
+        Message {
+            from: 99,
+            to: follower,
+            term: term + 5,
+            body: MessageBody::TimeoutNow,
+        },
+        // For another node.
+        Message {
+            from: leader,
+            to: 77,
+            term,
+            body: MessageBody::TimeoutNow,
+        },
+        // prev_log_index beyond reason.
+        Message {
+            from: leader,
+            to: follower,
+            term,
+            body: MessageBody::AppendEntries {
+                prev_log_index: u64::MAX,
+                prev_log_term: term,
+                entries: vec![],
+                leader_commit: u64::MAX,
+            },
+        },
+        // Entries that do not follow prev_log_index.
+        Message {
+            from: leader,
+            to: follower,
+            term,
+            body: MessageBody::AppendEntries {
+                prev_log_index: 1,
+                prev_log_term: term,
+                entries: entries_with_terms(&[term, term, term]),
+                leader_commit: 3,
+            },
+        },
+        // Entries from a future term.
+        Message {
+            from: leader,
+            to: follower,
+            term,
+            body: MessageBody::AppendEntries {
+                prev_log_index: 1,
+                prev_log_term: term,
+                entries: vec![Entry::new(term + 1, 2, EntryKind::Normal, b"x")],
+                leader_commit: 0,
+            },
+        },
+        Message {
+            from: leader,
+            to: follower,
+            term,
+            body: MessageBody::Heartbeat {
+                leader_commit: u64::MAX,
+                read_round: u64::MAX,
+            },
+        },
+    ];
+    for msg in garbage {
+        net.raft_mut(follower).step(msg);
+    }
+    assert_eq!(net.raft(follower).entries(), &before[..]);
+    assert!(net.raft(follower).commit_index() <= before.len() as Index);
+    // Answers to things the leader never sent.
+    for body in [
+        MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index: u64::MAX,
+            reject_hint: RejectHint::default(),
+        },
+        MessageBody::AppendEntriesResponse {
+            success: false,
+            match_index: u64::MAX,
+            reject_hint: RejectHint {
+                conflict_term: u64::MAX,
+                conflict_index: u64::MAX,
+            },
+        },
+        MessageBody::HeartbeatResponse {
+            read_round: u64::MAX,
+        },
+        MessageBody::ReadIndexResponse {
+            ctx: 1,
+            index: Some(u64::MAX),
+        },
+    ] {
+        net.raft_mut(leader).step(Message {
+            from: follower,
+            to: leader,
+            term,
+            body,
+        });
+    }
+    assert_eq!(net.raft(leader).role(), Role::Leader);
+    net.settle();
+    net.propose(leader, b"still works");
+    net.settle();
+    net.assert_logs_equal(&[0, 1, 2]);
+}
+
+#[test]
+fn random_messages_never_panic() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut net = Network::new(3, |_| {});
+    net.tick_until_leader();
+    let small = |rng: &mut SmallRng| -> u64 {
+        match rng.gen_range(0..4) {
+            0 => 0,
+            1 => rng.gen_range(0..5),
+            2 => rng.gen_range(0..20),
+            _ => rng.gen(),
+        }
+    };
+    for _ in 0..20_000 {
+        let to = rng.gen_range(0..3);
+        let from = rng.gen_range(0..4);
+        let term = small(&mut rng);
+        let body = match rng.gen_range(0..9) {
+            0 => MessageBody::RequestVote {
+                pre_vote: rng.gen(),
+                last_log_index: small(&mut rng),
+                last_log_term: small(&mut rng),
+            },
+            1 => MessageBody::RequestVoteResponse {
+                pre_vote: rng.gen(),
+                granted: rng.gen(),
+            },
+            2 => {
+                let prev = small(&mut rng);
+                let n = rng.gen_range(0..3);
+                let entries = (0..n)
+                    .map(|i| {
+                        Entry::new(
+                            small(&mut rng),
+                            prev.wrapping_add(1 + i),
+                            EntryKind::Normal,
+                            b"",
+                        )
+                    })
+                    .collect();
+                MessageBody::AppendEntries {
+                    prev_log_index: prev,
+                    prev_log_term: small(&mut rng),
+                    entries,
+                    leader_commit: small(&mut rng),
+                }
+            }
+            3 => MessageBody::AppendEntriesResponse {
+                success: rng.gen(),
+                match_index: small(&mut rng),
+                reject_hint: RejectHint {
+                    conflict_term: small(&mut rng),
+                    conflict_index: small(&mut rng),
+                },
+            },
+            4 => MessageBody::Heartbeat {
+                leader_commit: small(&mut rng),
+                read_round: small(&mut rng),
+            },
+            5 => MessageBody::HeartbeatResponse {
+                read_round: small(&mut rng),
+            },
+            6 => MessageBody::ReadIndex { ctx: rng.gen() },
+            7 => MessageBody::ReadIndexResponse {
+                ctx: rng.gen(),
+                index: rng.gen::<bool>().then(|| small(&mut rng)),
+            },
+            _ => MessageBody::TimeoutNow,
+        };
+        if let Some(node) = net.nodes.get_mut(&to).unwrap().as_mut() {
+            node.raft.step(Message {
+                from,
+                to,
+                term,
+                body,
+            });
+        }
+        if rng.gen_range(0..10) == 0 {
+            net.raft_mut(to).tick();
+            net.settle();
+        }
+        if rng.gen_range(0..50) == 0 {
+            let _ = net.raft_mut(to).propose(b"p");
+            let _ = net.raft_mut(to).read_index(rng.gen());
+        }
+    }
+    net.settle();
+}
+
+// ----- randomized histories ----------------------------------------------------------------
+
+/// Random faults on a 5-node cluster: messages dropped, duplicated and reordered, links cut and
+/// healed, nodes crashed and restarted from their disks. After every step: at most one leader per
+/// term (Election Safety), every applied entry in every later leader's log (Leader Completeness),
+/// no two nodes applying different entries at one index (State Machine Safety). At the end the
+/// faults stop and the cluster must commit a new entry everywhere (liveness).
+fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> usize {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let count = 5;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut net = Network::new(count, |c| {
+        // Short timeouts: many elections per history.
+        c.election_ticks = 4;
+        c.heartbeat_ticks = 1;
+        configure(c);
+    });
+    net.seed = seed * 1000;
+    // Disk writes complete at random moments; a crash loses the ones still pending.
+    net.sync_immediately = false;
+    for id in 0..count {
+        net.set_sync_immediately(id, false);
+    }
+    let mut leader_of_term: BTreeMap<Term, NodeId> = BTreeMap::new();
+    let mut wire: Vec<Message> = Vec::new();
+    let mut proposals = 0u32;
+    for _ in 0..steps {
+        match rng.gen_range(0..100) {
+            0..=49 => {
+                for _ in 0..rng.gen_range(1..=8) {
+                    if wire.is_empty() {
+                        break;
+                    }
+                    let msg = wire.swap_remove(rng.gen_range(0..wire.len()));
+                    let fate = rng.gen_range(0..100);
+                    if fate >= 10 && !net.cut.contains(&(msg.from, msg.to)) {
+                        if fate < 15 {
+                            wire.push(msg.clone());
+                        }
+                        if let Some(node) = net.nodes.get_mut(&msg.to).unwrap().as_mut() {
+                            node.raft.step(msg);
+                        }
+                    }
+                }
+            }
+            50..=64 => {
+                // One tick of the shared clock.
+                for node in net.nodes.values_mut().flatten() {
+                    node.raft.tick();
+                }
+            }
+            65..=74 => {
+                // A node whose clock runs fast.
+                let id = rng.gen_range(0..count);
+                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                    node.raft.tick();
+                }
+            }
+            75..=84 => {
+                for id in net.leaders() {
+                    proposals += 1;
+                    let _ = net.raft_mut(id).propose(&proposals.to_le_bytes());
+                }
+            }
+            85..=87 => {
+                let id = rng.gen_range(0..count);
+                let down = net.nodes.values().filter(|n| n.is_none()).count();
+                if net.nodes[&id].is_some() && down < 2 {
+                    net.crash(id);
+                    wire.retain(|m| m.to != id);
+                } else if net.nodes[&id].is_none() {
+                    net.restart(id);
+                }
+            }
+            88..=91 => {
+                let a = rng.gen_range(0..count);
+                let b = rng.gen_range(0..count);
+                if a != b {
+                    net.cut.insert((a, b));
+                    net.cut.insert((b, a));
+                }
+            }
+            92..=94 => net.heal(),
+            _ => {
+                let id = rng.gen_range(0..count);
+                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                    let _ = node.raft.read_index(rng.gen());
+                }
+            }
+        }
+        for id in 0..count {
+            net.process_ready(id);
+            if rng.gen_range(0..3) == 0 {
+                net.sync_one(id);
+            }
+        }
+        wire.extend(net.queue.drain(..));
+        for id in net.leaders() {
+            let raft = net.raft(id);
+            let previous = *leader_of_term.entry(raft.term()).or_insert(id);
+            assert_eq!(
+                previous,
+                id,
+                "seed {seed}: two leaders in term {}",
+                raft.term()
+            );
+            for (index, entry) in &net.applied_by_index {
+                if net.committed_by_term[index] >= raft.term() {
+                    continue; // Possibly committed in this leader's term or later.
+                }
+                assert_eq!(
+                    raft.entries().get((*index - 1) as usize),
+                    Some(entry),
+                    "seed {seed}: leader {id} of term {} lacks committed entry {index}",
+                    raft.term()
+                );
+            }
+        }
+        assert!(
+            net.violations.is_empty(),
+            "seed {seed}: {:?}",
+            net.violations
+        );
+    }
+    // Faults stop: everyone up, disks fast, links healed, messages in flight delivered in order.
+    net.heal();
+    net.sync_immediately = true;
+    for id in 0..count {
+        if net.nodes[&id].is_none() {
+            net.restart(id);
+        }
+        net.set_sync_immediately(id, true);
+        while net.sync_one(id) {}
+    }
+    net.queue.extend(wire.drain(..));
+    net.settle();
+    // Liveness: within a bounded number of ticks some leader commits a new entry everywhere.
+    // (Leadership may still change hands at first, e.g. to outrun a node left at a higher term.)
+    let mut converged = false;
+    for _ in 0..1_000 {
+        net.tick_all(1);
+        let [leader] = net.leaders()[..] else {
+            continue;
+        };
+        let raft = net.raft(leader);
+        let has_final = raft.entries().iter().any(|e| &e.data[..] == b"final");
+        if !has_final {
+            net.propose(leader, b"final");
+            continue;
+        }
+        let last_index = raft.entries().len() as Index;
+        if (0..count).all(|id| net.raft(id).commit_index() == last_index) {
+            converged = true;
+            break;
+        }
+    }
+    assert!(
+        converged,
+        "seed {seed}: the healed cluster did not commit a new entry everywhere"
+    );
+    net.assert_logs_equal(&[0, 1, 2, 3, 4]);
+    assert!(
+        net.violations.is_empty(),
+        "seed {seed}: {:?}",
+        net.violations
+    );
+    leader_of_term.len()
+}
+
+#[test]
+fn random_histories_with_pre_vote_and_check_quorum() {
+    let leaders: usize = (0..60)
+        .map(|seed| random_history(seed, 2_000, |_| {}))
+        .sum();
+    assert!(
+        leaders >= 60 * 5,
+        "histories should see many leaders, saw {leaders}"
+    );
+}
+
+#[test]
+fn random_histories_without_pre_vote_or_check_quorum() {
+    for seed in 100..140 {
+        random_history(seed, 2_000, |c| {
+            c.pre_vote = false;
+            c.check_quorum = false;
+        });
+    }
+}
+
+#[test]
+fn random_histories_with_small_windows_and_messages() {
+    for seed in 200..240 {
+        random_history(seed, 2_000, |c| {
+            c.max_inflight_msgs = 2;
+            c.max_msg_bytes = 8;
+        });
+    }
+}
