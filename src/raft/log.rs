@@ -163,7 +163,10 @@ impl RaftLog {
                 self.truncate_from(conflict_index);
             }
             debug_assert_eq!(conflict_index, self.last_index() + 1);
-            self.entries.extend(entries.into_iter().skip(skip));
+            let mut entries = entries;
+            entries.drain(..skip);
+            // `append` moves the entries in one copy; no payload is cloned.
+            self.entries.append(&mut entries);
         }
         self.debug_check();
         AppendOutcome::Appended { last_new }

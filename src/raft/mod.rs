@@ -5,6 +5,11 @@
 //! `tick()`, randomness comes from a seed given to `Raft::new`, and every output is handed to the
 //! driver in a [`Ready`]. The mio server, the simulator and the benchmarks all drive it the same way.
 //!
+//! Where the rules live: `node.rs` (state, public API, role changes, `Ready`), `election.rs`
+//! (§5.2 elections, §9.6 pre-vote, the leader lease, the transfer campaign), `replication.rs`
+//! (§5.3 AppendEntries, heartbeats, §5.4 commit, check-quorum), `read_only.rs` (§6.4 ReadIndex),
+//! `log.rs` (the in-memory log and its indexes), `progress.rs` (per-follower flow control).
+//!
 //! # The driver loop
 //!
 //! ```text
@@ -13,6 +18,7 @@
 //!     every tick interval:            node.tick();
 //!     for each decoded peer message:  node.step(msg);
 //!     for each client command:        node.propose(bytes)?;      // or node.read_index(ctx)?
+//!     if !node.has_ready() { continue }
 //!     let rd = node.ready();
 //!     send(rd.messages);                                  // (1) may leave at once
 //!     storage.append(rd.entries); storage.save(rd.hard_state);
@@ -20,20 +26,82 @@
 //!     send(rd.persisted_messages);                        // (3) ... before these leave
 //!     node.advance(rd.number);                            // (4) now the core may count them
 //!     apply(rd.committed_entries); serve(rd.read_states); // (5)
+//!     fail(rd.read_failures);
 //! }
 //! ```
 //!
+//! Steps (2)–(4) may be pipelined: a driver may take the next Ready while an earlier one is still
+//! being synced, as long as Readies become durable in `number` order (a write-ahead log appended
+//! in order gives this) and each Ready's `persisted_messages` wait for that Ready. `advance(n)`
+//! says "Ready `n` and all before it are durable".
+//!
+//! `ready()` is also where a leader sends: proposals and acknowledgements accumulate, and each
+//! `ready()` turns them into at most a window of AppendEntries per follower. Call it once per
+//! event-loop turn, after handling all input, so many proposals share one message.
+//!
 //! # The durability contract
 //!
-//! - `hard_state` (term, vote) and `entries` of a Ready must be durable before any of that
+//! - `hard_state` (term, vote, commit) and `entries` of a Ready must be durable before any of that
 //!   Ready's `persisted_messages` is sent: a vote or an acknowledgement is a promise about disk.
-//! - `messages` carry no such promise and may be sent before the disk write starts. This is how a
-//!   leader writes its own log in parallel with replication (Ongaro's dissertation §10.2.1): the
-//!   leader counts itself toward a commit quorum only for entries reported by `advance`.
-//! - `advance(n)` must be called for every Ready in increasing `number` order, and only after
-//!   that Ready's entries and hard state are durable. Readies may be in flight (written but not yet
-//!   synced) while later ones are produced. Debug builds assert the order.
-//! - `committed_entries` only ever contains entries durable on this node and committed by a quorum.
+//!   `entries[0].index` may be at or below the stored last index: then the stored suffix from that
+//!   index on is replaced (a follower truncating a conflicting, never committed, suffix).
+//! - `persisted_messages` holds: a candidate's RequestVote (its vote for itself must be durable,
+//!   or a crash could let it vote twice in the term), every RequestVoteResponse to a real vote,
+//!   and every AppendEntriesResponse of a follower (a success's `match_index` acknowledges
+//!   *durable* entries; it is what the leader counts toward commit).
+//! - `messages` carry no such promise and may be sent before the disk write starts: a leader's
+//!   AppendEntries and Heartbeats (§10.2.1 lets the leader write its own log in parallel with
+//!   replication), HeartbeatResponses (they acknowledge leadership, not log contents), pre-vote
+//!   requests and responses (they change no state), TimeoutNow, ReadIndex and its response, and
+//!   the higher-term answer to a stale leader.
+//! - A leader counts itself toward a commit quorum only up to the last entry reported durable
+//!   through `advance` (the core remembers, per Ready, the last `(index, term)` it carried; if
+//!   that entry is still in the log with that term, everything up to it is durable).
+//! - `committed_entries` only ever contains entries committed by a quorum *and* durable on this
+//!   node, in index order, each exactly once per process lifetime.
+//! - `hard_state` is `Some` only when term, vote or commit changed since the last Ready.
+//! - `advance` numbers must increase and not exceed the last number issued (debug builds
+//!   assert; release builds ignore a bad call).
+//!
+//! # Restart
+//!
+//! `Raft::new(config, Persisted { hard_state, entries }, seed)` resumes from exactly what the
+//! driver made durable. All persisted entries count as durable. A commit index beyond the log is
+//! clamped to it. There are no snapshots yet: `committed_entries` hands out the committed prefix
+//! again from index 1, so the state machine is rebuilt by replay.
+//!
+//! # Message fields a codec and a simulator should know
+//!
+//! - `term` is the sender's term, except a pre-vote request, which carries the term the sender
+//!   would campaign in (its term + 1), and a granted pre-vote response, which echoes that term.
+//! - `AppendEntriesResponse.match_index`: on success, the last index the follower holds that
+//!   matches the leader (durable there); on failure, the `prev_log_index` that was rejected.
+//!   `reject_hint` is only meaningful on failure.
+//! - `Heartbeat.leader_commit` is clamped to the recipient's `match_index`.
+//!
+//! # Liveness features and their limits
+//!
+//! - Randomized election timeouts in `[election_ticks, 2 * election_ticks)`.
+//! - Pre-vote (§9.6): a pre-candidate becomes a candidate only on a pre-vote quorum, so a node cut
+//!   off from the cluster never raises its term.
+//! - Check-quorum: a leader that heard from no quorum for `election_ticks` steps down.
+//! - Leader lease (with check-quorum on): a node that heard from a live leader less than
+//!   `election_ticks` ago drops higher-term pre-vote requests (and real ones when pre-vote is off).
+//!   RequestVote carries no transfer flag, so with pre-vote *off* a transfer target may be refused
+//!   by voters in lease and the transfer then times out; with pre-vote on (the default) real
+//!   votes always follow a pre-vote quorum or a transfer, and are not subject to the lease.
+//! - A node stuck at a higher term (it campaigned in a partition) answers a stale leader's
+//!   AppendEntries/Heartbeat with its term, so the stale leader steps down and a new election at a
+//!   higher term takes the node back in (etcd-io/raft's answer to the pre-vote/check-quorum
+//!   liveness bug).
+//! - A replicating pipeline that makes no progress over two heartbeats is checked with an empty
+//!   AppendEntries, so lost messages are resent even when no new proposal arrives.
+//!
+//! # Reads (§6.4)
+//!
+//! `read_index(ctx)` yields exactly one outcome per `ctx`: a [`ReadState`] (serve the read once
+//! the state machine has applied `index`) or a [`ReadFailure`] (leadership lost, the leader could
+//! not serve it, or a forwarded read went unanswered for two election timeouts).
 
 mod election;
 mod log;

@@ -760,7 +760,13 @@ impl Raft {
         }
         self.log.debug_check();
         debug_assert!(self.advanced_number <= self.ready_number);
-        debug_assert!(self.emitted_hard.term <= self.term);
+        debug_assert!(self.emitted_hard.term <= self.term, "term never decreases");
+        if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {
+            debug_assert_eq!(
+                self.voted_for, self.emitted_hard.voted_for,
+                "at most one vote per term"
+            );
+        }
         if self.role == Role::Leader {
             debug_assert_eq!(self.leader, Some(self.id));
             debug_assert_eq!(self.voted_for, Some(self.id));

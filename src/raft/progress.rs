@@ -37,7 +37,8 @@ pub(super) struct Progress {
     pub(super) commit_sent: Index,
     /// Replicate only: `match_index` at the last heartbeat response, and how many heartbeat
     /// responses in a row saw it unchanged while entries were outstanding. A pipeline whose
-    /// messages were lost makes no progress; after two such heartbeats we fall back to probing.
+    /// messages were lost makes no progress; after two such heartbeats the leader checks where
+    /// the follower really is.
     match_at_heartbeat: Index,
     stalled_heartbeats: u32,
 }
@@ -143,7 +144,11 @@ impl Progress {
                     return false;
                 }
                 self.stalled_heartbeats += 1;
-                self.stalled_heartbeats >= 2
+                if self.stalled_heartbeats >= 2 {
+                    self.stalled_heartbeats = 0;
+                    return true;
+                }
+                false
             }
         }
     }

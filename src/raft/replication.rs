@@ -227,11 +227,33 @@ impl Raft {
         let pr = &mut self.progress[from_pos];
         pr.recent_active = true;
         if pr.on_heartbeat_response(last_index) {
-            // Entries outstanding and nothing acknowledged for two heartbeats: they were lost.
-            let next_index = pr.match_index + 1;
-            pr.become_probe(next_index);
+            // Entries outstanding and nothing acknowledged for two heartbeats: some AppendEntries
+            // or their answers were lost. Ask with an empty AppendEntries at the last index sent:
+            // the follower either acknowledges it (answers were lost) or rejects it with a hint
+            // (entries were lost), which drops us to probe from where the follower really is.
+            self.send_empty_append(from_pos);
         }
         self.on_read_round_ack(from_pos, read_round);
+    }
+
+    /// An AppendEntries with no entries at `next_index - 1`: a consistency check only. It takes
+    /// no slot in the in-flight window.
+    fn send_empty_append(&mut self, pos: usize) {
+        let prev_log_index = self.progress[pos].next_index - 1;
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            return;
+        };
+        let leader_commit = self.log.commit_index();
+        let to = self.config.voters[pos];
+        self.send(
+            to,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries: Vec::new(),
+                leader_commit,
+            },
+        );
     }
 
     /// Leader: commit the highest index a quorum holds durably (§5.3), provided the entry there

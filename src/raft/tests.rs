@@ -13,9 +13,18 @@ type Filter = Box<dyn FnMut(&mut Message) -> bool>;
 
 struct Node {
     raft: Raft,
-    /// When false, Readies are persisted but not advanced (a slow disk).
-    auto_advance: bool,
-    pending_advance: Vec<u64>,
+    /// When false, a Ready's writes wait in `unsynced` for `sync` (a slow disk).
+    sync_immediately: bool,
+    /// Readies handed out but not yet durable, oldest first. A crash loses them.
+    unsynced: VecDeque<PendingWrite>,
+}
+
+/// The part of a Ready that waits for the disk.
+struct PendingWrite {
+    number: u64,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    persisted_messages: Vec<Message>,
 }
 
 struct Network {
@@ -29,11 +38,16 @@ struct Network {
     filter: Option<Filter>,
     /// Entries applied by any node, by index: the State Machine Safety checker.
     applied_by_index: BTreeMap<Index, Entry>,
+    /// For each applied index, the highest term any node had when it was first applied: the
+    /// entry was committed in a term no higher, so every leader of a later term must hold it.
+    committed_by_term: BTreeMap<Index, Term>,
     applied: BTreeMap<NodeId, Vec<Entry>>,
     violations: Vec<String>,
     read_states: BTreeMap<NodeId, Vec<ReadState>>,
     read_failures: BTreeMap<NodeId, Vec<ReadFailure>>,
     seed: u64,
+    /// Whether (re)started nodes sync each Ready at once.
+    sync_immediately: bool,
 }
 
 impl Network {
@@ -56,11 +70,13 @@ impl Network {
             cut: HashSet::new(),
             filter: None,
             applied_by_index: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
             applied: BTreeMap::new(),
             violations: Vec::new(),
             read_states: BTreeMap::new(),
             read_failures: BTreeMap::new(),
             seed: 42,
+            sync_immediately: true,
         };
         for (id, disk) in voters.iter().copied().zip(persisted) {
             let mut config = Config::new(id, voters.clone());
@@ -105,8 +121,8 @@ impl Network {
             id,
             Some(Node {
                 raft,
-                auto_advance: true,
-                pending_advance: Vec::new(),
+                sync_immediately: self.sync_immediately,
+                unsynced: VecDeque::new(),
             }),
         );
     }
@@ -152,22 +168,20 @@ impl Network {
             return false;
         }
         // (1) messages may leave before anything is durable.
-        let messages = rd.messages;
-        // (2) persist.
-        let disk = self.disks.get_mut(&id).unwrap();
-        if let Some(first) = rd.entries.first() {
-            disk.entries.truncate((first.index - 1) as usize);
-            disk.entries.extend(rd.entries.iter().cloned());
+        for msg in rd.messages {
+            self.post(msg);
         }
-        if let Some(hs) = rd.hard_state {
-            disk.hard_state = hs;
-        }
-        // (4) advance, unless this node's disk is "slow".
-        if node.auto_advance {
-            node.raft.advance(rd.number);
-        } else {
-            node.pending_advance.push(rd.number);
-        }
+        // (2) the write is issued; it becomes durable at `sync`.
+        let node = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();
+        node.unsynced.push_back(PendingWrite {
+            number: rd.number,
+            entries: rd.entries,
+            hard_state: rd.hard_state,
+            persisted_messages: rd.persisted_messages,
+        });
+        let sync_now = node.sync_immediately;
+        // (5) apply: the core only hands out entries already reported durable.
+        let disk = &self.disks[&id];
         for entry in &rd.committed_entries {
             assert!(
                 (entry.index as usize) <= disk.entries.len()
@@ -187,14 +201,43 @@ impl Network {
         for entry in rd.committed_entries {
             self.record_applied(id, entry);
         }
-        for msg in messages {
-            self.post(msg);
+        if sync_now {
+            while self.sync_one(id) {}
         }
-        // (3) durable now: acknowledgements may leave.
-        for msg in rd.persisted_messages {
+        true
+    }
+
+    /// The oldest unsynced write of `id` becomes durable: (3) its acknowledgements leave and
+    /// (4) the core is told. Returns false if there was none.
+    fn sync_one(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id).unwrap().as_mut() else {
+            return false;
+        };
+        let Some(write) = node.unsynced.pop_front() else {
+            return false;
+        };
+        let disk = self.disks.get_mut(&id).unwrap();
+        if let Some(first) = write.entries.first() {
+            disk.entries.truncate((first.index - 1) as usize);
+            disk.entries.extend(write.entries);
+        }
+        if let Some(hs) = write.hard_state {
+            disk.hard_state = hs;
+        }
+        node.raft.advance(write.number);
+        for msg in write.persisted_messages {
             self.post(msg);
         }
         true
+    }
+
+    fn set_sync_immediately(&mut self, id: NodeId, on: bool) {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .sync_immediately = on;
     }
 
     fn record_applied(&mut self, id: NodeId, entry: Entry) {
@@ -212,6 +255,9 @@ impl Network {
             )),
             Some(_) => {}
             None => {
+                let max_term = self.nodes.values().flatten().map(|n| n.raft.term()).max();
+                self.committed_by_term
+                    .insert(entry.index, max_term.unwrap_or(0));
                 self.applied_by_index.insert(entry.index, entry);
             }
         }
@@ -396,6 +442,70 @@ fn one_vote_per_term_survives_restart() {
     });
     assert!(!granted, "voted twice in term 1");
     assert!(!rd.persisted_messages.is_empty(), "the rejection is sent");
+}
+
+#[test]
+fn votes_wait_for_durability_and_pre_votes_do_not() {
+    let mut net = Network::new(3, |c| c.pre_vote = true);
+    net.raft_mut(0).campaign(true);
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(
+        rd.hard_state, None,
+        "a pre-candidate changes no persistent state"
+    );
+    assert_eq!(rd.messages.len(), 2);
+    assert!(rd
+        .messages
+        .iter()
+        .all(|m| m.term == 1 && matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. })));
+    // A voter answers a pre-vote at once, without changing its state.
+    for msg in rd.messages {
+        net.raft_mut(msg.to).step(msg);
+    }
+    let answer = net.raft_mut(1).ready();
+    assert_eq!(answer.hard_state, None);
+    let _ = net.raft_mut(2).ready(); // its pre-vote answer is not needed
+    assert!(matches!(
+        answer.messages[..],
+        [Message {
+            term: 1,
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true
+            },
+            ..
+        }]
+    ));
+    net.raft_mut(0)
+        .step(answer.messages.into_iter().next().unwrap());
+    // Pre-vote quorum: now a real candidate, whose requests wait for its durable self-vote.
+    let rd = net.raft_mut(0).ready();
+    assert_eq!(
+        rd.hard_state.map(|h| (h.term, h.voted_for)),
+        Some((1, Some(0)))
+    );
+    assert!(rd.messages.is_empty());
+    assert_eq!(rd.persisted_messages.len(), 2);
+    for msg in rd.persisted_messages {
+        net.raft_mut(msg.to).step(msg);
+    }
+    // The voter's grant waits for its durable vote too.
+    let answer = net.raft_mut(2).ready();
+    assert_eq!(
+        answer.hard_state.map(|h| (h.term, h.voted_for)),
+        Some((1, Some(0)))
+    );
+    assert!(answer.messages.is_empty());
+    assert!(matches!(
+        answer.persisted_messages[..],
+        [Message {
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true
+            },
+            ..
+        }]
+    ));
 }
 
 // ----- commit safety: Figure 8 -------------------------------------------------------------
@@ -905,12 +1015,6 @@ fn single_voter_reads_confirm_immediately() {
 fn single_node_cluster_elects_itself_and_commits_after_advance() {
     let mut net = Network::new(1, |_| {});
     assert_eq!(net.tick_until_leader(), 0);
-    net.nodes
-        .get_mut(&0)
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .auto_advance = false;
     let index = net.propose(0, b"solo");
     let rd = net.raft_mut(0).ready();
     assert_eq!(rd.entries.len(), 1);
@@ -933,27 +1037,33 @@ fn leader_does_not_count_itself_before_advance() {
     let leader = net.tick_until_leader();
     let slow = (leader + 1) % 3;
     net.cut.insert((leader, slow));
-    net.nodes
-        .get_mut(&leader)
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .auto_advance = false;
+    net.set_sync_immediately(leader, false);
     let index = net.propose(leader, b"v");
     net.settle();
     // One follower acknowledged; the leader's own write is not durable yet: 1 of 3.
     assert!(net.raft(leader).commit_index() < index);
-    let pending = std::mem::take(
-        &mut net
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .pending_advance,
-    );
-    net.raft_mut(leader).advance(*pending.last().unwrap());
+    while net.sync_one(leader) {}
     assert_eq!(net.raft(leader).commit_index(), index);
+}
+
+#[test]
+fn follower_applies_only_durable_entries() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let slow = (leader + 1) % 3;
+    net.set_sync_immediately(slow, false);
+    let index = net.propose(leader, b"v");
+    net.settle();
+    assert_eq!(net.raft(leader).commit_index(), index);
+    // The next AppendEntries tells the slow follower that `index` is committed, while neither
+    // entry is durable there yet.
+    net.propose(leader, b"w");
+    net.settle();
+    assert!(net.raft(slow).commit_index() >= index);
+    assert_eq!(net.raft(slow).status().applied_index, index - 1);
+    while net.sync_one(slow) {}
+    net.settle();
+    assert!(net.raft(slow).status().applied_index >= index);
 }
 
 #[test]
@@ -1218,4 +1328,205 @@ fn random_messages_never_panic() {
         }
     }
     net.settle();
+}
+
+// ----- randomized histories ----------------------------------------------------------------
+
+/// Random faults on a 5-node cluster: messages dropped, duplicated and reordered, links cut and
+/// healed, nodes crashed and restarted from their disks. After every step: at most one leader per
+/// term (Election Safety), every applied entry in every later leader's log (Leader Completeness),
+/// no two nodes applying different entries at one index (State Machine Safety). At the end the
+/// faults stop and the cluster must commit a new entry everywhere (liveness).
+fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> usize {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let count = 5;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut net = Network::new(count, |c| {
+        // Short timeouts: many elections per history.
+        c.election_ticks = 4;
+        c.heartbeat_ticks = 1;
+        configure(c);
+    });
+    net.seed = seed * 1000;
+    // Disk writes complete at random moments; a crash loses the ones still pending.
+    net.sync_immediately = false;
+    for id in 0..count {
+        net.set_sync_immediately(id, false);
+    }
+    let mut leader_of_term: BTreeMap<Term, NodeId> = BTreeMap::new();
+    let mut wire: Vec<Message> = Vec::new();
+    let mut proposals = 0u32;
+    for _ in 0..steps {
+        match rng.gen_range(0..100) {
+            0..=49 => {
+                for _ in 0..rng.gen_range(1..=8) {
+                    if wire.is_empty() {
+                        break;
+                    }
+                    let msg = wire.swap_remove(rng.gen_range(0..wire.len()));
+                    let fate = rng.gen_range(0..100);
+                    if fate >= 10 && !net.cut.contains(&(msg.from, msg.to)) {
+                        if fate < 15 {
+                            wire.push(msg.clone());
+                        }
+                        if let Some(node) = net.nodes.get_mut(&msg.to).unwrap().as_mut() {
+                            node.raft.step(msg);
+                        }
+                    }
+                }
+            }
+            50..=64 => {
+                // One tick of the shared clock.
+                for node in net.nodes.values_mut().flatten() {
+                    node.raft.tick();
+                }
+            }
+            65..=74 => {
+                // A node whose clock runs fast.
+                let id = rng.gen_range(0..count);
+                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                    node.raft.tick();
+                }
+            }
+            75..=84 => {
+                for id in net.leaders() {
+                    proposals += 1;
+                    let _ = net.raft_mut(id).propose(&proposals.to_le_bytes());
+                }
+            }
+            85..=87 => {
+                let id = rng.gen_range(0..count);
+                let down = net.nodes.values().filter(|n| n.is_none()).count();
+                if net.nodes[&id].is_some() && down < 2 {
+                    net.crash(id);
+                    wire.retain(|m| m.to != id);
+                } else if net.nodes[&id].is_none() {
+                    net.restart(id);
+                }
+            }
+            88..=91 => {
+                let a = rng.gen_range(0..count);
+                let b = rng.gen_range(0..count);
+                if a != b {
+                    net.cut.insert((a, b));
+                    net.cut.insert((b, a));
+                }
+            }
+            92..=94 => net.heal(),
+            _ => {
+                let id = rng.gen_range(0..count);
+                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                    let _ = node.raft.read_index(rng.gen());
+                }
+            }
+        }
+        for id in 0..count {
+            net.process_ready(id);
+            if rng.gen_range(0..3) == 0 {
+                net.sync_one(id);
+            }
+        }
+        wire.extend(net.queue.drain(..));
+        for id in net.leaders() {
+            let raft = net.raft(id);
+            let previous = *leader_of_term.entry(raft.term()).or_insert(id);
+            assert_eq!(
+                previous,
+                id,
+                "seed {seed}: two leaders in term {}",
+                raft.term()
+            );
+            for (index, entry) in &net.applied_by_index {
+                if net.committed_by_term[index] >= raft.term() {
+                    continue; // Possibly committed in this leader's term or later.
+                }
+                assert_eq!(
+                    raft.entries().get((*index - 1) as usize),
+                    Some(entry),
+                    "seed {seed}: leader {id} of term {} lacks committed entry {index}",
+                    raft.term()
+                );
+            }
+        }
+        assert!(
+            net.violations.is_empty(),
+            "seed {seed}: {:?}",
+            net.violations
+        );
+    }
+    // Faults stop: everyone up, disks fast, links healed, messages in flight delivered in order.
+    net.heal();
+    net.sync_immediately = true;
+    for id in 0..count {
+        if net.nodes[&id].is_none() {
+            net.restart(id);
+        }
+        net.set_sync_immediately(id, true);
+        while net.sync_one(id) {}
+    }
+    net.queue.extend(wire.drain(..));
+    net.settle();
+    // Liveness: within a bounded number of ticks some leader commits a new entry everywhere.
+    // (Leadership may still change hands at first, e.g. to outrun a node left at a higher term.)
+    let mut converged = false;
+    for _ in 0..1_000 {
+        net.tick_all(1);
+        let [leader] = net.leaders()[..] else {
+            continue;
+        };
+        let raft = net.raft(leader);
+        let has_final = raft.entries().iter().any(|e| &e.data[..] == b"final");
+        if !has_final {
+            net.propose(leader, b"final");
+            continue;
+        }
+        let last_index = raft.entries().len() as Index;
+        if (0..count).all(|id| net.raft(id).commit_index() == last_index) {
+            converged = true;
+            break;
+        }
+    }
+    assert!(
+        converged,
+        "seed {seed}: the healed cluster did not commit a new entry everywhere"
+    );
+    net.assert_logs_equal(&[0, 1, 2, 3, 4]);
+    assert!(
+        net.violations.is_empty(),
+        "seed {seed}: {:?}",
+        net.violations
+    );
+    leader_of_term.len()
+}
+
+#[test]
+fn random_histories_with_pre_vote_and_check_quorum() {
+    let leaders: usize = (0..60)
+        .map(|seed| random_history(seed, 2_000, |_| {}))
+        .sum();
+    assert!(
+        leaders >= 60 * 5,
+        "histories should see many leaders, saw {leaders}"
+    );
+}
+
+#[test]
+fn random_histories_without_pre_vote_or_check_quorum() {
+    for seed in 100..140 {
+        random_history(seed, 2_000, |c| {
+            c.pre_vote = false;
+            c.check_quorum = false;
+        });
+    }
+}
+
+#[test]
+fn random_histories_with_small_windows_and_messages() {
+    for seed in 200..240 {
+        random_history(seed, 2_000, |c| {
+            c.max_inflight_msgs = 2;
+            c.max_msg_bytes = 8;
+        });
+    }
 }

@@ -1,0 +1,458 @@
+//! The safety checker, run after every simulation step.
+//!
+//! It checks Raft's guarantees (Figure 3 of the paper) from outside the cores: Election Safety,
+//! Log Matching, Leader Completeness and State Machine Safety; that a committed entry stays
+//! durable on a quorum through crashes; the core's durability promise that it applies only
+//! entries durable on the node; and that linearizable reads see every write acknowledged before
+//! they began. It owns compact shadows of what it has observed (each node's log, the committed
+//! log, each term's leader with its log at election) and never drives a node or draws randomness.
+//!
+//! Logs are compared through chained prefix hashes: two logs have the same hash at index `i`
+//! exactly when they hold the same entries `1..=i` (up to 64-bit collisions). So each check costs
+//! what changed, not the length of the log.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use raftchat::raft::{Entry, Index, NodeId, Role, Term};
+
+/// A broken property: what, and the evidence.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub property: &'static str,
+    pub detail: String,
+}
+
+impl Violation {
+    pub fn new(property: &'static str, detail: impl Into<String>) -> Violation {
+        Violation {
+            property,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} violated: {}", self.property, self.detail)
+    }
+}
+
+/// splitmix64's finaliser: a cheap, well-mixed 64-bit hash step.
+pub fn mix(h: u64, x: u64) -> u64 {
+    let mut z = (h ^ x).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What identifies an entry's content at a known index: its term and a digest of kind and data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryKey {
+    pub term: Term,
+    pub digest: u64,
+}
+
+impl EntryKey {
+    pub fn of(entry: &Entry) -> EntryKey {
+        let mut digest = mix(entry.kind as u64, entry.data.len() as u64);
+        for chunk in entry.data.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            digest = mix(digest, u64::from_le_bytes(word));
+        }
+        EntryKey {
+            term: entry.term,
+            digest,
+        }
+    }
+}
+
+/// A log seen as keys plus chained prefix hashes. `prefix[i]` covers entries `1..=i`.
+#[derive(Clone, Debug)]
+pub struct LogChain {
+    keys: Vec<EntryKey>,
+    prefix: Vec<u64>,
+}
+
+const EMPTY_PREFIX: u64 = 0x6c6f_6700_0000_0001;
+
+impl Default for LogChain {
+    fn default() -> LogChain {
+        LogChain {
+            keys: Vec::new(),
+            prefix: vec![EMPTY_PREFIX],
+        }
+    }
+}
+
+impl LogChain {
+    /// The last index.
+    pub fn len(&self) -> Index {
+        self.keys.len() as Index
+    }
+
+    pub fn key(&self, index: Index) -> Option<EntryKey> {
+        let position = usize::try_from(index).ok()?.checked_sub(1)?;
+        self.keys.get(position).copied()
+    }
+
+    /// The hash of entries `1..=len`, if the log is that long.
+    pub fn prefix(&self, len: Index) -> Option<u64> {
+        self.prefix.get(usize::try_from(len).ok()?).copied()
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.keys.last().map_or(0, |key| key.term)
+    }
+
+    pub fn truncate(&mut self, len: Index) {
+        self.keys.truncate(len as usize);
+        self.prefix.truncate(len as usize + 1);
+    }
+
+    pub fn push(&mut self, key: EntryKey) {
+        let index = self.len() + 1;
+        let before = *self.prefix.last().expect("prefix[0] always exists");
+        self.keys.push(key);
+        self.prefix
+            .push(mix(mix(mix(before, index), key.term), key.digest));
+        debug_assert_eq!(self.prefix.len(), self.keys.len() + 1);
+    }
+}
+
+/// A leader as first observed: its term and its log (as prefix hashes) at that moment.
+struct LeaderRecord {
+    id: NodeId,
+    log: LogChain,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckerStats {
+    pub leaders: u64,
+    pub committed: Index,
+}
+
+pub struct Checker {
+    quorum: usize,
+    /// The log each node's core showed at its last observation (kept through crashes).
+    logs: Vec<LogChain>,
+    /// Log Matching across all logs and all time: the prefix hash first seen for (index, term).
+    prefix_of: HashMap<(Index, Term), (u64, NodeId)>,
+    /// Election Safety: the one leader of each term, with its log when elected.
+    leaders: BTreeMap<Term, LeaderRecord>,
+    /// The committed log: every entry some node applied, in index order.
+    committed: LogChain,
+    /// `committed_by[t] = c`: entries `1..=c` were committed in term `t` or earlier (some node
+    /// applied them while in term `t`). Every leader of a term > t held them when elected.
+    committed_by: BTreeMap<Term, Index>,
+    /// Each node's applied index in its current incarnation.
+    applied: Vec<Index>,
+}
+
+impl Checker {
+    pub fn new(count: usize) -> Checker {
+        Checker {
+            quorum: count / 2 + 1,
+            logs: vec![LogChain::default(); count],
+            prefix_of: HashMap::new(),
+            leaders: BTreeMap::new(),
+            committed: LogChain::default(),
+            committed_by: BTreeMap::new(),
+            applied: vec![0; count],
+        }
+    }
+
+    pub fn stats(&self) -> CheckerStats {
+        CheckerStats {
+            leaders: self.leaders.len() as u64,
+            committed: self.committed.len(),
+        }
+    }
+
+    /// Shadows a node's log after a step that may have changed it. Cores change logs only at
+    /// the end (append, or truncate then append), so scanning back from the end to the last
+    /// unchanged entry finds the change; `verify_log` rescans whole logs now and then in case a
+    /// core ever rewrites the middle.
+    pub fn observe_log(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        term: Term,
+    ) -> Result<(), Violation> {
+        let chain = &self.logs[node as usize];
+        let mut unchanged = chain.len().min(entries.len() as Index);
+        while unchanged > 0
+            && chain.key(unchanged) != Some(EntryKey::of(&entries[unchanged as usize - 1]))
+        {
+            unchanged -= 1;
+        }
+        self.extend_log(node, entries, unchanged, term)
+    }
+
+    /// Compares a node's whole log with its shadow (the slow path behind `observe_log`).
+    pub fn verify_log(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        term: Term,
+    ) -> Result<(), Violation> {
+        let chain = &self.logs[node as usize];
+        let same = entries
+            .iter()
+            .enumerate()
+            .take_while(|(position, entry)| {
+                chain.key(*position as Index + 1) == Some(EntryKey::of(entry))
+            })
+            .count() as Index;
+        if same == chain.len() && same == entries.len() as Index {
+            return Ok(());
+        }
+        self.extend_log(node, entries, same, term)
+    }
+
+    /// Replaces the shadow of `node`'s log after `unchanged` entries with `entries[unchanged..]`,
+    /// checking each new entry's place and its Log Matching against every log ever seen.
+    fn extend_log(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        unchanged: Index,
+        term: Term,
+    ) -> Result<(), Violation> {
+        let chain = &mut self.logs[node as usize];
+        chain.truncate(unchanged);
+        for entry in &entries[unchanged as usize..] {
+            let index = chain.len() + 1;
+            if entry.index != index {
+                return Err(Violation::new(
+                    "Log structure",
+                    format!(
+                        "node {node}: entry number {index} of its log has index {}",
+                        entry.index
+                    ),
+                ));
+            }
+            if entry.term < chain.last_term() {
+                return Err(Violation::new(
+                    "Log structure",
+                    format!(
+                        "node {node}: entry {index} has term {} below the previous entry's term {}",
+                        entry.term,
+                        chain.last_term()
+                    ),
+                ));
+            }
+            chain.push(EntryKey::of(entry));
+            let prefix = chain.prefix(index).expect("just pushed");
+            match self.prefix_of.entry((index, entry.term)) {
+                MapEntry::Vacant(vacant) => {
+                    vacant.insert((prefix, node));
+                }
+                MapEntry::Occupied(seen) if seen.get().0 != prefix => {
+                    return Err(Violation::new(
+                        "Log Matching",
+                        format!(
+                            "node {node} holds entry (index {index}, term {}), but its log up to there differs from the log in which node {} held an entry (index {index}, term {}) before",
+                            entry.term,
+                            seen.get().1,
+                            entry.term
+                        ),
+                    ));
+                }
+                MapEntry::Occupied(_) => {}
+            }
+        }
+        if chain.last_term() > term {
+            return Err(Violation::new(
+                "Log structure",
+                format!(
+                    "node {node} in term {term} holds an entry of later term {}",
+                    chain.last_term()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Election Safety, and Leader Completeness for a newly observed leader (then returns true).
+    /// Call after `observe_log` for the same node, so its shadow log is current.
+    pub fn observe_role(
+        &mut self,
+        node: NodeId,
+        role: Role,
+        term: Term,
+    ) -> Result<bool, Violation> {
+        if role != Role::Leader {
+            return Ok(false);
+        }
+        if let Some(leader) = self.leaders.get(&term) {
+            if leader.id == node {
+                return Ok(false);
+            }
+            return Err(Violation::new(
+                "Election Safety",
+                format!(
+                    "nodes {} and {node} were both leader of term {term}",
+                    leader.id
+                ),
+            ));
+        }
+        let must_hold = self
+            .committed_by
+            .range(..term)
+            .map(|(_, &index)| index)
+            .max()
+            .unwrap_or(0);
+        let log = self.logs[node as usize].clone();
+        self.check_leader_holds(node, term, &log, must_hold)?;
+        self.leaders.insert(term, LeaderRecord { id: node, log });
+        Ok(true)
+    }
+
+    fn check_leader_holds(
+        &self,
+        leader: NodeId,
+        leader_term: Term,
+        log: &LogChain,
+        committed_len: Index,
+    ) -> Result<(), Violation> {
+        if log.prefix(committed_len) == self.committed.prefix(committed_len) {
+            return Ok(());
+        }
+        let missing = (1..=committed_len)
+            .find(|&index| log.key(index) != self.committed.key(index))
+            .unwrap_or(committed_len);
+        Err(Violation::new(
+            "Leader Completeness",
+            format!(
+                "committed entry {missing} (term {}) is not in the log of node {leader} elected leader of term {leader_term} ({} there; its log had {} entries)",
+                self.committed.key(missing).map_or(0, |key| key.term),
+                log.key(missing)
+                    .map_or("no entry".to_string(), |key| format!("an entry of term {}", key.term)),
+                log.len()
+            ),
+        ))
+    }
+
+    /// State Machine Safety for one applied entry: applied in order, the same entry every node
+    /// applies at that index, and durable on this node (`durable` is its durable log).
+    pub fn on_apply(
+        &mut self,
+        node: NodeId,
+        entry: &Entry,
+        durable: &LogChain,
+    ) -> Result<(), Violation> {
+        let index = self.applied[node as usize] + 1;
+        if entry.index != index {
+            return Err(Violation::new(
+                "State Machine Safety",
+                format!(
+                    "node {node} applied index {} right after index {}",
+                    entry.index,
+                    index - 1
+                ),
+            ));
+        }
+        let key = EntryKey::of(entry);
+        if durable.key(index) != Some(key) {
+            return Err(Violation::new(
+                "Durability contract",
+                format!(
+                    "node {node} was handed entry {index} (term {}) to apply, but its durable log holds {:?} there",
+                    entry.term,
+                    durable.key(index).map(|key| key.term)
+                ),
+            ));
+        }
+        match self.committed.key(index) {
+            Some(committed) if committed != key => {
+                return Err(Violation::new(
+                    "State Machine Safety",
+                    format!(
+                        "node {node} applied entry {index} of term {}, another node applied a different entry (term {}) there",
+                        entry.term, committed.term
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                debug_assert_eq!(self.committed.len() + 1, index);
+                self.committed.push(key);
+            }
+        }
+        self.applied[node as usize] = index;
+        Ok(())
+    }
+
+    /// After a node applied a batch while in `term`: its applied prefix was committed in `term`
+    /// or earlier, so every leader of a later term (even one elected before this moment) must
+    /// have held it when elected (Leader Completeness). The leader of `term` itself may have
+    /// appended it after its election.
+    pub fn on_applied(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
+        let applied = self.applied[node as usize];
+        let known = self.committed_by.entry(term).or_insert(0);
+        if *known >= applied {
+            return Ok(());
+        }
+        *known = applied;
+        for (&leader_term, leader) in self.leaders.range(term + 1..) {
+            self.check_leader_holds(leader.id, leader_term, &leader.log, applied)?;
+        }
+        Ok(())
+    }
+
+    /// A crashed node loses its state machine: its next incarnation replays from index 1.
+    pub fn on_crash(&mut self, node: NodeId) {
+        self.applied[node as usize] = 0;
+    }
+
+    /// A committed entry is never lost: the whole committed log is durable on a quorum, crashes
+    /// included. (Prefix hashes chain, so checking the last committed index covers the rest.)
+    pub fn check_committed_durable<'a>(
+        &self,
+        durable_logs: impl Iterator<Item = &'a LogChain>,
+    ) -> Result<(), Violation> {
+        let committed_len = self.committed.len();
+        if committed_len == 0 {
+            return Ok(());
+        }
+        let want = self.committed.prefix(committed_len);
+        let holders: Vec<usize> = durable_logs
+            .enumerate()
+            .filter(|(_, log)| log.prefix(committed_len) == want)
+            .map(|(node, _)| node)
+            .collect();
+        if holders.len() >= self.quorum {
+            return Ok(());
+        }
+        Err(Violation::new(
+            "Committed entries durable on a quorum",
+            format!(
+                "entries 1..={committed_len} were committed, but only nodes {holders:?} still hold them all durably (quorum {})",
+                self.quorum
+            ),
+        ))
+    }
+}
+
+/// A read is linearizable if it reflects every write acknowledged before it began: the index it
+/// is served at (`seen`) must cover the highest index acknowledged by then (`acked_floor`).
+pub fn check_read(
+    node: NodeId,
+    ctx: u64,
+    what: &'static str,
+    seen: Index,
+    acked_floor: Index,
+) -> Result<(), Violation> {
+    if seen >= acked_floor {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "Linearizable reads",
+        format!(
+            "read {ctx} on node {node}: {what} {seen} is below index {acked_floor}, a write acknowledged before the read began"
+        ),
+    ))
+}

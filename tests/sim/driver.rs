@@ -1,0 +1,744 @@
+//! The scenario driver: one seeded run of a simulated cluster.
+//!
+//! It owns simulated time and the event queue, the fault schedule, the fault-free tail that
+//! checks liveness, and the glue that turns each node's `Ready` into sends, writes, syncs,
+//! `advance` calls and applies exactly in the order the durability contract of `raftchat::raft`
+//! prescribes. One step is one event: a node's tick, a delivery, a sync, a client action, a
+//! fault, a heal or a restart. The checker runs after every step. Every random choice comes from
+//! the run's one `SmallRng`, seeded by the seed, so a seed replays the run exactly.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use raftchat::raft::{Entry, EntryKind, Message, NodeId, RaftError, Ready, Role, Term};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::checker::{Checker, Violation};
+use super::clients::{payload, ClientStats, Clients};
+use super::network::{Link, Network, NetworkStats};
+use super::node::{SimNode, WrittenReady};
+use super::scenario::{Options, Scenario};
+use super::trace::{describe_message, message_words, Trace};
+use super::{Time, SUBTICKS_PER_TICK};
+
+/// The liveness bound: once the faults stop (everything healed, crashed nodes restarted, no
+/// more loss), a leader is elected and a fresh write commits on every node within
+/// `LIVENESS_BOUND_ELECTIONS × election_ticks` ticks.
+pub const LIVENESS_BOUND_ELECTIONS: u64 = 20;
+/// The share of a run's steps spent injecting faults; the rest is the fault-free tail.
+const FAULT_PHASE_PERCENT: u64 = 70;
+/// A core that still has a Ready after this many rounds of one step is livelocked.
+const READY_ROUNDS_MAX: usize = 64;
+/// `observe_log` tracks changes at the end of logs; a full rescan every so often checks the rest.
+const FULL_LOG_CHECK_EVERY_STEPS: u64 = 256;
+/// Concurrent clients, each with its own idea of who leads and at most one write outstanding.
+const CLIENTS: usize = 3;
+/// A client gives up on a write after this many election timeouts (its outcome stays unknown).
+const CLIENT_TIMEOUT_ELECTIONS: u64 = 3;
+
+/// A run that kept every property.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub nodes: usize,
+    pub steps: u64,
+    pub ticks: u64,
+    pub trace_hash: u64,
+    pub leaders: u64,
+    pub committed: u64,
+    pub faults: u64,
+    pub crashes: u64,
+    /// Ticks from the end of the faults until the probe write was applied everywhere.
+    pub liveness_ticks: u64,
+    pub clients: ClientStats,
+    pub network: NetworkStats,
+}
+
+/// A run that broke a property (or in which a core panicked).
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub tick: u64,
+    pub nodes: usize,
+    pub violation: Violation,
+    pub replay: String,
+}
+
+impl Failure {
+    /// A broken safety property, as opposed to a liveness failure or a crash of the core itself.
+    pub fn is_safety(&self) -> bool {
+        !matches!(
+            self.violation.property,
+            "Liveness" | "Core panic" | "Ready quiescence"
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "simulator: seed {} failed at step {} (tick {}, {} nodes): {}\n  replay: {}   (SIM_TRACE=1 prints every event)",
+            self.seed, self.step, self.tick, self.nodes, self.violation, self.replay
+        )
+    }
+}
+
+/// Runs one seed to the end, or to its first violation.
+pub fn run_seed(seed: u64, options: &Options) -> Result<Report, Failure> {
+    let fail = |sim: Option<&Sim>, violation: Violation| Failure {
+        seed,
+        step: sim.map_or(0, |sim| sim.step),
+        tick: sim.map_or(0, |sim| sim.now / SUBTICKS_PER_TICK),
+        nodes: sim.map_or(0, |sim| sim.nodes.len()),
+        violation,
+        replay: options.replay_command(seed),
+    };
+    let mut sim = match catch_unwind(|| Sim::new(seed, options.clone())) {
+        Ok(sim) => sim,
+        Err(panic) => return Err(fail(None, core_panic(panic))),
+    };
+    while !sim.finished() {
+        let violation = match catch_unwind(AssertUnwindSafe(|| sim.step())) {
+            Ok(Ok(())) => continue,
+            Ok(Err(violation)) => violation,
+            Err(panic) => core_panic(panic),
+        };
+        return Err(fail(Some(&sim), violation));
+    }
+    Ok(sim.report())
+}
+
+fn core_panic(panic: Box<dyn std::any::Any + Send>) -> Violation {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string());
+    Violation::new("Core panic", message)
+}
+
+#[derive(Debug)]
+pub(super) enum Event {
+    /// A tick of `node`'s logical clock (ignored if the node crashed since it was scheduled).
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Deliver(Message),
+    /// `node`'s disk finishes a sync of everything written so far.
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
+    /// A client acts: a write, a read, and the liveness probe once the faults stopped.
+    Client,
+    /// A random fault from the mix.
+    Fault,
+    Heal(Vec<Link>),
+    Restart {
+        node: usize,
+    },
+    /// Crash or isolate `node` if it still leads in `term`.
+    Strike {
+        node: usize,
+        term: Term,
+    },
+    /// Crash `node` before its pending sync completes.
+    PowerLoss {
+        node: usize,
+        incarnation: u64,
+    },
+}
+
+/// An event due at `time`; `seq` breaks ties in scheduling order, so the queue is deterministic.
+struct Scheduled {
+    time: Time,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+/// Tags that start each event's record in the trace hash.
+pub(super) mod tag {
+    pub const TICK: u64 = 1;
+    pub const DELIVER: u64 = 2;
+    pub const LOST: u64 = 3;
+    pub const SYNC: u64 = 4;
+    pub const READY: u64 = 5;
+    pub const APPLY: u64 = 6;
+    pub const PROPOSE: u64 = 7;
+    pub const READ: u64 = 8;
+    pub const CRASH: u64 = 9;
+    pub const RESTART: u64 = 10;
+    pub const PARTITION: u64 = 11;
+    pub const HEAL: u64 = 12;
+    pub const TRANSFER: u64 = 13;
+    pub const CALM: u64 = 14;
+    pub const SERVE: u64 = 15;
+}
+
+pub(super) struct Sim {
+    seed: u64,
+    options: Options,
+    pub(super) scenario: Scenario,
+    pub(super) rng: SmallRng,
+    pub(super) now: Time,
+    step: u64,
+    queue: BinaryHeap<Scheduled>,
+    next_seq: u64,
+    pub(super) network: Network,
+    pub(super) nodes: Vec<SimNode>,
+    pub(super) clients: Clients,
+    pub(super) checker: Checker,
+    pub(super) trace: Trace,
+    /// Nodes whose core ran during this step: their logs and roles are re-observed.
+    pub(super) touched: Vec<usize>,
+    /// Leaders first observed in this step, with their terms.
+    pub(super) elected: Vec<(usize, Term)>,
+    fault_steps: u64,
+    /// When the faults stopped.
+    pub(super) calm_since: Option<Time>,
+    /// When the liveness probe was applied on every node.
+    live_at: Option<Time>,
+    pub(super) faults: u64,
+    pub(super) crashes: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, options: Options) -> Sim {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let scenario = Scenario::draw(&mut rng);
+        let nodes = (0..scenario.nodes)
+            .map(|id| SimNode::new(scenario.config(id as NodeId, &options), rng.gen()))
+            .collect();
+        let trace = Trace::new(options.trace);
+        if trace.verbose() {
+            eprintln!("seed {seed}: {scenario:#?}");
+        }
+        let mut sim = Sim {
+            seed,
+            fault_steps: options.steps * FAULT_PHASE_PERCENT / 100,
+            network: Network::new(scenario.nodes, scenario.network.clone()),
+            clients: Clients::new(
+                scenario.nodes,
+                CLIENTS,
+                scenario.ticks(CLIENT_TIMEOUT_ELECTIONS),
+            ),
+            checker: Checker::new(scenario.nodes),
+            options,
+            scenario,
+            rng,
+            now: 0,
+            step: 0,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            nodes,
+            trace,
+            touched: Vec::new(),
+            elected: Vec::new(),
+            calm_since: None,
+            live_at: None,
+            faults: 0,
+            crashes: 0,
+        };
+        for node in 0..sim.nodes.len() {
+            let phase = sim.rng.gen_range(1..=SUBTICKS_PER_TICK);
+            let incarnation = sim.nodes[node].incarnation;
+            sim.schedule(phase, Event::Tick { node, incarnation });
+        }
+        let client_gap = sim.rng.gen_range(1..=sim.scenario.client_gap_max);
+        sim.schedule(client_gap, Event::Client);
+        let fault_gap = sim.fault_gap();
+        sim.schedule(fault_gap, Event::Fault);
+        sim
+    }
+
+    fn finished(&self) -> bool {
+        self.step >= self.options.steps && self.live_at.is_some()
+    }
+
+    fn report(&self) -> Report {
+        let checked = self.checker.stats();
+        Report {
+            seed: self.seed,
+            nodes: self.nodes.len(),
+            steps: self.step,
+            ticks: self.now / SUBTICKS_PER_TICK,
+            trace_hash: self.trace.hash(),
+            leaders: checked.leaders,
+            committed: checked.committed,
+            faults: self.faults,
+            crashes: self.crashes,
+            liveness_ticks: match (self.calm_since, self.live_at) {
+                (Some(calm), Some(live)) => (live - calm) / SUBTICKS_PER_TICK,
+                _ => 0,
+            },
+            clients: self.clients.stats,
+            network: self.network.stats,
+        }
+    }
+
+    pub(super) fn schedule(&mut self, delay: Time, event: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay,
+            seq,
+            event,
+        });
+    }
+
+    pub(super) fn log(&self, what: impl FnOnce() -> String) {
+        self.trace.log(self.step, self.now, what);
+    }
+
+    // ---- one step ------------------------------------------------------------------------
+
+    fn step(&mut self) -> Result<(), Violation> {
+        self.touched.clear();
+        if self.calm_since.is_none() && self.step >= self.fault_steps {
+            self.stop_faults()?;
+        }
+        let next = self
+            .queue
+            .pop()
+            .expect("node ticks and client actions are always scheduled");
+        debug_assert!(next.time >= self.now, "time never runs backwards");
+        self.now = next.time;
+        match next.event {
+            Event::Tick { node, incarnation } => self.on_tick(node, incarnation)?,
+            Event::Deliver(msg) => self.on_deliver(msg)?,
+            Event::Sync { node, incarnation } => self.on_sync(node, incarnation)?,
+            Event::Client => self.on_client()?,
+            Event::Fault => self.on_fault()?,
+            Event::Heal(links) => self.on_heal(links),
+            Event::Restart { node } => self.restart(node)?,
+            Event::Strike { node, term } => self.on_strike(node, term)?,
+            Event::PowerLoss { node, incarnation } => {
+                if self.calm_since.is_none() && self.nodes[node].incarnation == incarnation {
+                    self.crash(node)?;
+                }
+            }
+        }
+        self.check_safety()?;
+        self.check_liveness()?;
+        self.step += 1;
+        Ok(())
+    }
+
+    fn on_tick(&mut self, node: usize, incarnation: u64) -> Result<(), Violation> {
+        if self.nodes[node].incarnation != incarnation {
+            return Ok(()); // the node crashed since this tick was scheduled
+        }
+        self.trace.record(&[tag::TICK, self.now, node as u64]);
+        self.nodes[node]
+            .raft
+            .as_mut()
+            .expect("a current incarnation is up")
+            .tick();
+        // Clocks drift a little: ticks are 9 to 11 sub-ticks apart.
+        let gap = self
+            .rng
+            .gen_range(SUBTICKS_PER_TICK - 1..=SUBTICKS_PER_TICK + 1);
+        self.schedule(gap, Event::Tick { node, incarnation });
+        self.touched.push(node);
+        self.drive(node)
+    }
+
+    fn on_deliver(&mut self, msg: Message) -> Result<(), Violation> {
+        let to = msg.to as usize;
+        let arrives = self.network.arrives((msg.from, msg.to)) && self.nodes[to].is_up();
+        let words = message_words(&msg);
+        self.trace
+            .record(&[if arrives { tag::DELIVER } else { tag::LOST }, self.now]);
+        self.trace.record(&words);
+        self.log(|| {
+            let fate = if arrives { "deliver" } else { "lost   " };
+            format!("{fate} {}", describe_message(&msg))
+        });
+        if !arrives {
+            return Ok(());
+        }
+        self.nodes[to].raft.as_mut().expect("is up").step(msg);
+        self.touched.push(to);
+        self.drive(to)
+    }
+
+    /// The disk of `node` finished a sync: every Ready written so far is durable.
+    fn on_sync(&mut self, node: usize, incarnation: u64) -> Result<(), Violation> {
+        if self.nodes[node].incarnation != incarnation {
+            return Ok(());
+        }
+        let sim_node = &mut self.nodes[node];
+        sim_node.sync_scheduled = false;
+        let synced = sim_node.storage.sync(node)?;
+        let Some(last) = synced.last().map(|ready| ready.number) else {
+            return Ok(());
+        };
+        self.trace
+            .record(&[tag::SYNC, self.now, node as u64, last, synced.len() as u64]);
+        self.log(|| format!("sync    node {node}: Readies up to {last} durable"));
+        for ready in synced {
+            for msg in ready.persisted_messages {
+                self.send(msg);
+            }
+        }
+        self.nodes[node].raft.as_mut().expect("is up").advance(last);
+        self.touched.push(node);
+        self.drive(node)
+    }
+
+    fn send(&mut self, msg: Message) {
+        let count = self.nodes.len() as NodeId;
+        if msg.from >= count || msg.to >= count || msg.from == msg.to {
+            return; // not a link of this cluster
+        }
+        let fate = self.network.route((msg.from, msg.to), &mut self.rng);
+        if let Some(delay) = fate.duplicate {
+            self.schedule(delay, Event::Deliver(msg.clone()));
+        }
+        if let Some(delay) = fate.delivery {
+            self.schedule(delay, Event::Deliver(msg));
+        }
+    }
+
+    // ---- the Ready loop ------------------------------------------------------------------
+
+    /// Takes and handles Readies from `node` until it has none.
+    pub(super) fn drive(&mut self, node: usize) -> Result<(), Violation> {
+        for _ in 0..READY_ROUNDS_MAX {
+            let Some(raft) = self.nodes[node].raft.as_mut() else {
+                return Ok(());
+            };
+            if !raft.has_ready() {
+                return Ok(());
+            }
+            let ready = raft.ready();
+            self.handle_ready(node, ready)?;
+        }
+        Err(Violation::new(
+            "Ready quiescence",
+            format!("node {node} still has a Ready after {READY_ROUNDS_MAX} rounds in one step"),
+        ))
+    }
+
+    /// The driver loop of `raftchat::raft`: send `messages` now; apply committed entries and
+    /// serve reads; write entries and hard state, and hold `persisted_messages` and `advance`
+    /// until a sync makes them durable. A Ready with nothing to write, behind nothing unsynced,
+    /// is durable already and advances at once.
+    fn handle_ready(&mut self, node: usize, ready: Ready) -> Result<(), Violation> {
+        let Ready {
+            number,
+            soft_state,
+            hard_state,
+            entries,
+            messages,
+            persisted_messages,
+            committed_entries,
+            read_states,
+            read_failures,
+        } = ready;
+        let sim_node = &mut self.nodes[node];
+        if sim_node.last_ready.is_some_and(|last| number <= last) {
+            return Err(Violation::new(
+                "Ready contract",
+                format!(
+                    "node {node}: Ready {number} after Ready {}",
+                    sim_node.last_ready.unwrap_or(0)
+                ),
+            ));
+        }
+        sim_node.last_ready = Some(number);
+        self.trace.record(&[
+            tag::READY,
+            node as u64,
+            number,
+            entries.len() as u64,
+            messages.len() as u64,
+            persisted_messages.len() as u64,
+            committed_entries.len() as u64,
+        ]);
+        if let Some(soft) = soft_state {
+            self.log(|| format!("state   node {node}: {soft:?}"));
+        }
+        for msg in messages {
+            self.send(msg);
+        }
+        if !committed_entries.is_empty() {
+            for entry in &committed_entries {
+                self.apply(node, entry)?;
+            }
+            let term = self.nodes[node].raft.as_ref().expect("is up").term();
+            self.checker.on_applied(node as NodeId, term)?;
+        }
+        for state in read_states {
+            self.clients.on_read_state(node as NodeId, state)?;
+        }
+        for failure in read_failures {
+            self.clients.on_read_failure(node as NodeId, failure.ctx);
+        }
+        let sim_node = &self.nodes[node];
+        let (applied_index, applied_commands) = (sim_node.applied_index, sim_node.applied_commands);
+        let served = self
+            .clients
+            .serve_reads(node as NodeId, applied_index, applied_commands)?;
+        for read in served {
+            self.trace.record(&[
+                tag::SERVE,
+                read.node,
+                read.ctx,
+                read.read_index,
+                read.applied_index,
+                read.applied_commands,
+            ]);
+            self.log(|| format!("serve   {read:?}"));
+        }
+
+        let written = WrittenReady {
+            number,
+            hard_state,
+            entries,
+            persisted_messages,
+        };
+        let sim_node = &mut self.nodes[node];
+        if written.has_writes() || sim_node.storage.has_written() {
+            sim_node.storage.write(written);
+            if !sim_node.sync_scheduled {
+                sim_node.sync_scheduled = true;
+                let incarnation = sim_node.incarnation;
+                let delay = self.rng.gen_range(1..=self.scenario.sync_delay_max);
+                self.schedule(delay, Event::Sync { node, incarnation });
+                // Power loss while the disk is busy: the moment unsynced state matters most.
+                if self.calm_since.is_none() && self.rng.gen_bool(self.scenario.power_loss_prob) {
+                    let before_sync = self.rng.gen_range(0..delay);
+                    self.schedule(before_sync, Event::PowerLoss { node, incarnation });
+                }
+            }
+        } else {
+            for msg in written.persisted_messages {
+                self.send(msg);
+            }
+            self.nodes[node]
+                .raft
+                .as_mut()
+                .expect("is up")
+                .advance(number);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, node: usize, entry: &Entry) -> Result<(), Violation> {
+        let sim_node = &mut self.nodes[node];
+        self.checker
+            .on_apply(node as NodeId, entry, sim_node.storage.durable_chain())?;
+        sim_node.applied_index = entry.index;
+        if entry.kind == EntryKind::Normal {
+            sim_node.applied_commands += 1;
+        }
+        self.clients.on_apply(node as NodeId, entry);
+        self.trace
+            .record(&[tag::APPLY, node as u64, entry.index, entry.term]);
+        Ok(())
+    }
+
+    // ---- clients -------------------------------------------------------------------------
+
+    fn on_client(&mut self) -> Result<(), Violation> {
+        let gap = self.rng.gen_range(1..=self.scenario.client_gap_max);
+        self.schedule(gap, Event::Client);
+        if self.clients.probe_wanted(self.now) {
+            self.propose(self.clients.probe_writer())?;
+        }
+        if self.rng.gen_bool(self.scenario.read_prob) {
+            return self.begin_read();
+        }
+        let client = self.rng.gen_range(0..self.clients.clients());
+        if self.clients.may_write(client, self.now) {
+            self.propose(client)?;
+        }
+        Ok(())
+    }
+
+    /// A writer proposes a fresh unique write to the node it believes leads.
+    fn propose(&mut self, writer: usize) -> Result<(), Violation> {
+        let guess = self.clients.leader_guess(writer).map(|id| id as usize);
+        let Some(node) = guess
+            .filter(|&node| self.nodes[node].is_up())
+            .or_else(|| self.random_up_node())
+        else {
+            return Ok(());
+        };
+        let payload_id = self.clients.new_payload();
+        let result = self.nodes[node]
+            .raft
+            .as_mut()
+            .expect("is up")
+            .propose(&payload(payload_id));
+        self.trace.record(&[
+            tag::PROPOSE,
+            self.now,
+            node as u64,
+            payload_id,
+            *result.as_ref().unwrap_or(&0),
+        ]);
+        self.log(|| format!("propose node {node}: write {payload_id} -> {result:?}"));
+        match result {
+            Ok(index) => {
+                self.clients
+                    .on_proposed(writer, node as NodeId, index, payload_id, self.now);
+                self.touched.push(node);
+                self.drive(node)
+            }
+            Err(RaftError::NotLeader { leader_hint }) => {
+                self.clients.redirect(writer, leader_hint);
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// A linearizable read through `read_index` on a random node.
+    fn begin_read(&mut self) -> Result<(), Violation> {
+        let Some(node) = self.random_up_node() else {
+            return Ok(());
+        };
+        let ctx = self.clients.new_ctx();
+        let result = self.nodes[node]
+            .raft
+            .as_mut()
+            .expect("is up")
+            .read_index(ctx);
+        self.trace
+            .record(&[tag::READ, self.now, node as u64, ctx, result.is_ok() as u64]);
+        self.log(|| format!("read    node {node}: ctx {ctx} -> {result:?}"));
+        if result.is_err() {
+            return Ok(());
+        }
+        self.clients.on_read_begun(node as NodeId, ctx);
+        self.touched.push(node);
+        self.drive(node)
+    }
+
+    pub(super) fn random_up_node(&mut self) -> Option<usize> {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&node| self.nodes[node].is_up())
+            .collect();
+        up.choose(&mut self.rng).copied()
+    }
+
+    /// The up node that believes it leads in the highest term, if any.
+    pub(super) fn current_leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|node| {
+                let raft = self.nodes[node].raft.as_ref()?;
+                (raft.role() == Role::Leader).then(|| (raft.term(), node))
+            })
+            .max()
+            .map(|(_, node)| node)
+    }
+
+    // ---- checks --------------------------------------------------------------------------
+
+    fn check_safety(&mut self) -> Result<(), Violation> {
+        for &node in &self.touched {
+            if let Some(raft) = self.nodes[node].raft.as_ref() {
+                self.checker
+                    .observe_log(node as NodeId, raft.entries(), raft.term())?;
+            }
+        }
+        let full_log_check = self.step.is_multiple_of(FULL_LOG_CHECK_EVERY_STEPS);
+        for (node, sim_node) in self.nodes.iter().enumerate() {
+            let Some(raft) = sim_node.raft.as_ref() else {
+                continue;
+            };
+            if full_log_check {
+                self.checker
+                    .verify_log(node as NodeId, raft.entries(), raft.term())?;
+            }
+            if self
+                .checker
+                .observe_role(node as NodeId, raft.role(), raft.term())?
+            {
+                self.elected.push((node, raft.term()));
+            }
+        }
+        self.strike_elected();
+        self.checker.check_committed_durable(
+            self.nodes
+                .iter()
+                .map(|sim_node| sim_node.storage.durable_chain()),
+        )
+    }
+
+    fn check_liveness(&mut self) -> Result<(), Violation> {
+        let Some(calm_since) = self.calm_since else {
+            return Ok(());
+        };
+        if self.live_at.is_some() {
+            return Ok(());
+        }
+        if let Some(index) = self.clients.probe.committed_index {
+            if self
+                .nodes
+                .iter()
+                .all(|sim_node| sim_node.is_up() && sim_node.applied_index >= index)
+            {
+                self.live_at = Some(self.now);
+                self.log(|| format!("live    probe write at index {index} applied on every node"));
+                return Ok(());
+            }
+        }
+        let bound = self.scenario.ticks(LIVENESS_BOUND_ELECTIONS);
+        if self.now - calm_since <= bound {
+            return Ok(());
+        }
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|sim_node| match sim_node.raft.as_ref() {
+                Some(raft) => format!(
+                    "{:?} term {} commit {} applied {} last {}",
+                    raft.role(),
+                    raft.term(),
+                    raft.commit_index(),
+                    sim_node.applied_index,
+                    raft.entries().len()
+                ),
+                None => "down".to_string(),
+            })
+            .collect();
+        Err(Violation::new(
+            "Liveness",
+            format!(
+                "{} ticks after the faults stopped ({} × election_ticks {}), no fresh write was applied on every node; probe {:?}; nodes: {states:?}",
+                bound / SUBTICKS_PER_TICK,
+                LIVENESS_BOUND_ELECTIONS,
+                self.scenario.election_ticks,
+                self.clients.probe
+            ),
+        ))
+    }
+}

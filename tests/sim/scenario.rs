@@ -1,0 +1,129 @@
+//! The shape of a run: what the caller asks for ([`Options`]) and what the seed decides
+//! ([`Scenario`]): cluster size, the cores' configuration, how hostile the network and the disks
+//! are, how busy the clients are and how often faults strike.
+//!
+//! Varying the configuration per seed matters: small `max_msg_bytes` and `max_inflight_msgs`
+//! split a leader's backlog over many messages, pre-vote and check-quorum change who can
+//! disrupt whom, and slow disks widen the windows between "written" and "durable".
+
+use raftchat::raft::{Config, NodeId};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::network::NetworkParams;
+use super::{env_flag, env_u64, Time, SUBTICKS_PER_TICK};
+
+/// Seeds in the default soak (`SIM_SEEDS` overrides).
+pub const DEFAULT_SEEDS: u64 = 1000;
+/// Steps per run (`SIM_STEPS` overrides).
+pub const DEFAULT_STEPS: u64 = 10_000;
+/// What to run: from the environment by default.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub steps: u64,
+    /// Sets `Config::testing_unsafe_commit_any_term` on every node.
+    pub unsafe_commit_any_term: bool,
+    /// Prints every event (`SIM_TRACE=1`).
+    pub trace: bool,
+}
+
+impl Options {
+    pub fn from_env() -> Options {
+        Options {
+            steps: env_u64("SIM_STEPS", DEFAULT_STEPS),
+            unsafe_commit_any_term: env_flag("SIM_UNSAFE_COMMIT"),
+            trace: env_flag("SIM_TRACE"),
+        }
+    }
+
+    /// The command that replays `seed` under these options.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut command = String::new();
+        if self.unsafe_commit_any_term {
+            command.push_str("SIM_UNSAFE_COMMIT=1 ");
+        }
+        if self.steps != DEFAULT_STEPS {
+            command.push_str(&format!("SIM_STEPS={} ", self.steps));
+        }
+        command.push_str(&format!(
+            "SIM_SEED={seed} cargo test --release --test simulator -- --nocapture"
+        ));
+        command
+    }
+}
+
+/// The shape of one run, drawn from its seed: cluster size, core configuration, how hostile
+/// the network and the disk are, how busy the clients are and how often faults strike.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub nodes: usize,
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub max_inflight_msgs: usize,
+    /// Small caps split a leader's backlog over several AppendEntries, so a follower can hold
+    /// old entries without the new leader's no-op: the ground the Figure 8 bug needs.
+    pub max_msg_bytes: usize,
+    pub network: NetworkParams,
+    pub sync_delay_max: Time,
+    pub client_gap_max: Time,
+    pub read_prob: f64,
+    pub fault_gap_max_ticks: u64,
+    /// The chance that a newly elected leader is crashed or isolated within two ticks.
+    pub strike_elected_prob: f64,
+    /// The chance, each time a node's disk starts a sync, that the node loses power before the
+    /// sync completes.
+    pub power_loss_prob: f64,
+    /// The chance that a crash finds some written-but-unsynced Readies already on disk.
+    pub flush_on_crash_prob: f64,
+}
+
+impl Scenario {
+    pub fn draw(rng: &mut SmallRng) -> Scenario {
+        let election_ticks = *[6u32, 10, 10].choose(rng).expect("not empty");
+        Scenario {
+            nodes: if rng.gen_bool(0.5) { 3 } else { 5 },
+            election_ticks,
+            heartbeat_ticks: rng.gen_range(1..=2),
+            pre_vote: rng.gen_bool(0.7),
+            check_quorum: rng.gen_bool(0.7),
+            max_inflight_msgs: *[1usize, 4, 256].choose(rng).expect("not empty"),
+            max_msg_bytes: *[1usize, 32, 1 << 20].choose(rng).expect("not empty"),
+            network: NetworkParams {
+                drop_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
+                duplicate_prob: *[0.0, 0.02, 0.05].choose(rng).expect("not empty"),
+                delay_max: rng.gen_range(1..=SUBTICKS_PER_TICK),
+                slow_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
+                slow_delay_max: 4 * SUBTICKS_PER_TICK,
+            },
+            sync_delay_max: *[1, 5, 2 * SUBTICKS_PER_TICK]
+                .choose(rng)
+                .expect("not empty"),
+            client_gap_max: rng.gen_range(2..=2 * SUBTICKS_PER_TICK),
+            read_prob: rng.gen_range(0.1..0.5),
+            fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
+            strike_elected_prob: *[0.0, 0.25, 0.5].choose(rng).expect("not empty"),
+            power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
+            flush_on_crash_prob: 0.25,
+        }
+    }
+
+    pub fn config(&self, id: NodeId, options: &Options) -> Config {
+        let mut config = Config::new(id, (0..self.nodes as NodeId).collect());
+        config.election_ticks = self.election_ticks;
+        config.heartbeat_ticks = self.heartbeat_ticks;
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config.max_inflight_msgs = self.max_inflight_msgs;
+        config.max_msg_bytes = self.max_msg_bytes;
+        config.testing_unsafe_commit_any_term = options.unsafe_commit_any_term;
+        config
+    }
+
+    /// `elections` election timeouts, in sub-ticks.
+    pub fn ticks(&self, elections: u64) -> Time {
+        elections * u64::from(self.election_ticks) * SUBTICKS_PER_TICK
+    }
+}
