@@ -7,10 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
+FSYNC=${FSYNC:-always}        # FSYNC=never: the same without fdatasync (unsafe; shows the disk's share)
+TARGET=${TARGET:-leader}      # TARGET=any: spread connections over all nodes (followers forward)
 cargo build --release --quiet --bin cluster --bin loadgen
 base=${BASE_PORT:-24000}
 data=$(mktemp -d)
-target/release/cluster --base-port "$base" --data-dir "$data" --log-level warn >"$data/cluster.log" 2>&1 &
+target/release/cluster --base-port "$base" --data-dir "$data" --fsync "$FSYNC" --log-level warn >"$data/cluster.log" 2>&1 &
 cluster=$!
 trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
 nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
@@ -34,12 +36,12 @@ run() { # name, loadgen args...
   local name=$1; shift
   local results=()
   for i in $(seq 1 "$RUNS"); do
-    results+=("$(target/release/loadgen --nodes "$nodes" --duration "$DURATION" --warmup 1 --json "$@" 2>/dev/null | tail -1)")
+    results+=("$(target/release/loadgen --nodes "$nodes" --duration "$DURATION" --warmup 1 --target "$TARGET" --json "$@" 2>/dev/null | tail -1)")
   done
   printf '%s\n' "${results[@]}" | python3 "$data/median.py" "$name"
 }
 
-echo "| workload (100-byte messages, 3 nodes, --fsync always) | msgs/s | MB/s | p50 ms | p99 ms | max ms | runs |"
+echo "| workload (100-byte messages, 3 nodes, --fsync $FSYNC, --target $TARGET) | msgs/s | MB/s | p50 ms | p99 ms | max ms | runs |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 run "closed loop, 1 connection, pipeline 1" --connections 1 --pipeline 1
 run "closed loop, 64 connections, pipeline 1" --connections 64 --pipeline 1
