@@ -45,6 +45,7 @@ const CLIENT_TIMEOUT_ELECTIONS: u64 = 3;
 pub struct Report {
     pub seed: u64,
     pub nodes: usize,
+    pub scenario: Scenario,
     pub steps: u64,
     pub ticks: u64,
     pub trace_hash: u64,
@@ -285,6 +286,7 @@ impl Sim {
         Report {
             seed: self.seed,
             nodes: self.nodes.len(),
+            scenario: self.scenario.clone(),
             steps: self.step,
             ticks: self.now / SUBTICKS_PER_TICK,
             trace_hash: self.trace.hash(),

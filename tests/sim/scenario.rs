@@ -83,14 +83,22 @@ pub struct Scenario {
 impl Scenario {
     pub fn draw(rng: &mut SmallRng) -> Scenario {
         let election_ticks = *[6u32, 10, 10].choose(rng).expect("not empty");
+        let max_msg_bytes = *[1usize, 32, 1 << 20].choose(rng).expect("not empty");
+        // Stop-and-wait with one entry per message would make a lagging follower's catch-up
+        // cost a round trip and a sync per entry, outgrowing any fixed liveness bound.
+        let inflight_choices: &[usize] = if max_msg_bytes == 1 {
+            &[4, 256]
+        } else {
+            &[1, 4, 256]
+        };
         Scenario {
             nodes: if rng.gen_bool(0.5) { 3 } else { 5 },
             election_ticks,
             heartbeat_ticks: rng.gen_range(1..=2),
             pre_vote: rng.gen_bool(0.7),
             check_quorum: rng.gen_bool(0.7),
-            max_inflight_msgs: *[1usize, 4, 256].choose(rng).expect("not empty"),
-            max_msg_bytes: *[1usize, 32, 1 << 20].choose(rng).expect("not empty"),
+            max_inflight_msgs: *inflight_choices.choose(rng).expect("not empty"),
+            max_msg_bytes,
             network: NetworkParams {
                 drop_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
                 duplicate_prob: *[0.0, 0.02, 0.05].choose(rng).expect("not empty"),
