@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use sim::driver::LIVENESS_BOUND_ELECTIONS;
 use sim::scenario::DEFAULT_SEEDS;
 use sim::{env_u64, run_seed, Failure, Options, Report};
 
@@ -57,12 +58,16 @@ fn run_seeds(seeds: u64, options: &Options) -> (Vec<Report>, Vec<Failure>) {
 fn summarize(reports: &[Report]) -> String {
     let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
     let five = reports.iter().filter(|r| r.nodes == 5).count();
+    // Recovery time in election timeouts, the unit of the liveness bound.
     let slowest = reports
         .iter()
-        .max_by_key(|r| r.liveness_ticks)
-        .map_or((0, 0), |r| (r.liveness_ticks, r.seed));
+        .max_by_key(|r| r.liveness_ticks * 100 / u64::from(r.scenario.election_ticks))
+        .map_or((0, 0.0, 0), |r| {
+            let elections = r.liveness_ticks as f64 / f64::from(r.scenario.election_ticks);
+            (r.liveness_ticks, elections, r.seed)
+        });
     format!(
-        "{} runs ({} with 5 nodes, {} with 3): {} steps, {} ticks, {} leaders, {} faults, {} crashes, {} entries committed, {} writes acknowledged, {} reads served, {} messages sent ({} dropped, {} duplicated, {} cut off); slowest recovery {} ticks (seed {})",
+        "{} runs ({} with 5 nodes, {} with 3): {} steps, {} ticks, {} leaders, {} faults, {} crashes, {} entries committed, {} writes acknowledged, {} reads served, {} messages sent ({} dropped, {} duplicated, {} cut off); slowest recovery {} ticks = {:.1} election timeouts (seed {}; bound {})",
         reports.len(),
         five,
         reports.len() - five,
@@ -80,6 +85,8 @@ fn summarize(reports: &[Report]) -> String {
         sum(|r| r.network.cut),
         slowest.0,
         slowest.1,
+        slowest.2,
+        LIVENESS_BOUND_ELECTIONS,
     )
 }
 

@@ -304,6 +304,13 @@ impl Clients {
 
     /// The node crashed: the writes and reads it held have unknown outcomes.
     pub fn on_crash(&mut self, node: NodeId) {
+        self.on_leadership_lost(node);
+        self.reads[node as usize].clear();
+    }
+
+    /// The node stopped leading: like a real server, it answers its writers "outcome unknown"
+    /// (the entries may still commit under the next leader), and they move on.
+    pub fn on_leadership_lost(&mut self, node: NodeId) {
         let writes = std::mem::take(&mut self.writes[node as usize]);
         self.stats.abandoned += writes.len() as u64;
         for writer in &mut self.writers {
@@ -314,6 +321,5 @@ impl Clients {
                 writer.outstanding = None;
             }
         }
-        self.reads[node as usize].clear();
     }
 }

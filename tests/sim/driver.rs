@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use raftchat::raft::{Entry, EntryKind, Message, NodeId, RaftError, Ready, Role, Term};
+use raftchat::raft::{Entry, EntryKind, Index, Message, NodeId, RaftError, Ready, Role, Term};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -45,6 +45,7 @@ const CLIENT_TIMEOUT_ELECTIONS: u64 = 3;
 pub struct Report {
     pub seed: u64,
     pub nodes: usize,
+    pub scenario: Scenario,
     pub steps: u64,
     pub ticks: u64,
     pub trace_hash: u64,
@@ -144,9 +145,10 @@ pub(super) enum Event {
     Restart {
         node: usize,
     },
-    /// Crash or isolate `node` if it still leads in `term`.
+    /// Strike `node` if it still has `role` in `term`.
     Strike {
         node: usize,
+        role: Role,
         term: Term,
     },
     /// Crash `node` before its pending sync completes.
@@ -216,8 +218,14 @@ pub(super) struct Sim {
     pub(super) trace: Trace,
     /// Nodes whose core ran during this step: their logs and roles are re-observed.
     pub(super) touched: Vec<usize>,
-    /// Leaders first observed in this step, with their terms.
-    pub(super) elected: Vec<(usize, Term)>,
+    /// Each node's role and term when last observed.
+    roles: Vec<(Role, Term)>,
+    /// Nodes that became candidate or leader in this step: targets for a strike.
+    pub(super) promoted: Vec<(usize, Role, Term)>,
+    /// Each leader's commit index when elected, until its first commit (then `Index::MAX`).
+    commit_seen: Vec<Index>,
+    /// Leaders that made their first commit in this step: targets for a strike.
+    pub(super) first_commits: Vec<(usize, Term)>,
     fault_steps: u64,
     /// When the faults stopped.
     pub(super) calm_since: Option<Time>,
@@ -231,7 +239,7 @@ impl Sim {
     fn new(seed: u64, options: Options) -> Sim {
         let mut rng = SmallRng::seed_from_u64(seed);
         let scenario = Scenario::draw(&mut rng);
-        let nodes = (0..scenario.nodes)
+        let nodes: Vec<SimNode> = (0..scenario.nodes)
             .map(|id| SimNode::new(scenario.config(id as NodeId, &options), rng.gen()))
             .collect();
         let trace = Trace::new(options.trace);
@@ -255,10 +263,13 @@ impl Sim {
             step: 0,
             queue: BinaryHeap::new(),
             next_seq: 0,
-            nodes,
             trace,
             touched: Vec::new(),
-            elected: Vec::new(),
+            roles: vec![(Role::Follower, 0); nodes.len()],
+            promoted: Vec::new(),
+            commit_seen: vec![0; nodes.len()],
+            first_commits: Vec::new(),
+            nodes,
             calm_since: None,
             live_at: None,
             faults: 0,
@@ -285,6 +296,7 @@ impl Sim {
         Report {
             seed: self.seed,
             nodes: self.nodes.len(),
+            scenario: self.scenario.clone(),
             steps: self.step,
             ticks: self.now / SUBTICKS_PER_TICK,
             trace_hash: self.trace.hash(),
@@ -336,7 +348,7 @@ impl Sim {
             Event::Fault => self.on_fault()?,
             Event::Heal(links) => self.on_heal(links),
             Event::Restart { node } => self.restart(node)?,
-            Event::Strike { node, term } => self.on_strike(node, term)?,
+            Event::Strike { node, role, term } => self.on_strike(node, role, term)?,
             Event::PowerLoss { node, incarnation } => {
                 if self.calm_since.is_none() && self.nodes[node].incarnation == incarnation {
                     self.crash(node)?;
@@ -678,14 +690,31 @@ impl Sim {
                 self.checker
                     .verify_log(node as NodeId, raft.entries(), raft.term())?;
             }
-            if self
-                .checker
-                .observe_role(node as NodeId, raft.role(), raft.term())?
+            let (role, term) = (raft.role(), raft.term());
+            self.checker.observe_role(node as NodeId, role, term)?;
+            // A leader's first commit in its term: the moment it takes over the log.
+            let commit_index = raft.commit_index();
+            if role == Role::Leader && self.roles[node] != (role, term) {
+                self.commit_seen[node] = commit_index;
+            } else if role == Role::Leader
+                && self.commit_seen[node] != Index::MAX
+                && commit_index > self.commit_seen[node]
             {
-                self.elected.push((node, raft.term()));
+                self.commit_seen[node] = Index::MAX;
+                self.first_commits.push((node, term));
+            }
+            if self.roles[node] != (role, term) {
+                if self.roles[node].0 == Role::Leader {
+                    self.clients.on_leadership_lost(node as NodeId);
+                }
+                self.roles[node] = (role, term);
+                if matches!(role, Role::Candidate | Role::Leader) {
+                    self.promoted.push((node, role, term));
+                }
             }
         }
-        self.strike_elected();
+        self.strike_promoted();
+        self.strike_first_commit();
         self.checker.check_committed_durable(
             self.nodes
                 .iter()

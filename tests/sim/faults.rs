@@ -175,27 +175,54 @@ impl Sim {
         Ok(())
     }
 
-    /// Sometimes strikes a freshly elected leader a moment after its election, before it has
-    /// replicated much: leaders that come and go mid-replication leave logs that differ in
-    /// their uncommitted tails, which is where commit rules are tested (Figure 8).
-    pub(super) fn strike_elected(&mut self) {
-        while let Some((node, term)) = self.elected.pop() {
-            if self.calm_since.is_none() && self.rng.gen_bool(self.scenario.strike_elected_prob) {
-                let delay = self.rng.gen_range(0..=2 * SUBTICKS_PER_TICK);
-                self.schedule(delay, Event::Strike { node, term });
+    /// Sometimes strikes a node a moment after it became candidate or leader. A candidate loses
+    /// power before or just after its vote for itself is synced; a fresh leader is crashed or
+    /// cut off before it has replicated much, leaving logs that differ in their uncommitted
+    /// tails, which is where commit rules are tested (Figure 8).
+    pub(super) fn strike_promoted(&mut self) {
+        while let Some((node, role, term)) = self.promoted.pop() {
+            let (prob, delay_max) = match role {
+                Role::Leader => (self.scenario.strike_leader_prob, 2 * SUBTICKS_PER_TICK),
+                _ => (
+                    self.scenario.strike_candidate_prob,
+                    self.scenario.sync_delay_max,
+                ),
+            };
+            if self.calm_since.is_some() || !self.rng.gen_bool(prob) {
+                continue;
             }
+            let delay = self.rng.gen_range(0..=delay_max);
+            self.schedule(delay, Event::Strike { node, role, term });
         }
     }
 
-    pub(super) fn on_strike(&mut self, node: usize, term: Term) -> Result<(), Violation> {
-        let still_leader = self.nodes[node]
+    /// Sometimes strikes a leader right after its first commit, before the news reaches its
+    /// followers: what it took over and committed must survive it.
+    pub(super) fn strike_first_commit(&mut self) {
+        while let Some((node, term)) = self.first_commits.pop() {
+            if self.calm_since.is_some() || !self.rng.gen_bool(self.scenario.strike_commit_prob) {
+                continue;
+            }
+            let delay = self.rng.gen_range(0..=1);
+            let role = Role::Leader;
+            self.schedule(delay, Event::Strike { node, role, term });
+        }
+    }
+
+    pub(super) fn on_strike(
+        &mut self,
+        node: usize,
+        role: Role,
+        term: Term,
+    ) -> Result<(), Violation> {
+        let unchanged = self.nodes[node]
             .raft
             .as_ref()
-            .is_some_and(|raft| raft.role() == Role::Leader && raft.term() == term);
-        if self.calm_since.is_some() || !still_leader {
+            .is_some_and(|raft| raft.role() == role && raft.term() == term);
+        if self.calm_since.is_some() || !unchanged {
             return Ok(());
         }
-        if self.rng.gen_bool(0.5) {
+        if role != Role::Leader || self.rng.gen_bool(0.25) {
             self.crash(node)
         } else {
             let links = split_links(self.nodes.len(), &[node as NodeId]);

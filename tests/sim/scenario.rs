@@ -71,8 +71,12 @@ pub struct Scenario {
     pub client_gap_max: Time,
     pub read_prob: f64,
     pub fault_gap_max_ticks: u64,
-    /// The chance that a newly elected leader is crashed or isolated within two ticks.
-    pub strike_elected_prob: f64,
+    /// The chance that a node that just became leader is crashed or isolated within two ticks.
+    pub strike_leader_prob: f64,
+    /// The chance that a leader is struck right after its first commit in its term.
+    pub strike_commit_prob: f64,
+    /// The chance that a node that just became candidate is crashed within a sync delay.
+    pub strike_candidate_prob: f64,
     /// The chance, each time a node's disk starts a sync, that the node loses power before the
     /// sync completes.
     pub power_loss_prob: f64,
@@ -83,16 +87,24 @@ pub struct Scenario {
 impl Scenario {
     pub fn draw(rng: &mut SmallRng) -> Scenario {
         let election_ticks = *[6u32, 10, 10].choose(rng).expect("not empty");
+        let max_msg_bytes = *[1usize, 1, 32, 1 << 20].choose(rng).expect("not empty");
+        // Stop-and-wait with one entry per message would make a lagging follower's catch-up
+        // cost a round trip and a sync per entry, outgrowing any fixed liveness bound.
+        let inflight_choices: &[usize] = if max_msg_bytes == 1 {
+            &[4, 256]
+        } else {
+            &[1, 4, 256]
+        };
         Scenario {
             nodes: if rng.gen_bool(0.5) { 3 } else { 5 },
             election_ticks,
             heartbeat_ticks: rng.gen_range(1..=2),
             pre_vote: rng.gen_bool(0.7),
             check_quorum: rng.gen_bool(0.7),
-            max_inflight_msgs: *[1usize, 4, 256].choose(rng).expect("not empty"),
-            max_msg_bytes: *[1usize, 32, 1 << 20].choose(rng).expect("not empty"),
+            max_inflight_msgs: *inflight_choices.choose(rng).expect("not empty"),
+            max_msg_bytes,
             network: NetworkParams {
-                drop_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
+                drop_prob: *[0.0, 0.02, 0.1, 0.2].choose(rng).expect("not empty"),
                 duplicate_prob: *[0.0, 0.02, 0.05].choose(rng).expect("not empty"),
                 delay_max: rng.gen_range(1..=SUBTICKS_PER_TICK),
                 slow_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
@@ -104,7 +116,9 @@ impl Scenario {
             client_gap_max: rng.gen_range(2..=2 * SUBTICKS_PER_TICK),
             read_prob: rng.gen_range(0.1..0.5),
             fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
-            strike_elected_prob: *[0.0, 0.25, 0.5].choose(rng).expect("not empty"),
+            strike_leader_prob: *[0.0, 0.3, 0.6].choose(rng).expect("not empty"),
+            strike_commit_prob: *[0.0, 0.5, 0.9].choose(rng).expect("not empty"),
+            strike_candidate_prob: *[0.0, 0.1, 0.3].choose(rng).expect("not empty"),
             power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
             flush_on_crash_prob: 0.25,
         }
