@@ -55,7 +55,11 @@ fn apply(c: &mut Criterion) {
                 origin: Origin { node: 0, req: i },
                 timestamp_ms: 1_700_000_000_000 + i,
                 session: None,
-                op: Op::Post { room: "general".into(), nick: "bench".into(), text: "x".repeat(100) },
+                op: Op::Post {
+                    room: "general".into(),
+                    nick: "bench".into(),
+                    text: "x".repeat(100),
+                },
             };
             let mut data = Vec::new();
             command.encode(&mut data);

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     /// How long a client waits for a commit or a read before `err timeout`.
     pub request_timeout_ms: u64,
     pub log_level: log::LevelFilter,
+    /// TEST ONLY: serve reads from this node's state without ReadIndex (stale reads), so tests
+    /// can show their linearizability checker catches it. Never set in a real deployment.
+    pub testing_stale_reads: bool,
     /// Derived from the member list, so nodes started with the same arguments agree on it and a
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
@@ -86,6 +89,11 @@ fn options() -> getopts::Options {
         "log-level",
         "error, warn, info (default), debug or trace",
         "LEVEL",
+    );
+    opts.optflag(
+        "",
+        "testing-stale-reads",
+        "TEST ONLY, UNSAFE: serve reads locally without ReadIndex (they may be stale)",
     );
     opts.optflag("h", "help", "print this help");
     opts
@@ -242,6 +250,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         heartbeat_ms,
         request_timeout_ms,
         log_level,
+        testing_stale_reads: matches.opt_present("testing-stale-reads"),
         cluster_id,
     }))
 }

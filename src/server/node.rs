@@ -166,6 +166,8 @@ pub struct Node {
     next_tick: Instant,
     soft: SoftState,
     dirty: Vec<usize>,
+    /// A stale read was queued: run `serve_reads` before sleeping.
+    dirty_soon: bool,
     /// Open telnet sessions: live delivery scans connections only when there are any.
     pub(super) telnet_sessions: usize,
     /// Scratch buffer for encoding commands.
@@ -270,6 +272,7 @@ impl Node {
             soft,
             dirty: Vec::new(),
             telnet_sessions: 0,
+            dirty_soon: false,
             scratch: Vec::new(),
             stopping: false,
         })
@@ -312,6 +315,9 @@ impl Node {
             }
             self.on_timers(Instant::now());
             self.drive()?;
+            if std::mem::take(&mut self.dirty_soon) {
+                self.serve_reads();
+            }
             self.flush();
             if self.stopping {
                 let deadline =
@@ -835,6 +841,12 @@ impl Node {
 
     pub(super) fn register_local_proposal(&mut self, index: Index, req: u64) {
         self.local_proposals.insert(index, req);
+    }
+
+    /// `--testing-stale-reads`: queue the read as if its read index were 0, served next turn.
+    pub(super) fn serve_stale(&mut self, req: u64, read: PendingRead) {
+        self.reads_waiting_apply.push((0, req, read));
+        self.dirty_soon = true;
     }
 
     fn serve_reads(&mut self) {

@@ -159,6 +159,11 @@ impl Node {
     /// Asks the core for a read index; the query is served once it is applied.
     pub(super) fn start_read(&mut self, conn: ConnRef, query: Query) -> Result<u64, Failure> {
         let req = self.new_request();
+        if self.cfg.testing_stale_reads {
+            // Deliberately unsafe (tests only): whatever this node has applied, no ReadIndex.
+            self.serve_stale(req, PendingRead { conn, query });
+            return Ok(req);
+        }
         match self.raft.read_index(req) {
             Ok(()) => {
                 self.reads.insert(req, PendingRead { conn, query });
