@@ -84,9 +84,7 @@ pub(super) fn now_ms() -> u64 {
 /// What an accepted connection turned out to be.
 pub(super) enum ConnKind {
     /// No bytes yet.
-    Unknown {
-        since: Instant,
-    },
+    Unknown,
     Telnet(Box<Session>),
     /// An inbound link from member `node`, after a valid handshake.
     Peer {
@@ -166,6 +164,8 @@ pub struct Node {
     next_tick: Instant,
     soft: SoftState,
     dirty: Vec<usize>,
+    /// When to greet each accepted connection if it has not spoken by then, in accept order.
+    greetings: VecDeque<(Instant, ConnRef)>,
     /// A stale read was queued: run `serve_reads` before sleeping.
     dirty_soon: bool,
     /// Open telnet sessions: live delivery scans connections only when there are any.
@@ -273,6 +273,7 @@ impl Node {
             dirty: Vec::new(),
             telnet_sessions: 0,
             dirty_soon: false,
+            greetings: VecDeque::new(),
             scratch: Vec::new(),
             stopping: false,
         })
@@ -349,12 +350,8 @@ impl Node {
                 at = at.min(retry);
             }
         }
-        if self
-            .conns
-            .iter()
-            .any(|(_, c)| matches!(c.kind, ConnKind::Unknown { .. }))
-        {
-            at = at.min(now + GREETING_DELAY / 2);
+        if let Some((greet_at, _)) = self.greetings.front() {
+            at = at.min(*greet_at);
         }
         if self.stopping {
             at = at.min(now + Duration::from_millis(10));
@@ -396,13 +393,13 @@ impl Node {
                     let _ = stream.set_nodelay(true);
                     let id = self.next_conn_id;
                     self.next_conn_id += 1;
+                    self.greetings
+                        .push_back((Instant::now() + GREETING_DELAY, ConnRef { key, id }));
                     entry.insert(Conn {
                         id,
                         stream,
                         buffers: Buffers::default(),
-                        kind: ConnKind::Unknown {
-                            since: Instant::now(),
-                        },
+                        kind: ConnKind::Unknown,
                         closing: false,
                         dirty: false,
                     });
@@ -492,12 +489,10 @@ impl Node {
         };
         if let ConnKind::Telnet(session) = &mut conn.kind {
             if session.is_binary_after_greeting(conn.buffers.input()) {
-                conn.kind = ConnKind::Unknown {
-                    since: Instant::now(),
-                };
+                conn.kind = ConnKind::Unknown;
             }
         }
-        if let ConnKind::Unknown { .. } = conn.kind {
+        if let ConnKind::Unknown = conn.kind {
             let input = conn.buffers.input();
             if input.is_empty() {
                 return;
@@ -539,7 +534,7 @@ impl Node {
             ConnKind::Peer { node } => self.handle_peer_input(key, node),
             ConnKind::Telnet(_) => self.handle_telnet_input(key),
             ConnKind::Binary(_) => self.handle_binary_input(key),
-            ConnKind::Unknown { .. } => {}
+            ConnKind::Unknown => {}
         }
     }
 
@@ -674,12 +669,19 @@ impl Node {
                 now,
             );
         }
-        let greet: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.kind, ConnKind::Unknown { since } if now.duration_since(since) >= GREETING_DELAY))
-            .map(|(k, _)| k)
-            .collect();
+        // Deadlines were queued in accept order, so the front is always the earliest.
+        let mut greet = Vec::new();
+        while let Some(&(at, conn)) = self.greetings.front() {
+            if at > now {
+                break;
+            }
+            self.greetings.pop_front();
+            if let Some(c) = self.conns.get(conn.key).filter(|c| c.id == conn.id) {
+                if matches!(c.kind, ConnKind::Unknown) {
+                    greet.push(conn.key);
+                }
+            }
+        }
         for key in greet {
             self.greet(key);
         }
