@@ -188,6 +188,17 @@ fn bad_input_never_stops_the_node() {
             .unwrap();
     }
 
+    // A client that sends its commands and half-closes (`printf … | nc`) still gets every
+    // answer, then the node closes the connection.
+    let mut half = TcpStream::connect(node).unwrap();
+    half.set_read_timeout(Some(DEADLINE)).unwrap();
+    half.write_all(b"status\nget chatLog\nhelp\n").unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answers = String::new();
+    std::io::Read::read_to_string(&mut half, &mut answers).expect("answers, then EOF");
+    let finals: Vec<&str> = answers.lines().filter(|l| l.starts_with("end")).collect();
+    assert_eq!(finals.len(), 3, "three answers before the close: {answers}");
+
     // Everyone else is still served, on this node and the others.
     let position = cluster.post(0, "still-alive");
     assert!(position >= 6);

@@ -469,14 +469,15 @@ impl Node {
                 ReadOutcome::Open => return,
                 ReadOutcome::Full => continue,
                 ReadOutcome::Closed => {
-                    // Finish what was read, then drop the connection.
-                    if let Some(conn) = self.conns.get(key) {
-                        if let ConnKind::Telnet(_) = conn.kind {
-                            self.close(key);
-                            return;
+                    // A telnet client may send its commands and half-close (`… | nc`): answer
+                    // what it sent, then close. Anything else is simply gone.
+                    match self.conns.get_mut(key) {
+                        Some(conn) if matches!(conn.kind, ConnKind::Telnet(_)) => {
+                            conn.closing = true;
+                            self.mark_dirty(key);
                         }
+                        _ => self.close(key),
                     }
-                    self.close(key);
                     return;
                 }
             }
@@ -927,7 +928,8 @@ impl Node {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.closing && conn.buffers.pending_output() == 0 {
+            let working = matches!(&conn.kind, ConnKind::Telnet(session) if session.has_work());
+            if conn.closing && conn.buffers.pending_output() == 0 && !working {
                 self.close(key);
             }
         }

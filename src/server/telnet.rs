@@ -68,6 +68,11 @@ impl Session {
         misjudged
     }
 
+    /// A command in flight, lines waiting, or a listing streaming: a closing connection waits.
+    pub(super) fn has_work(&self) -> bool {
+        self.busy.is_some() || !self.queued.is_empty() || self.listing.is_some()
+    }
+
     /// True while typed-ahead lines are piling up behind a slow command.
     pub(super) fn input_paused(&self) -> bool {
         self.queued.len() >= QUEUED_LINES_MAX
@@ -245,6 +250,7 @@ impl Node {
             }
             Request::Status => self.write_status(conn),
             Request::Quit => {
+                session.queued.clear();
                 self.write_line(conn, "ack bye");
                 if let Some(c) = self.conn_of(conn) {
                     c.closing = true;
