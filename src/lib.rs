@@ -1,16 +1,38 @@
 //! raftchat: a chat server whose chat log is replicated by Raft across a cluster of nodes.
 //!
-//! Where everything lives (see also `DESIGN.md` in the shared notes and the README):
+//! # Where everything lives
 //!
-//! - [`raft`]: the pure consensus core (no IO, no clock, injected RNG), driven by a [`raft::Ready`] loop.
-//! - [`storage`]: the segmented write-ahead log and the durable hard state; recovery.
-//! - [`wire`]: hand-written binary frames for peer messages and binary clients.
-//! - [`chat`]: the replicated state machine (chat log, key-value state) and the telnet line protocol.
-//! - [`server`]: the single-threaded mio event loop that ties them together.
-//! - [`client`]: the binary client protocol codec and a blocking client library (load generator, tests).
+//! The layers, and the one way data flows through them (see also the README and the team's
+//! `DESIGN.md`):
 //!
-//! Binaries: `src/bin/server.rs` (a node), `tools/cluster.rs` (a local cluster launcher),
-//! `tools/loadgen.rs` (the load generator).
+//! ```text
+//! telnet / binary client bytes ──▶ server (mio loop) ──propose──▶ raft (pure core)
+//!        ▲                              │   ▲                          │ Ready
+//!        │ reply after apply            │   └── advance(n) ◀── storage (WAL, fsync thread)
+//!        └──────── chat state machine ◀─┘ committed entries, and messages to peers via wire
+//! ```
+//!
+//! - [`raft`]: the pure consensus core: no IO, no clock, a seeded RNG. Its module docs teach
+//!   the driver loop and the durability contract (which outputs must be durable before which
+//!   messages leave).
+//! - [`storage`]: the segmented write-ahead log and the durable hard state; crash recovery.
+//! - [`wire`]: hand-written binary frames between peers (handshake, Raft messages, forwarded
+//!   proposals).
+//! - [`chat`]: the replicated state machine (chat log, rooms, key-value state, exactly-once
+//!   client sessions) and the telnet line protocol (parse, format).
+//! - [`server`]: the single-threaded mio event loop per node that ties them together; the only
+//!   other thread is the fsync helper.
+//! - [`client`]: the binary client protocol's codec and a blocking client library with
+//!   exactly-once retries (used by the load generator and the tests).
+//!
+//! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
+//! cluster), `tools/loadgen.rs` (the load generator). Scripts in `tools/`: `perf.sh` (the
+//! README's performance table), `memory.sh`, `screen_test.sh` (telnet in tmux).
+//!
+//! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
+//! cluster simulator); `tests/storage_*.rs`; real processes in `tests/server_cluster.rs`,
+//! `tests/chat_features.rs`, `tests/loadgen.rs` (harness in `tests/common/`). Benchmarks in
+//! `benches/`.
 
 pub mod chat;
 pub mod client;
