@@ -14,9 +14,9 @@
 //!
 //! Run: `cargo test --release --test register -- --nocapture`.
 
-mod common;
 #[path = "register/checker.rs"]
 mod checker;
+mod common;
 #[path = "register/history.rs"]
 mod history;
 #[path = "register/workload.rs"]
@@ -149,6 +149,42 @@ fn fault(
     settle(cluster);
 }
 
+/// Makes one successful read of the real history stale: it now returns a value that two
+/// acknowledged writes, one after the other, both completed before the read began. Returns
+/// `None` if the history has no such read.
+fn with_injected_stale_read(history: &[Op]) -> Option<Vec<Op>> {
+    let writes: Vec<&Op> = history
+        .iter()
+        .filter(|op| op.is_known() && op.written().is_some())
+        .collect();
+    for (r, read) in history.iter().enumerate().rev() {
+        if !matches!(read.kind, history::Kind::Read { .. }) || !read.is_known() {
+            continue;
+        }
+        let same_key = |w: &&&Op| w.key == read.key;
+        let Some(later) = writes
+            .iter()
+            .filter(same_key)
+            .find(|w| w.complete_ns.is_some_and(|c| c < read.invoke_ns))
+        else {
+            continue;
+        };
+        let Some(earlier) = writes
+            .iter()
+            .filter(same_key)
+            .find(|w| w.complete_ns.is_some_and(|c| c < later.invoke_ns))
+        else {
+            continue;
+        };
+        let mut mutated = history.to_vec();
+        mutated[r].kind = history::Kind::Read {
+            value: earlier.written().map(str::to_string),
+        };
+        return Some(mutated);
+    }
+    None
+}
+
 fn report(violations: &[checker::Violation]) -> String {
     violations.iter().map(|v| v.to_string()).collect()
 }
@@ -189,6 +225,12 @@ fn register_history_is_linearizable() {
             report(&violations)
         );
     }
+    // The checker has teeth on this very history: one read made stale must be caught.
+    let mutated = with_injected_stale_read(&history).expect("a read after two writes");
+    assert!(
+        checker::check(&mutated).is_err(),
+        "an injected stale read must be caught"
+    );
 }
 
 #[test]

@@ -302,7 +302,9 @@ pub fn minimize(ops: &[Op]) -> Vec<Op> {
             let mut trial = current[..start].to_vec();
             trial.extend_from_slice(&current[end..]);
             checks += 1;
-            if !trial.is_empty() && explained(&trial) && check_key(&trial) == Verdict::NotLinearizable
+            if !trial.is_empty()
+                && explained(&trial)
+                && check_key(&trial) == Verdict::NotLinearizable
             {
                 current = trial;
                 removed_any = true;
@@ -334,10 +336,24 @@ mod tests {
         }
     }
     fn set(client: usize, value: &str, from: u64, to: u64) -> Op {
-        op(client, Kind::Set { value: value.into() }, from, Some(to))
+        op(
+            client,
+            Kind::Set {
+                value: value.into(),
+            },
+            from,
+            Some(to),
+        )
     }
     fn set_unknown(client: usize, value: &str, from: u64) -> Op {
-        op(client, Kind::Set { value: value.into() }, from, None)
+        op(
+            client,
+            Kind::Set {
+                value: value.into(),
+            },
+            from,
+            None,
+        )
     }
     fn get(client: usize, value: Option<&str>, from: u64, to: u64) -> Op {
         let value = value.map(str::to_string);
@@ -384,7 +400,11 @@ mod tests {
         ];
         assert!(check(&h).is_ok());
         // A read overlapping a write may see either value.
-        let h = [set(0, "a", 0, 10), get(1, None, 1, 2), get(1, Some("a"), 3, 4)];
+        let h = [
+            set(0, "a", 0, 10),
+            get(1, None, 1, 2),
+            get(1, Some("a"), 3, 4),
+        ];
         assert!(check(&h).is_ok());
     }
 
@@ -445,7 +465,11 @@ mod tests {
     #[test]
     fn unknown_writes_may_happen_late_or_never() {
         // Never: nobody saw it.
-        let h = [set_unknown(0, "a", 0), get(1, None, 5, 6), get(1, None, 7, 8)];
+        let h = [
+            set_unknown(0, "a", 0),
+            get(1, None, 5, 6),
+            get(1, None, 7, 8),
+        ];
         assert!(check(&h).is_ok());
         // Late: long after its client gave up, a read sees it.
         let h = [

@@ -82,7 +82,11 @@ impl fmt::Display for Op {
             self.node,
             ms(self.invoke_ns)
         )?;
-        let outcome = if self.is_known() { "ack" } else { "outcome unknown" };
+        let outcome = if self.is_known() {
+            "ack"
+        } else {
+            "outcome unknown"
+        };
         match &self.kind {
             Kind::Set { value } => write!(f, "set {} {value} -> {outcome}", self.key),
             Kind::Cas { expected, new } => {

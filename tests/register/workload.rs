@@ -40,7 +40,9 @@ impl LineClient {
     }
 
     pub fn send(&mut self, line: &str) -> std::io::Result<()> {
-        self.reader.get_mut().write_all(format!("{line}\n").as_bytes())
+        self.reader
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
     }
 
     /// Reads the listing lines and the final `ack`/`end`/`err` line of one answer.
@@ -121,8 +123,13 @@ pub fn since(start: Instant) -> u64 {
 
 /// What one op sends, before its outcome is known.
 pub enum Request {
-    Set { value: String },
-    Cas { expected: Option<String>, new: String },
+    Set {
+        value: String,
+    },
+    Cas {
+        expected: Option<String>,
+        new: String,
+    },
     Get,
 }
 
@@ -196,7 +203,8 @@ pub fn run_client(
     start: Instant,
     stop: Arc<AtomicBool>,
 ) -> Vec<Op> {
-    let mut rng = SmallRng::seed_from_u64(seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        SmallRng::seed_from_u64(seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut history = Vec::new();
     let mut conn: Option<LineClient> = None;
     // The last value this client saw per key: a good guess for `cas` to succeed sometimes.
@@ -275,9 +283,10 @@ fn set_acked(
                 start,
                 history,
             );
-            if history.last().is_some_and(|op| {
-                op.is_known() && op.written() == Some(value.as_str())
-            }) {
+            if history
+                .last()
+                .is_some_and(|op| op.is_known() && op.written() == Some(value.as_str()))
+            {
                 return value;
             }
         }
