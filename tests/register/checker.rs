@@ -170,7 +170,6 @@ fn prepare(ops: &[Op]) -> Vec<Entry> {
 }
 
 /// The linearized ops, one bit each.
-#[derive(Clone, PartialEq, Eq, Hash)]
 struct Bits(Vec<u64>);
 
 impl Bits {
@@ -182,6 +181,14 @@ impl Bits {
     }
     fn flip(&mut self, i: usize) {
         self.0[i / 64] ^= 1 << (i % 64);
+    }
+    /// A compact canonical form for the memo: the number of leading all-ones words, then the
+    /// words after them without trailing zeros (in a long history almost every op before the
+    /// search frontier is linearized, so this stays a few words instead of n / 64).
+    fn compact(&self) -> (usize, Box<[u64]>) {
+        let full = self.0.iter().take_while(|&&w| w == u64::MAX).count();
+        let used = self.0.len() - self.0.iter().rev().take_while(|&&w| w == 0).count();
+        (full, self.0[full..used.max(full)].into())
     }
 }
 
@@ -223,7 +230,7 @@ fn search(entries: &[Entry]) -> Verdict {
     let mut required_left = entries.iter().filter(|e| e.required).count();
     let mut done = Bits::new(entries.len());
     let mut state = ABSENT;
-    let mut seen: HashSet<(Bits, State)> = HashSet::new();
+    let mut seen: HashSet<((usize, Box<[u64]>), State)> = HashSet::new();
     let mut frames = vec![Frame {
         candidates: candidates(entries, &done),
         next: 0,
@@ -254,7 +261,7 @@ fn search(entries: &[Entry]) -> Verdict {
             continue;
         };
         done.flip(candidate);
-        if !seen.insert((done.clone(), after)) {
+        if !seen.insert((done.compact(), after)) {
             done.flip(candidate);
             continue;
         }

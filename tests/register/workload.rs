@@ -210,9 +210,15 @@ pub fn run_client(
     // The last value this client saw per key: a good guess for `cas` to succeed sometimes.
     let mut last_seen: Vec<Option<String>> = vec![None; keys.len()];
     let mut counter = 0u64;
+    let mut last_node: Option<usize> = None;
     while !stop.load(Ordering::Relaxed) {
         let Some(c) = conn.as_mut() else {
-            let node = rng.gen_range(0..addrs.len());
+            // A random node, other than the one whose connection was just lost.
+            let mut node = rng.gen_range(0..addrs.len());
+            if Some(node) == last_node && addrs.len() > 1 {
+                node = (node + rng.gen_range(1..addrs.len())) % addrs.len();
+            }
+            last_node = Some(node);
             match LineClient::connect(addrs[node], node) {
                 Ok(c) => conn = Some(c),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
