@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use workload::Lagging;
 
 const CLIENTS: usize = 5;
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
@@ -136,9 +137,15 @@ fn fault(
             cluster.resume(victim);
         }
         _ => {
-            eprintln!("fault {round}: stale-read probe");
+            let lagging = if rng.gen_bool(0.5) {
+                Lagging::OldLeader
+            } else {
+                Lagging::Follower
+            };
+            eprintln!("fault {round}: stale-read probe, {lagging:?} lagging");
             history.extend(workload::stale_probe(
                 cluster,
+                lagging,
                 PROBE_KEY,
                 PROBE_CLIENT,
                 round,
@@ -247,7 +254,14 @@ fn stale_read_mode_is_caught() {
     let mut rounds = 0;
     let caught = wait_for("the checker to catch a stale read", DEADLINE * 4, || {
         rounds += 1;
-        let probe = workload::stale_probe(&cluster, PROBE_KEY, PROBE_CLIENT, rounds, start);
+        let probe = workload::stale_probe(
+            &cluster,
+            Lagging::OldLeader,
+            PROBE_KEY,
+            PROBE_CLIENT,
+            rounds,
+            start,
+        );
         history.extend(probe);
         settle(&cluster);
         let probe_ops: Vec<Op> = history

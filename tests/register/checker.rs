@@ -169,6 +169,9 @@ fn prepare(ops: &[Op]) -> Vec<Entry> {
     entries
 }
 
+/// `Bits::compact`: (leading all-ones words, the words after them).
+type Compact = (usize, Box<[u64]>);
+
 /// The linearized ops, one bit each.
 struct Bits(Vec<u64>);
 
@@ -185,7 +188,7 @@ impl Bits {
     /// A compact canonical form for the memo: the number of leading all-ones words, then the
     /// words after them without trailing zeros (in a long history almost every op before the
     /// search frontier is linearized, so this stays a few words instead of n / 64).
-    fn compact(&self) -> (usize, Box<[u64]>) {
+    fn compact(&self) -> Compact {
         let full = self.0.iter().take_while(|&&w| w == u64::MAX).count();
         let used = self.0.len() - self.0.iter().rev().take_while(|&&w| w == 0).count();
         (full, self.0[full..used.max(full)].into())
@@ -230,7 +233,7 @@ fn search(entries: &[Entry]) -> Verdict {
     let mut required_left = entries.iter().filter(|e| e.required).count();
     let mut done = Bits::new(entries.len());
     let mut state = ABSENT;
-    let mut seen: HashSet<((usize, Box<[u64]>), State)> = HashSet::new();
+    let mut seen: HashSet<(Compact, State)> = HashSet::new();
     let mut frames = vec![Frame {
         candidates: candidates(entries, &done),
         next: 0,

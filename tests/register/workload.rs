@@ -300,14 +300,27 @@ fn set_acked(
     }
 }
 
-/// The stale-read probe: a value is acknowledged through the leader; the leader is paused and a
-/// new one elected; more values are acknowledged through the new leader; then a `get` is sent
-/// to the paused old leader and it is resumed. The old leader has heard nothing of the new
-/// values (the new leader only probes it, one round trip at a time), so a node that serves
-/// reads from its own state without ReadIndex answers with the old value: a stale read.
+/// Which node the stale-read probe makes lag behind.
+#[derive(Clone, Copy, Debug)]
+pub enum Lagging {
+    /// The leader is paused and a new one elected: the old leader has heard nothing of the
+    /// new values when it wakes (the new leader only probes it, one round trip at a time), so
+    /// a stale read from it is certain.
+    OldLeader,
+    /// A follower is paused while the leader carries on: the leader may have pipelined the
+    /// new entries into its socket, so whether it catches up before serving is a race.
+    Follower,
+}
+
+/// The stale-read probe: a value is acknowledged through the leader; the `lagging` node is
+/// paused (the leader, then a new leader is elected; or a follower); more values are
+/// acknowledged through the (new) leader; then a `get` is sent to the paused node and it is
+/// resumed. A node that serves reads from its own state without ReadIndex answers with the old
+/// value: a stale read. A correct node answers with the newest value, or an error.
 /// All nodes must be running and unpaused when it starts; they are again when it returns.
 pub fn stale_probe(
     cluster: &Cluster,
+    lagging: Lagging,
     key: &str,
     client: usize,
     round: usize,
@@ -315,27 +328,36 @@ pub fn stale_probe(
 ) -> Vec<Op> {
     let mut history = Vec::new();
     let all: Vec<usize> = (0..cluster.len()).collect();
-    let (old_leader, _) = cluster.wait_leader(&all);
+    let (leader, _) = cluster.wait_leader(&all);
     let tag = format!("p{round}");
     set_acked(
         cluster,
-        old_leader,
+        leader,
         client,
         key,
         &format!("{tag}old"),
         start,
         &mut history,
     );
+    let victim = match lagging {
+        Lagging::OldLeader => leader,
+        Lagging::Follower => (leader + 1) % cluster.len(),
+    };
     // The reader's connection is open before the pause; its `get` is sent during it.
-    let reader = LineClient::connect(cluster.addrs[old_leader], old_leader);
-    cluster.pause(old_leader);
-    let others: Vec<usize> = all.iter().copied().filter(|&n| n != old_leader).collect();
-    // On a panic here the old leader stays paused: `Cluster`'s drop resumes and kills it.
-    let (new_leader, _) = cluster.wait_new_leader(&others, old_leader);
+    let reader = LineClient::connect(cluster.addrs[victim], victim);
+    cluster.pause(victim);
+    // On a panic from here the victim stays paused: `Cluster`'s drop resumes and kills it.
+    let writer = match lagging {
+        Lagging::OldLeader => {
+            let others: Vec<usize> = all.iter().copied().filter(|&n| n != victim).collect();
+            cluster.wait_new_leader(&others, victim).0
+        }
+        Lagging::Follower => leader,
+    };
     for i in 0..3 {
         set_acked(
             cluster,
-            new_leader,
+            writer,
             client,
             key,
             &format!("{tag}new{i}"),
@@ -346,13 +368,13 @@ pub fn stale_probe(
     if let Ok(mut reader) = reader {
         let invoke_ns = since(start);
         let sent = reader.send(&format!("get {key}"));
-        cluster.resume(old_leader);
+        cluster.resume(victim);
         if sent.is_ok() {
             let reply = reader.read_reply();
             if let Some(value) = classify_read(&reply) {
                 history.push(Op {
                     client,
-                    node: old_leader,
+                    node: victim,
                     key: key.to_string(),
                     kind: Kind::Read { value },
                     invoke_ns,
@@ -361,7 +383,7 @@ pub fn stale_probe(
             }
         }
     } else {
-        cluster.resume(old_leader);
+        cluster.resume(victim);
     }
     history
 }
