@@ -2,15 +2,17 @@
 //! under faults, judged by a Wing & Gong / Porcupine-style checker (`register/checker.rs`).
 //!
 //! - `register_history_is_linearizable`: concurrent clients on random nodes while a seeded
-//!   schedule kills (-9) and restarts nodes (the leader among them), pauses and resumes
-//!   nodes, and runs the stale-read probe; the whole history must be linearizable.
+//!   schedule kills (-9) and restarts nodes (the leader among them, or a majority at once),
+//!   pauses and resumes nodes, and runs the stale-read probe; the whole history must be
+//!   linearizable.
 //! - `stale_read_mode_is_caught`: the same against `--testing-stale-reads` (reads served from
 //!   local state without ReadIndex); the probe makes a stale read certain, and the checker must
 //!   report the history as not linearizable.
 //!
 //! `REGISTER_SEED=<seed>` replays a schedule (the seed is printed on failure), `REGISTER_SECS`
-//! lengthens the soak (default 12 s of faults). Every process is killed even when a test fails
-//! (`Cluster`'s drop).
+//! lengthens the soak (default 12 s of faults). The seed fixes the fault schedule and every
+//! client's choices; the interleaving with real processes still varies from run to run. Every
+//! process is killed even when a test fails (`Cluster`'s drop).
 //!
 //! Run: `cargo test --release --test register -- --nocapture`.
 
@@ -117,7 +119,7 @@ fn fault(
     history: &mut Vec<Op>,
 ) {
     let all: Vec<usize> = (0..cluster.len()).collect();
-    match rng.gen_range(0..4) {
+    match rng.gen_range(0..5) {
         0 | 1 => {
             let victim = if rng.gen_bool(0.5) {
                 cluster.wait_leader(&all).0
@@ -130,6 +132,18 @@ fn fault(
             cluster.spawn(victim);
         }
         2 => {
+            // A majority crashes at once (the leader among it): only what was on disk on a
+            // majority may be acknowledged, and it must all come back.
+            let leader = cluster.wait_leader(&all).0;
+            let other = (leader + rng.gen_range(1..cluster.len())) % cluster.len();
+            eprintln!("fault {round}: kill -9 nodes {leader} (leader) and {other}");
+            cluster.kill(leader);
+            cluster.kill(other);
+            std::thread::sleep(Duration::from_millis(rng.gen_range(100..800)));
+            cluster.spawn(other);
+            cluster.spawn(leader);
+        }
+        3 => {
             let victim = rng.gen_range(0..cluster.len());
             eprintln!("fault {round}: SIGSTOP node {victim}");
             cluster.pause(victim);
