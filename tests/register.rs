@@ -236,6 +236,14 @@ fn register_history_is_linearizable() {
         history.len(),
         start.elapsed()
     );
+    let count = |f: fn(&history::Kind) -> bool| history.iter().filter(|op| f(&op.kind)).count();
+    eprintln!(
+        "sets {}, cas acked {}, cas failed {}, reads {}",
+        count(|k| matches!(k, history::Kind::Set { .. })),
+        count(|k| matches!(k, history::Kind::Cas { .. })),
+        count(|k| matches!(k, history::Kind::CasFailed { .. })),
+        count(|k| matches!(k, history::Kind::Read { .. })),
+    );
     assert!(known > 100, "the workload made progress: {known} ops");
     let checked = Instant::now();
     let verdict = checker::check(&history);

@@ -303,11 +303,13 @@ pub fn minimize(ops: &[Op]) -> Vec<Op> {
     let mut current: Vec<Op> = ops.to_vec();
     current.sort_by_key(|op| op.invoke_ns);
     let mut chunk = current.len().div_ceil(2).max(1);
+    // A budget, so a failing soak reports promptly; what is left is still a counterexample.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut checks = 0usize;
     loop {
         let mut removed_any = false;
         let mut start = 0;
-        while start < current.len() && checks < 5_000 {
+        while start < current.len() && checks < 5_000 && std::time::Instant::now() < deadline {
             let end = (start + chunk).min(current.len());
             let mut trial = current[..start].to_vec();
             trial.extend_from_slice(&current[end..]);
@@ -322,7 +324,7 @@ pub fn minimize(ops: &[Op]) -> Vec<Op> {
                 start = end;
             }
         }
-        if chunk == 1 && !removed_any || checks >= 5_000 {
+        if chunk == 1 && !removed_any || checks >= 5_000 || std::time::Instant::now() >= deadline {
             return current;
         }
         if chunk > 1 {

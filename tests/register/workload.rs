@@ -1,6 +1,6 @@
 //! The register workload against a real cluster: client threads doing random `set`, `get` and
 //! `cas` on a few keys through their own telnet connections, and the stale-read probe (pause
-//! the leader, write through the new one, read through the old one as it wakes). It records
+//! a node, write through the leader, read through the paused node as it wakes). It records
 //! every op with its invoke and completion times and the outcome the client can vouch for; it
 //! never judges the history (the checker does) and never starts or kills processes itself
 //! except through the probe's `Cluster` calls.
@@ -257,7 +257,7 @@ pub fn run_client(
     history
 }
 
-/// Writes `set key <fresh value>` through `addr` until one is acknowledged (recording every
+/// Writes `set key <fresh value>` through node `node` until one is acknowledged (recording every
 /// attempt); returns the acknowledged value. Polls with a generous deadline.
 fn set_acked(
     cluster: &Cluster,
