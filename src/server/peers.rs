@@ -31,6 +31,8 @@ pub struct PeerLink {
     backoff_ms: u64,
     /// Logged once per outage, not once per retry.
     reported_down: bool,
+    /// Before the first connection, a refused connect is a peer still starting: not news.
+    ever_up: bool,
 }
 
 impl PeerLink {
@@ -44,6 +46,7 @@ impl PeerLink {
             retry_at: now,
             backoff_ms: BACKOFF_MIN_MS,
             reported_down: false,
+            ever_up: false,
         }
     }
 
@@ -96,7 +99,15 @@ impl PeerLink {
 
     fn note_down(&mut self, why: &str) {
         if !self.reported_down {
-            log::info!("link to node {} at {} is down: {why}", self.id, self.addr);
+            if self.ever_up {
+                log::info!("link to node {} at {} is down: {why}", self.id, self.addr);
+            } else {
+                log::debug!(
+                    "link to node {} at {} not up yet: {why}",
+                    self.id,
+                    self.addr
+                );
+            }
             self.reported_down = true;
         }
     }
@@ -124,12 +135,13 @@ impl PeerLink {
                 Ok(_) => {
                     self.connected = true;
                     self.backoff_ms = BACKOFF_MIN_MS;
-                    if self.reported_down {
+                    if self.reported_down && self.ever_up {
                         log::info!("link to node {} at {} is up", self.id, self.addr);
                     } else {
                         log::debug!("link to node {} at {} is up", self.id, self.addr);
                     }
                     self.reported_down = false;
+                    self.ever_up = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
                 Err(e) => return self.reset(registry, &format!("connect failed: {e}"), now),
