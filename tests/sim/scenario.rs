@@ -110,7 +110,9 @@ impl Scenario {
                 slow_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
                 slow_delay_max: 4 * SUBTICKS_PER_TICK,
             },
-            sync_delay_max: *[1, 5, 2 * SUBTICKS_PER_TICK]
+            // Raft needs broadcast time ≪ election timeout (§5.6); a vote round costs a sync
+            // on each side, so the slowest disk here syncs within a fifth of a timeout.
+            sync_delay_max: *[1, 5, u64::from(election_ticks) * SUBTICKS_PER_TICK / 5]
                 .choose(rng)
                 .expect("not empty"),
             client_gap_max: rng.gen_range(2..=2 * SUBTICKS_PER_TICK),
