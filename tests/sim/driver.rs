@@ -1,11 +1,12 @@
 //! The scenario driver: one seeded run of a simulated cluster.
 //!
-//! It owns simulated time and the event queue, the fault schedule, the fault-free tail that
-//! checks liveness, and the glue that turns each node's `Ready` into sends, writes, syncs,
-//! `advance` calls and applies exactly in the order the durability contract of `raftchat::raft`
-//! prescribes. One step is one event: a node's tick, a delivery, a sync, a client action, a
-//! fault, a heal or a restart. The checker runs after every step. Every random choice comes from
-//! the run's one `SmallRng`, seeded by the seed, so a seed replays the run exactly.
+//! It owns simulated time and the event queue, the step loop with its checks (safety after
+//! every step, liveness in the fault-free tail), the client actions, and the glue that turns
+//! each node's `Ready` into sends, writes, syncs, `advance` calls and applies exactly in the
+//! order the durability contract of `raftchat::raft` prescribes. One step is one event: a node's
+//! tick, a delivery, a disk sync, a client action, or a fault (see `faults.rs`). Every random
+//! choice comes from the run's one `SmallRng`, seeded by the seed, so a seed replays the run
+//! exactly. It never decides what a core decides.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -44,7 +45,6 @@ const CLIENT_TIMEOUT_ELECTIONS: u64 = 3;
 #[derive(Clone, Debug)]
 pub struct Report {
     pub seed: u64,
-    pub nodes: usize,
     pub scenario: Scenario,
     pub steps: u64,
     pub ticks: u64,
@@ -141,7 +141,9 @@ pub(super) enum Event {
     Client,
     /// A random fault from the mix.
     Fault,
+    /// Undo one partition: restore these links.
     Heal(Vec<Link>),
+    /// Bring a crashed node back with what its disk holds.
     Restart {
         node: usize,
     },
@@ -295,7 +297,6 @@ impl Sim {
         let checked = self.checker.stats();
         Report {
             seed: self.seed,
-            nodes: self.nodes.len(),
             scenario: self.scenario.clone(),
             steps: self.step,
             ticks: self.now / SUBTICKS_PER_TICK,
@@ -349,13 +350,10 @@ impl Sim {
             Event::Heal(links) => self.on_heal(links),
             Event::Restart { node } => self.restart(node)?,
             Event::Strike { node, role, term } => self.on_strike(node, role, term)?,
-            Event::PowerLoss { node, incarnation } => {
-                if self.calm_since.is_none() && self.nodes[node].incarnation == incarnation {
-                    self.crash(node)?;
-                }
-            }
+            Event::PowerLoss { node, incarnation } => self.on_power_loss(node, incarnation)?,
         }
         self.check_safety()?;
+        self.track_roles();
         self.check_liveness()?;
         self.step += 1;
         Ok(())
@@ -690,8 +688,24 @@ impl Sim {
                 self.checker
                     .verify_log(node as NodeId, raft.entries(), raft.term())?;
             }
+            self.checker
+                .observe_role(node as NodeId, raft.role(), raft.term())?;
+        }
+        self.checker.check_committed_durable(
+            self.nodes
+                .iter()
+                .map(|sim_node| sim_node.storage.durable_chain()),
+        )
+    }
+
+    /// Reacts to the role and commit changes of this step: the writers of a deposed leader move
+    /// on, and fresh candidates, fresh leaders and leaders' first commits become strike targets.
+    fn track_roles(&mut self) {
+        for (node, sim_node) in self.nodes.iter().enumerate() {
+            let Some(raft) = sim_node.raft.as_ref() else {
+                continue;
+            };
             let (role, term) = (raft.role(), raft.term());
-            self.checker.observe_role(node as NodeId, role, term)?;
             // A leader's first commit in its term: the moment it takes over the log.
             let commit_index = raft.commit_index();
             if role == Role::Leader && self.roles[node] != (role, term) {
@@ -715,11 +729,6 @@ impl Sim {
         }
         self.strike_promoted();
         self.strike_first_commit();
-        self.checker.check_committed_durable(
-            self.nodes
-                .iter()
-                .map(|sim_node| sim_node.storage.durable_chain()),
-        )
     }
 
     fn check_liveness(&mut self) -> Result<(), Violation> {

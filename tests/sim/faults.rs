@@ -230,4 +230,11 @@ impl Sim {
             Ok(())
         }
     }
+
+    pub(super) fn on_power_loss(&mut self, node: usize, incarnation: u64) -> Result<(), Violation> {
+        if self.calm_since.is_some() || self.nodes[node].incarnation != incarnation {
+            return Ok(()); // the faults stopped, or the node crashed already
+        }
+        self.crash(node)
+    }
 }
