@@ -2,10 +2,12 @@
 //!
 //! During the fault phase a random fault strikes every few election timeouts: crashes (often of
 //! the leader), symmetric partitions, isolated, deaf or mute leaders, random one-way link cuts,
-//! leadership transfers, global heals. Two reactive faults aim at the moments that matter: a
-//! freshly elected leader struck before it has replicated much, and power lost while a disk
-//! sync is pending. Then the faults stop for good: every link heals, every node restarts, and
-//! nothing more is lost. It owns no state of its own: it acts on the driver's `Sim`.
+//! leadership transfers, global heals. Reactive faults aim at the moments that matter: a node
+//! that just became candidate loses power around the sync of its vote, a fresh leader is
+//! crashed or cut off before it has replicated much, a leader is struck right after its first
+//! commit, and any node may lose power while a sync is pending (the driver schedules that one).
+//! Then the faults stop for good: every link heals, every node restarts, and nothing more is
+//! lost. It owns no state of its own: it acts on the driver's `Sim`.
 
 use raftchat::raft::{NodeId, Role, Term};
 use rand::seq::SliceRandom;
@@ -209,6 +211,8 @@ impl Sim {
         }
     }
 
+    /// Strikes `node` if it still has `role` in `term`: a candidate loses power; a leader is
+    /// mostly cut off rather than crashed, because isolation also drops what it already sent.
     pub(super) fn on_strike(
         &mut self,
         node: usize,
@@ -231,6 +235,7 @@ impl Sim {
         }
     }
 
+    /// Power loss scheduled while a sync of `node` was pending.
     pub(super) fn on_power_loss(&mut self, node: usize, incarnation: u64) -> Result<(), Violation> {
         if self.calm_since.is_some() || self.nodes[node].incarnation != incarnation {
             return Ok(()); // the faults stopped, or the node crashed already
