@@ -1502,19 +1502,19 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
 
 #[test]
 fn random_histories_with_pre_vote_and_check_quorum() {
-    let leaders: usize = (0..60)
-        .map(|seed| random_history(seed, 2_000, |_| {}))
+    let leaders: usize = (0..400)
+        .map(|seed| random_history(seed, 3_000, |_| {}))
         .sum();
     assert!(
-        leaders >= 60 * 5,
+        leaders >= 400 * 5,
         "histories should see many leaders, saw {leaders}"
     );
 }
 
 #[test]
 fn random_histories_without_pre_vote_or_check_quorum() {
-    for seed in 100..140 {
-        random_history(seed, 2_000, |c| {
+    for seed in 1_000..1_200 {
+        random_history(seed, 3_000, |c| {
             c.pre_vote = false;
             c.check_quorum = false;
         });
@@ -1523,8 +1523,8 @@ fn random_histories_without_pre_vote_or_check_quorum() {
 
 #[test]
 fn random_histories_with_small_windows_and_messages() {
-    for seed in 200..240 {
-        random_history(seed, 2_000, |c| {
+    for seed in 2_000..2_200 {
+        random_history(seed, 3_000, |c| {
             c.max_inflight_msgs = 2;
             c.max_msg_bytes = 8;
         });
