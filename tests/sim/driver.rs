@@ -28,8 +28,10 @@ use super::{Time, SUBTICKS_PER_TICK};
 
 /// The liveness bound: once the faults stop (everything healed, crashed nodes restarted, no
 /// more loss), a leader is elected and a fresh write commits on every node within
-/// `LIVENESS_BOUND_ELECTIONS × election_ticks` ticks.
-pub const LIVENESS_BOUND_ELECTIONS: u64 = 20;
+/// `LIVENESS_BOUND_ELECTIONS × election_ticks` ticks. Measured: at most ~10 election timeouts
+/// in 50,000 default runs, ~17 in 1,000 runs of 100,000 steps, where a follower may first have
+/// to shed a long divergent tail one term per round trip and then catch up.
+pub const LIVENESS_BOUND_ELECTIONS: u64 = 30;
 /// The share of a run's steps spent injecting faults; the rest is the fault-free tail.
 const FAULT_PHASE_PERCENT: u64 = 70;
 /// A core that still has a Ready after this many rounds of one step is livelocked.
@@ -426,7 +428,9 @@ impl Sim {
         if msg.from >= count || msg.to >= count || msg.from == msg.to {
             return; // not a link of this cluster
         }
-        let fate = self.network.route((msg.from, msg.to), &mut self.rng);
+        let fate = self
+            .network
+            .route((msg.from, msg.to), self.now, &mut self.rng);
         if let Some(delay) = fate.duplicate {
             self.schedule(delay, Event::Deliver(msg.clone()));
         }
