@@ -28,7 +28,7 @@ use super::{Time, SUBTICKS_PER_TICK};
 
 /// The liveness bound: once the faults stop (everything healed, crashed nodes restarted, no
 /// more loss), a leader is elected and a fresh write commits on every node within
-/// `LIVENESS_BOUND_ELECTIONS × election_ticks` ticks. Measured: at most ~10 election timeouts
+/// `LIVENESS_BOUND_ELECTIONS × election_ticks` ticks. Measured: at most ~11 election timeouts
 /// in 50,000 default runs, ~17 in 1,000 runs of 100,000 steps, where a follower may first have
 /// to shed a long divergent tail one term per round trip and then catch up.
 pub const LIVENESS_BOUND_ELECTIONS: u64 = 30;
@@ -224,8 +224,11 @@ pub(super) struct Sim {
     pub(super) touched: Vec<usize>,
     /// Each node's role and term when last observed.
     roles: Vec<(Role, Term)>,
-    /// Nodes that became candidate or leader in this step: targets for a strike.
-    pub(super) promoted: Vec<(usize, Role, Term)>,
+    /// Nodes at a fragile moment in this step (they just voted for another node, became
+    /// candidate or became leader): targets for a strike.
+    pub(super) fragile: Vec<(usize, Role, Term)>,
+    /// Each node's (term, vote) as last handed to its disk.
+    votes: Vec<(Term, Option<NodeId>)>,
     /// Each leader's commit index when elected, until its first commit (then `Index::MAX`).
     commit_seen: Vec<Index>,
     /// Leaders that made their first commit in this step: targets for a strike.
@@ -270,7 +273,8 @@ impl Sim {
             trace,
             touched: Vec::new(),
             roles: vec![(Role::Follower, 0); nodes.len()],
-            promoted: Vec::new(),
+            fragile: Vec::new(),
+            votes: vec![(0, None); nodes.len()],
             commit_seen: vec![0; nodes.len()],
             first_commits: Vec::new(),
             nodes,
@@ -498,6 +502,19 @@ impl Sim {
         if let Some(soft) = soft_state {
             self.log(|| format!("state   node {node}: {soft:?}"));
         }
+        // A fresh vote for another node: a fragile moment until it is durable.
+        if let Some(hs) = hard_state {
+            let vote = (hs.term, hs.voted_for);
+            if vote != self.votes[node] {
+                self.votes[node] = vote;
+                if hs
+                    .voted_for
+                    .is_some_and(|candidate| candidate != node as NodeId)
+                {
+                    self.fragile.push((node, Role::Follower, hs.term));
+                }
+            }
+        }
         for msg in messages {
             self.send(msg);
         }
@@ -703,7 +720,8 @@ impl Sim {
     }
 
     /// Reacts to the role and commit changes of this step: the writers of a deposed leader move
-    /// on, and fresh candidates, fresh leaders and leaders' first commits become strike targets.
+    /// on, and fresh candidates, fresh leaders and leaders' first commits become strike targets
+    /// (as do fresh votes, noted in `handle_ready`).
     fn track_roles(&mut self) {
         for (node, sim_node) in self.nodes.iter().enumerate() {
             let Some(raft) = sim_node.raft.as_ref() else {
@@ -727,11 +745,11 @@ impl Sim {
                 }
                 self.roles[node] = (role, term);
                 if matches!(role, Role::Candidate | Role::Leader) {
-                    self.promoted.push((node, role, term));
+                    self.fragile.push((node, role, term));
                 }
             }
         }
-        self.strike_promoted();
+        self.strike_fragile();
         self.strike_first_commit();
     }
 

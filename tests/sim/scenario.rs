@@ -75,8 +75,9 @@ pub struct Scenario {
     pub strike_leader_prob: f64,
     /// The chance that a leader is struck right after its first commit in its term.
     pub strike_commit_prob: f64,
-    /// The chance that a node that just became candidate is crashed within a sync delay.
-    pub strike_candidate_prob: f64,
+    /// The chance that a node that just voted or became candidate is crashed within a sync
+    /// delay.
+    pub strike_vote_prob: f64,
     /// The chance, each time a node's disk starts a sync, that the node loses power before the
     /// sync completes.
     pub power_loss_prob: f64,
@@ -120,7 +121,7 @@ impl Scenario {
             fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
             strike_leader_prob: *[0.0, 0.3, 0.6].choose(rng).expect("not empty"),
             strike_commit_prob: *[0.0, 0.5, 0.9].choose(rng).expect("not empty"),
-            strike_candidate_prob: *[0.0, 0.1, 0.3].choose(rng).expect("not empty"),
+            strike_vote_prob: *[0.0, 0.1, 0.3].choose(rng).expect("not empty"),
             power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
             flush_on_crash_prob: 0.25,
         }
