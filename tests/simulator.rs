@@ -57,7 +57,7 @@ fn run_seeds(seeds: u64, options: &Options) -> (Vec<Report>, Vec<Failure>) {
 
 fn summarize(reports: &[Report]) -> String {
     let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
-    let five = reports.iter().filter(|r| r.nodes == 5).count();
+    let five = reports.iter().filter(|r| r.scenario.nodes == 5).count();
     // Recovery time in election timeouts, the unit of the liveness bound.
     let slowest = reports
         .iter()

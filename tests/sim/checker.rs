@@ -419,18 +419,19 @@ impl Checker {
             return Ok(());
         }
         let want = self.committed.prefix(committed_len);
-        let holders: Vec<usize> = durable_logs
+        // A bit per node that holds the committed log durably (clusters are small).
+        let holders = durable_logs
             .enumerate()
             .filter(|(_, log)| log.prefix(committed_len) == want)
-            .map(|(node, _)| node)
-            .collect();
-        if holders.len() >= self.quorum {
+            .fold(0u64, |bits, (node, _)| bits | 1 << node);
+        if holders.count_ones() as usize >= self.quorum {
             return Ok(());
         }
+        let nodes: Vec<u32> = (0..64).filter(|node| holders & 1 << node != 0).collect();
         Err(Violation::new(
             "Committed entries durable on a quorum",
             format!(
-                "entries 1..={committed_len} were committed, but only nodes {holders:?} still hold them all durably (quorum {})",
+                "entries 1..={committed_len} were committed, but only nodes {nodes:?} still hold them all durably (quorum {})",
                 self.quorum
             ),
         ))

@@ -2,10 +2,12 @@
 //!
 //! During the fault phase a random fault strikes every few election timeouts: crashes (often of
 //! the leader), symmetric partitions, isolated, deaf or mute leaders, random one-way link cuts,
-//! leadership transfers, global heals. Two reactive faults aim at the moments that matter: a
-//! freshly elected leader struck before it has replicated much, and power lost while a disk
-//! sync is pending. Then the faults stop for good: every link heals, every node restarts, and
-//! nothing more is lost. It owns no state of its own: it acts on the driver's `Sim`.
+//! leadership transfers, global heals. Reactive faults aim at the moments that matter: a node
+//! that just voted or became candidate loses power around the sync of its vote, a fresh leader is
+//! crashed or cut off before it has replicated much, a leader is struck right after its first
+//! commit, and any node may lose power while a sync is pending (the driver schedules that one).
+//! Then the faults stop for good: every link heals, every node restarts, and nothing more is
+//! lost. It owns no state of its own: it acts on the driver's `Sim`.
 
 use raftchat::raft::{NodeId, Role, Term};
 use rand::seq::SliceRandom;
@@ -175,18 +177,15 @@ impl Sim {
         Ok(())
     }
 
-    /// Sometimes strikes a node a moment after it became candidate or leader. A candidate loses
-    /// power before or just after its vote for itself is synced; a fresh leader is crashed or
-    /// cut off before it has replicated much, leaving logs that differ in their uncommitted
-    /// tails, which is where commit rules are tested (Figure 8).
-    pub(super) fn strike_promoted(&mut self) {
-        while let Some((node, role, term)) = self.promoted.pop() {
+    /// Sometimes strikes a node a moment after it voted, became candidate or became leader. A
+    /// voter or candidate loses power before or just after its vote is synced; a fresh leader is
+    /// crashed or cut off before it has replicated much, leaving logs that differ in their
+    /// uncommitted tails, which is where commit rules are tested (Figure 8).
+    pub(super) fn strike_fragile(&mut self) {
+        while let Some((node, role, term)) = self.fragile.pop() {
             let (prob, delay_max) = match role {
                 Role::Leader => (self.scenario.strike_leader_prob, 2 * SUBTICKS_PER_TICK),
-                _ => (
-                    self.scenario.strike_candidate_prob,
-                    self.scenario.sync_delay_max,
-                ),
+                _ => (self.scenario.strike_vote_prob, self.scenario.sync_delay_max),
             };
             if self.calm_since.is_some() || !self.rng.gen_bool(prob) {
                 continue;
@@ -209,17 +208,20 @@ impl Sim {
         }
     }
 
+    /// Strikes `node` if it is still in `term`: a voter or candidate (or the leader it just
+    /// became) loses power; a leader, if it still leads, is mostly cut off rather than crashed, because
+    /// isolation also drops what it already sent.
     pub(super) fn on_strike(
         &mut self,
         node: usize,
         role: Role,
         term: Term,
     ) -> Result<(), Violation> {
-        let unchanged = self.nodes[node]
-            .raft
-            .as_ref()
-            .is_some_and(|raft| raft.role() == role && raft.term() == term);
-        if self.calm_since.is_some() || !unchanged {
+        let Some(raft) = self.nodes[node].raft.as_ref() else {
+            return Ok(());
+        };
+        let still = raft.term() == term && (role != Role::Leader || raft.role() == role);
+        if self.calm_since.is_some() || !still {
             return Ok(());
         }
         if role != Role::Leader || self.rng.gen_bool(0.25) {
@@ -229,5 +231,13 @@ impl Sim {
             self.partition(links, format!("isolate node {node}, leader of term {term}"));
             Ok(())
         }
+    }
+
+    /// Power loss scheduled while a sync of `node` was pending.
+    pub(super) fn on_power_loss(&mut self, node: usize, incarnation: u64) -> Result<(), Violation> {
+        if self.calm_since.is_some() || self.nodes[node].incarnation != incarnation {
+            return Ok(()); // the faults stopped, or the node crashed already
+        }
+        self.crash(node)
     }
 }

@@ -1,9 +1,11 @@
 //! The simulated network: decides whether, when and how many times a message arrives.
 //!
 //! It owns the link state (a cut count per directed link, so overlapping partitions heal
-//! independently) and the loss, duplication and delay model. It never holds messages: the
-//! driver's event queue does, so delivery order is time order and reordering falls out of random
-//! delays. A link that is cut drops what is sent over it and what arrives over it.
+//! independently) and the loss, duplication and delay model. Like the TCP connections between
+//! real nodes, a link delivers in order: a message never arrives before one sent earlier on the
+//! same link, except a slow one (a stalled connection, a retransmission) or a duplicate, which
+//! later messages overtake. It never holds messages: the driver's event queue does, so delivery
+//! order is time order. A link that is cut drops what is sent over it and what arrives over it.
 
 use raftchat::raft::NodeId;
 use rand::rngs::SmallRng;
@@ -20,9 +22,9 @@ pub type Link = (NodeId, NodeId);
 pub struct NetworkParams {
     pub drop_prob: f64,
     pub duplicate_prob: f64,
-    /// An ordinary delivery takes `1..=delay_max` sub-ticks.
+    /// An ordinary delivery takes `1..=delay_max` sub-ticks, and waits for the one before it.
     pub delay_max: Time,
-    /// A few deliveries are slow (`1..=slow_delay_max`), overtaken by later messages.
+    /// A few deliveries are slow (`1..=slow_delay_max`), and later messages overtake them.
     pub slow_prob: f64,
     pub slow_delay_max: Time,
 }
@@ -46,6 +48,8 @@ pub struct Network {
     count: usize,
     /// `cut_count[from * count + to] > 0` ⇔ the link from → to is down.
     cut_count: Vec<u32>,
+    /// When the last in-order message on each link arrives.
+    last_arrival: Vec<Time>,
     params: NetworkParams,
     pub stats: NetworkStats,
 }
@@ -55,6 +59,7 @@ impl Network {
         Network {
             count,
             cut_count: vec![0; count * count],
+            last_arrival: vec![0; count * count],
             params,
             stats: NetworkStats::default(),
         }
@@ -94,8 +99,8 @@ impl Network {
         self.params.duplicate_prob = 0.0;
     }
 
-    /// Decides the fate of a message sent now over `link`.
-    pub fn route(&mut self, link: Link, rng: &mut SmallRng) -> Fate {
+    /// Decides the fate of a message sent at `now` over `link`.
+    pub fn route(&mut self, link: Link, now: Time, rng: &mut SmallRng) -> Fate {
         self.stats.sent += 1;
         let lost = Fate {
             delivery: None,
@@ -109,15 +114,23 @@ impl Network {
             self.stats.dropped += 1;
             return lost;
         }
-        let delivery = Some(self.delay(rng));
+        let delivery = if rng.gen_bool(self.params.slow_prob) {
+            rng.gen_range(1..=self.params.slow_delay_max)
+        } else {
+            let slot = self.slot(link);
+            let arrival =
+                (now + rng.gen_range(1..=self.params.delay_max)).max(self.last_arrival[slot]);
+            self.last_arrival[slot] = arrival;
+            arrival - now
+        };
         let duplicate = if rng.gen_bool(self.params.duplicate_prob) {
             self.stats.duplicated += 1;
-            Some(self.delay(rng))
+            Some(rng.gen_range(1..=self.params.slow_delay_max))
         } else {
             None
         };
         Fate {
-            delivery,
+            delivery: Some(delivery),
             duplicate,
         }
     }
@@ -129,14 +142,6 @@ impl Network {
             self.stats.cut += 1;
         }
         up
-    }
-
-    fn delay(&self, rng: &mut SmallRng) -> Time {
-        if rng.gen_bool(self.params.slow_prob) {
-            rng.gen_range(1..=self.params.slow_delay_max)
-        } else {
-            rng.gen_range(1..=self.params.delay_max)
-        }
     }
 }
 

@@ -75,8 +75,9 @@ pub struct Scenario {
     pub strike_leader_prob: f64,
     /// The chance that a leader is struck right after its first commit in its term.
     pub strike_commit_prob: f64,
-    /// The chance that a node that just became candidate is crashed within a sync delay.
-    pub strike_candidate_prob: f64,
+    /// The chance that a node that just voted or became candidate is crashed within a sync
+    /// delay.
+    pub strike_vote_prob: f64,
     /// The chance, each time a node's disk starts a sync, that the node loses power before the
     /// sync completes.
     pub power_loss_prob: f64,
@@ -110,7 +111,9 @@ impl Scenario {
                 slow_prob: *[0.0, 0.02, 0.1].choose(rng).expect("not empty"),
                 slow_delay_max: 4 * SUBTICKS_PER_TICK,
             },
-            sync_delay_max: *[1, 5, 2 * SUBTICKS_PER_TICK]
+            // Raft needs broadcast time ≪ election timeout (§5.6); a vote round costs a sync
+            // on each side, so the slowest disk here syncs within a fifth of a timeout.
+            sync_delay_max: *[1, 5, u64::from(election_ticks) * SUBTICKS_PER_TICK / 5]
                 .choose(rng)
                 .expect("not empty"),
             client_gap_max: rng.gen_range(2..=2 * SUBTICKS_PER_TICK),
@@ -118,7 +121,7 @@ impl Scenario {
             fault_gap_max_ticks: rng.gen_range(1..=4) * u64::from(election_ticks),
             strike_leader_prob: *[0.0, 0.3, 0.6].choose(rng).expect("not empty"),
             strike_commit_prob: *[0.0, 0.5, 0.9].choose(rng).expect("not empty"),
-            strike_candidate_prob: *[0.0, 0.1, 0.3].choose(rng).expect("not empty"),
+            strike_vote_prob: *[0.0, 0.1, 0.3].choose(rng).expect("not empty"),
             power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
             flush_on_crash_prob: 0.25,
         }
