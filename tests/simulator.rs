@@ -7,6 +7,8 @@
 //! - `catches_unsafe_commit_any_term`: with `Config::testing_unsafe_commit_any_term` the same
 //!   seed range must expose a safety violation: proof that the checker can fail.
 //! - `same_seed_same_trace`: a seed replays to the same event trace.
+//! - `checker_flags_broken_histories`: the checker rejects hand-made histories that break each
+//!   property, and accepts their correct counterparts.
 
 mod sim;
 
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use raftchat::raft::{Entry, EntryKind, Role};
+use sim::checker::{check_read, Checker, LogChain, Violation};
 use sim::driver::LIVENESS_BOUND_ELECTIONS;
 use sim::scenario::DEFAULT_SEEDS;
 use sim::{env_u64, run_seed, Failure, Options, Report};
@@ -25,8 +29,9 @@ fn replay_seed() -> Option<u64> {
         .map(|_| env_u64("SIM_SEED", 0))
 }
 
-/// Runs seeds `0..seeds` on every core (seeds are handed out in order, so a failure found is the
-/// earliest one some thread reached); stops everyone at the first failure.
+/// Runs seeds `0..seeds` on every core and stops everyone at the first failure. Seeds are handed
+/// out in order and a thread always finishes its seed, so every seed below the lowest failure
+/// ran: `failures[0]` is the first failing seed, whatever the thread timing.
 fn run_seeds(seeds: u64, options: &Options) -> (Vec<Report>, Vec<Failure>) {
     let next_seed = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -165,5 +170,94 @@ fn same_seed_same_trace() {
     assert_ne!(
         first.trace_hash, other.trace_hash,
         "seeds 7 and 8 hashed the same: the trace hash sees nothing"
+    );
+}
+
+/// A log of `(term, payload)` entries from index 1.
+fn log_of(entries: &[(u64, u8)]) -> Vec<Entry> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, &(term, byte))| Entry::new(term, i as u64 + 1, EntryKind::Normal, &[byte]))
+        .collect()
+}
+
+fn chain_of(entries: &[Entry]) -> LogChain {
+    let mut chain = LogChain::default();
+    for entry in entries {
+        chain.push(sim::checker::EntryKey::of(entry));
+    }
+    chain
+}
+
+fn property(result: Result<impl Sized, Violation>) -> &'static str {
+    result.err().map_or("none", |violation| violation.property)
+}
+
+#[test]
+fn checker_flags_broken_histories() {
+    // Election Safety: a second leader in term 2.
+    let mut checker = Checker::new(3);
+    assert_eq!(property(checker.observe_role(0, Role::Leader, 2)), "none");
+    assert_eq!(property(checker.observe_role(0, Role::Leader, 2)), "none");
+    assert_eq!(property(checker.observe_role(1, Role::Leader, 3)), "none");
+    assert_eq!(
+        property(checker.observe_role(2, Role::Leader, 2)),
+        "Election Safety"
+    );
+
+    // Log Matching: (2, 2) preceded by different entries in two logs.
+    let mut checker = Checker::new(3);
+    let a = log_of(&[(1, b'a'), (2, b'x')]);
+    let b = log_of(&[(1, b'b'), (2, b'x')]);
+    assert_eq!(property(checker.observe_log(0, &a, 2)), "none");
+    assert_eq!(property(checker.observe_log(1, &a, 2)), "none");
+    assert_eq!(property(checker.observe_log(2, &b, 2)), "Log Matching");
+
+    // State Machine Safety: two nodes apply different entries at index 1; and the durability
+    // promise: nothing is applied that is not durable on the node.
+    let mut checker = Checker::new(3);
+    assert_eq!(property(checker.on_apply(0, &a[0], &chain_of(&a))), "none");
+    assert_eq!(
+        property(checker.on_apply(1, &a[0], &LogChain::default())),
+        "Durability contract"
+    );
+    assert_eq!(
+        property(checker.on_apply(2, &b[0], &chain_of(&b))),
+        "State Machine Safety"
+    );
+
+    // Leader Completeness: entries 1..=2 committed by term 2; a term-3 leader without them.
+    let mut checker = Checker::new(3);
+    for entry in &a {
+        assert_eq!(property(checker.on_apply(0, entry, &chain_of(&a))), "none");
+    }
+    assert_eq!(property(checker.on_applied(0, 2)), "none");
+    let short = log_of(&[(1, b'a')]);
+    assert_eq!(property(checker.observe_log(1, &a, 3)), "none");
+    assert_eq!(property(checker.observe_log(2, &short, 3)), "none");
+    assert_eq!(property(checker.observe_role(1, Role::Leader, 3)), "none");
+    assert_eq!(
+        property(checker.observe_role(2, Role::Leader, 4)),
+        "Leader Completeness"
+    );
+
+    // Committed entries stay durable on a quorum.
+    let durable = [chain_of(&a), chain_of(&short), LogChain::default()];
+    assert_eq!(
+        property(checker.check_committed_durable(durable.iter())),
+        "Committed entries durable on a quorum"
+    );
+    let durable = [chain_of(&a), chain_of(&a), LogChain::default()];
+    assert_eq!(
+        property(checker.check_committed_durable(durable.iter())),
+        "none"
+    );
+
+    // Linearizable reads: a read must see every write acknowledged before it began.
+    assert_eq!(property(check_read(0, 7, "its read index", 5, 5)), "none");
+    assert_eq!(
+        property(check_read(0, 7, "its read index", 4, 5)),
+        "Linearizable reads"
     );
 }

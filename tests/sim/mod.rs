@@ -1,13 +1,14 @@
 //! The deterministic cluster simulator for the Raft core in `raftchat::raft`.
 //!
-//! It owns everything around the real `Raft` cores: simulated time, a lossy reordering network
-//! with partitions ([`network`]), per-node storage that honours the durability contract and
-//! crashes like a disk does ([`node`]), a client workload of writes and linearizable reads
-//! ([`clients`]), the shape of each run ([`scenario`]), the fault schedule ([`faults`]), the
-//! event loop that drives the cores ([`driver`]), and the safety checker run after every step
-//! ([`checker`]). It never reads a clock, never shares state between runs
-//! and never draws randomness from anything but the run's one seeded `SmallRng`: a seed replays a
-//! run exactly, and [`trace`] hashes every event to prove it.
+//! It owns everything around the real `Raft` cores: simulated time, a network that delays,
+//! drops, duplicates and reorders messages and partitions nodes ([`network`]), per-node storage
+//! that honours the durability contract and crashes like a disk does ([`node`]), a client
+//! workload of writes and linearizable reads ([`clients`]), the shape of each run
+//! ([`scenario`]), the fault schedule ([`faults`]), the event loop that drives the cores
+//! ([`driver`]), and the safety checker run after every step ([`checker`]). It never reads a
+//! clock, never shares state between runs and never draws randomness from anything but the
+//! run's one seeded `SmallRng`: a seed replays a run exactly, and [`trace`] hashes every event
+//! to prove it.
 
 pub mod checker;
 pub mod clients;

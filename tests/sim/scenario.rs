@@ -18,6 +18,7 @@ use super::{env_flag, env_u64, Time, SUBTICKS_PER_TICK};
 pub const DEFAULT_SEEDS: u64 = 1000;
 /// Steps per run (`SIM_STEPS` overrides).
 pub const DEFAULT_STEPS: u64 = 10_000;
+
 /// What to run: from the environment by default.
 #[derive(Clone, Debug)]
 pub struct Options {
