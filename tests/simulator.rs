@@ -1,6 +1,6 @@
 //! Deterministic simulation of whole Raft clusters (see `sim/mod.rs` for the machinery).
 //!
-//! - `simulate_seeds`: the soak. `SIM_SEEDS` seeds (default 1000) of `SIM_STEPS` steps (default
+//! - `simulate_seeds`: the soak. `SIM_SEEDS` seeds (default 5000) of `SIM_STEPS` steps (default
 //!   10,000), 3- and 5-node clusters, split over the machine's cores. `SIM_SEED=<n>` replays one
 //!   seed instead (`SIM_TRACE=1` prints its events; `SIM_UNSAFE_COMMIT=1` replays it with the
 //!   Figure 8 bug switched on).

@@ -15,7 +15,7 @@ use super::network::NetworkParams;
 use super::{env_flag, env_u64, Time, SUBTICKS_PER_TICK};
 
 /// Seeds in the default soak (`SIM_SEEDS` overrides).
-pub const DEFAULT_SEEDS: u64 = 1000;
+pub const DEFAULT_SEEDS: u64 = 5000;
 /// Steps per run (`SIM_STEPS` overrides).
 pub const DEFAULT_STEPS: u64 = 10_000;
 
