@@ -35,7 +35,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use raftchat::chat::validate::TEXT_BYTES_MAX;
 use raftchat::chat::DEFAULT_ROOM;
-use raftchat::client::proto::{self, Answer, ErrorKind, LogMessage, NodeStatus};
+use raftchat::client::proto::{self, Answer, ErrorKind, LogMessage, NodeStatus, Request};
 use raftchat::client::{
     cluster_status, connect_stream, leader_and_term, read_log_pages, resolve, Event, Mutation,
     NodePicker, RetryPolicy, Session, SessionCore, SessionStats,
@@ -106,7 +106,25 @@ struct Config {
     json: bool,
     verify: bool,
     target: Target,
+    op: OpKind,
 }
+
+/// What each request does: post a chat message (the default), or exercise the key-value state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Post,
+    /// `set` of one of 16 keys per connection (exactly-once through the session).
+    Set,
+    /// Linearizable `get` (ReadIndex) of one of 16 keys per connection.
+    Get,
+    /// Alternating `set` and `get`.
+    Mixed,
+}
+
+/// Keys per connection for `--op set|get|mixed`.
+const KV_KEYS_PER_CONNECTION: u64 = 16;
+/// Read request ids live above this bit, apart from the session's seqs.
+const READ_ID_BASE: u64 = 1 << 62;
 
 #[derive(Debug, PartialEq)]
 enum Parsed {
@@ -173,6 +191,12 @@ fn options() -> getopts::Options {
         "target",
         "leader (default): every connection to the leader; any: spread over all nodes",
         "leader|any",
+    );
+    opts.optopt(
+        "",
+        "op",
+        "post (default): chat messages; set, get (linearizable) or mixed: the key-value state",
+        "post|set|get|mixed",
     );
     opts.optflag("", "json", "print the report as one JSON object");
     opts.optflag(
@@ -278,6 +302,13 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
         Some("any") => Target::Any,
         Some(other) => return Err(format!("--target: '{other}' is neither leader nor any")),
     };
+    let op = match matches.opt_str("op").as_deref() {
+        None | Some("post") => OpKind::Post,
+        Some("set") => OpKind::Set,
+        Some("get") => OpKind::Get,
+        Some("mixed") => OpKind::Mixed,
+        Some(other) => return Err(format!("--op: '{other}' is not post, set, get or mixed")),
+    };
     Ok(Parsed::Run(Config {
         nodes,
         connections,
@@ -290,6 +321,7 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
         json: matches.opt_present("json"),
         verify: matches.opt_present("verify"),
         target,
+        op,
     }))
 }
 
@@ -340,6 +372,7 @@ const LATENCY_MAX_US: u64 = 3_600_000_000;
 #[derive(Clone)]
 struct Plan {
     nodes: Vec<SocketAddr>,
+    op: OpKind,
     tag: String,
     size: usize,
     pipeline: usize,
@@ -476,6 +509,9 @@ struct Worker {
     input: Input,
     /// seq → (message number, the time its latency counts from).
     in_flight: HashMap<u64, (u64, Instant)>,
+    /// Key-value reads in flight (not part of the session), by request id.
+    reads: HashMap<u64, (u64, Instant)>,
+    next_read_id: u64,
     next_n: u64,
     sent_measured: u64,
     last_progress: Instant,
@@ -550,6 +586,8 @@ impl Worker {
             stream,
             input: Input::new(),
             in_flight: HashMap::new(),
+            reads: HashMap::new(),
+            next_read_id: READ_ID_BASE,
             next_n: 0,
             sent_measured: 0,
             last_progress: now,
@@ -614,14 +652,15 @@ impl Worker {
                     drain_deadline = Some(now + DRAIN_TIMEOUT);
                 } else if let Some(interval) = self.plan.interval {
                     while next_send <= now
-                        && self.core.in_flight() < self.plan.pipeline
+                        && self.requests_in_flight() < self.plan.pipeline
                         && !self.sending_done(next_send)
                     {
                         self.submit(next_send)?;
                         next_send += interval;
                     }
                 } else {
-                    while self.core.in_flight() < self.plan.pipeline && !self.sending_done(now) {
+                    while self.requests_in_flight() < self.plan.pipeline && !self.sending_done(now)
+                    {
                         self.submit(now)?;
                     }
                 }
@@ -633,7 +672,7 @@ impl Worker {
             self.write_out()?;
             self.publish();
             if let Some(deadline) = drain_deadline {
-                if self.core.in_flight() == 0 || now >= deadline {
+                if self.requests_in_flight() == 0 || now >= deadline {
                     return Ok(());
                 }
             }
@@ -641,7 +680,7 @@ impl Worker {
             let request_deadline = self.last_progress + self.plan.policy.request_timeout;
             let mut wake = request_deadline;
             if drain_deadline.is_none() {
-                if self.plan.interval.is_some() && self.core.in_flight() < self.plan.pipeline {
+                if self.plan.interval.is_some() && self.requests_in_flight() < self.plan.pipeline {
                     wake = wake.min(next_send);
                 }
                 if let Some(d) = self.plan.duration {
@@ -657,7 +696,7 @@ impl Worker {
                 Err(e) => return Err(format!("poll: {e}")),
             }
             self.read_in()?;
-            if self.core.in_flight() > 0
+            if self.requests_in_flight() > 0
                 && Instant::now() >= self.last_progress + self.plan.policy.request_timeout
             {
                 self.core.stats.request_timeouts += 1;
@@ -665,7 +704,7 @@ impl Worker {
                     "node {} answered nothing for {:?} with {} in flight",
                     self.picker.current(),
                     self.plan.policy.request_timeout,
-                    self.core.in_flight()
+                    self.requests_in_flight()
                 );
                 log_debug(self.conn, &message);
                 self.failover(None)?;
@@ -673,16 +712,41 @@ impl Worker {
         }
     }
 
+    /// Session writes plus key-value reads in flight on this connection.
+    fn requests_in_flight(&self) -> usize {
+        self.core.in_flight() + self.reads.len()
+    }
+
     fn submit(&mut self, latency_from: Instant) -> Result<(), String> {
         let n = self.next_n;
         let text = message_text(&self.plan.tag, self.conn, n, self.plan.size);
-        let nick = format!("lg-{}", self.conn);
-        let post = Mutation::Post {
-            room: DEFAULT_ROOM.to_string(),
-            nick,
-            text,
+        let key = format!("lg-{}-{}", self.conn, n % KV_KEYS_PER_CONNECTION);
+        let read = match self.plan.op {
+            OpKind::Post | OpKind::Set => false,
+            OpKind::Get => true,
+            OpKind::Mixed => n % 2 == 1,
         };
-        let seq = self.core.submit(post).map_err(|e| e.to_string())?;
+        if read {
+            // Reads carry no session: encoded straight behind the session's queued frames.
+            let req_id = self.next_read_id;
+            self.next_read_id += 1;
+            Request::Get { req_id, key }.encode(self.core.output());
+            self.next_n += 1;
+            if latency_from >= self.measure_start() {
+                self.sent_measured += 1;
+            }
+            self.reads.insert(req_id, (n, latency_from));
+            return Ok(());
+        }
+        let mutation = match self.plan.op {
+            OpKind::Post => Mutation::Post {
+                room: DEFAULT_ROOM.to_string(),
+                nick: format!("lg-{}", self.conn),
+                text,
+            },
+            _ => Mutation::Set { key, value: text },
+        };
+        let seq = self.core.submit(mutation).map_err(|e| e.to_string())?;
         if self.core.in_flight() == 1 {
             self.last_progress = Instant::now();
         }
@@ -753,6 +817,10 @@ impl Worker {
             };
             let now = Instant::now();
             self.last_progress = now;
+            if self.reads.contains_key(&answer.req_id()) {
+                self.read_completed(answer, now);
+                continue;
+            }
             match self.core.on_answer(answer) {
                 Event::Completed(completion) => {
                     self.picker.progress();
@@ -784,18 +852,9 @@ impl Worker {
         match answer {
             Answer::Posted { position, .. } => {
                 self.result.acked.push((n, position));
-                self.result.committed_total += 1;
-                if latency_from >= self.measure_start() {
-                    self.result.committed_measured += 1;
-                    let latency_us = now.saturating_duration_since(latency_from).as_micros() as u64;
-                    self.result.histogram.saturating_record(latency_us.max(1));
-                }
-                let t_us = now.saturating_duration_since(self.start).as_micros() as u64;
-                if t_us.saturating_sub(self.result.last_commit_us) > GAP_MIN_US {
-                    self.result.gaps.push((self.result.last_commit_us, t_us));
-                }
-                self.result.last_commit_us = t_us;
+                self.record_done(latency_from, now);
             }
+            Answer::KvAck { .. } => self.record_done(latency_from, now),
             Answer::Error {
                 kind: ErrorKind::Rejected,
                 ..
@@ -811,6 +870,36 @@ impl Worker {
         }
     }
 
+    /// One request finished for good (committed write or served read): count it and its latency.
+    fn record_done(&mut self, latency_from: Instant, now: Instant) {
+        self.result.committed_total += 1;
+        if latency_from >= self.measure_start() {
+            self.result.committed_measured += 1;
+            let latency_us = now.saturating_duration_since(latency_from).as_micros() as u64;
+            self.result.histogram.saturating_record(latency_us.max(1));
+        }
+        let t_us = now.saturating_duration_since(self.start).as_micros() as u64;
+        if t_us.saturating_sub(self.result.last_commit_us) > GAP_MIN_US {
+            self.result.gaps.push((self.result.last_commit_us, t_us));
+        }
+        self.result.last_commit_us = t_us;
+    }
+
+    /// The answer to a key-value read.
+    fn read_completed(&mut self, answer: Answer, now: Instant) {
+        let Some((_, latency_from)) = self.reads.remove(&answer.req_id()) else {
+            return;
+        };
+        match answer {
+            Answer::KvValue { .. } => self.record_done(latency_from, now),
+            Answer::Error {
+                kind: ErrorKind::NotFound,
+                ..
+            } => self.result.failures.not_found += 1,
+            _ => self.result.failures.other_answer += 1,
+        }
+    }
+
     fn connection_lost(&mut self, error: io::Error) -> Result<(), String> {
         self.core.stats.connection_errors += 1;
         log_debug(self.conn, &format!("connection lost: {error}"));
@@ -821,6 +910,9 @@ impl Worker {
     /// with its seq. Connecting blocks this connection's thread only.
     fn failover(&mut self, leader_hint: Option<u64>) -> Result<(), String> {
         self.generation += 1;
+        // Reads are not retried (they changed nothing): the ones in flight count as failed.
+        self.result.failures.other_answer += self.reads.len() as u64;
+        self.reads.clear();
         let _ = self.poll.registry().deregister(&mut self.stream);
         self.input.clear();
         self.deferred_until = None;
@@ -894,7 +986,7 @@ impl Worker {
             .store(self.result.committed_total, Ordering::Relaxed);
         self.progress
             .in_flight
-            .store(self.core.in_flight() as u64, Ordering::Relaxed);
+            .store(self.requests_in_flight() as u64, Ordering::Relaxed);
         self.progress
             .errors
             .store(recovered + earlier + f.total(), Ordering::Relaxed);
@@ -960,6 +1052,7 @@ fn run(config: &Config) -> Result<Report, String> {
     let connections = config.connections;
     let plan = Plan {
         nodes: nodes.clone(),
+        op: config.op,
         tag: run_tag(run_id),
         size: config.size,
         pipeline: config.pipeline,
@@ -1453,12 +1546,13 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "loadgen: {} nodes, {} connections, pipeline {}, {}-byte messages, {mode}, target {:?}",
+            "loadgen: {} nodes, {} connections, pipeline {}, {}-byte messages, {mode}, target {:?}, op {:?}",
             config.nodes.len(),
             config.connections,
             config.pipeline,
             config.size,
-            config.target
+            config.target,
+            config.op
         );
         let _ = writeln!(
             out,
@@ -1554,13 +1648,14 @@ impl Report {
         );
         let _ = write!(
             o,
-            "\"rate\":{},\"target\":{},",
+            "\"rate\":{},\"target\":{},\"op\":{},",
             config.rate.map_or("null".into(), |r| r.to_string()),
             json_str(if config.target == Target::Leader {
                 "leader"
             } else {
                 "any"
-            })
+            }),
+            json_str(&format!("{:?}", config.op).to_lowercase())
         );
         let _ = write!(
             o,
@@ -1684,6 +1779,20 @@ mod tests {
             (c.warmup, c.json, c.verify, c.target),
             (Duration::ZERO, false, false, Target::Leader)
         );
+    }
+
+    #[test]
+    fn operations() {
+        assert_eq!(parse("").unwrap().op, OpKind::Post);
+        for (text, op) in [
+            ("post", OpKind::Post),
+            ("set", OpKind::Set),
+            ("get", OpKind::Get),
+            ("mixed", OpKind::Mixed),
+        ] {
+            assert_eq!(parse(&format!("--op {text}")).unwrap().op, op);
+        }
+        assert!(parse("--op delete").is_err());
     }
 
     #[test]

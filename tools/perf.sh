@@ -46,3 +46,5 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 run "closed loop, 1 connection, pipeline 1" --connections 1 --pipeline 1
 run "closed loop, 64 connections, pipeline 1" --connections 64 --pipeline 1
 run "pipelined, 64 connections x depth 64" --connections 64 --pipeline 64
+run "key-value set, 64 connections x depth 64" --connections 64 --pipeline 64 --op set
+run "linearizable get, 64 connections x depth 64" --connections 64 --pipeline 64 --op get
