@@ -78,18 +78,48 @@ impl<'a> Nemesis<'a> {
         leader.unwrap_or_else(|| self.rng.gen_range(0..self.cluster.len()))
     }
 
-    /// Applies and undoes random faults until `duration` has passed.
+    /// Applies and undoes random faults until `duration` has passed, then leaves one last
+    /// fault in place for [`Nemesis::heal`] to undo (so the recovery bound measures something).
     pub fn run_for(&mut self, duration: Duration) {
         let end = Instant::now() + duration;
         while Instant::now() < end {
             self.one_fault();
             self.hold(150, 800);
         }
+        let node = self.victim();
+        match self.rng.gen_range(0..3) {
+            0 => {
+                self.note(format!("kill -9 node {node} (left for healing)"));
+                self.cluster.kill(node);
+            }
+            1 => {
+                self.note(format!("SIGSTOP node {node} (left for healing)"));
+                self.cluster.pause(node);
+            }
+            _ => {
+                self.note(format!("isolate node {node} (left for healing)"));
+                self.proxy.isolate(node);
+            }
+        }
+        self.hold(500, 1500);
     }
 
     fn one_fault(&mut self) {
         let count = self.cluster.len();
-        match self.rng.gen_range(0..7) {
+        match self.rng.gen_range(0..8) {
+            7 => {
+                // Two faults at once: with 3 nodes no majority is left, so writes must fail
+                // cleanly (not stored or unknown) and the cluster must come back after.
+                let a = self.victim();
+                let b = (a + self.rng.gen_range(1..count)) % count;
+                self.note(format!("SIGSTOP node {a} and isolate node {b}"));
+                self.cluster.pause(a);
+                self.proxy.isolate(b);
+                self.hold(300, 1500);
+                self.note(format!("SIGCONT node {a}, heal"));
+                self.cluster.resume(a);
+                self.proxy.heal_all();
+            }
             0 => {
                 let node = self.victim();
                 self.note(format!("kill -9 node {node}"));
@@ -171,7 +201,8 @@ impl<'a> Nemesis<'a> {
     }
 
     /// Undoes every fault: links healed, paused nodes continued, dead nodes restarted. Returns
-    /// the nodes found dead: every node it killed it restarted, so those died on their own.
+    /// the nodes found dead: it restarts every node it kills (except the one it leaves killed
+    /// for healing, which has no child any more), so those died on their own.
     pub fn heal(&mut self) -> Vec<usize> {
         let mut dead = Vec::new();
         self.proxy.heal_all();
@@ -179,9 +210,12 @@ impl<'a> Nemesis<'a> {
             if self.cluster.is_running(node) {
                 self.cluster.resume(node);
             } else {
-                self.note(format!("restart node {node} (found dead)"));
-                dead.push(node);
-                self.cluster.kill(node);
+                if self.cluster.pid(node).is_some() {
+                    self.note(format!("node {node} found dead"));
+                    dead.push(node);
+                    self.cluster.kill(node);
+                }
+                self.note(format!("restart node {node}"));
                 self.cluster.spawn(node);
             }
         }
