@@ -69,8 +69,9 @@ fn planned_runs() -> Vec<(u64, usize)> {
     let nodes = env_num("FAULT_NODES").map(|n| n as usize);
     let seeds: Vec<u64> = match std::env::var("FAULT_SEEDS") {
         Ok(text) => match text.split_once("..") {
-            Some((a, b)) => (a.parse().expect("FAULT_SEEDS a..b")..b.parse().expect("a..b"))
-                .collect(),
+            Some((a, b)) => {
+                (a.parse().expect("FAULT_SEEDS a..b")..b.parse().expect("a..b")).collect()
+            }
             None => text
                 .split(',')
                 .map(|s| s.trim().parse().expect("FAULT_SEEDS: numbers"))
@@ -99,7 +100,10 @@ fn fault_runs() {
         });
         assert!(summary.acked > 0, "seed {seed}: no write was acknowledged");
         assert!(summary.faults > 0, "seed {seed}: no fault was injected");
-        assert!(summary.recovery <= run::RECOVERY_BOUND, "seed {seed}: {summary:?}");
+        assert!(
+            summary.recovery <= run::RECOVERY_BOUND,
+            "seed {seed}: {summary:?}"
+        );
     }
 }
 
@@ -117,7 +121,10 @@ fn proxy_cuts_are_real() {
     let (second, _) = harness.cluster.wait_new_leader(&others, leader);
     harness.proxy.heal_all();
     harness.cluster.wait_leader(&all);
-    let follower = others.into_iter().find(|&n| n != second).expect("a follower");
+    let follower = others
+        .into_iter()
+        .find(|&n| n != second)
+        .expect("a follower");
     harness.proxy.cut(second, follower);
     let position = harness.cluster.post(second, "while-cut-one-way");
     let messages = |node: usize| -> u64 {
@@ -152,7 +159,7 @@ struct LyingLayer {
 impl LyingLayer {
     fn post(&mut self, text: &str) -> (WriteOutcome, bool) {
         self.posts += 1;
-        if self.posts % 4 == 0 {
+        if self.posts.is_multiple_of(4) {
             self.last_ack += 1;
             return (WriteOutcome::Acked(self.last_ack), true);
         }
@@ -301,14 +308,18 @@ fn checker_accepts_an_honest_history_and_flags_each_rule() {
         read(31, 60, &log[..2]),
         read(61, 70, &log),
     ];
-    assert_eq!(rules(&honest, &[log.clone(), log.clone()]), Vec::<&str>::new());
+    assert_eq!(
+        rules(&honest, &[log.clone(), log.clone()]),
+        Vec::<&str>::new()
+    );
 
     let diverged = vec![entry(1, "a"), entry(2, "u"), entry(3, "b")];
     assert!(rules(&honest, &[log.clone(), diverged]).contains(&"all nodes' logs identical"));
 
     let mut moved = honest.clone();
     moved[0] = write(0, 10, "a", WriteOutcome::Acked(2));
-    assert!(rules(&moved, &[log.clone()]).contains(&"acked exactly once at its acked position"));
+    assert!(rules(&moved, std::slice::from_ref(&log))
+        .contains(&"acked exactly once at its acked position"));
 
     let stored = vec![entry(1, "a"), entry(2, "b"), entry(3, "u"), entry(4, "n")];
     assert!(rules(&honest, &[stored]).contains(&"not-stored never appears"));
@@ -327,13 +338,14 @@ fn checker_accepts_an_honest_history_and_flags_each_rule() {
 
     let mut stale = honest.clone();
     stale.push(read(71, 80, &log[..1]));
-    let found = rules(&stale, &[log.clone()]);
+    let found = rules(&stale, std::slice::from_ref(&log));
     assert!(found.contains(&"a read holds every write acked before it began"));
     assert!(found.contains(&"a read is no shorter than any read finished before it began"));
 
     let mut foreign = honest.clone();
     foreign.push(read(71, 80, &[entry(1, "b")]));
-    assert!(rules(&foreign, &[log.clone()]).contains(&"every read is a prefix of the final log"));
+    assert!(rules(&foreign, std::slice::from_ref(&log))
+        .contains(&"every read is a prefix of the final log"));
 
     let gap = vec![entry(1, "a"), entry(3, "b")];
     let few = vec![write(0, 10, "a", WriteOutcome::Acked(1))];

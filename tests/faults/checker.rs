@@ -193,7 +193,10 @@ pub fn check(history: &[Op], final_logs: &[Vec<Entry>]) -> Vec<Violation> {
         if !written.contains_key(entry.text.as_str()) {
             bad(
                 "every message was written by some client",
-                format!("position {} '{}' was never written", entry.position, entry.text),
+                format!(
+                    "position {} '{}' was never written",
+                    entry.position, entry.text
+                ),
             );
         }
     }
@@ -223,7 +226,8 @@ fn check_reads(history: &[Op], final_log: &[Entry], bad: &mut impl FnMut(&'stati
         let OpKind::Read { log } = &op.kind else {
             continue;
         };
-        if let Some(k) = (0..log.len()).find(|&k| final_log.get(k).map(|e| &e.line) != Some(&log[k].line))
+        if let Some(k) =
+            (0..log.len()).find(|&k| final_log.get(k).map(|e| &e.line) != Some(&log[k].line))
         {
             bad(
                 "every read is a prefix of the final log",

@@ -29,7 +29,7 @@ impl<'a> Nemesis<'a> {
         Nemesis {
             cluster,
             proxy,
-            rng: SmallRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73),
+            rng: SmallRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
             t0,
             schedule: Vec::new(),
         }

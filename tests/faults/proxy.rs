@@ -55,7 +55,9 @@ impl Proxy {
             listener.set_nonblocking(true).expect("nonblocking");
             listen.push(listener.local_addr().expect("proxy addr"));
             let shared = Arc::clone(&shared);
-            acceptors.push(std::thread::spawn(move || accept_loop(listener, to, shared)));
+            acceptors.push(std::thread::spawn(move || {
+                accept_loop(listener, to, shared)
+            }));
         }
         Proxy {
             listen,

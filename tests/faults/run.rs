@@ -40,10 +40,8 @@ impl Harness {
     /// [`Harness::passed`] (so a failure or a panic leaves logs and data behind).
     pub fn start(nodes: usize) -> Harness {
         let proxy = Proxy::new(nodes);
-        let mut cluster = Cluster::with_members(
-            proxy.listen.clone(),
-            &["--request-timeout-ms", "2000"],
-        );
+        let mut cluster =
+            Cluster::with_members(proxy.listen.clone(), &["--request-timeout-ms", "2000"]);
         cluster.dir.disable_cleanup(true);
         proxy.set_targets(&cluster.addrs);
         for id in 0..nodes {
@@ -245,6 +243,9 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
             OpKind::Read { .. } => summary.reads += 1,
             OpKind::Broken { .. } => {}
         }
+    }
+    for line in &schedule {
+        println!("  {line}");
     }
     println!("seed {} passed: {summary:?}", cfg.seed);
     harness.passed();

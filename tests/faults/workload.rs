@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use raftchat::client::{RetryPolicy, Session};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use raftchat::client::{RetryPolicy, Session};
 
 use super::checker::{Entry, Op, OpKind, WriteOutcome};
 use crate::common::Client;
