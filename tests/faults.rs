@@ -50,7 +50,7 @@ mod workload;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use checker::{check, Entry, Op, OpKind, WriteOutcome};
+use checker::{check, Entry, Op, OpKind, ReadLog, WriteOutcome};
 use run::{fault_run, Harness, RunConfig};
 use workload::{since_us, telnet_post, telnet_read};
 
@@ -228,6 +228,7 @@ fn checker_catches_a_lying_client_layer() {
         if k == 1 || k == 12 {
             let start_us = since_us(t0);
             let log = layer.read();
+            let log = ReadLog::of(&log);
             record(&mut history, start_us, OpKind::Read { log }, k == 12);
         }
     }
@@ -288,7 +289,9 @@ fn read(start_us: u64, end_us: u64, log: &[Entry]) -> Op {
         node: 0,
         start_us,
         end_us,
-        kind: OpKind::Read { log: log.to_vec() },
+        kind: OpKind::Read {
+            log: ReadLog::of(log),
+        },
     }
 }
 

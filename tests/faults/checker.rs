@@ -33,6 +33,47 @@ impl Entry {
     }
 }
 
+/// What the checker keeps of a read: its length and a hash of its lines (a read of thousands
+/// of entries, a thousand times per run, would otherwise hold gigabytes in a long soak).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadLog {
+    pub len: usize,
+    pub hash: u64,
+    /// The last line, for the report.
+    pub last: Option<String>,
+}
+
+const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `line` and a newline, continuing from `hash`.
+fn hash_line(mut hash: u64, line: &str) -> u64 {
+    for byte in line.bytes().chain([b'\n']) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+impl ReadLog {
+    pub fn of(log: &[Entry]) -> ReadLog {
+        ReadLog {
+            len: log.len(),
+            hash: log.iter().fold(HASH_START, |h, e| hash_line(h, &e.line)),
+            last: log.last().map(|e| e.line.clone()),
+        }
+    }
+}
+
+/// `hashes[k]` is the hash of `log[..k]`.
+fn prefix_hashes(log: &[Entry]) -> Vec<u64> {
+    let mut hashes = Vec::with_capacity(log.len() + 1);
+    hashes.push(HASH_START);
+    for entry in log {
+        hashes.push(hash_line(*hashes.last().expect("never empty"), &entry.line));
+    }
+    hashes
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// Acknowledged at this chat-log position.
@@ -52,7 +93,7 @@ pub enum OpKind {
         outcome: WriteOutcome,
     },
     /// A successful `get chatLog` (failed reads promise nothing and are not recorded).
-    Read { log: Vec<Entry> },
+    Read { log: ReadLog },
     /// An answer that breaks the protocol (e.g. `end n` after a different number of lines).
     Broken { what: String },
 }
@@ -87,7 +128,11 @@ impl fmt::Display for Op {
                 "{} '{text}' -> {outcome:?}",
                 if *binary { "binary post" } else { "msg" }
             ),
-            OpKind::Read { log } => write!(f, "get chatLog -> {} entries", log.len()),
+            OpKind::Read { log } => write!(
+                f,
+                "get chatLog -> {} entries, the last {:?}",
+                log.len, log.last
+            ),
             OpKind::Broken { what } => write!(f, "malformed answer: {what}"),
         }
     }
@@ -216,33 +261,31 @@ fn check_reads(history: &[Op], final_log: &[Entry], bad: &mut impl FnMut(&'stati
                 outcome: WriteOutcome::Acked(p),
                 ..
             } => acks.push((op.end_us, *p, op)),
-            OpKind::Read { log } => reads.push((op.end_us, log.len(), op)),
+            OpKind::Read { log } => reads.push((op.end_us, log.len, op)),
             _ => {}
         }
     }
+    let final_hashes = prefix_hashes(final_log);
     acks.sort_by_key(|a| a.0);
     reads.sort_by_key(|r| r.0);
     for op in history {
         let OpKind::Read { log } = &op.kind else {
             continue;
         };
-        if let Some(k) =
-            (0..log.len()).find(|&k| final_log.get(k).map(|e| &e.line) != Some(&log[k].line))
-        {
+        if final_hashes.get(log.len) != Some(&log.hash) {
             bad(
                 "every read is a prefix of the final log",
                 format!(
-                    "{op}: position {} is {:?}, final log has {:?}",
-                    k + 1,
-                    log[k].line,
-                    final_log.get(k).map(|e| &e.line)
+                    "{op}: differs from the final log's first {} entries (of {})",
+                    log.len,
+                    final_log.len()
                 ),
             );
             continue;
         }
         let acked_before = acks.partition_point(|a| a.0 < op.start_us);
         if let Some((_, p, write)) = acks[..acked_before].iter().max_by_key(|a| a.1) {
-            if (log.len() as u64) < *p {
+            if (log.len as u64) < *p {
                 bad(
                     "a read holds every write acked before it began",
                     format!("{op} misses position {p}, acked by: {write}"),
@@ -251,7 +294,7 @@ fn check_reads(history: &[Op], final_log: &[Entry], bad: &mut impl FnMut(&'stati
         }
         let read_before = reads.partition_point(|r| r.0 < op.start_us);
         if let Some((_, len, earlier)) = reads[..read_before].iter().max_by_key(|r| r.1) {
-            if log.len() < *len {
+            if log.len < *len {
                 bad(
                     "a read is no shorter than any read finished before it began",
                     format!("{op} is shorter than earlier {earlier}"),

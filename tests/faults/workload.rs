@@ -15,7 +15,7 @@ use raftchat::client::{RetryPolicy, Session};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::checker::{Entry, Op, OpKind, WriteOutcome};
+use super::checker::{Entry, Op, OpKind, ReadLog, WriteOutcome};
 use crate::common::Client;
 
 /// A telnet client waits this long for an answer before calling the outcome unknown (longer
@@ -171,7 +171,9 @@ fn telnet_client(
                     None
                 }
                 Ok(Ok(None)) => None,
-                Ok(Ok(Some(log))) => Some(OpKind::Read { log }),
+                Ok(Ok(Some(log))) => Some(OpKind::Read {
+                    log: ReadLog::of(&log),
+                }),
                 Ok(Err(what)) => Some(OpKind::Broken { what }),
             };
             if let Some(kind) = kind {
