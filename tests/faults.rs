@@ -8,7 +8,9 @@
 //! posts) talk to the nodes directly and record every operation with start, end and outcome.
 //! A seeded nemesis (`faults/nemesis.rs`) meanwhile kills -9 and restarts nodes (the leader
 //! half the time), SIGSTOPs and SIGCONTs them, isolates a node, splits a minority off, cuts a
-//! link one way, flaps a link and transfers leadership. Then everything is healed, every node
+//! link one way, flaps a link, stalls a node's links (bytes held, then delivered late),
+//! pauses one node while isolating another (no majority with 3 nodes) and transfers
+//! leadership; the last fault is left in place for the healing step. Then everything is healed, every node
 //! must acknowledge a write within `RECOVERY_BOUND` (20 s), and the checker
 //! (`faults/checker.rs`) judges the history against every node's final log: acked messages
 //! exactly once at their acked position, not-stored ones never, unknown ones (and binary

@@ -2,7 +2,8 @@
 //!
 //! Owns choosing, applying and undoing faults (kill -9 and restart from the data dir,
 //! SIGSTOP/SIGCONT, isolating a node, a majority/minority split, a one-way cut, a flapping
-//! link, a leadership transfer) and the written schedule of what it did and when. One fault at
+//! link, a silent partition that delivers late (stalled links), two faults at once, a
+//! leadership transfer) and the written schedule of what it did and when. One fault at
 //! a time, each undone before the next, so a majority is usually reachable and the short run
 //! keeps making progress. It never looks at client outcomes.
 
@@ -87,7 +88,16 @@ impl<'a> Nemesis<'a> {
             self.hold(150, 800);
         }
         let node = self.victim();
-        match self.rng.gen_range(0..3) {
+        match self.rng.gen_range(0..4) {
+            3 => {
+                self.note(format!(
+                    "stall every link of node {node} (left for healing)"
+                ));
+                for other in (0..self.cluster.len()).filter(|&o| o != node) {
+                    self.proxy.stall(node, other);
+                    self.proxy.stall(other, node);
+                }
+            }
             0 => {
                 self.note(format!("kill -9 node {node} (left for healing)"));
                 self.cluster.kill(node);
@@ -106,7 +116,22 @@ impl<'a> Nemesis<'a> {
 
     fn one_fault(&mut self) {
         let count = self.cluster.len();
-        match self.rng.gen_range(0..8) {
+        match self.rng.gen_range(0..9) {
+            8 => {
+                // A silent partition: the node's links hold their bytes and deliver them late.
+                let node = self.victim();
+                self.note(format!("stall every link of node {node}"));
+                for other in (0..count).filter(|&o| o != node) {
+                    self.proxy.stall(node, other);
+                    self.proxy.stall(other, node);
+                }
+                self.hold(400, 2500);
+                self.note("release".into());
+                for other in (0..count).filter(|&o| o != node) {
+                    self.proxy.release(node, other);
+                    self.proxy.release(other, node);
+                }
+            }
             7 => {
                 // Two faults at once: with 3 nodes no majority is left, so writes must fail
                 // cleanly (not stored or unknown) and the cluster must come back after.

@@ -25,6 +25,9 @@ struct Shared {
     targets: Mutex<Vec<Option<SocketAddr>>>,
     /// `cut[from][to]`: the link from → to refuses traffic.
     cut: Mutex<Vec<Vec<bool>>>,
+    /// `stalled[from][to]`: the link from → to holds its bytes (the connection stays open and
+    /// TCP backpressure builds up) until it is released; nothing is lost, only delayed.
+    stalled: Mutex<Vec<Vec<bool>>>,
     /// Live forwarded connections: (from, to, inbound, outbound), by a connection number.
     conns: Mutex<HashMap<u64, (usize, usize, TcpStream, TcpStream)>>,
     next_conn: AtomicU64,
@@ -44,6 +47,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             targets: Mutex::new(vec![None; count]),
             cut: Mutex::new(vec![vec![false; count]; count]),
+            stalled: Mutex::new(vec![vec![false; count]; count]),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -90,6 +94,16 @@ impl Proxy {
         }
     }
 
+    /// Holds every byte on the link `from → to` until [`Proxy::release`] (a silent partition
+    /// that delivers late, rather than one that resets connections).
+    pub fn stall(&self, from: usize, to: usize) {
+        self.shared.stalled.lock().unwrap()[from][to] = true;
+    }
+
+    pub fn release(&self, from: usize, to: usize) {
+        self.shared.stalled.lock().unwrap()[from][to] = false;
+    }
+
     pub fn heal(&self, from: usize, to: usize) {
         self.shared.cut.lock().unwrap()[from][to] = false;
     }
@@ -112,9 +126,12 @@ impl Proxy {
         }
     }
 
+    /// Heals every cut and releases every stall.
     pub fn heal_all(&self) {
-        for row in self.shared.cut.lock().unwrap().iter_mut() {
-            row.iter_mut().for_each(|c| *c = false);
+        for table in [&self.shared.cut, &self.shared.stalled] {
+            for row in table.lock().unwrap().iter_mut() {
+                row.iter_mut().for_each(|c| *c = false);
+            }
         }
     }
 
@@ -193,17 +210,42 @@ fn forward(mut inbound: TcpStream, to: usize, shared: Arc<Shared>) {
         shared.conns.lock().unwrap().remove(&key);
         return;
     };
-    let back = std::thread::spawn(move || pipe(back_out, back_in));
-    pipe(inbound, outbound);
+    let back = std::thread::spawn(move || pipe(back_out, back_in, None));
+    pipe(inbound, outbound, Some((&shared, from, to)));
     let _ = back.join();
     shared.conns.lock().unwrap().remove(&key);
 }
 
-/// Copies `src` to `dst` until either side fails, then shuts both down.
-fn pipe(mut src: TcpStream, mut dst: TcpStream) {
+/// Copies `src` to `dst` until either side fails, then shuts both down. With `link`, reading
+/// pauses while that link is stalled.
+fn pipe(mut src: TcpStream, mut dst: TcpStream, link: Option<(&Shared, usize, usize)>) {
     let mut buf = vec![0u8; 64 * 1024];
+    if link.is_some()
+        && src
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .is_err()
+    {
+        return;
+    }
     loop {
+        if let Some((shared, from, to)) = link {
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if shared.stalled.lock().unwrap()[from][to] {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        }
         match src.read(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 if dst.write_all(&buf[..n]).is_err() {
