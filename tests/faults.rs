@@ -263,6 +263,22 @@ fn checker_catches_a_lying_client_layer() {
         .filter(|v| !lies.iter().any(|lie| v.contains(&format!("'{lie}'"))))
         .collect();
     assert!(honest_report.is_empty(), "{honest_report:#?}");
+    // The report of a failed run names the seed and keeps the node logs and data.
+    let cfg = RunConfig {
+        seed: 4242,
+        nodes: 3,
+        fault_time: Duration::ZERO,
+        telnet_clients: 0,
+        binary_clients: 0,
+    };
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        harness.fail(&cfg, &["0.000s nothing".to_string()], &violations)
+    }));
+    let message = failed.expect_err("fail() panics");
+    let message = message
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(message.starts_with("seed 4242: "), "{message}");
     harness.passed();
 }
 
