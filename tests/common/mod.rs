@@ -48,6 +48,9 @@ pub struct Cluster {
     pub addrs: Vec<SocketAddr>,
     children: Vec<Option<Child>>,
     extra_args: Vec<String>,
+    /// The `--peers` list when it differs from `addrs` (peers dial these, e.g. a test proxy);
+    /// then each node listens on its own `addrs[id]` via `--bind`.
+    members: Option<Vec<SocketAddr>>,
 }
 
 impl Cluster {
@@ -67,11 +70,41 @@ impl Cluster {
                 .chain(extra_args)
                 .map(|s| s.to_string())
                 .collect(),
+            members: None,
         };
         for id in 0..count {
             cluster.spawn(id);
         }
         cluster
+    }
+
+    /// Starts one node per entry of `members`, each told the SAME `--peers` list (so every node
+    /// derives the same cluster id) but listening on its own free loopback port (`--bind`),
+    /// which clients use (`addrs`). Peers dial `members[j]`: point those at a proxy that
+    /// forwards to `addrs[j]`. Nodes are not spawned: call `spawn` for each once the proxy
+    /// knows `addrs`.
+    pub fn with_members(members: Vec<SocketAddr>, extra_args: &[&str]) -> Cluster {
+        let count = members.len();
+        let addrs = free_ports(count)
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            addrs,
+            children: (0..count).map(|_| None).collect(),
+            extra_args: FAST_TIMING
+                .iter()
+                .chain(extra_args)
+                .map(|s| s.to_string())
+                .collect(),
+            members: Some(members),
+        }
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: usize) -> Option<u32> {
+        self.children[id].as_ref().map(|c| c.id())
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +120,9 @@ impl Cluster {
     }
 
     pub fn peers_arg(&self) -> String {
-        self.addrs
+        self.members
+            .as_ref()
+            .unwrap_or(&self.addrs)
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
@@ -109,6 +144,10 @@ impl Cluster {
                 self.addrs[id].port().to_string(),
             ])
             .args(["--peers", &self.peers_arg()])
+            .args(match self.members {
+                Some(_) => vec!["--bind".to_string(), self.addrs[id].to_string()],
+                None => vec![],
+            })
             .args(["--data-dir", self.data_dir(id).to_str().unwrap()])
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -275,6 +314,11 @@ impl Client {
             reader: BufReader::new(stream),
             pushes: Vec::new(),
         })
+    }
+
+    /// How long a read waits before failing (20 s after `try_connect`).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.reader.get_mut().set_read_timeout(Some(timeout))
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
