@@ -21,6 +21,12 @@
 //! A failure prints the seed, the replay command, the fault schedule and the offending
 //! operations, and keeps the temp dir (node logs and data dirs), printing its path.
 //!
+//! The checker is shown to fail when it should, twice: against a server started with the
+//! test-only `--testing-early-ack` (the leader acknowledges a message before it is durable or
+//! committed; cutting that leader off loses acknowledged messages, and the checker names each),
+//! with the real server passing the same schedule; and against a lying client layer (fake acks,
+//! a hidden real ack, a stale read).
+//!
 //! Short run (fixed seeds 1, 2 on 3 nodes and 3 on 5 nodes, 15 s of faults each; about 60 s
 //! on a 2-core machine):
 //!
@@ -280,6 +286,79 @@ fn checker_catches_a_lying_client_layer() {
         .expect("a formatted panic message");
     assert!(message.starts_with("seed 4242: "), "{message}");
     harness.passed();
+}
+
+/// One short schedule, recorded like a fault run: a post through the leader, then the leader is
+/// isolated while a client posts three messages to it, the rest elect a new leader and take a
+/// post, and the partition heals. Returns the checker's verdict on the history and every
+/// node's final log, with the texts posted to the isolated leader.
+fn isolated_leader_posts(harness: &Harness) -> (Vec<String>, Vec<String>) {
+    let all: Vec<usize> = (0..harness.cluster.len()).collect();
+    let (leader, _) = harness.cluster.wait_leader(&all);
+    let others: Vec<usize> = all.iter().copied().filter(|&n| n != leader).collect();
+    let t0 = harness.t0;
+    let mut history = Vec::new();
+    let mut post = |client: &mut common::Client, node: usize, text: &str| {
+        let start_us = since_us(t0);
+        let (outcome, _) = telnet_post(client, text);
+        history.push(Op {
+            client: 0,
+            node,
+            start_us,
+            end_us: since_us(t0),
+            kind: OpKind::Write {
+                text: text.to_string(),
+                binary: false,
+                outcome,
+            },
+        });
+    };
+    let mut old = harness.cluster.client(leader);
+    let _ = old.set_read_timeout(Duration::from_secs(10));
+    post(&mut old, leader, "before-cut");
+    harness.proxy.isolate(leader);
+    let cut: Vec<String> = (1..=3).map(|k| format!("cut-{k}")).collect();
+    for text in &cut {
+        post(&mut old, leader, text);
+    }
+    let (new_leader, _) = harness.cluster.wait_new_leader(&others, leader);
+    let mut new = harness.cluster.client(new_leader);
+    let _ = new.set_read_timeout(Duration::from_secs(10));
+    post(&mut new, new_leader, "after-cut");
+    harness.proxy.heal_all();
+    let logs = harness.final_logs().expect("final logs");
+    let report = check(&history, &logs)
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    (report, cut)
+}
+
+/// A server that acknowledges a message before it is durable or committed
+/// (`--testing-early-ack`) loses acknowledged messages when its leader is cut off, and the
+/// checker says which; the real server under the same schedule passes.
+#[test]
+fn checker_catches_a_server_that_acks_before_commit() {
+    let _turn = CLUSTER_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut honest = Harness::start(3);
+    let (report, _) = isolated_leader_posts(&honest);
+    assert!(report.is_empty(), "the real server: {report:#?}");
+    honest.passed();
+    drop(honest);
+
+    let mut early = Harness::start_with(3, &["--testing-early-ack"]);
+    let (report, cut) = isolated_leader_posts(&early);
+    for text in &cut {
+        assert!(
+            report
+                .iter()
+                .any(|v| v.contains("acked exactly once at its acked position")
+                    && v.contains(&format!("'{text}'"))
+                    && v.contains("found at positions []")),
+            "the lost acknowledged '{text}' went unreported: {report:#?}"
+        );
+    }
+    early.passed();
 }
 
 fn entry(position: u64, text: &str) -> Entry {

@@ -25,6 +25,10 @@ pub struct ServerConfig {
     /// TEST ONLY: serve reads from this node's state without ReadIndex (stale reads), so tests
     /// can show their linearizability checker catches it. Never set in a real deployment.
     pub testing_stale_reads: bool,
+    /// TEST ONLY: as leader, acknowledge a posted message as soon as it is appended to the local
+    /// log, before it is durable or replicated anywhere, so the fault suite can show its checker
+    /// catches a server that acknowledges what it may lose. Never set in a real deployment.
+    pub testing_early_ack: bool,
     /// Derived from the member list, so nodes started with the same arguments agree on it and a
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
@@ -94,6 +98,11 @@ fn options() -> getopts::Options {
         "",
         "testing-stale-reads",
         "TEST ONLY, UNSAFE: serve reads locally without ReadIndex (they may be stale)",
+    );
+    opts.optflag(
+        "",
+        "testing-early-ack",
+        "TEST ONLY, UNSAFE: acknowledge messages before they are durable or committed",
     );
     opts.optflag("h", "help", "print this help");
     opts
@@ -251,6 +260,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         request_timeout_ms,
         log_level,
         testing_stale_reads: matches.opt_present("testing-stale-reads"),
+        testing_early_ack: matches.opt_present("testing-early-ack"),
         cluster_id,
     }))
 }

@@ -22,7 +22,7 @@ use super::peers::PeerLink;
 use super::requests::{Failure, Query, ReplyTo};
 use super::syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
 use super::telnet::Session;
-use crate::chat::{Applied, StateMachine};
+use crate::chat::{Applied, Outcome, StateMachine};
 use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
 use crate::storage::{StorageError, Wal, WalOptions};
 use crate::wire::{self, Handshake, PeerFrame, CLIENT_MAGIC, PEER_MAGIC};
@@ -166,8 +166,12 @@ pub struct Node {
     dirty: Vec<usize>,
     /// When to greet each accepted connection if it has not spoken by then, in accept order.
     greetings: VecDeque<(Instant, ConnRef)>,
-    /// A stale read was queued: run `serve_reads` before sleeping.
+    /// A stale read or an early ack was queued: serve them before sleeping.
     dirty_soon: bool,
+    /// `--testing-early-ack`: writes to acknowledge this turn, before they are committed.
+    early_acks: Vec<u64>,
+    /// `--testing-early-ack`: the chat log position the last early ack claimed.
+    early_ack_position: u64,
     /// Open telnet sessions: live delivery scans connections only when there are any.
     pub(super) telnet_sessions: usize,
     /// Scratch buffer for encoding commands.
@@ -273,6 +277,8 @@ impl Node {
             dirty: Vec::new(),
             telnet_sessions: 0,
             dirty_soon: false,
+            early_acks: Vec::new(),
+            early_ack_position: 0,
             greetings: VecDeque::new(),
             scratch: Vec::new(),
             stopping: false,
@@ -318,6 +324,7 @@ impl Node {
             self.drive()?;
             if std::mem::take(&mut self.dirty_soon) {
                 self.serve_reads();
+                self.serve_early_acks();
             }
             self.flush();
             if self.stopping {
@@ -850,6 +857,36 @@ impl Node {
     pub(super) fn serve_stale(&mut self, req: u64, read: PendingRead) {
         self.reads_waiting_apply.push((0, req, read));
         self.dirty_soon = true;
+    }
+
+    /// `--testing-early-ack`: queue an acknowledgement of `req` for this turn, before its entry
+    /// is durable or replicated anywhere.
+    pub(super) fn early_ack(&mut self, req: u64) {
+        self.early_acks.push(req);
+        self.dirty_soon = true;
+    }
+
+    /// `--testing-early-ack`: acknowledge the queued writes now, claiming the positions their
+    /// messages would get if nothing went wrong. Deliberately unsafe: what a crash or a new
+    /// leader loses was acknowledged anyway, which is what the fault suite must catch.
+    fn serve_early_acks(&mut self) {
+        for req in std::mem::take(&mut self.early_acks) {
+            if !self.writes.contains_key(&req) {
+                continue;
+            }
+            self.early_ack_position =
+                self.early_ack_position.max(self.sm.chat_log().len() as u64) + 1;
+            let applied = Applied {
+                origin: None,
+                outcome: Outcome::Posted {
+                    position: self.early_ack_position,
+                },
+                // Not a new message yet: live delivery waits for the real apply.
+                duplicate: true,
+            };
+            // Answers and forgets the write, so the real apply later answers nobody.
+            self.deliver_applied(Some(req), &applied);
+        }
     }
 
     fn serve_reads(&mut self) {

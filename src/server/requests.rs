@@ -111,6 +111,7 @@ impl Node {
             )));
         }
         let req = self.new_request();
+        let early_ack = self.cfg.testing_early_ack && is_leader && matches!(op, Op::Post { .. });
         let mut command = Command {
             origin: Origin {
                 node: self.cfg.id,
@@ -137,6 +138,9 @@ impl Node {
             Ok(local_index) => {
                 if let Some(index) = local_index {
                     self.register_local_proposal(index, req);
+                    if early_ack {
+                        self.early_ack(req);
+                    }
                 }
                 let forwarded_to = if local_index.is_some() { None } else { leader };
                 self.writes.insert(

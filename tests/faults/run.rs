@@ -39,9 +39,17 @@ impl Harness {
     /// Starts `nodes` nodes behind a proxy and waits for a leader. The temp dir is kept until
     /// [`Harness::passed`] (so a failure or a panic leaves logs and data behind).
     pub fn start(nodes: usize) -> Harness {
+        Harness::start_with(nodes, &[])
+    }
+
+    /// [`Harness::start`] with extra server arguments (a test-only mode, say).
+    pub fn start_with(nodes: usize, extra_args: &[&str]) -> Harness {
         let proxy = Proxy::new(nodes);
-        let mut cluster =
-            Cluster::with_members(proxy.listen.clone(), &["--request-timeout-ms", "2000"]);
+        let args: Vec<&str> = ["--request-timeout-ms", "2000"]
+            .into_iter()
+            .chain(extra_args.iter().copied())
+            .collect();
+        let mut cluster = Cluster::with_members(proxy.listen.clone(), &args);
         cluster.dir.disable_cleanup(true);
         proxy.set_targets(&cluster.addrs);
         for id in 0..nodes {
