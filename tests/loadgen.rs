@@ -1,4 +1,5 @@
-//! The load generator against a real cluster, and the binary protocol's exactly-once promise.
+//! The load generator against a real cluster, and the binary protocol on real nodes: its
+//! exactly-once promise and its key listing.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, Cluster, DEADLINE};
 use raftchat::client::proto::{Answer, ErrorKind, Request, SessionSeq};
-use raftchat::client::Connection;
+use raftchat::client::{Connection, Mutation, RetryPolicy, Session};
 
 #[test]
 fn loadgen_verifies_no_loss_across_a_leader_kill() {
@@ -124,4 +125,95 @@ fn a_retried_binary_post_is_applied_once() {
         Answer::Error { kind, .. } => assert_eq!(kind, ErrorKind::SessionExpired),
         other => panic!("expected SessionExpired, got {other:?}"),
     }
+}
+
+/// Sends a `Keys` and returns the first answer that is not a transient error (an election in
+/// progress answers `NotLeaderNotStored`; the read is then retried on the same node).
+fn keys(conn: &mut Connection, prefix: &str) -> Answer {
+    wait_for(&format!("keys '{prefix}'"), DEADLINE, || {
+        let req_id = conn.next_req_id();
+        let request = Request::Keys {
+            req_id,
+            prefix: prefix.into(),
+        };
+        match conn.call(&request).expect("an answer") {
+            Answer::Error {
+                kind:
+                    ErrorKind::NotLeaderNotStored | ErrorKind::TimeoutUnknown | ErrorKind::Overloaded,
+                ..
+            } => None,
+            answer => {
+                assert_eq!(answer.req_id(), req_id, "{answer:?}");
+                Some(answer)
+            }
+        }
+    })
+}
+
+fn key_list(answer: Answer) -> (u64, Vec<String>) {
+    match answer {
+        Answer::KeyList { total, keys, .. } => (total, keys),
+        other => panic!("expected a KeyList, got {other:?}"),
+    }
+}
+
+#[test]
+fn binary_keys_lists_a_prefix_linearizably_on_any_node() {
+    let cluster = Cluster::start(3, &[]);
+    let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+    // Keys written through the leader over binary, out of order, and one over telnet elsewhere.
+    let mut session = Session::open(&cluster.addrs, leader, RetryPolicy::default()).unwrap();
+    for key in ["user-b", "color", "user-a", "user"] {
+        let set = Mutation::Set {
+            key: key.into(),
+            value: format!("value of {key}"),
+        };
+        let ack = session.call(set).expect("set");
+        assert!(matches!(ack, Answer::KvAck { .. }), "{ack:?}");
+    }
+    let mut telnet = cluster.client((leader + 2) % 3);
+    wait_for("a telnet set", DEADLINE, || {
+        let reply = telnet.command("set user-c from telnet").ok()?;
+        reply.final_line.starts_with("ack ").then_some(())
+    });
+
+    // On a follower, right after the acks: every acknowledged key is listed (ReadIndex), sorted.
+    let mut conn = Connection::connect(cluster.addrs[follower]).expect("connect");
+    assert_eq!(
+        key_list(keys(&mut conn, "user-")),
+        (3, vec!["user-a".into(), "user-b".into(), "user-c".into()])
+    );
+    assert_eq!(
+        key_list(keys(&mut conn, "")),
+        (
+            5,
+            ["color", "user", "user-a", "user-b", "user-c"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    assert_eq!(key_list(keys(&mut conn, "nothing")), (0, vec![]));
+
+    // A prefix the telnet `keys` refuses gets a Rejected error frame; the connection stays usable.
+    for bad in ["a b".to_string(), "tab\there".into(), "k".repeat(257)] {
+        match keys(&mut conn, &bad) {
+            Answer::Error { kind, message, .. } => {
+                assert_eq!(kind, ErrorKind::Rejected, "{bad:?}: {message}");
+                assert!(message.contains("prefix"), "{bad:?}: {message}");
+            }
+            other => panic!("{bad:?}: expected an error, got {other:?}"),
+        }
+    }
+    // A delete is seen by the next listing on another node.
+    let del = session
+        .call(Mutation::Del {
+            key: "user-b".into(),
+        })
+        .expect("del");
+    assert!(matches!(del, Answer::KvAck { .. }), "{del:?}");
+    assert_eq!(
+        key_list(keys(&mut conn, "user")),
+        (3, vec!["user".into(), "user-a".into(), "user-c".into()])
+    );
 }

@@ -11,12 +11,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::proto::{self, Answer, ErrorKind, LogMessage, NodeStatus, Request, Role, SessionSeq};
+use crate::chat::validate;
 
 /// What happens to one mutating request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +127,30 @@ impl FakeState {
                     revision: 0,
                 },
             }),
+            // Like the node: the telnet rule for a prefix, then every match in key order (the
+            // encoder cuts the list to one frame; `total` still counts every match).
+            Request::Keys { prefix, .. } => match validate::validate_key_prefix(&prefix) {
+                Ok(()) => {
+                    let keys: Vec<String> = self
+                        .kv
+                        .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                        .map(|(key, _)| key)
+                        .take_while(|key| key.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    Reply::Answer(Answer::KeyList {
+                        req_id,
+                        total: keys.len() as u64,
+                        keys,
+                    })
+                }
+                Err(message) => Reply::Answer(Answer::Error {
+                    req_id,
+                    kind: ErrorKind::Rejected,
+                    leader_hint: self.leader,
+                    message,
+                }),
+            },
             _ if !(is_leader || (self.forward && self.leader.is_some())) => {
                 error(ErrorKind::NotLeaderNotStored, self.leader)
             }
@@ -259,6 +285,7 @@ fn set_answer_req_id(answer: &mut Answer, id: u64) {
         | Answer::KvAck { req_id, .. }
         | Answer::KvValue { req_id, .. }
         | Answer::CasFailed { req_id, .. }
+        | Answer::KeyList { req_id, .. }
         | Answer::Error { req_id, .. } => *req_id = id,
     }
 }

@@ -1,5 +1,6 @@
-//! The binary client protocol (`binary-protocol.md`) and a small blocking client library, for the
-//! load generator and for tests, so that nobody encodes frames by hand twice.
+//! The binary client protocol (documented, frame by frame, in [`proto`]) and a small blocking
+//! client library, for the load generator and for tests, so that nobody encodes frames by hand
+//! twice.
 //!
 //! - [`proto`]: every frame, both directions, and the preamble. The server decodes requests and
 //!   encodes answers with it; clients do the reverse.

@@ -1,5 +1,33 @@
-//! The binary client protocol, version 1 (`binary-protocol.md`): every request and answer frame,
-//! both directions, as plain owned values.
+//! The binary client protocol, version 1: every request and answer frame, both directions, as
+//! plain owned values. This module is the protocol's documentation; the layouts below and the
+//! doc comments on [`Request`] and [`Answer`] are the reference.
+//!
+//! A client opens with a preamble, [`CLIENT_MAGIC`] then the version as a big-endian u16, and
+//! then sends request frames; the server answers each with one answer frame naming the
+//! request's `req_id`, in any order. Integers are big-endian; `str` is `u16 len | UTF-8 bytes`;
+//! `opt<T>` is a `u8` 0 (absent) or 1 followed by the `T`; `session` is
+//! `u64 session_id | u64 seq | u64 lowest_unacked_seq`.
+//!
+//! | type | frame | body |
+//! | --- | --- | --- |
+//! | 1 | `OpenSession` | `u64 req_id` |
+//! | 2 | `Post` | `u64 req_id \| session \| str room \| str nick \| str text` |
+//! | 3 | `ReadLog` | `u64 req_id \| u64 from_position \| u32 max_messages` |
+//! | 4 | `Status` | `u64 req_id` |
+//! | 5 | `Set` | `u64 req_id \| session \| str key \| str value` |
+//! | 6 | `Get` | `u64 req_id \| str key` |
+//! | 7 | `Cas` | `u64 req_id \| session \| str key \| opt<str> expected \| str new` |
+//! | 8 | `Del` | `u64 req_id \| session \| str key` |
+//! | 9 | `Keys` | `u64 req_id \| str prefix` |
+//! | 101 | `SessionOpened` | `u64 req_id \| u64 session_id` |
+//! | 102 | `Posted` | `u64 req_id \| u64 position` |
+//! | 103 | `LogChunk` | `u64 req_id \| u64 total \| u32 count \| count × (u64 position \| u64 timestamp_ms \| str room \| str nick \| str text)` |
+//! | 104 | `StatusReply` | `u64 req_id \| u64 node_id \| u8 role \| u64 term \| opt<u64> leader \| u64 commit \| u64 applied` |
+//! | 105 | `KvAck` | `u64 req_id \| u64 revision` |
+//! | 106 | `KvValue` | `u64 req_id \| opt<str> value \| u64 revision` |
+//! | 107 | `CasFailed` | `u64 req_id \| opt<str> current` |
+//! | 108 | `KeyList` | `u64 req_id \| u64 total \| u32 count \| count × str key` |
+//! | 110 | `Error` | `u64 req_id \| u8 kind \| opt<u64> leader_hint \| str message` |
 //!
 //! This file owns the bytes: the connection preamble, the frame header
 //! `u32 body_len | u8 frame_type | u32 crc32c(body) | body`, and each frame's body. It never
@@ -38,7 +66,7 @@ pub const BODY_LEN_MAX: usize = 1 << 20;
 /// The longest string a `u16 len | bytes` field can carry.
 pub const STR_LEN_MAX: usize = u16::MAX as usize;
 
-/// Frame type bytes. Requests are 1..=8, answers 101..=110.
+/// Frame type bytes. Requests are 1..=9; answers are 101..=108 and 110 (109 is unused).
 pub mod frame_type {
     pub const OPEN_SESSION: u8 = 1;
     pub const POST: u8 = 2;
@@ -48,6 +76,7 @@ pub mod frame_type {
     pub const GET: u8 = 6;
     pub const CAS: u8 = 7;
     pub const DEL: u8 = 8;
+    pub const KEYS: u8 = 9;
     pub const SESSION_OPENED: u8 = 101;
     pub const POSTED: u8 = 102;
     pub const LOG_CHUNK: u8 = 103;
@@ -55,6 +84,7 @@ pub mod frame_type {
     pub const KV_ACK: u8 = 105;
     pub const KV_VALUE: u8 = 106;
     pub const CAS_FAILED: u8 = 107;
+    pub const KEY_LIST: u8 = 108;
     pub const ERROR: u8 = 110;
 }
 
@@ -192,6 +222,14 @@ pub enum Request {
         session: SessionSeq,
         key: String,
     },
+    /// A linearizable listing of every key that starts with `prefix` (empty: every key), as
+    /// the telnet `keys [<prefix>]` lists them. The server answers `KeyList`, or `Error` with
+    /// [`ErrorKind::Rejected`] for a prefix the telnet command would refuse too (over 256 bytes,
+    /// or holding whitespace or control characters).
+    Keys {
+        req_id: u64,
+        prefix: String,
+    },
 }
 
 /// One chat message as a `LogChunk` carries it.
@@ -242,6 +280,11 @@ pub const LOG_CHUNK_FIXED_LEN: usize = 8 + 8 + 4;
 /// The smallest encoded message in a `LogChunk` (three empty strings); bounds how many
 /// messages a claimed count can possibly fit in the remaining body.
 const LOG_MESSAGE_LEN_MIN: usize = 8 + 8 + 2 + 2 + 2;
+
+/// The `KeyList` body bytes before its first key: req_id, total, count.
+pub const KEY_LIST_FIXED_LEN: usize = 8 + 8 + 4;
+/// The smallest encoded key in a `KeyList` (an empty string: its length alone).
+const KEY_LEN_MIN: usize = 2;
 
 /// A node's role, as `StatusReply` carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,6 +423,16 @@ pub enum Answer {
     CasFailed {
         req_id: u64,
         current: Option<String>,
+    },
+    /// The answer to `Keys`: `keys` in ascending byte order, and `total`, how many keys had the
+    /// prefix at the read. One frame never exceeds [`BODY_LEN_MAX`], so `keys` holds the first
+    /// keys that fit ([`encode_key_list`]) and may be shorter than `total`: then the listing is
+    /// truncated, and a client wanting the rest asks again with longer prefixes. With keys of up
+    /// to 256 bytes, at least 4,000 keys always fit.
+    KeyList {
+        req_id: u64,
+        total: u64,
+        keys: Vec<String>,
     },
     Error {
         req_id: u64,
@@ -632,7 +685,8 @@ impl Request {
             | Request::Set { req_id, .. }
             | Request::Get { req_id, .. }
             | Request::Cas { req_id, .. }
-            | Request::Del { req_id, .. } => *req_id,
+            | Request::Del { req_id, .. }
+            | Request::Keys { req_id, .. } => *req_id,
         }
     }
 
@@ -645,7 +699,8 @@ impl Request {
             | Request::Set { req_id, .. }
             | Request::Get { req_id, .. }
             | Request::Cas { req_id, .. }
-            | Request::Del { req_id, .. } => *req_id = id,
+            | Request::Del { req_id, .. }
+            | Request::Keys { req_id, .. } => *req_id = id,
         }
     }
 
@@ -680,6 +735,7 @@ impl Request {
             Request::Get { .. } => frame_type::GET,
             Request::Cas { .. } => frame_type::CAS,
             Request::Del { .. } => frame_type::DEL,
+            Request::Keys { .. } => frame_type::KEYS,
         }
     }
 
@@ -700,6 +756,7 @@ impl Request {
             Request::Get { key, .. } | Request::Del { key, .. } => {
                 [("key", Some(key)), ("", None), ("", None)]
             }
+            Request::Keys { prefix, .. } => [("prefix", Some(prefix)), ("", None), ("", None)],
             Request::Cas {
                 key, expected, new, ..
             } => [
@@ -774,6 +831,10 @@ impl Request {
                 put_u64(out, *req_id);
                 put_str(out, key);
             }
+            Request::Keys { req_id, prefix } => {
+                put_u64(out, *req_id);
+                put_str(out, prefix);
+            }
             Request::Cas {
                 req_id,
                 session,
@@ -843,6 +904,10 @@ impl Request {
                 session: r.session()?,
                 key: r.str("key")?,
             },
+            frame_type::KEYS => Request::Keys {
+                req_id: r.u64("req_id")?,
+                prefix: r.str("prefix")?,
+            },
             other => return Err(ProtoError::UnknownFrameType(other)),
         };
         r.finish()?;
@@ -874,6 +939,7 @@ impl Answer {
             | Answer::KvAck { req_id, .. }
             | Answer::KvValue { req_id, .. }
             | Answer::CasFailed { req_id, .. }
+            | Answer::KeyList { req_id, .. }
             | Answer::Error { req_id, .. } => *req_id,
         }
     }
@@ -887,27 +953,39 @@ impl Answer {
             Answer::KvAck { .. } => frame_type::KV_ACK,
             Answer::KvValue { .. } => frame_type::KV_VALUE,
             Answer::CasFailed { .. } => frame_type::CAS_FAILED,
+            Answer::KeyList { .. } => frame_type::KEY_LIST,
             Answer::Error { .. } => frame_type::ERROR,
         }
     }
 
     /// Appends this answer as one frame to `out`. The server keeps a `LogChunk` under
-    /// [`BODY_LEN_MAX`] (see [`LogMessageRef::encoded_len`]); strings longer than
-    /// [`STR_LEN_MAX`] are cut (the state machine's limits are far below it).
+    /// [`BODY_LEN_MAX`] (see [`LogMessageRef::encoded_len`]); a `KeyList` is cut to the keys
+    /// that fit by [`encode_key_list`]; strings longer than [`STR_LEN_MAX`] are cut (the state
+    /// machine's limits are far below it).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        if let Answer::LogChunk {
-            req_id,
-            total,
-            messages,
-        } = self
-        {
-            encode_log_chunk(
-                out,
-                *req_id,
-                *total,
-                messages.iter().map(LogMessage::as_ref),
-            );
-            return;
+        match self {
+            Answer::LogChunk {
+                req_id,
+                total,
+                messages,
+            } => {
+                encode_log_chunk(
+                    out,
+                    *req_id,
+                    *total,
+                    messages.iter().map(LogMessage::as_ref),
+                );
+                return;
+            }
+            Answer::KeyList {
+                req_id,
+                total,
+                keys,
+            } => {
+                encode_key_list(out, *req_id, *total, keys.iter().map(String::as_str));
+                return;
+            }
+            _ => {}
         }
         let start = begin_frame(out, self.frame_type());
         match self {
@@ -919,7 +997,7 @@ impl Answer {
                 put_u64(out, *req_id);
                 put_u64(out, *position);
             }
-            Answer::LogChunk { .. } => unreachable!("encoded above"),
+            Answer::LogChunk { .. } | Answer::KeyList { .. } => unreachable!("encoded above"),
             Answer::StatusReply { req_id, status } => {
                 put_u64(out, *req_id);
                 put_u64(out, status.node_id);
@@ -1026,6 +1104,25 @@ impl Answer {
                 req_id: r.u64("req_id")?,
                 current: r.opt_str("current")?,
             },
+            frame_type::KEY_LIST => {
+                let req_id = r.u64("req_id")?;
+                let total = r.u64("total")?;
+                let count = r.u32("count")? as usize;
+                // Each key takes at least its 2 length bytes: a count the remaining bytes
+                // cannot hold is refused before any allocation.
+                if count > r.remaining() / KEY_LEN_MIN {
+                    return Err(ProtoError::Truncated { field: "keys" });
+                }
+                let mut keys = Vec::with_capacity(count);
+                for _ in 0..count {
+                    keys.push(r.str("key")?);
+                }
+                Answer::KeyList {
+                    req_id,
+                    total,
+                    keys,
+                }
+            }
             frame_type::ERROR => {
                 let req_id = r.u64("req_id")?;
                 let kind_code = r.u8("kind")?;
@@ -1070,6 +1167,42 @@ pub fn encode_log_chunk<'a>(
     }
     BigEndian::write_u32(&mut out[count_at..count_at + 4], count);
     finish_frame(out, start);
+}
+
+/// Appends a `KeyList` answer: `total` keys matched, and as many of `keys` as fit, in order,
+/// until the next one would take the body past [`BODY_LEN_MAX`]. Returns how many keys it
+/// wrote; fewer than `total` means the listing is truncated, and the frame says so by itself
+/// (its count is below its total). The server passes borrowed keys straight from its state
+/// machine.
+pub fn encode_key_list<'a>(
+    out: &mut Vec<u8>,
+    req_id: u64,
+    total: u64,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> usize {
+    let start = begin_frame(out, frame_type::KEY_LIST);
+    put_u64(out, req_id);
+    put_u64(out, total);
+    let count_at = out.len();
+    put_u32(out, 0);
+    let mut budget = BODY_LEN_MAX - KEY_LIST_FIXED_LEN;
+    let mut count: usize = 0;
+    for key in keys {
+        // `put_str` cuts a string over STR_LEN_MAX, so this may overcount: never undercounts.
+        match budget.checked_sub(KEY_LEN_MIN + key.len()) {
+            Some(left) => budget = left,
+            None => break,
+        }
+        put_str(out, key);
+        count += 1;
+    }
+    // At most BODY_LEN_MAX / 2 keys fit, far below u32::MAX.
+    BigEndian::write_u32(
+        &mut out[count_at..count_at + 4],
+        u32::try_from(count).unwrap_or(u32::MAX),
+    );
+    finish_frame(out, start);
+    count
 }
 
 /// Decodes the first answer frame in `buf` (the client's read buffer). Same contract as
@@ -1147,6 +1280,14 @@ mod tests {
                 session: ss(5, 5, 5),
                 key: "k".into(),
             },
+            Request::Keys {
+                req_id: 10,
+                prefix: "user-".into(),
+            },
+            Request::Keys {
+                req_id: 11,
+                prefix: "".into(),
+            },
         ]
     }
 
@@ -1221,6 +1362,21 @@ mod tests {
                 req_id: 7,
                 current: None,
             },
+            Answer::KeyList {
+                req_id: 9,
+                total: 0,
+                keys: vec![],
+            },
+            Answer::KeyList {
+                req_id: 9,
+                total: 3,
+                keys: vec!["user-".into(), "user-a".into(), "user-ß".into()],
+            },
+            Answer::KeyList {
+                req_id: 9,
+                total: 5000,
+                keys: vec!["a".into(), "".into()],
+            },
             Answer::Error {
                 req_id: 8,
                 kind: ErrorKind::NotLeaderNotStored,
@@ -1256,7 +1412,7 @@ mod tests {
             assert_eq!(decode_request(&buf), Ok(Some((req.clone(), buf.len()))));
             types.insert(req.frame_type());
         }
-        assert_eq!(types.len(), 8, "every request type is sampled");
+        assert_eq!(types.len(), 9, "every request type is sampled");
     }
 
     #[test]
@@ -1267,7 +1423,7 @@ mod tests {
             assert_eq!(decode_answer(&buf), Ok(Some((answer.clone(), buf.len()))));
             types.insert(answer.frame_type());
         }
-        assert_eq!(types.len(), 8, "every answer type is sampled");
+        assert_eq!(types.len(), 9, "every answer type is sampled");
         for kind in ErrorKind::ALL {
             let a = Answer::Error {
                 req_id: 1,
@@ -1415,6 +1571,48 @@ mod tests {
             decode_answer(&raw_frame(103, &body)),
             Err(ProtoError::Truncated { field: "messages" })
         );
+        // A KeyList claiming 4 billion keys, or more keys than its bytes can hold: refused.
+        let mut body = vec![0; 16];
+        body.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            decode_answer(&raw_frame(108, &body)),
+            Err(ProtoError::Truncated { field: "keys" })
+        );
+        let mut body = vec![0; 16];
+        body.extend_from_slice(&3u32.to_be_bytes());
+        body.extend_from_slice(&[0, 0, 0, 0]); // room for two empty keys, not three
+        assert_eq!(
+            decode_answer(&raw_frame(108, &body)),
+            Err(ProtoError::Truncated { field: "keys" })
+        );
+        // A key claiming more bytes than remain, a key that is not UTF-8, a cut-off count.
+        let mut body = vec![0; 16];
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&[0, 5, b'a', b'b']);
+        assert_eq!(
+            decode_answer(&raw_frame(108, &body)),
+            Err(ProtoError::Truncated { field: "key" })
+        );
+        let mut body = vec![0; 16];
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&[0, 1, 0xFF]);
+        assert_eq!(
+            decode_answer(&raw_frame(108, &body)),
+            Err(ProtoError::NotUtf8 { field: "key" })
+        );
+        assert_eq!(
+            decode_answer(&raw_frame(108, &[0; 18])),
+            Err(ProtoError::Truncated { field: "count" })
+        );
+        // A Keys request whose prefix runs past the body, or with bytes after it.
+        assert_eq!(
+            decode_request(&raw_frame(9, &[0; 9])),
+            Err(ProtoError::Truncated { field: "prefix" })
+        );
+        assert_eq!(
+            decode_request(&raw_frame(9, &[0; 11])),
+            Err(ProtoError::TrailingBytes(1))
+        );
         // Bad option tag, role, error kind.
         let mut body = vec![0; 8];
         body.push(2);
@@ -1437,6 +1635,60 @@ mod tests {
     }
 
     #[test]
+    fn a_key_list_never_exceeds_the_body_limit() {
+        // 5,000 keys of 256 bytes: about 1.3 MB, more than one frame may carry.
+        let keys: Vec<String> = (0..5000).map(|i| format!("{i:0>256}")).collect();
+        let total = keys.len() as u64;
+        let mut buf = Vec::new();
+        let written = encode_key_list(&mut buf, 7, total, keys.iter().map(String::as_str));
+        let body_len = buf.len() - HEADER_LEN;
+        assert!(body_len <= BODY_LEN_MAX, "{body_len}");
+        assert_eq!(written, (BODY_LEN_MAX - KEY_LIST_FIXED_LEN) / 258);
+        assert!(
+            body_len + 258 > BODY_LEN_MAX,
+            "as many keys as fit, no fewer"
+        );
+        let (answer, used) = decode_answer(&buf).unwrap().unwrap();
+        assert_eq!(used, buf.len());
+        let Answer::KeyList {
+            req_id: 7,
+            total: 5000,
+            keys: got,
+        } = answer
+        else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(got.len(), written);
+        assert_eq!(got[..], keys[..written], "the first keys, in order");
+
+        // An owned answer with too many keys is cut the same way, still one valid frame.
+        let mut again = Vec::new();
+        Answer::KeyList {
+            req_id: 7,
+            total,
+            keys,
+        }
+        .encode(&mut again);
+        assert_eq!(again, buf);
+
+        // Exactly at the limit: keys that fill the body to its last byte are all kept, and not
+        // even an empty key more.
+        let space = BODY_LEN_MAX - KEY_LIST_FIXED_LEN;
+        let full = space / (2 + STR_LEN_MAX);
+        let mut keys = vec!["x".repeat(STR_LEN_MAX); full];
+        keys.push("y".repeat(space - full * (2 + STR_LEN_MAX) - 2));
+        keys.push(String::new());
+        let mut buf = Vec::new();
+        let written = encode_key_list(&mut buf, 1, 99, keys.iter().map(String::as_str));
+        assert_eq!(written, full + 1);
+        assert_eq!(buf.len() - HEADER_LEN, BODY_LEN_MAX);
+        let Some((Answer::KeyList { keys: got, .. }, _)) = decode_answer(&buf).unwrap() else {
+            panic!("a KeyList")
+        };
+        assert_eq!(got[..], keys[..full + 1]);
+    }
+
+    #[test]
     fn too_long_strings_are_caught_before_encoding() {
         let long = "é".repeat(STR_LEN_MAX / 2 + 1); // 65538 bytes
         let req = Request::Get {
@@ -1447,6 +1699,17 @@ mod tests {
             req.check_encodable(),
             Err(ProtoError::TooLong {
                 field: "key",
+                len: long.len()
+            })
+        );
+        let keys = Request::Keys {
+            req_id: 1,
+            prefix: long.clone(),
+        };
+        assert_eq!(
+            keys.check_encodable(),
+            Err(ProtoError::TooLong {
+                field: "prefix",
                 len: long.len()
             })
         );
@@ -1495,7 +1758,10 @@ mod tests {
     #[test]
     fn random_garbage_never_panics() {
         let mut rng = SmallRng::seed_from_u64(0x5EED_C11E);
-        let types: Vec<u8> = (1..=8).chain(101..=107).chain([110, 0, 9, 255]).collect();
+        let types: Vec<u8> = (1..=9)
+            .chain(101..=108)
+            .chain([110, 0, 10, 109, 255])
+            .collect();
         let valid: Vec<Vec<u8>> = encoded(&sample_requests(), Request::encode)
             .into_iter()
             .chain(encoded(&sample_answers(), Answer::encode))

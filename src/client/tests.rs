@@ -313,6 +313,79 @@ fn key_value_mutations_through_a_session() {
 }
 
 #[test]
+fn keys_lists_a_prefix_in_order_on_any_node() {
+    let cluster = FakeCluster::start(2).unwrap();
+    let mut session = Session::open(cluster.nodes(), 0, policy()).unwrap();
+    for key in ["user-b", "color", "user-a", "user", "colour"] {
+        let set = Mutation::Set {
+            key: key.into(),
+            value: "v".into(),
+        };
+        assert!(matches!(session.call(set).unwrap(), Answer::KvAck { .. }));
+    }
+    // A follower serves the read, like a node does (ReadIndex through the leader).
+    let mut conn = Connection::connect(cluster.nodes()[1]).unwrap();
+    let mut keys = |prefix: &str| {
+        let req_id = conn.next_req_id();
+        let answer = conn
+            .call(&Request::Keys {
+                req_id,
+                prefix: prefix.into(),
+            })
+            .unwrap();
+        assert_eq!(answer.req_id(), req_id);
+        answer
+    };
+    let key_list = |answer: Answer| match answer {
+        Answer::KeyList { total, keys, .. } => (total, keys),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        key_list(keys("user-")),
+        (2, vec!["user-a".into(), "user-b".into()])
+    );
+    assert_eq!(
+        key_list(keys("")).1,
+        ["color", "colour", "user", "user-a", "user-b"]
+    );
+    assert_eq!(key_list(keys("x")), (0, vec![]));
+    // A prefix the telnet `keys` refuses is rejected, not listed.
+    match keys("a b") {
+        Answer::Error {
+            kind: ErrorKind::Rejected,
+            message,
+            ..
+        } => assert!(message.contains("prefix"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_key_list_too_long_for_one_frame_is_cut_and_says_so() {
+    let cluster = FakeCluster::start(1).unwrap();
+    {
+        let mut state = cluster.state();
+        for i in 0..5000 {
+            state.kv.insert(format!("{i:0>256}"), ("v".into(), 1));
+        }
+    }
+    let mut conn = Connection::connect(cluster.nodes()[0]).unwrap();
+    let answer = conn
+        .call(&Request::Keys {
+            req_id: 0,
+            prefix: "".into(),
+        })
+        .unwrap();
+    let Answer::KeyList { total, keys, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(total, 5000);
+    assert!(keys.len() > 4000 && keys.len() < 5000, "{}", keys.len());
+    let expected: Vec<String> = (0..keys.len()).map(|i| format!("{i:0>256}")).collect();
+    assert_eq!(keys, expected, "the first keys in order");
+}
+
+#[test]
 fn read_log_all_pages_through_the_whole_log() {
     let cluster = FakeCluster::start(2).unwrap();
     cluster.state().page_max = 3;

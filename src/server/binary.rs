@@ -163,6 +163,11 @@ impl Node {
             Request::Get { req_id, key } => {
                 self.binary_read(conn, req_id, Query::Value { req_id, key })
             }
+            // The telnet `keys` rule, checked before the read so a bad prefix costs no ReadIndex.
+            Request::Keys { req_id, prefix } => match validate::validate_key_prefix(&prefix) {
+                Ok(()) => self.binary_read(conn, req_id, Query::KeyList { req_id, prefix }),
+                Err(why) => self.binary_fail(conn, req_id, &Failure::Rejected(why)),
+            },
             Request::Status { req_id } => {
                 let status = NodeStatus {
                     node_id: self.cfg.id,
@@ -300,5 +305,16 @@ impl Node {
             },
         };
         self.send_answer(conn, &answer);
+    }
+
+    /// Every key with `prefix`, in order, as one `KeyList` within the frame limit: the first
+    /// keys that fit, with `total` counting them all (see [`proto::encode_key_list`]).
+    pub(super) fn binary_key_list(&mut self, conn: ConnRef, req_id: u64, prefix: &str) {
+        let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
+            return;
+        };
+        let keys = self.sm.keys(prefix);
+        proto::encode_key_list(c.buffers.output(), req_id, keys.len() as u64, keys);
+        self.mark_dirty(conn.key);
     }
 }

@@ -43,13 +43,20 @@ pub(super) enum Query {
         req_id: u64,
         key: String,
     },
+    /// Binary: the keys with a prefix (already validated).
+    KeyList {
+        req_id: u64,
+        prefix: String,
+    },
 }
 
 impl Query {
     /// The binary request id, for queries that came from a binary client.
     pub(super) fn binary_req_id(&self) -> Option<u64> {
         match self {
-            Query::LogPage { req_id, .. } | Query::Value { req_id, .. } => Some(*req_id),
+            Query::LogPage { req_id, .. }
+            | Query::Value { req_id, .. }
+            | Query::KeyList { req_id, .. } => Some(*req_id),
             _ => None,
         }
     }
@@ -254,6 +261,7 @@ impl Node {
                 max_messages,
             } => self.binary_log_page(read.conn, req_id, from_position, max_messages),
             Query::Value { req_id, key } => self.binary_value(read.conn, req_id, &key),
+            Query::KeyList { req_id, prefix } => self.binary_key_list(read.conn, req_id, &prefix),
             query => self.telnet_serve(read.conn, query),
         }
     }

@@ -432,7 +432,7 @@ impl Node {
         }
         match query {
             // Binary queries are answered by `binary`; none reaches a telnet session.
-            Query::LogPage { .. } | Query::Value { .. } => {}
+            Query::LogPage { .. } | Query::Value { .. } | Query::KeyList { .. } => {}
             Query::ChatLog => {
                 let last_position = self.sm.chat_log().len() as u64;
                 if let Some(session) = self.session_mut(conn.key) {
