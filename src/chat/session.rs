@@ -325,9 +325,15 @@ impl Sessions {
         }
         if request.lowest_unacked_seq > session.lowest_retained_seq {
             session.lowest_retained_seq = request.lowest_unacked_seq;
-            let kept = session.retained.split_off(&request.lowest_unacked_seq);
-            let forgotten: usize = session.retained.values().map(retained_cost).sum();
-            session.retained = kept;
+            // Forget the acknowledged outcomes in place (usually one or two): `split_off`
+            // would allocate a new map for every request.
+            let mut forgotten = 0;
+            while let Some(entry) = session.retained.first_entry() {
+                if *entry.key() >= request.lowest_unacked_seq {
+                    break;
+                }
+                forgotten += retained_cost(&entry.remove());
+            }
             session.retained_bytes -= forgotten;
             self.retained_bytes -= forgotten;
         }
