@@ -30,4 +30,4 @@ for t in $(seq 5 5 "$DURATION"); do
   printf '%9s  %-26s %s\n' "$t" "$rss" "${messages:-?}"
 done
 wait $loadgen || true
-tail -4 "$data/loadgen.txt"
+grep -E "^(committed|throughput|latency|errors|cluster) " "$data/loadgen.txt"
