@@ -9,9 +9,10 @@
 //! A seeded nemesis (`faults/nemesis.rs`) meanwhile kills -9 and restarts nodes (the leader
 //! half the time), SIGSTOPs and SIGCONTs them, isolates a node, splits a minority off, cuts a
 //! link one way, flaps a link, stalls a node's links (bytes held, then delivered late),
-//! pauses one node while isolating another (no majority with 3 nodes) and transfers
-//! leadership; the last fault is left in place for the healing step. Then everything is healed, every node
-//! must acknowledge a write within `RECOVERY_BOUND` (20 s), and the checker
+//! pauses one node while isolating another (no majority with 3 nodes), transfers leadership
+//! and restarts every node in turn (a rolling restart: SIGTERM, which must exit 0, or
+//! kill -9); the last fault is left in place for the healing step. Then everything is healed,
+//! every node must acknowledge a write within `RECOVERY_BOUND` (20 s), and the checker
 //! (`faults/checker.rs`) judges the history against every node's final log: acked messages
 //! exactly once at their acked position, not-stored ones never, unknown ones (and binary
 //! retries) at most once, nothing nobody wrote, identical logs on all nodes, and every read a

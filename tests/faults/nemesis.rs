@@ -3,7 +3,7 @@
 //! Owns choosing, applying and undoing faults (kill -9 and restart from the data dir,
 //! SIGSTOP/SIGCONT, isolating a node, a majority/minority split, a one-way cut, a flapping
 //! link, a silent partition that delivers late (stalled links), two faults at once, a
-//! leadership transfer) and the written schedule of what it did and when. One fault at
+//! leadership transfer, a rolling restart of every node) and the written schedule of what it did and when. One fault at
 //! a time, each undone before the next, so a majority is usually reachable and the short run
 //! keeps making progress. It never looks at client outcomes.
 
@@ -116,7 +116,31 @@ impl<'a> Nemesis<'a> {
 
     fn one_fault(&mut self) {
         let count = self.cluster.len();
-        match self.rng.gen_range(0..9) {
+        match self.rng.gen_range(0..10) {
+            9 => {
+                // A rolling restart, as an operator upgrading the cluster would do it: every
+                // node in turn stopped (SIGTERM, which must exit 0, or kill -9) and restarted
+                // from its data dir, the next one once the last accepts connections again.
+                let mut order: Vec<usize> = (0..count).collect();
+                order.shuffle(&mut self.rng);
+                self.note(format!("rolling restart {order:?}"));
+                for node in order {
+                    if self.rng.gen_bool(0.5) {
+                        let status = self.cluster.stop(node);
+                        self.note(format!("SIGTERM node {node}: {status}"));
+                        assert!(
+                            status.success(),
+                            "node {node} exited with {status} after SIGTERM in a rolling restart"
+                        );
+                    } else {
+                        self.note(format!("kill -9 node {node}"));
+                        self.cluster.kill(node);
+                    }
+                    self.cluster.spawn(node);
+                    self.note(format!("restart node {node}"));
+                    self.hold(200, 800);
+                }
+            }
             8 => {
                 // A silent partition: the node's links hold their bytes and deliver them late.
                 let node = self.victim();
