@@ -3,9 +3,9 @@
 //! Owns choosing, applying and undoing faults (kill -9 and restart from the data dir,
 //! SIGSTOP/SIGCONT, isolating a node, a majority/minority split, a one-way cut, a flapping
 //! link, a silent partition that delivers late (stalled links), two faults at once, a
-//! leadership transfer, a rolling restart of every node) and the written schedule of what it did and when. One fault at
-//! a time, each undone before the next, so a majority is usually reachable and the short run
-//! keeps making progress. It never looks at client outcomes.
+//! leadership transfer, a rolling restart of every node) and the written schedule of what it
+//! did and when. One fault at a time, each undone before the next, so a majority is usually
+//! reachable and the short run keeps making progress. It never looks at client outcomes.
 
 use std::time::{Duration, Instant};
 
