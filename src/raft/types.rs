@@ -54,6 +54,15 @@ impl Entry {
     }
 }
 
+/// Which prefix of the log a snapshot of the state machine replaces: every entry up to and
+/// including `index`, the last of which has `term`. The snapshot's data (the state machine at
+/// `index`) never passes through the core; the driver keeps it and carries it to followers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    pub index: Index,
+    pub term: Term,
+}
+
 /// The state Raft requires on stable storage before answering any RPC (Figure 2): the current
 /// term and the vote cast in it. The log is persisted separately, as entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
