@@ -29,6 +29,12 @@ pub struct ServerConfig {
     /// log, before it is durable or replicated anywhere, so the fault suite can show its checker
     /// catches a server that acknowledges what it may lose. Never set in a real deployment.
     pub testing_early_ack: bool,
+    /// Take a snapshot of the chat state once this many entries were applied since the last
+    /// one (0: never snapshot, the log grows without bound).
+    pub snapshot_entries: u64,
+    /// After a snapshot, keep this many entries before it in the log, so a follower slightly
+    /// behind catches up from the log instead of receiving the whole snapshot.
+    pub log_keep_entries: u64,
     /// Derived from the member list, so nodes started with the same arguments agree on it and a
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
@@ -42,6 +48,10 @@ pub enum Command {
 }
 
 const NODES_MAX: u64 = 1024;
+/// `--snapshot-entries` default: at ~100 bytes a message, a snapshot per ~10 MB of log.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
+/// `--log-keep-entries` default.
+pub const DEFAULT_LOG_KEEP_ENTRIES: u64 = 10_000;
 
 fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
@@ -93,6 +103,20 @@ fn options() -> getopts::Options {
         "log-level",
         "error, warn, info (default), debug or trace",
         "LEVEL",
+    );
+    opts.optopt(
+        "",
+        "snapshot-entries",
+        "snapshot the chat state every N applied entries and drop the log before it \
+         (default 100000; 0 = never)",
+        "N",
+    );
+    opts.optopt(
+        "",
+        "log-keep-entries",
+        "entries kept in the log before the latest snapshot, for followers slightly behind \
+         (default 10000)",
+        "N",
     );
     opts.optflag(
         "",
@@ -238,6 +262,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     if request_timeout_ms == 0 {
         return Err("--request-timeout-ms must be > 0".to_string());
     }
+    let snapshot_entries = num_opt("snapshot-entries", DEFAULT_SNAPSHOT_ENTRIES)?;
+    let log_keep_entries = num_opt("log-keep-entries", DEFAULT_LOG_KEEP_ENTRIES)?;
     let log_level = match matches.opt_str("log-level") {
         Some(text) => text
             .parse::<log::LevelFilter>()
@@ -261,6 +287,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         log_level,
         testing_stale_reads: matches.opt_present("testing-stale-reads"),
         testing_early_ack: matches.opt_present("testing-early-ack"),
+        snapshot_entries,
+        log_keep_entries,
         cluster_id,
     }))
 }
@@ -288,6 +316,10 @@ mod tests {
         assert_eq!(cfg.listen.port(), 20001);
         assert_eq!(cfg.data_dir, PathBuf::from("data/node-1"));
         assert_eq!(cfg.fsync, FsyncPolicy::Always);
+        assert_eq!(cfg.snapshot_entries, DEFAULT_SNAPSHOT_ENTRIES);
+        assert_eq!(cfg.log_keep_entries, DEFAULT_LOG_KEEP_ENTRIES);
+        let cfg = run("1 3 20001 --snapshot-entries 0 --log-keep-entries 5");
+        assert_eq!((cfg.snapshot_entries, cfg.log_keep_entries), (0, 5));
     }
 
     #[test]
@@ -320,6 +352,7 @@ mod tests {
             "0 2 20000 --peers 127.0.0.1:1",
             "0 3 65535",
             "0 3 20000 --bogus",
+            "0 3 20000 --snapshot-entries many",
         ] {
             let err = parse_args(&args(bad)).expect_err(bad);
             assert!(!err.contains('\n'), "{bad}: {err}");

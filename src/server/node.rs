@@ -20,10 +20,14 @@ use super::config::ServerConfig;
 use super::conn::{Buffers, ReadOutcome};
 use super::peers::PeerLink;
 use super::requests::{Failure, Query, ReplyTo};
+use super::snapshot::{ChunkOutcome, Snapshots};
 use super::syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
 use super::telnet::Session;
-use crate::chat::{Applied, Outcome, StateMachine};
-use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
+use crate::chat::{Applied, Outcome, SessionConfig, StateMachine};
+use crate::raft::{
+    self, EntryKind, Index, Message, MessageBody, NodeId, Raft, Ready, Role, SnapshotMeta,
+    SoftState, Term,
+};
 use crate::storage::{StorageError, Wal, WalOptions};
 use crate::wire::{self, Handshake, PeerFrame, CLIENT_MAGIC, PEER_MAGIC};
 
@@ -50,6 +54,8 @@ pub enum ServerError {
     Io { context: String, source: io::Error },
     /// The write-ahead log failed: the node stops rather than acknowledge what is not on disk.
     Storage(StorageError),
+    /// A snapshot on disk or from a leader could not be loaded into the state machine.
+    Snapshot(String),
 }
 
 impl std::fmt::Display for ServerError {
@@ -57,6 +63,7 @@ impl std::fmt::Display for ServerError {
         match self {
             ServerError::Io { context, source } => write!(f, "{context}: {source}"),
             ServerError::Storage(e) => write!(f, "storage failed, node stopped: {e}"),
+            ServerError::Snapshot(why) => write!(f, "snapshot unusable, node stopped: {why}"),
         }
     }
 }
@@ -147,6 +154,9 @@ pub struct Node {
     pub(super) raft: Raft,
     wal: Wal,
     syncer: Syncer,
+    snapshots: Snapshots,
+    /// The term of the entry at `sm.applied_index()` (a snapshot's meta needs it).
+    applied_term: Term,
     /// Readies in order, oldest first, waiting for their fsync before `advance`.
     unsynced: VecDeque<Unsynced>,
     pub(super) sm: StateMachine,
@@ -202,18 +212,50 @@ impl Node {
             recovered.entries.len(),
             cfg.data_dir.display()
         );
+        let poll = Poll::new().map_err(io_err("cannot create poller"))?;
+        let waker = std::sync::Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?,
+        );
+        let snapshots = Snapshots::open(
+            cfg.data_dir.join("snapshots"),
+            cfg.cluster_id,
+            cfg.fsync,
+            cfg.members.len(),
+            std::sync::Arc::clone(&waker),
+        )?;
+        let (sm, snapshot) = match snapshots.latest() {
+            None => (StateMachine::default(), None),
+            Some(file) => {
+                let started = Instant::now();
+                let mut body = file.body()?;
+                let sm = StateMachine::restore(&mut body, SessionConfig::default()).map_err(
+                    |why| ServerError::Snapshot(format!("{}: {why}", file.path.display())),
+                )?;
+                log::info!(
+                    "node {}: loaded snapshot at index {} (term {}, {} messages) in {:.1?}",
+                    cfg.id,
+                    file.meta.index,
+                    file.meta.term,
+                    sm.message_count(),
+                    started.elapsed()
+                );
+                (sm, Some(file.meta))
+            }
+        };
+        let applied_term = snapshot.map_or(0, |m| m.term);
         let voters: Vec<NodeId> = (0..cfg.members.len() as u64).collect();
         let mut raft_cfg = raft::Config::new(cfg.id, voters);
         raft_cfg.heartbeat_ticks = 1;
         raft_cfg.election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_ms).max(2) as u32;
+        raft_cfg.snapshot_timeout_ticks = raft_cfg.election_ticks.saturating_mul(4);
         let persisted = raft::Persisted {
             hard_state: recovered.hard_state,
+            snapshot,
             entries: recovered.entries,
         };
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.id;
         let raft = Raft::new(raft_cfg, persisted, seed);
 
-        let poll = Poll::new().map_err(io_err("cannot create poller"))?;
         let mut listener = TcpListener::bind(cfg.listen)
             .map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
         poll.registry()
@@ -224,9 +266,7 @@ impl Node {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(io_err("cannot register signals"))?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
-        let syncer = Syncer::start(std::sync::Arc::new(waker))
-            .map_err(io_err("cannot start fsync thread"))?;
+        let syncer = Syncer::start(waker).map_err(io_err("cannot start fsync thread"))?;
         let now = Instant::now();
         let links = cfg
             .members
@@ -260,8 +300,10 @@ impl Node {
             raft,
             wal,
             syncer,
+            snapshots,
+            applied_term,
             unsynced: VecDeque::new(),
-            sm: StateMachine::default(),
+            sm,
             writes: HashMap::new(),
             local_proposals: BTreeMap::new(),
             reads: HashMap::new(),
@@ -326,6 +368,7 @@ impl Node {
                 self.serve_reads();
                 self.serve_early_acks();
             }
+            self.pump_snapshots();
             self.flush();
             if self.stopping {
                 let deadline =
@@ -630,7 +673,57 @@ impl Node {
                 let failure = Failure::NotStored(format!("no leader: not stored{hint}, try again"));
                 self.fail_write(origin_req, failure);
             }
+            PeerFrame::SnapshotChunk {
+                term,
+                snapshot,
+                total_len,
+                offset,
+                data,
+            } => self.on_snapshot_chunk(node, term, snapshot, total_len, offset, data),
+            PeerFrame::SnapshotAck { snapshot, received } => {
+                self.snapshots
+                    .on_ack(node, snapshot, received, Instant::now());
+            }
         }
+    }
+
+    fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        snapshot: SnapshotMeta,
+        total_len: u64,
+        offset: u64,
+        data: &[u8],
+    ) {
+        let received = match self
+            .snapshots
+            .on_chunk(from, term, snapshot, total_len, offset, data)
+        {
+            ChunkOutcome::Ack { received } => received,
+            ChunkOutcome::Complete { term, meta } => {
+                // The file is durable and verified: now the core may decide to install it.
+                self.raft.step(Message {
+                    from,
+                    to: self.cfg.id,
+                    term,
+                    body: MessageBody::InstallSnapshot { snapshot: meta },
+                });
+                total_len
+            }
+        };
+        self.send_to(from, |out| {
+            wire::encode_snapshot_ack(snapshot, received, out)
+        });
+    }
+
+    /// Leader: sends the snapshot chunks each follower's window allows.
+    fn pump_snapshots(&mut self) {
+        let links = &mut self.links;
+        self.snapshots.pump(Instant::now(), |to, encode| match links.get_mut(to as usize) {
+            Some(Some(link)) if link.is_connected() => link.send_with(|out| encode(out)),
+            _ => false,
+        });
     }
 
     /// Sends `encode`'s frame on the link to `to`. Returns false if the link is down.
@@ -648,6 +741,12 @@ impl Node {
     fn send_raft(&mut self, messages: Vec<Message>) {
         for msg in messages {
             let to = msg.to;
+            if let MessageBody::InstallSnapshot { .. } = msg.body {
+                // The data travels as chunks (`snapshot.rs`); the follower steps the
+                // InstallSnapshot itself once the whole file is in.
+                self.snapshots.want_send(to, msg.term, Instant::now());
+                continue;
+            }
             self.send_to(to, |out| wire::encode_raft_message(&msg, out));
         }
     }
@@ -698,6 +797,7 @@ impl Node {
     /// Runs the Ready loop until the core has nothing more to say, or until enough syncs are in
     /// flight that waiting lets the next batch grow.
     fn drive(&mut self) -> Result<(), ServerError> {
+        self.collect_snapshot()?;
         loop {
             self.collect_synced(false)?;
             if !self.raft.has_ready() || self.syncer.in_flight() >= SYNCS_IN_FLIGHT_MAX {
@@ -738,6 +838,10 @@ impl Node {
         }
         // (1) The leader's appends leave before its own write: §10.2.1.
         self.send_raft(rd.messages);
+        if let Some(meta) = rd.snapshot {
+            // Before this Ready's entries: they continue the log after the snapshot.
+            self.install_snapshot(meta)?;
+        }
         // (2) One write for everything in this Ready, its fdatasync on the helper thread:
         // group commit without stalling the loop. (3) and (4) happen in `collect_synced`.
         let syncing = !rd.entries.is_empty() || rd.hard_state.is_some();
@@ -759,6 +863,7 @@ impl Node {
         self.collect_synced(false)?;
         // (5) Apply and serve: the core hands out only entries durable here and on a quorum.
         for entry in rd.committed_entries {
+            self.applied_term = entry.term;
             match entry.kind {
                 EntryKind::Noop => self.sm.apply_noop(entry.index),
                 EntryKind::Normal => {
@@ -784,6 +889,100 @@ impl Node {
             }
         }
         self.serve_reads();
+        self.maybe_snapshot();
+        Ok(())
+    }
+
+    /// Follower: the core accepted the snapshot received for `meta`. It replaces the state
+    /// machine, and the log restarts after it; the file is already durable.
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), ServerError> {
+        let file = self.snapshots.take_received(meta).ok_or_else(|| {
+            ServerError::Snapshot(format!(
+                "the core installs snapshot {meta:?}, but no such file was received"
+            ))
+        })?;
+        let started = Instant::now();
+        let mut body = file.body()?;
+        let sm = StateMachine::restore(&mut body, SessionConfig::default())
+            .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+        // Nothing this node proposed at or below the snapshot can still be answered from it.
+        while let Some((&at, &req)) = self.local_proposals.first_key_value() {
+            if at > meta.index {
+                break;
+            }
+            self.local_proposals.pop_first();
+            let failure = Failure::Unknown(
+                "log replaced by a snapshot: outcome unknown, it may still be stored".into(),
+            );
+            self.fail_write(req, failure);
+        }
+        self.sm = sm;
+        self.applied_term = meta.term;
+        self.wal.reset_after_snapshot(meta.index)?;
+        log::info!(
+            "node {}: installed snapshot at index {} (term {}, {} messages) in {:.1?}",
+            self.cfg.id,
+            meta.index,
+            meta.term,
+            self.sm.message_count(),
+            started.elapsed()
+        );
+        self.snapshots.set_latest(file);
+        Ok(())
+    }
+
+    /// Starts writing a snapshot once `--snapshot-entries` entries were applied since the last.
+    fn maybe_snapshot(&mut self) {
+        let every = self.cfg.snapshot_entries;
+        let applied = self.sm.applied_index();
+        let last = self.snapshots.latest_meta().map_or(0, |m| m.index);
+        if every == 0 || self.snapshots.is_writing() || applied < last.saturating_add(every) {
+            return;
+        }
+        let meta = SnapshotMeta {
+            index: applied,
+            term: self.applied_term,
+        };
+        let started = Instant::now();
+        let capture = self.sm.capture();
+        log::info!(
+            "node {}: snapshot at index {} captured in {:.1?}; writing it",
+            self.cfg.id,
+            applied,
+            started.elapsed()
+        );
+        self.snapshots.start_write(meta, capture);
+    }
+
+    /// A snapshot the helper thread finished: the core and the log may forget what it covers,
+    /// except the last `--log-keep-entries` entries.
+    fn collect_snapshot(&mut self) -> Result<(), ServerError> {
+        let Some((meta, written)) = self.snapshots.take_written() else {
+            return Ok(());
+        };
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => {
+                // The log still holds everything: nothing is lost, the next attempt may work.
+                log::error!("node {}: snapshot at {} failed: {e}", self.cfg.id, meta.index);
+                return Ok(());
+            }
+        };
+        if self.snapshots.latest_meta().is_some_and(|m| m.index >= meta.index) {
+            return Ok(()); // a newer snapshot was installed from the leader meanwhile
+        }
+        let first_kept = meta.index.saturating_sub(self.cfg.log_keep_entries) + 1;
+        self.raft.compact(meta, first_kept);
+        let first_kept = self.raft.first_index();
+        self.wal.drop_prefix(first_kept.saturating_sub(1))?;
+        log::info!(
+            "node {}: snapshot at index {} durable ({} bytes); log starts at {}",
+            self.cfg.id,
+            meta.index,
+            file.len,
+            self.wal.first_index()
+        );
+        self.snapshots.set_latest(file);
         Ok(())
     }
 
@@ -824,6 +1023,7 @@ impl Node {
             }
         }
         if old.role == Role::Leader && soft.role != Role::Leader {
+            self.snapshots.stop_sending();
             log::info!("node {} term {}: stepped down", self.cfg.id, soft.term);
         }
     }

@@ -280,6 +280,11 @@ impl Node {
             format!("commit {}", status.commit_index),
             format!("applied {}", self.sm.applied_index()),
             format!("last {}", status.last_index),
+            format!("log_first {}", self.raft.first_index()),
+            format!(
+                "snapshot {}",
+                self.raft.snapshot().map_or(0, |snapshot| snapshot.index)
+            ),
             format!("messages {}", self.sm.chat_log().len()),
         ];
         for peer in &status.peers {

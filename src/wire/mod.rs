@@ -82,6 +82,14 @@
 //! | 0x10 | Propose         | `origin_req u64`, then the client command: all remaining body bytes |
 //! | 0x11 | ProposeRejected | `origin_req u64`, `leader_hint opt u64`                            |
 //!
+//! Snapshot transfer (a leader sends a follower its snapshot file in chunks; the follower
+//! acknowledges how much it holds, which is also where a broken transfer resumes):
+//!
+//! | type | frame         | body                                                                          |
+//! | ---- | ------------- | ----------------------------------------------------------------------------- |
+//! | 0x12 | SnapshotChunk | `term u64`, `snapshot_index u64`, `snapshot_term u64`, `total_len u64`, `offset u64`, then the file's bytes at `offset`: all remaining body bytes |
+//! | 0x13 | SnapshotAck   | `snapshot_index u64`, `snapshot_term u64`, `received u64`                      |
+//!
 //! Type 0x00 and every type not listed are refused (`UnknownType`).
 //!
 //! ## Worked example
@@ -113,7 +121,8 @@ pub use frame::FRAME_HEADER_BYTES;
 pub use handshake::{decode_handshake, encode_handshake, Handshake, HANDSHAKE_BYTES};
 pub use peer::{
     decode_peer_frame, encode_propose, encode_propose_rejected, encode_raft_message,
-    raft_message_frame_bytes, PeerFrame,
+    encode_snapshot_ack, encode_snapshot_chunk, raft_message_frame_bytes, PeerFrame,
+    SNAPSHOT_CHUNK_HEADER_BYTES,
 };
 
 /// The version in the handshake; a node refuses peers of any other.

@@ -8,7 +8,9 @@
 use super::codec::{option_u64_bytes, put_bool, put_option_u64, put_u32, put_u64, put_u8, Reader};
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::WireError;
-use crate::raft::{Entry, EntryKind, Message, MessageBody, NodeId, Payload, RejectHint};
+use crate::raft::{
+    Entry, EntryKind, Message, MessageBody, NodeId, Payload, RejectHint, SnapshotMeta, Term,
+};
 
 /// One decoded peer frame. `Propose` borrows its command from the read buffer; a `Raft` message
 /// owns its entries (each entry's data is copied once, into its shared `Payload`).
@@ -25,6 +27,22 @@ pub enum PeerFrame<'a> {
     ProposeRejected {
         origin_req: u64,
         leader_hint: Option<NodeId>,
+    },
+    /// A leader sends a follower the snapshot file `snapshot` (`total_len` bytes, header
+    /// included) in pieces: `data` is the bytes at `offset`. `term` is the leader's term, for the
+    /// InstallSnapshot the follower steps into its core once the file is complete.
+    SnapshotChunk {
+        term: Term,
+        snapshot: SnapshotMeta,
+        total_len: u64,
+        offset: u64,
+        data: &'a [u8],
+    },
+    /// The follower's answer to a chunk: it holds the first `received` bytes of `snapshot`'s
+    /// file, so the next chunk it wants starts there (0 after it discarded a bad file).
+    SnapshotAck {
+        snapshot: SnapshotMeta,
+        received: u64,
     },
 }
 
@@ -43,6 +61,8 @@ enum PeerFrameType {
     TimeoutNow = 0x09,
     Propose = 0x10,
     ProposeRejected = 0x11,
+    SnapshotChunk = 0x12,
+    SnapshotAck = 0x13,
 }
 
 impl PeerFrameType {
@@ -60,6 +80,8 @@ impl PeerFrameType {
             0x09 => TimeoutNow,
             0x10 => Propose,
             0x11 => ProposeRejected,
+            0x12 => SnapshotChunk,
+            0x13 => SnapshotAck,
             _ => return None,
         })
     }
@@ -206,6 +228,39 @@ pub fn encode_propose_rejected(origin_req: u64, leader_hint: Option<NodeId>, out
     frame::finish(out, start);
 }
 
+/// Bytes of a `SnapshotChunk` body before its data.
+pub const SNAPSHOT_CHUNK_HEADER_BYTES: usize = 5 * 8;
+
+/// Appends a `SnapshotChunk` frame carrying `data`, the bytes at `offset` of the snapshot file.
+/// The caller keeps `data` under `FRAME_BYTES_MAX - SNAPSHOT_CHUNK_HEADER_BYTES`.
+pub fn encode_snapshot_chunk(
+    term: Term,
+    snapshot: SnapshotMeta,
+    total_len: u64,
+    offset: u64,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let body_bytes = SNAPSHOT_CHUNK_HEADER_BYTES + data.len();
+    let start = frame::begin(out, PeerFrameType::SnapshotChunk as u8, body_bytes);
+    put_u64(out, term);
+    put_u64(out, snapshot.index);
+    put_u64(out, snapshot.term);
+    put_u64(out, total_len);
+    put_u64(out, offset);
+    out.extend_from_slice(data);
+    frame::finish(out, start);
+}
+
+/// Appends a `SnapshotAck` frame: the receiver holds the first `received` bytes of `snapshot`.
+pub fn encode_snapshot_ack(snapshot: SnapshotMeta, received: u64, out: &mut Vec<u8>) {
+    let start = frame::begin(out, PeerFrameType::SnapshotAck as u8, 3 * 8);
+    put_u64(out, snapshot.index);
+    put_u64(out, snapshot.term);
+    put_u64(out, received);
+    frame::finish(out, start);
+}
+
 /// Decodes the frame at the front of `buf`.
 ///
 /// `Ok(None)`: the frame is not all there yet; read more and call again with the longer buffer.
@@ -289,6 +344,23 @@ fn parse_body(frame_type: PeerFrameType, body: &[u8]) -> Result<PeerFrame<'_>, W
         T::ProposeRejected => PeerFrame::ProposeRejected {
             origin_req: r.u64()?,
             leader_hint: r.option_u64()?,
+        },
+        T::SnapshotChunk => PeerFrame::SnapshotChunk {
+            term: r.u64()?,
+            snapshot: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+            total_len: r.u64()?,
+            offset: r.u64()?,
+            data: r.rest(),
+        },
+        T::SnapshotAck => PeerFrame::SnapshotAck {
+            snapshot: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+            received: r.u64()?,
         },
     };
     reader.finish()?;
@@ -565,6 +637,47 @@ pub(super) mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn snapshot_chunk_and_ack_round_trip() {
+        let snapshot = SnapshotMeta {
+            index: 200_000,
+            term: 7,
+        };
+        for data in [&b""[..], b"RCHATSNP", &[0xff; 4096]] {
+            let mut out = Vec::new();
+            encode_snapshot_chunk(9, snapshot, 1 << 30, 12_345, data, &mut out);
+            assert_eq!(
+                out.len(),
+                FRAME_HEADER_BYTES + SNAPSHOT_CHUNK_HEADER_BYTES + data.len()
+            );
+            assert_eq!(
+                decode_whole(&out),
+                PeerFrame::SnapshotChunk {
+                    term: 9,
+                    snapshot,
+                    total_len: 1 << 30,
+                    offset: 12_345,
+                    data
+                }
+            );
+        }
+        let mut out = Vec::new();
+        encode_snapshot_ack(snapshot, 777, &mut out);
+        assert_eq!(
+            decode_whole(&out),
+            PeerFrame::SnapshotAck {
+                snapshot,
+                received: 777
+            }
+        );
+        // An ack with a byte missing or one too many is malformed, not misread.
+        let mut long = Vec::new();
+        let start = frame::begin(&mut long, PeerFrameType::SnapshotAck as u8, 25);
+        long.extend_from_slice(&[0; 25]);
+        frame::finish(&mut long, start);
+        assert!(decode_peer_frame(&long).is_err());
     }
 
     #[test]

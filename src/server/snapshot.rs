@@ -1,0 +1,376 @@
+//! Snapshots on a node: taking them without stalling the loop, and shipping them to followers
+//! in chunks.
+//!
+//! It owns the node's snapshot directory, the helper thread that writes a snapshot, the
+//! per-follower outgoing transfers and the one incoming transfer. It never decides *when* a
+//! follower needs a snapshot (the core sends `InstallSnapshot` for that) and never changes the
+//! state machine or the log: `node.rs` installs what arrives and compacts what was written.
+//!
+//! # Taking a snapshot
+//!
+//! Every `--snapshot-entries` applied entries the loop captures the chat state
+//! (`StateMachine::capture`: full chunks of the chat log are shared, so the loop copies only the
+//! key-value store, the session table and the last partial chunk) and hands it to a helper
+//! thread that encodes it into `<data-dir>/snapshots/`, fsyncs and renames it into place. When the
+//! thread reports back (through the loop's waker), the loop tells the core (`Raft::compact`),
+//! drops the log before the kept window (`Wal::drop_prefix`) and deletes older snapshots.
+//!
+//! # Shipping one
+//!
+//! A leader answers the core's `InstallSnapshot` to follower `f` by streaming its latest
+//! snapshot file as `SnapshotChunk` frames, at most `WINDOW_BYTES` beyond what `f` acknowledged
+//! (`SnapshotAck`), so a slow follower never fills the link's buffer. Reads are `pread`s of
+//! `CHUNK_BYTES` from an open file handle, so the file may be replaced meanwhile. The follower
+//! writes chunks in order to a temporary file and acknowledges how much it holds; a transfer
+//! that stops making progress (a broken connection, lost frames) resumes from the follower's
+//! last acknowledged offset after `STALL`. A complete file is verified (checksums, meta) and
+//! only then stepped into the follower's core as `InstallSnapshot`; the core answers through a
+//! `Ready::snapshot` that `node.rs` installs.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Waker;
+
+use crate::chat::ChatSnapshot;
+use crate::raft::{NodeId, SnapshotMeta, Term};
+use crate::storage::{
+    FsyncPolicy, SnapshotFile, SnapshotReceiver, SnapshotStore, StorageError,
+};
+use crate::wire::{self, SNAPSHOT_CHUNK_HEADER_BYTES};
+
+/// Bytes of snapshot file per `SnapshotChunk` frame.
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes a leader sends beyond the follower's last acknowledgement.
+pub(super) const WINDOW_BYTES: u64 = 4 * CHUNK_BYTES as u64;
+/// A transfer with no acknowledged progress for this long resends from the last acknowledged
+/// offset (the connection broke, or frames were lost with it).
+pub(super) const STALL: Duration = Duration::from_secs(2);
+/// A transfer with no progress at all for this long is abandoned; the core asks again.
+pub(super) const ABANDON: Duration = Duration::from_secs(30);
+
+const _: () = assert!(CHUNK_BYTES + SNAPSHOT_CHUNK_HEADER_BYTES < wire::FRAME_BYTES_MAX);
+
+/// A snapshot file on its way to one follower.
+struct Outgoing {
+    term: Term,
+    meta: SnapshotMeta,
+    file: Arc<File>,
+    total_len: u64,
+    /// Bytes sent (may run ahead of `acked` by at most `WINDOW_BYTES`).
+    sent: u64,
+    /// Bytes the follower said it holds.
+    acked: u64,
+    last_progress: Instant,
+    started: Instant,
+}
+
+/// A snapshot file arriving from a leader.
+struct Incoming {
+    from: NodeId,
+    receiver: SnapshotReceiver,
+}
+
+/// What a chunk meant for the follower.
+pub(super) enum ChunkOutcome {
+    /// Acknowledge `received` bytes to the sender.
+    Ack { received: u64 },
+    /// The file is complete and verified: acknowledge it all and step `InstallSnapshot`.
+    Complete { term: Term, meta: SnapshotMeta },
+}
+
+/// The result of the helper thread that writes a snapshot.
+type Written = Result<SnapshotFile, StorageError>;
+
+pub(super) struct Snapshots {
+    store: SnapshotStore,
+    /// The newest durable snapshot this node holds (its own or one installed from a leader).
+    latest: Option<SnapshotFile>,
+    /// A snapshot being written by the helper thread.
+    writing: Option<SnapshotMeta>,
+    written_tx: Sender<Written>,
+    written_rx: Receiver<Written>,
+    waker: Arc<Waker>,
+    /// Indexed by node id.
+    outgoing: Vec<Option<Outgoing>>,
+    incoming: Option<Incoming>,
+    /// A verified file stepped into the core, waiting for its `Ready::snapshot`.
+    received: Option<SnapshotFile>,
+    /// Scratch for chunk reads.
+    chunk: Vec<u8>,
+}
+
+impl Snapshots {
+    /// Opens `dir` (removing leftovers of interrupted writes) and finds the latest snapshot.
+    pub(super) fn open(
+        dir: std::path::PathBuf,
+        cluster_id: u64,
+        fsync: FsyncPolicy,
+        members: usize,
+        waker: Arc<Waker>,
+    ) -> Result<Snapshots, StorageError> {
+        let store = SnapshotStore::open(dir, cluster_id, fsync)?;
+        let latest = store.latest()?;
+        let (written_tx, written_rx) = mpsc::channel();
+        Ok(Snapshots {
+            store,
+            latest,
+            writing: None,
+            written_tx,
+            written_rx,
+            waker,
+            outgoing: (0..members).map(|_| None).collect(),
+            incoming: None,
+            received: None,
+            chunk: Vec::new(),
+        })
+    }
+
+    pub(super) fn latest(&self) -> Option<&SnapshotFile> {
+        self.latest.as_ref()
+    }
+
+    pub(super) fn latest_meta(&self) -> Option<SnapshotMeta> {
+        self.latest.as_ref().map(|f| f.meta)
+    }
+
+    pub(super) fn is_writing(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// Starts writing `capture` (the state at `meta.index`) on a helper thread.
+    pub(super) fn start_write(&mut self, meta: SnapshotMeta, capture: ChatSnapshot) {
+        debug_assert!(self.writing.is_none());
+        self.writing = Some(meta);
+        let writer = self.store.create(meta);
+        let tx = self.written_tx.clone();
+        let waker = Arc::clone(&self.waker);
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let result = writer.and_then(|mut writer| {
+                    capture
+                        .write_to(&mut writer)
+                        .map_err(|e| StorageError::io("writing a snapshot", e))?;
+                    writer.finish()
+                });
+                let _ = tx.send(result);
+                let _ = waker.wake();
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the snapshot thread: {e}");
+            self.writing = None;
+        }
+    }
+
+    /// The helper thread's result, once it is done.
+    pub(super) fn take_written(&mut self) -> Option<(SnapshotMeta, Written)> {
+        let result = self.written_rx.try_recv().ok()?;
+        let meta = self.writing.take()?;
+        Some((meta, result))
+    }
+
+    /// `file` is now the node's newest durable snapshot; older ones are deleted.
+    pub(super) fn set_latest(&mut self, file: SnapshotFile) {
+        if let Err(e) = self.store.remove_older_than(file.meta.index) {
+            log::warn!("cannot delete snapshots older than {}: {e}", file.meta.index);
+        }
+        self.latest = Some(file);
+    }
+
+    // ----- leader side ---------------------------------------------------------------------
+
+    /// The core asked for a snapshot to reach `to` (in `term`). A transfer already under way
+    /// continues; otherwise one starts with the latest snapshot.
+    pub(super) fn want_send(&mut self, to: NodeId, term: Term, now: Instant) {
+        let Some(slot) = self.outgoing.get_mut(to as usize) else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|o| o.term == term) {
+            return;
+        }
+        let Some(latest) = &self.latest else {
+            log::error!("asked to send a snapshot to node {to}, but this node has none");
+            return;
+        };
+        let file = match latest.open_raw() {
+            Ok(file) => file,
+            Err(e) => {
+                log::error!("cannot open snapshot {}: {e}", latest.path.display());
+                return;
+            }
+        };
+        log::info!(
+            "sending snapshot at index {} ({} bytes) to node {to}",
+            latest.meta.index,
+            latest.len
+        );
+        *slot = Some(Outgoing {
+            term,
+            meta: latest.meta,
+            file: Arc::new(file),
+            total_len: latest.len,
+            sent: 0,
+            acked: 0,
+            last_progress: now,
+            started: now,
+        });
+    }
+
+    /// This node stopped leading: its transfers end (a new leader sends its own).
+    pub(super) fn stop_sending(&mut self) {
+        self.outgoing.iter_mut().for_each(|o| *o = None);
+    }
+
+    /// `from` holds `received` bytes of `meta`'s file.
+    pub(super) fn on_ack(&mut self, from: NodeId, meta: SnapshotMeta, received: u64, now: Instant) {
+        let Some(slot) = self.outgoing.get_mut(from as usize) else {
+            return;
+        };
+        let Some(out) = slot.as_mut().filter(|o| o.meta == meta) else {
+            return;
+        };
+        if received >= out.total_len {
+            log::info!(
+                "node {from} has snapshot {} ({} bytes in {:.1?})",
+                meta.index,
+                out.total_len,
+                now.duration_since(out.started)
+            );
+            *slot = None;
+            return;
+        }
+        if received > out.acked {
+            out.acked = received;
+            out.last_progress = now;
+        } else if received < out.acked {
+            // The follower started over (it discarded a bad file, or restarted).
+            out.acked = received;
+            out.sent = received;
+            out.last_progress = now;
+        }
+        out.sent = out.sent.max(out.acked);
+    }
+
+    /// Sends what each window allows through `send(to, frame_encoder)`, which returns false when
+    /// the link is down; resends stalled transfers; abandons dead ones.
+    pub(super) fn pump(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(NodeId, &mut dyn FnMut(&mut Vec<u8>)) -> bool,
+    ) {
+        for (to, slot) in self.outgoing.iter_mut().enumerate() {
+            let Some(out) = slot.as_mut() else {
+                continue;
+            };
+            let idle = now.duration_since(out.last_progress);
+            if idle >= ABANDON {
+                log::warn!(
+                    "snapshot transfer to node {to} made no progress for {idle:.0?}; abandoned"
+                );
+                *slot = None;
+                continue;
+            }
+            if idle >= STALL && out.sent > out.acked {
+                // Whatever was sent beyond the acknowledgement is presumed lost: resume there.
+                out.sent = out.acked;
+                out.last_progress = now;
+            }
+            while out.sent < out.total_len && out.sent < out.acked + WINDOW_BYTES {
+                let len = (out.total_len - out.sent).min(CHUNK_BYTES as u64) as usize;
+                self.chunk.resize(len, 0);
+                if let Err(e) = out.file.read_exact_at(&mut self.chunk, out.sent) {
+                    log::error!("reading snapshot {} for node {to}: {e}", out.meta.index);
+                    *slot = None;
+                    break;
+                }
+                let (term, meta, total_len, offset) = (out.term, out.meta, out.total_len, out.sent);
+                let data = &self.chunk;
+                let sent = send(to as NodeId, &mut |buf: &mut Vec<u8>| {
+                    wire::encode_snapshot_chunk(term, meta, total_len, offset, data, buf)
+                });
+                if !sent {
+                    break; // the link is down; the stall timer resumes it
+                }
+                out.sent += len as u64;
+            }
+        }
+    }
+
+    // ----- follower side -------------------------------------------------------------------
+
+    /// A chunk of `meta`'s file from `from`. Chunks are taken strictly in order; anything else
+    /// is answered with how much is held, so the sender resumes there.
+    pub(super) fn on_chunk(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        total_len: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> ChunkOutcome {
+        let same = self.incoming.as_ref().is_some_and(|i| {
+            i.receiver.meta() == meta && i.receiver.total_len() == total_len && i.from == from
+        });
+        if !same {
+            if offset != 0 {
+                return ChunkOutcome::Ack { received: 0 };
+            }
+            match self.store.receive(meta, total_len) {
+                Ok(receiver) => {
+                    log::info!(
+                        "receiving snapshot at index {} ({total_len} bytes) from node {from}",
+                        meta.index
+                    );
+                    self.incoming = Some(Incoming { from, receiver });
+                }
+                Err(e) => {
+                    log::error!("cannot receive snapshot {}: {e}", meta.index);
+                    return ChunkOutcome::Ack { received: 0 };
+                }
+            }
+        }
+        let Some(incoming) = self.incoming.as_mut() else {
+            return ChunkOutcome::Ack { received: 0 };
+        };
+        if offset == incoming.receiver.received() {
+            if let Err(e) = incoming.receiver.write_chunk(offset, data) {
+                log::error!("snapshot {} chunk at {offset}: {e}", meta.index);
+                self.incoming = None;
+                return ChunkOutcome::Ack { received: 0 };
+            }
+        }
+        let received = incoming.receiver.received();
+        if received < total_len {
+            return ChunkOutcome::Ack { received };
+        }
+        let Some(incoming) = self.incoming.take() else {
+            return ChunkOutcome::Ack { received: 0 };
+        };
+        match incoming.receiver.finish() {
+            Ok(file) => {
+                self.received = Some(file);
+                ChunkOutcome::Complete { term, meta }
+            }
+            Err(e) => {
+                log::error!("snapshot {} from node {from} refused: {e}", meta.index);
+                ChunkOutcome::Ack { received: 0 }
+            }
+        }
+    }
+
+    /// The verified file received for `meta`, for the core's `Ready::snapshot`.
+    pub(super) fn take_received(&mut self, meta: SnapshotMeta) -> Option<SnapshotFile> {
+        match self.received.take() {
+            Some(file) if file.meta == meta => Some(file),
+            other => {
+                self.received = other;
+                None
+            }
+        }
+    }
+}
