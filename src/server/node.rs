@@ -23,7 +23,9 @@ use super::requests::{Failure, Query, ReplyTo};
 use super::syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
 use super::telnet::Session;
 use crate::chat::{Applied, Outcome, StateMachine};
-use crate::raft::{self, EntryKind, Index, Message, NodeId, Raft, Ready, Role, SoftState};
+use crate::raft::{
+    self, EntryKind, Index, Message, MessageBody, NodeId, Raft, Ready, Role, SoftState,
+};
 use crate::storage::{StorageError, Wal, WalOptions};
 use crate::wire::{self, Handshake, PeerFrame, CLIENT_MAGIC, PEER_MAGIC};
 
@@ -206,8 +208,10 @@ impl Node {
         let mut raft_cfg = raft::Config::new(cfg.id, voters);
         raft_cfg.heartbeat_ticks = 1;
         raft_cfg.election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_ms).max(2) as u32;
+        // The server does not compact its log yet, so there is never a snapshot to restore.
         let persisted = raft::Persisted {
             hard_state: recovered.hard_state,
+            snapshot: None,
             entries: recovered.entries,
         };
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.id;
@@ -615,6 +619,16 @@ impl Node {
                     );
                     return;
                 }
+                if let MessageBody::InstallSnapshot { snapshot } = msg.body {
+                    // The server neither compacts nor stores snapshots yet, so no peer of this
+                    // version sends one, and it could not install the data: drop it.
+                    log::debug!(
+                        "node {}: dropped an InstallSnapshot (index {}) from node {node}",
+                        self.cfg.id,
+                        snapshot.index
+                    );
+                    return;
+                }
                 self.raft.step(msg);
             }
             PeerFrame::Propose { origin_req, data } => {
@@ -733,6 +747,9 @@ impl Node {
     }
 
     fn handle_ready(&mut self, rd: Ready) -> Result<(), ServerError> {
+        // `rd.snapshot` is always `None` here: the server drops InstallSnapshot messages (it does
+        // not compact yet), and only those make the core install a snapshot.
+        debug_assert!(rd.snapshot.is_none());
         if let Some(soft) = rd.soft_state {
             self.on_soft_state(soft);
         }
