@@ -1,11 +1,26 @@
-//! The in-memory Raft log and the four indexes that say how far along it is: committed, applied,
-//! handed to the driver ("unstable" beyond that), and durable.
+//! The in-memory Raft log and the indexes that say how far along it is: committed, applied,
+//! handed to the driver ("unstable" beyond that), and durable; plus the latest snapshot.
 //!
-//! It owns the entries and those indexes. It never decides *what* is committed (the leader's
-//! quorum rule lives in `replication.rs`) and never talks to a disk: the driver persists what
-//! `take_unstable` hands out and reports back through `stable_to`.
+//! It owns the entries, those indexes and the snapshot *meta* (which prefix a snapshot replaces).
+//! It never decides *what* is committed (the leader's quorum rule lives in `replication.rs`),
+//! never sees snapshot data (the driver owns the state machine image) and never talks to a disk:
+//! the driver persists what `take_unstable` hands out and reports back through `stable_to`.
+//!
+//! # Offset and compaction
+//!
+//! The log holds a suffix: `entries[i].index == offset + 1 + i`. Entries up to `offset` were
+//! dropped by `compact` (their effect lives in a snapshot) or never held (the log was replaced by
+//! an installed snapshot). The term at `offset` is remembered (`offset_term`), so `term(offset)`
+//! is known and an AppendEntries with `prev_log_index == offset` can still be sent and checked;
+//! below `offset` terms are unknown (`None`). Without a snapshot, `offset == 0`.
+//!
+//! Invariants (asserted in `debug_check`):
+//! - `offset <= snapshot.index <= applied_index <= commit_index <= last_index()`, and
+//!   `offset == 0` when there is no snapshot;
+//! - `applied_index <= durable_index < unstable_index <= last_index() + 1`, `offset <= durable_index`;
+//! - entries are contiguous from `offset + 1` with non-decreasing terms, none below `offset_term`.
 
-use super::types::{Entry, EntryKind, Index, RejectHint, Term};
+use super::types::{Entry, EntryKind, Index, RejectHint, SnapshotMeta, Term};
 use std::sync::Arc;
 
 /// What happened to an AppendEntries offered to [`RaftLog::try_append`].
@@ -18,46 +33,130 @@ pub(super) enum AppendOutcome {
 }
 
 pub(super) struct RaftLog {
-    /// `entries[i].index == i + 1`: the log starts at index 1 (there are no snapshots yet).
+    /// `entries[i].index == offset + 1 + i`.
     entries: Vec<Entry>,
+    /// The index just before the first entry held. Invariant: `offset <= snapshot.index` (0
+    /// without a snapshot).
+    offset: Index,
+    /// The term of the entry at `offset` (0 for offset 0).
+    offset_term: Term,
+    /// The latest snapshot the driver holds durably (made by `compact`, installed from a leader,
+    /// or restored). Invariant: `snapshot.index <= applied_index`.
+    snapshot: Option<SnapshotMeta>,
     /// Highest index known committed. Invariants: `commit_index <= last_index()`, never decreases.
     commit_index: Index,
-    /// Last index handed out through `take_committed`. Invariant: `applied_index <= commit_index`
-    /// and `applied_index <= durable_index`.
+    /// Last index handed out through `take_committed` (or covered by the snapshot). Invariant:
+    /// `applied_index <= commit_index` and `applied_index <= durable_index`.
     applied_index: Index,
     /// First index not yet handed to the driver by `take_unstable`. Invariant:
-    /// `unstable_index <= last_index() + 1`.
+    /// `offset < unstable_index <= last_index() + 1`.
     unstable_index: Index,
-    /// Every entry `<= durable_index` is on this node's disk *and* identical to the in-memory one.
-    /// Invariant: `durable_index < unstable_index`.
+    /// Every entry `<= durable_index` is on this node's disk (in its log or its snapshot) *and*
+    /// identical to the in-memory one. Invariant: `durable_index < unstable_index`.
     durable_index: Index,
 }
 
-impl RaftLog {
-    /// A log rebuilt from disk. Everything given is durable. Entries that do not continue the
-    /// log (wrong index, decreasing term) end it: disk input must never panic the process.
-    pub(super) fn restore(entries: Vec<Entry>, commit_index: Index) -> RaftLog {
-        let mut valid = entries.len();
-        for (i, entry) in entries.iter().enumerate() {
-            let term_ok = i == 0 || entry.term >= entries[i - 1].term;
-            if entry.index != i as Index + 1 || !term_ok {
-                log::error!(
-                    "persisted log is not contiguous at position {i} (index {}, term {}); \
-                     keeping the {i} entries before it",
-                    entry.index,
-                    entry.term
-                );
-                valid = i;
-                break;
-            }
+/// Keeps the longest prefix of `entries` that is contiguous from its first entry's index with
+/// non-decreasing terms; logs what it drops.
+fn contiguous_prefix(entries: &mut Vec<Entry>, first_expected: Option<Index>) {
+    let Some(first) = entries.first() else {
+        return;
+    };
+    let start = first_expected.unwrap_or(first.index);
+    let mut valid = entries.len();
+    for (i, entry) in entries.iter().enumerate() {
+        let term_ok = i == 0 || entry.term >= entries[i - 1].term;
+        if Some(entry.index) != start.checked_add(i as Index) || !term_ok {
+            log::error!(
+                "persisted log is not contiguous at position {i} (index {}, term {}); \
+                 keeping the {i} entries before it",
+                entry.index,
+                entry.term
+            );
+            valid = i;
+            break;
         }
+    }
+    entries.truncate(valid);
+}
+
+impl RaftLog {
+    /// A log rebuilt from disk: the latest durable snapshot (if any) and the durable entries.
+    /// Everything given is durable. Disk input must never panic the process, so it is repaired:
+    ///
+    /// - entries that do not continue the log (wrong index, decreasing term) end it;
+    /// - without a snapshot, entries must start at index 1;
+    /// - with a snapshot, entries may start anywhere at or below `snapshot.index + 1`; if they do
+    ///   not reach `snapshot.index + 1`, start above it (a gap), or hold another term than
+    ///   `snapshot.term` at `snapshot.index` (a crash between installing a snapshot and resetting
+    ///   the write-ahead log), they are all discarded and the log is empty after the snapshot;
+    /// - entries at or below `snapshot.index` are kept (to serve slightly lagging followers) from
+    ///   the *second* one on: the first one only supplies the term at the new offset. (Entries
+    ///   starting at index 1 are kept whole: the term at offset 0 is 0.)
+    ///
+    /// The state machine is assumed restored from the snapshot: `applied_index` starts at
+    /// `snapshot.index`, and the commit index is `max(commit_index, snapshot.index)` clamped to
+    /// the log.
+    pub(super) fn restore(
+        snapshot: Option<SnapshotMeta>,
+        entries: Vec<Entry>,
+        commit_index: Index,
+    ) -> RaftLog {
         let mut entries = entries;
-        entries.truncate(valid);
-        let last_index = entries.len() as Index;
+        let snapshot = snapshot.filter(|snap| {
+            let absurd = snap.index == Index::MAX;
+            if absurd {
+                log::error!("persisted snapshot {snap:?} has an absurd index; ignoring it");
+            }
+            !absurd
+        });
+        let (offset, offset_term) = match snapshot {
+            None => {
+                contiguous_prefix(&mut entries, Some(1));
+                (0, 0)
+            }
+            Some(snap) => {
+                contiguous_prefix(&mut entries, None);
+                let first = entries.first().map_or(snap.index + 1, |e| e.index);
+                let last = entries.last().map_or(snap.index, |e| e.index);
+                let matches_at_snapshot = if first <= snap.index {
+                    entries
+                        .get((snap.index - first) as usize)
+                        .is_some_and(|e| e.term == snap.term)
+                } else {
+                    entries.first().is_none_or(|e| e.term >= snap.term)
+                };
+                if entries.is_empty() {
+                    (snap.index, snap.term)
+                } else if first > snap.index + 1 || last < snap.index || !matches_at_snapshot {
+                    log::error!(
+                        "persisted log {first}..={last} does not continue snapshot (index {}, \
+                         term {}); discarding it",
+                        snap.index,
+                        snap.term
+                    );
+                    entries.clear();
+                    (snap.index, snap.term)
+                } else if first == snap.index + 1 {
+                    (snap.index, snap.term)
+                } else if first == 1 {
+                    (0, 0)
+                } else {
+                    let head = entries.remove(0);
+                    (head.index, head.term)
+                }
+            }
+        };
+        let snapshot_index = snapshot.map_or(0, |s| s.index);
+        let last_index = offset + entries.len() as Index;
+        debug_assert!(last_index >= snapshot_index);
         let log = RaftLog {
             entries,
-            commit_index: commit_index.min(last_index),
-            applied_index: 0,
+            offset,
+            offset_term,
+            snapshot,
+            commit_index: commit_index.max(snapshot_index).min(last_index),
+            applied_index: snapshot_index,
             unstable_index: last_index + 1,
             durable_index: last_index,
         };
@@ -66,21 +165,40 @@ impl RaftLog {
     }
 
     pub(super) fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.offset + self.entries.len() as Index
     }
 
     pub(super) fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.offset_term, |e| e.term)
     }
 
-    /// The term of the entry at `index`; `Some(0)` for index 0, `None` past the end.
+    /// The first index held in memory (`last_index() + 1` when the log is empty).
+    pub(super) fn first_index(&self) -> Index {
+        self.offset + 1
+    }
+
+    pub(super) fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot
+    }
+
+    /// The term of the entry at `index`; `Some(0)` for index 0, `None` past the end or below the
+    /// offset (compacted).
     pub(super) fn term(&self, index: Index) -> Option<Term> {
         if index == 0 {
             return Some(0);
         }
-        self.entries.get((index - 1) as usize).map(|e| e.term)
+        if index == self.offset {
+            return Some(self.offset_term);
+        }
+        if index < self.offset {
+            return None;
+        }
+        self.entries
+            .get((index - self.offset - 1) as usize)
+            .map(|e| e.term)
     }
 
+    /// The in-memory suffix of the log, from `first_index()`.
     pub(super) fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -104,6 +222,79 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
+    /// The driver made a durable snapshot at `snapshot` (at or below the applied index): remember
+    /// it and drop entries below `first_kept` (clamped to `[first_index(), snapshot.index + 1]`).
+    /// A snapshot older than the current one, past the applied index, or whose term disagrees
+    /// with the log is ignored (returns false).
+    pub(super) fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) -> bool {
+        debug_assert!(
+            snapshot.index <= self.applied_index,
+            "compact at {} past the applied index {}",
+            snapshot.index,
+            self.applied_index
+        );
+        if snapshot.index > self.applied_index {
+            log::warn!(
+                "compact at {} ignored: past the applied index {}",
+                snapshot.index,
+                self.applied_index
+            );
+            return false;
+        }
+        if let Some(current) = self.snapshot {
+            if snapshot.index < current.index {
+                log::warn!(
+                    "compact at {} ignored: older than the snapshot at {}",
+                    snapshot.index,
+                    current.index
+                );
+                return false;
+            }
+        }
+        if self.term(snapshot.index) != Some(snapshot.term) {
+            log::warn!(
+                "compact at {} ignored: term {} but the log has {:?} there",
+                snapshot.index,
+                snapshot.term,
+                self.term(snapshot.index)
+            );
+            return false;
+        }
+        if snapshot.index > 0 {
+            self.snapshot = Some(snapshot);
+        }
+        let first_kept = first_kept.min(snapshot.index + 1).max(self.first_index());
+        let new_offset = first_kept - 1;
+        if new_offset > self.offset {
+            let term = self
+                .term(new_offset)
+                .expect("held: offset < new_offset <= last");
+            self.entries.drain(..(new_offset - self.offset) as usize);
+            self.offset = new_offset;
+            self.offset_term = term;
+        }
+        self.debug_check();
+        true
+    }
+
+    /// Replaces the whole log by a snapshot received from the leader (the log does not hold
+    /// `(snapshot.index, snapshot.term)`). Everything up to it counts as committed, applied (the
+    /// driver installs the data) and durable (the driver installs it before persisting anything
+    /// later). Entries handed out before and not reported durable can no longer be: the caller
+    /// forgets their durability reports.
+    pub(super) fn install_snapshot(&mut self, snapshot: SnapshotMeta) {
+        debug_assert!(snapshot.index > self.commit_index);
+        self.entries.clear();
+        self.offset = snapshot.index;
+        self.offset_term = snapshot.term;
+        self.snapshot = Some(snapshot);
+        self.commit_index = snapshot.index;
+        self.applied_index = snapshot.index;
+        self.durable_index = snapshot.index;
+        self.unstable_index = snapshot.index + 1;
+        self.debug_check();
+    }
+
     /// Leader only: appends a new entry of `term` at the end; returns its index.
     pub(super) fn append_new(&mut self, term: Term, kind: EntryKind, data: &[u8]) -> Index {
         debug_assert!(
@@ -121,12 +312,13 @@ impl RaftLog {
     }
 
     /// Entries from `lo` on, at most `max_bytes` of payload but always at least one entry when
-    /// `lo <= last_index()`. One allocation; payloads are shared, not copied.
+    /// `first_index() <= lo <= last_index()`; empty when `lo` is compacted or past the end. One
+    /// allocation; payloads are shared, not copied.
     pub(super) fn entries_from(&self, lo: Index, max_bytes: usize) -> Vec<Entry> {
-        if lo == 0 || lo > self.last_index() {
+        if lo <= self.offset || lo > self.last_index() {
             return Vec::new();
         }
-        let start = (lo - 1) as usize;
+        let start = (lo - self.offset - 1) as usize;
         let mut end = start;
         let mut bytes = 0usize;
         for entry in &self.entries[start..] {
@@ -141,7 +333,8 @@ impl RaftLog {
 
     /// The receiver's half of AppendEntries (§5.3, Figure 2 steps 2–4). The caller has checked
     /// that `entries` are contiguous from `prev_log_index + 1` and that `prev_log_index` is not
-    /// below the commit index, so nothing committed can conflict.
+    /// below the commit index (so not below the offset either), so nothing committed can
+    /// conflict.
     pub(super) fn try_append(
         &mut self,
         prev_log_index: Index,
@@ -153,10 +346,11 @@ impl RaftLog {
         }
         let last_new = prev_log_index + entries.len() as Index;
         // Skip the prefix we already hold; an existing entry that conflicts (same index,
-        // different term) is deleted together with everything after it (§5.3 step 3).
+        // different term) is deleted together with everything after it (§5.3 step 3). An entry
+        // below the offset (only possible if a caller skipped the commit check) counts as held.
         let first_new = entries
             .iter()
-            .position(|e| self.term(e.index) != Some(e.term));
+            .position(|e| e.index > self.offset && self.term(e.index) != Some(e.term));
         if let Some(skip) = first_new {
             let conflict_index = entries[skip].index;
             if conflict_index <= self.last_index() {
@@ -180,8 +374,9 @@ impl RaftLog {
             "truncating committed entry {index} (commit_index {})",
             self.commit_index
         );
-        debug_assert!(index >= 1);
-        self.entries.truncate((index - 1) as usize);
+        // Never below the offset, whatever a caller passes (commit_index >= offset).
+        let index = index.max(self.commit_index + 1).max(self.offset + 1);
+        self.entries.truncate((index - self.offset - 1) as usize);
         // The driver must rewrite from `index` on, and the disk copy past `index - 1` no longer
         // matches the in-memory log.
         self.unstable_index = self.unstable_index.min(index);
@@ -197,22 +392,31 @@ impl RaftLog {
                 conflict_index: self.last_index() + 1,
             },
             Some(conflict_term) => {
-                // Terms never decrease along the log, so binary search finds the term's start.
-                let upto = prev_log_index as usize;
+                // Terms never decrease along the log, so binary search finds the term's start
+                // (within what we hold: at best the first entry after the offset).
+                let upto = prev_log_index.saturating_sub(self.offset) as usize;
                 let first = self.entries[..upto].partition_point(|e| e.term < conflict_term);
                 RejectHint {
                     conflict_term,
-                    conflict_index: first as Index + 1,
+                    conflict_index: self.offset + first as Index + 1,
                 }
             }
         }
     }
 
-    /// The last index `<= upto` whose entry has exactly `term`, if any.
+    /// The last index `<= upto` whose entry has exactly `term`, if any (the offset counts: its
+    /// term is known).
     pub(super) fn last_index_of_term(&self, term: Term, upto: Index) -> Option<Index> {
-        let upto = (upto.min(self.last_index())) as usize;
-        let after = self.entries[..upto].partition_point(|e| e.term <= term);
-        (after > 0 && self.entries[after - 1].term == term).then_some(after as Index)
+        let upto = upto.min(self.last_index());
+        if upto < self.offset {
+            return None;
+        }
+        let held = (upto - self.offset) as usize;
+        let after = self.entries[..held].partition_point(|e| e.term <= term);
+        if after > 0 {
+            return (self.entries[after - 1].term == term).then_some(self.offset + after as Index);
+        }
+        (self.offset > 0 && self.offset_term == term).then_some(self.offset)
     }
 
     /// Raises the commit index; returns whether it moved. Commit never decreases.
@@ -234,14 +438,15 @@ impl RaftLog {
         if !self.has_unstable() {
             return Vec::new();
         }
-        let out = self.entries[(self.unstable_index - 1) as usize..].to_vec();
+        let out = self.entries[(self.unstable_index - self.offset - 1) as usize..].to_vec();
         self.unstable_index = self.last_index() + 1;
         out
     }
 
     /// The driver made a Ready durable whose entries ended at `(index, term)`. If that entry is
     /// still in the log with that term then, by the Log Matching property, our whole prefix up to
-    /// `index` is what the disk holds.
+    /// `index` is what the disk holds. (Reports from before an installed snapshot are dropped by
+    /// the caller: the driver reset its log, so they say nothing about the disk any more.)
     pub(super) fn stable_to(&mut self, index: Index, term: Term) {
         if index > self.durable_index
             && index < self.unstable_index
@@ -266,20 +471,41 @@ impl RaftLog {
         if hi <= self.applied_index {
             return Vec::new();
         }
-        let out = self.entries[self.applied_index as usize..hi as usize].to_vec();
+        let lo = (self.applied_index - self.offset) as usize;
+        let out = self.entries[lo..(hi - self.offset) as usize].to_vec();
         self.applied_index = hi;
         out
     }
 
     pub(super) fn debug_check(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let snapshot_index = self.snapshot.map_or(0, |s| s.index);
+        debug_assert!(self.offset <= snapshot_index, "offset past the snapshot");
+        debug_assert!(self.snapshot.is_some() || self.offset == 0);
+        debug_assert!(
+            snapshot_index <= self.applied_index,
+            "snapshot past applied"
+        );
         debug_assert!(self.commit_index <= self.last_index());
         debug_assert!(self.applied_index <= self.commit_index);
         debug_assert!(self.applied_index <= self.durable_index);
+        debug_assert!(self.offset <= self.durable_index);
+        debug_assert!(self.offset < self.unstable_index);
         debug_assert!(self.unstable_index <= self.last_index() + 1);
         debug_assert!(self.durable_index < self.unstable_index);
+        if let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) {
+            debug_assert_eq!(
+                first.index,
+                self.offset + 1,
+                "entries start after the offset"
+            );
+            debug_assert_eq!(last.index, self.last_index(), "entries contiguous");
+            debug_assert!(first.term >= self.offset_term);
+        }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,13 +520,13 @@ mod tests {
             .enumerate()
             .map(|(i, &t)| ent(i as Index + 1, t))
             .collect();
-        RaftLog::restore(entries, 0)
+        RaftLog::restore(None, entries, 0)
     }
 
     #[test]
     fn restore_keeps_contiguous_prefix_and_clamps_commit() {
         let entries = vec![ent(1, 1), ent(2, 1), ent(4, 2)];
-        let log = RaftLog::restore(entries, 10);
+        let log = RaftLog::restore(None, entries, 10);
         assert_eq!(log.last_index(), 2);
         assert_eq!(log.commit_index(), 2);
         assert_eq!(log.durable_index(), 2);

@@ -8,7 +8,8 @@
 //! Where the rules live: `node.rs` (state, public API, role changes, `Ready`), `election.rs`
 //! (§5.2 elections, §9.6 pre-vote, the leader lease, the transfer campaign), `replication.rs`
 //! (§5.3 AppendEntries, heartbeats, §5.4 commit, check-quorum), `read_only.rs` (§6.4 ReadIndex),
-//! `log.rs` (the in-memory log and its indexes), `progress.rs` (per-follower flow control).
+//! `log.rs` (the in-memory log, its indexes, its offset and the snapshot meta), `progress.rs`
+//! (per-follower flow control).
 //!
 //! # The driver loop
 //!
@@ -21,12 +22,18 @@
 //!     if !node.has_ready() { continue }
 //!     let rd = node.ready();
 //!     send(rd.messages);                                  // (1) may leave at once
+//!     if let Some(meta) = rd.snapshot {                   // (1b) a leader's snapshot replaced
+//!         install(received_data(meta));                   //      the log: state machine, durable
+//!         storage.reset_after(meta);                      //      snapshot, empty log after it
+//!     }
 //!     storage.append(rd.entries); storage.save(rd.hard_state);
 //!     storage.sync();                                     // (2) durable ...
 //!     send(rd.persisted_messages);                        // (3) ... before these leave
 //!     node.advance(rd.number);                            // (4) now the core may count them
 //!     apply(rd.committed_entries); serve(rd.read_states); // (5)
 //!     fail(rd.read_failures);
+//!     maybe: snapshot the state machine at i <= applied, make it durable, then
+//!            node.compact(SnapshotMeta { index: i, term: node.log_term(i) }, first_kept);
 //! }
 //! ```
 //!
@@ -63,12 +70,57 @@
 //! - `advance` numbers must increase and not exceed the last number issued (debug builds
 //!   assert; release builds ignore a bad call).
 //!
+//! # Snapshots and log compaction
+//!
+//! Snapshot *data* (the state machine image) never passes through the core; the driver owns it.
+//! The core knows only [`SnapshotMeta`]s: which prefix of the log a snapshot replaces.
+//!
+//! - **Compaction.** When the driver has a *durable* snapshot of its state machine at index `i`
+//!   (at or below `applied_index()`), it calls `compact(SnapshotMeta { index: i, term:
+//!   log_term(i) }, first_kept)`. The core remembers it as the snapshot to send followers and
+//!   drops in-memory entries below `first_kept` (clamped to `[first_index(), i + 1]`); the driver
+//!   may drop the same prefix from its write-ahead log, and may keep a trailing window before
+//!   `i` (helpful for followers that lag a little). A snapshot older than the current one or with
+//!   a term the log disagrees with is ignored with a warning.
+//! - **Sending.** When a follower's next needed entry (or the term of the one before it) is
+//!   compacted, the leader queues `InstallSnapshot { snapshot }` in `Ready::messages` (no
+//!   durability promise). The driver attaches or streams the data of *its current snapshot*
+//!   (`snapshot()`), which is what the meta names. The follower is then paused for
+//!   AppendEntries (heartbeats continue) until it acknowledges a match at or past the snapshot,
+//!   or `Config::snapshot_timeout_ticks` pass; then the leader probes again, which re-sends the
+//!   snapshot if still needed (the retry for a lost snapshot). A transfer target in this state
+//!   gets TimeoutNow only once caught up.
+//! - **Installing.** A follower that receives a snapshot it does not already hold (nothing at or
+//!   below its commit index, no matching entry at the snapshot's index) discards its whole
+//!   in-memory log, takes the snapshot as committed, applied and durable, and reports it once in
+//!   `Ready::snapshot`. **Before** persisting anything of that Ready (entries, hard state) and
+//!   before sending its `persisted_messages` (which acknowledge the snapshot), the driver must
+//!   install the data it received for that meta: replace its state machine with it, make the
+//!   snapshot durable, and reset its write-ahead log so the next entry is `meta.index + 1`.
+//!   `committed_entries` of that Ready and later ones continue from `meta.index + 1`.
+//!   Durability reports of earlier, not yet advanced Readies no longer count (the driver reset
+//!   the log they wrote), so entries after the snapshot wait for their own Ready's `advance`.
+//!   If the follower's log already holds the snapshot's last entry it keeps the log and just
+//!   commits up to it; a snapshot at or below its commit index is simply acknowledged.
+//!
 //! # Restart
 //!
-//! `Raft::new(config, Persisted { hard_state, entries }, seed)` resumes from exactly what the
-//! driver made durable. All persisted entries count as durable. A commit index beyond the log is
-//! clamped to it. There are no snapshots yet: `committed_entries` hands out the committed prefix
-//! again from index 1, so the state machine is rebuilt by replay.
+//! `Raft::new(config, Persisted { hard_state, snapshot, entries }, seed)` resumes from exactly
+//! what the driver made durable; the driver has restored its state machine from `snapshot` (if
+//! any). All persisted entries count as durable.
+//!
+//! - Without a snapshot, entries start at index 1 and `committed_entries` hands out the committed
+//!   prefix again from index 1: the state machine is rebuilt by replay.
+//! - With a snapshot, entries may start at any index `<= snapshot.index + 1` (a trailing window).
+//!   The applied index starts at `snapshot.index` and `committed_entries` continue from
+//!   `snapshot.index + 1`. The commit index is `max(hard_state.commit, snapshot.index)`.
+//! - Disk input never panics; it is repaired with `log::error!`: a log that is not contiguous is
+//!   cut at its first bad entry; with a snapshot, a log that does not reach `snapshot.index`,
+//!   starts above `snapshot.index + 1` (a gap), or holds another term at `snapshot.index` (a
+//!   crash between installing a snapshot and resetting the write-ahead log) is discarded whole,
+//!   leaving an empty log after the snapshot. Of a window before the snapshot, the first entry
+//!   only supplies the term at the in-memory offset (`first_index() - 1`); the rest are kept.
+//! - A commit index beyond the log is clamped to it.
 //!
 //! # Message fields a codec and a simulator should know
 //!
@@ -78,6 +130,9 @@
 //!   matches the leader (durable there); on failure, the `prev_log_index` that was rejected.
 //!   `reject_hint` is only meaningful on failure.
 //! - `Heartbeat.leader_commit` is clamped to the recipient's `match_index`.
+//! - `InstallSnapshot` is answered with an `AppendEntriesResponse` (success, `match_index` =
+//!   the snapshot's index, or the follower's commit index if that is higher), through the
+//!   follower's `persisted_messages`.
 //!
 //! # Liveness features and their limits
 //!

@@ -35,6 +35,10 @@ pub struct Config {
     pub max_inflight_msgs: usize,
     /// Cap on the entry bytes in one AppendEntries (at least one entry is always sent).
     pub max_msg_bytes: usize,
+    /// A follower sent an InstallSnapshot that has not acknowledged it within this many ticks is
+    /// probed again (which re-sends the snapshot if its entries are still compacted). 0 (the
+    /// value `Config::new` sets) means `4 * election_ticks`.
+    pub snapshot_timeout_ticks: u32,
     /// TEST ONLY: commit by a quorum match of *any* entry, ignoring the Figure 8 rule that the
     /// entry must be from the leader's current term. Exists so the simulator can prove it catches
     /// the bug. Never set in a real server.
@@ -53,6 +57,7 @@ impl Config {
             check_quorum: true,
             max_inflight_msgs: 256,
             max_msg_bytes: 1 << 20,
+            snapshot_timeout_ticks: 0,
             testing_unsafe_commit_any_term: false,
         }
     }
@@ -65,6 +70,9 @@ impl Config {
         self.election_ticks = self.election_ticks.max(1);
         self.heartbeat_ticks = self.heartbeat_ticks.max(1);
         self.max_inflight_msgs = self.max_inflight_msgs.max(1);
+        if self.snapshot_timeout_ticks == 0 {
+            self.snapshot_timeout_ticks = self.election_ticks.saturating_mul(4);
+        }
         debug_assert!(
             self.heartbeat_ticks < self.election_ticks || self.election_ticks == 1,
             "heartbeat_ticks must be less than election_ticks"
@@ -77,7 +85,11 @@ impl Config {
 #[derive(Clone, Debug, Default)]
 pub struct Persisted {
     pub hard_state: HardState,
-    /// The durable log, contiguous, starting at index 1.
+    /// The latest durable snapshot; the driver has restored its state machine from its data.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log, contiguous. Without a snapshot it starts at index 1; with one it may
+    /// start at any index `<= snapshot.index + 1` (a trailing window before the snapshot).
+    /// See [`Raft::new`] for how inconsistent input is repaired.
     pub entries: Vec<Entry>,
 }
 
@@ -87,6 +99,8 @@ pub struct PeerStatus {
     pub id: NodeId,
     pub match_index: Index,
     pub next_index: Index,
+    /// Flow-control state: "probe", "replicate" or "snapshot".
+    pub state: &'static str,
 }
 
 /// A snapshot of a node's state for operators (`status` on the telnet port).
@@ -99,6 +113,10 @@ pub struct Status {
     pub commit_index: Index,
     pub applied_index: Index,
     pub last_index: Index,
+    /// First log index held in memory (older ones are compacted into the snapshot).
+    pub first_index: Index,
+    /// Index of the latest snapshot (0 if none).
+    pub snapshot_index: Index,
     /// Filled on the leader only.
     pub peers: Vec<PeerStatus>,
 }
@@ -154,7 +172,11 @@ pub struct Raft {
     emitted_soft: SoftState,
     emitted_hard: HardState,
     /// For each Ready that carried entries and is not yet advanced: (number, last index, its term).
+    /// Cleared when a snapshot replaces the log: the driver resets its log, so those writes no
+    /// longer say anything about the disk.
     unsynced: VecDeque<(u64, Index, Term)>,
+    /// A snapshot installed from the leader, to report in the next `Ready::snapshot`.
+    pending_snapshot: Option<SnapshotMeta>,
     /// Scratch for the commit quorum, reused across calls.
     pub(super) match_scratch: Vec<Index>,
 }
@@ -162,9 +184,13 @@ pub struct Raft {
 impl Raft {
     /// Rebuilds a core from what was persisted. `rng_seed` drives every random choice.
     ///
-    /// The node starts as a follower of no one. A commit index beyond the persisted log is
-    /// clamped to it. Committed entries are handed out again from index 1 (the state machine is
-    /// rebuilt by replay; there are no snapshots yet).
+    /// The node starts as a follower of no one. The driver has restored its state machine from
+    /// `persisted.snapshot` (if any): the applied index starts there and committed entries are
+    /// handed out again from `snapshot.index + 1` (from index 1 without a snapshot). The commit
+    /// index is `max(hard_state.commit, snapshot.index)` clamped to the log. Disk input never
+    /// panics: a log that does not continue the snapshot (gap, or another term at
+    /// `snapshot.index`) is discarded, a non-contiguous log is cut at the first bad entry (see
+    /// the module docs, "Restart").
     pub fn new(config: Config, persisted: Persisted, rng_seed: u64) -> Raft {
         let config = config.normalized();
         let id = config.id;
@@ -177,7 +203,7 @@ impl Raft {
         }
         let voter_count = config.voters.len();
         let hard_state = persisted.hard_state;
-        let log = RaftLog::restore(persisted.entries, hard_state.commit);
+        let log = RaftLog::restore(persisted.snapshot, persisted.entries, hard_state.commit);
         // A log term above the persisted term means the hard state lagged the log on disk; the
         // term is at least that of any entry we hold.
         let term = hard_state.term.max(log.last_term());
@@ -219,6 +245,7 @@ impl Raft {
             },
             emitted_hard: hard_state,
             unsynced: VecDeque::new(),
+            pending_snapshot: None,
             match_scratch: Vec::with_capacity(voter_count),
             config,
         };
@@ -282,7 +309,9 @@ impl Raft {
                 granted: true,
             } => {}
             // Only a leader sends these: it is the leader of the new term.
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(msg.term, Some(msg.from));
             }
             _ => self.become_follower(msg.term, None),
@@ -301,7 +330,9 @@ impl Raft {
     /// - A pre-vote from a lower term: reject with our term so the pre-candidate catches up.
     fn step_lower_term(&mut self, msg: &Message) {
         match msg.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 // `match_index` 0 is below any follower's match, so a leader that is still in
@@ -388,6 +419,11 @@ impl Raft {
             MessageBody::ReadIndexResponse { ctx, index } => {
                 if self.role == Role::Follower && self.leader == Some(from) {
                     self.on_read_index_response(ctx, index);
+                }
+            }
+            MessageBody::InstallSnapshot { snapshot } => {
+                if self.accept_leader(from) {
+                    self.handle_install_snapshot(from, msg.term, snapshot);
                 }
             }
             MessageBody::TimeoutNow => {
@@ -514,6 +550,7 @@ impl Raft {
             hard
         });
 
+        let snapshot = self.pending_snapshot.take();
         let entries = self.log.take_unstable();
         if let Some(last) = entries.last() {
             self.unsynced.push_back((number, last.index, last.term));
@@ -528,6 +565,7 @@ impl Raft {
             committed_entries: self.log.take_committed(),
             read_states: std::mem::take(&mut self.read_states),
             read_failures: std::mem::take(&mut self.read_failures),
+            snapshot,
         };
         self.debug_check();
         rd
@@ -539,6 +577,7 @@ impl Raft {
             || !self.persisted_msgs.is_empty()
             || !self.read_states.is_empty()
             || !self.read_failures.is_empty()
+            || self.pending_snapshot.is_some()
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
             || self.soft_state() != self.emitted_soft
@@ -589,9 +628,51 @@ impl Raft {
     pub fn commit_index(&self) -> Index {
         self.log.commit_index()
     }
-    /// The log as the core sees it (durable or not), for checks and tests.
+    /// The in-memory log suffix from `first_index()` (durable or not), for checks and tests.
     pub fn entries(&self) -> &[Entry] {
         self.log.entries()
+    }
+    /// The first log index held in memory (`last index + 1` if none is).
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+    /// The last log index (the snapshot's index if the in-memory log is empty).
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    /// The term of the entry at `index`, if known: `None` past the end and below
+    /// `first_index() - 1` (compacted).
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+    /// The last index handed out in `committed_entries` or covered by a snapshot.
+    pub fn applied_index(&self) -> Index {
+        self.log.applied_index()
+    }
+    /// The latest snapshot this node holds: made by `compact`, installed from a leader, or
+    /// restored. A leader sends it to followers whose next entries are compacted.
+    pub fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.log.snapshot()
+    }
+
+    /// The driver made a durable snapshot of the state machine at `snapshot.index` (at or below
+    /// the applied index, with the log's term there): remember it as the snapshot to send
+    /// followers, and drop in-memory entries below `first_kept` (clamped to at most
+    /// `snapshot.index + 1` and never below the current first index). A snapshot older than the
+    /// current one, or whose term does not match the log, is ignored with a warning; one past the
+    /// applied index is a driver bug (asserted in debug builds, ignored otherwise).
+    pub fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) {
+        self.log.compact(snapshot, first_kept);
+        self.debug_check();
+    }
+
+    /// Follower side of InstallSnapshot: replace the log by the snapshot (the caller decided the
+    /// log does not already hold it). The snapshot is reported in the next Ready; durability
+    /// reports of earlier Readies are forgotten (the driver resets its log when installing).
+    pub(super) fn install_snapshot(&mut self, snapshot: SnapshotMeta) {
+        self.log.install_snapshot(snapshot);
+        self.unsynced.clear();
+        self.pending_snapshot = Some(snapshot);
     }
     pub fn status(&self) -> Status {
         let peers = if self.role == Role::Leader {
@@ -604,6 +685,11 @@ impl Raft {
                     id,
                     match_index: pr.match_index,
                     next_index: pr.next_index,
+                    state: match pr.state {
+                        super::progress::ProgressState::Probe => "probe",
+                        super::progress::ProgressState::Replicate => "replicate",
+                        super::progress::ProgressState::Snapshot { .. } => "snapshot",
+                    },
                 })
                 .collect()
         } else {
@@ -617,6 +703,8 @@ impl Raft {
             commit_index: self.log.commit_index(),
             applied_index: self.log.applied_index(),
             last_index: self.log.last_index(),
+            first_index: self.log.first_index(),
+            snapshot_index: self.log.snapshot().map_or(0, |s| s.index),
             peers,
         }
     }

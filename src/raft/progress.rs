@@ -1,9 +1,15 @@
 //! What a leader knows about one follower's log: `match_index`, `next_index` (Figure 2), and how
 //! eagerly to send it entries.
 //!
-//! It owns the per-follower flow control (probe vs. replicate, the in-flight window). It never
-//! builds messages or reads the log; `replication.rs` asks it what may be sent and tells it what
-//! was sent and acknowledged.
+//! It owns the per-follower flow control (probe, replicate or snapshot; the in-flight window).
+//! It never builds messages or reads the log; `replication.rs` asks it what may be sent and tells
+//! it what was sent and acknowledged.
+//!
+//! States: `Probe` finds where the logs match, `Replicate` streams entries, `Snapshot` waits for
+//! the follower to install a snapshot (the entries it needs were compacted). A follower leaves
+//! `Snapshot` when it acknowledges a match at or past the snapshot (to `Replicate`), or after
+//! `snapshot_timeout_ticks` without that (to `Probe`, which sends the snapshot again if the
+//! entries are still compacted: the retry for a lost InstallSnapshot or answer).
 
 use super::types::Index;
 use std::collections::VecDeque;
@@ -16,6 +22,10 @@ pub(super) enum ProgressState {
     /// The follower's log matches up to `match_index`: stream entries optimistically, advancing
     /// `next_index` on send, with up to `max_inflight_msgs` AppendEntries unacknowledged.
     Replicate,
+    /// An InstallSnapshot up to `pending` was sent because the entries the follower needs are
+    /// compacted: no AppendEntries until it acknowledges `match_index >= pending` (heartbeats
+    /// still go out). Invariant: `next_index == pending + 1` on entry.
+    Snapshot { pending: Index },
 }
 
 #[derive(Debug)]
@@ -41,6 +51,8 @@ pub(super) struct Progress {
     /// the follower really is.
     match_at_heartbeat: Index,
     stalled_heartbeats: u32,
+    /// Snapshot only: ticks since the InstallSnapshot was sent.
+    pub(super) snapshot_elapsed: u32,
 }
 
 impl Progress {
@@ -55,6 +67,7 @@ impl Progress {
             commit_sent: 0,
             match_at_heartbeat: 0,
             stalled_heartbeats: 0,
+            snapshot_elapsed: 0,
         }
     }
 
@@ -69,6 +82,7 @@ impl Progress {
         self.commit_sent = 0;
         self.match_at_heartbeat = 0;
         self.stalled_heartbeats = 0;
+        self.snapshot_elapsed = 0;
     }
 
     pub(super) fn become_probe(&mut self, next_index: Index) {
@@ -88,11 +102,33 @@ impl Progress {
         self.match_at_heartbeat = self.match_index;
     }
 
+    /// An InstallSnapshot up to `pending` was sent: pause AppendEntries until it is acknowledged
+    /// or `snapshot_timeout_ticks` pass.
+    pub(super) fn become_snapshot(&mut self, pending: Index) {
+        self.state = ProgressState::Snapshot { pending };
+        self.next_index = pending.max(self.match_index) + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.snapshot_elapsed = 0;
+        self.debug_check();
+    }
+
+    /// Snapshot only: one tick without the acknowledgement. Returns true when the snapshot timed
+    /// out (the caller drops to probe, which re-sends it if still needed).
+    pub(super) fn tick_snapshot(&mut self, timeout_ticks: u32) -> bool {
+        if !matches!(self.state, ProgressState::Snapshot { .. }) {
+            return false;
+        }
+        self.snapshot_elapsed = self.snapshot_elapsed.saturating_add(1);
+        self.snapshot_elapsed >= timeout_ticks
+    }
+
     /// True when no AppendEntries may be sent now.
     pub(super) fn is_paused(&self, max_inflight_msgs: usize) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= max_inflight_msgs,
+            ProgressState::Snapshot { .. } => true,
         }
     }
 
@@ -106,6 +142,9 @@ impl Progress {
                     self.next_index = last_index + 1;
                     self.inflight.push_back(last_index);
                 }
+            }
+            ProgressState::Snapshot { .. } => {
+                debug_assert!(false, "AppendEntries sent in snapshot state");
             }
         }
         self.debug_check();
@@ -150,6 +189,8 @@ impl Progress {
                 }
                 false
             }
+            // Only the acknowledgement or the timeout ends the wait.
+            ProgressState::Snapshot { .. } => false,
         }
     }
 
@@ -201,5 +242,22 @@ mod tests {
         assert!(pr.on_heartbeat_response(10));
         pr.on_ack(10);
         assert!(!pr.on_heartbeat_response(10));
+    }
+
+    #[test]
+    fn snapshot_state_pauses_until_timeout() {
+        let mut pr = Progress::new(3, 4);
+        pr.become_snapshot(10);
+        assert_eq!(pr.next_index, 11);
+        assert!(pr.is_paused(4));
+        assert!(!pr.on_heartbeat_response(20));
+        assert!(pr.is_paused(4), "heartbeats do not end the wait");
+        assert!(!pr.tick_snapshot(3));
+        assert!(!pr.tick_snapshot(3));
+        assert!(pr.tick_snapshot(3));
+        pr.become_probe(pr.match_index + 1);
+        assert!(!pr.is_paused(4));
+        assert_eq!(pr.next_index, 1);
+        assert!(!pr.tick_snapshot(3), "only counts in snapshot state");
     }
 }

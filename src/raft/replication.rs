@@ -36,6 +36,16 @@ impl Raft {
                 self.transfer_elapsed = 0;
             }
         }
+        let timeout = self.config.snapshot_timeout_ticks;
+        for pos in 0..self.progress.len() {
+            let pr = &mut self.progress[pos];
+            if Some(pos) != self.self_pos && pr.tick_snapshot(timeout) {
+                // No acknowledgement of the snapshot: it or its answer was lost (or the follower
+                // is down). Probe again; if the entries are still compacted, that re-sends it.
+                let next_index = pr.match_index + 1;
+                pr.become_probe(next_index);
+            }
+        }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
@@ -129,19 +139,22 @@ impl Raft {
         match pr.state {
             ProgressState::Probe => has_entries || pr.match_index + 1 < pr.next_index,
             ProgressState::Replicate => has_entries,
+            ProgressState::Snapshot { .. } => false,
         }
     }
 
     /// One AppendEntries from `next_index`: at most `max_msg_bytes` of entries, at least one.
+    /// If the entry at `next_index - 1` is compacted (its term unknown), an InstallSnapshot
+    /// instead.
     fn send_append(&mut self, pos: usize) {
         let pr = &self.progress[pos];
         let prev_log_index = pr.next_index - 1;
         // Invariant `next_index <= last_index + 1`, and a leader never truncates its log, so the
-        // entry at `prev_log_index` exists.
-        let prev_log_term = self.log.term(prev_log_index).unwrap_or_else(|| {
-            debug_assert!(false, "next_index {} past the log", pr.next_index);
-            0
-        });
+        // entry at `prev_log_index` exists unless it was compacted.
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            self.send_snapshot(pos);
+            return;
+        };
         let entries = self
             .log
             .entries_from(pr.next_index, self.config.max_msg_bytes);
@@ -164,8 +177,28 @@ impl Raft {
         );
     }
 
-    /// Leader: a follower answered an AppendEntries. On failure `match_index` carries the
-    /// `prev_log_index` that was rejected.
+    /// The follower needs entries we compacted: send our snapshot's meta (the driver attaches
+    /// the data) and wait in snapshot state for the acknowledgement.
+    fn send_snapshot(&mut self, pos: usize) {
+        let Some(snapshot) = self.log.snapshot() else {
+            // The offset is never above the snapshot, so a compacted entry implies a snapshot.
+            debug_assert!(false, "entry compacted without a snapshot");
+            self.progress[pos].become_probe(1);
+            return;
+        };
+        let to = self.config.voters[pos];
+        log::debug!(
+            "node {}: sending snapshot (index {}, term {}) to {to}",
+            self.id,
+            snapshot.index,
+            snapshot.term
+        );
+        self.progress[pos].become_snapshot(snapshot.index);
+        self.send(to, MessageBody::InstallSnapshot { snapshot });
+    }
+
+    /// Leader: a follower answered an AppendEntries (or an InstallSnapshot). On failure
+    /// `match_index` carries the `prev_log_index` that was rejected.
     pub(super) fn handle_append_response(
         &mut self,
         from_pos: usize,
@@ -181,9 +214,16 @@ impl Raft {
             }
             let pr = &mut self.progress[from_pos];
             let advanced = pr.on_ack(match_index);
-            if pr.state == ProgressState::Probe && pr.match_index == match_index {
-                // Found where the logs match: stream from here.
-                pr.become_replicate();
+            match pr.state {
+                ProgressState::Probe if pr.match_index == match_index => {
+                    // Found where the logs match: stream from here.
+                    pr.become_replicate();
+                }
+                ProgressState::Snapshot { pending } if pr.match_index >= pending => {
+                    // The follower installed the snapshot (or already held it): stream on.
+                    pr.become_replicate();
+                }
+                _ => {}
             }
             let caught_up = pr.match_index == last_index;
             if advanced {
@@ -196,6 +236,9 @@ impl Raft {
         } else {
             let rejected = match_index;
             let pr = &self.progress[from_pos];
+            if matches!(pr.state, ProgressState::Snapshot { .. }) {
+                return; // Answers an AppendEntries sent before the snapshot; wait for its ack.
+            }
             let stale = rejected <= pr.match_index
                 || rejected >= pr.next_index
                 || (pr.state == ProgressState::Probe && rejected != pr.next_index - 1);
@@ -350,6 +393,51 @@ impl Raft {
             }
             super::log::AppendOutcome::Rejected(hint) => reject(self, hint),
         }
+    }
+
+    /// Follower: InstallSnapshot from the leader of our term (`term`). Every answer is a
+    /// success acknowledging what we now hold durably, through `persisted_messages`:
+    ///
+    /// - at or below our commit index: nothing to install; acknowledge the commit index;
+    /// - our log holds `(snapshot.index, snapshot.term)`: keep the log (Log Matching: it holds the
+    ///   snapshot's prefix), commit up to it, acknowledge it; the entries are applied normally;
+    /// - otherwise the log is replaced by the snapshot and the next Ready reports it
+    ///   (`Ready::snapshot`) for the driver to install.
+    pub(super) fn handle_install_snapshot(
+        &mut self,
+        leader: NodeId,
+        term: Term,
+        snapshot: SnapshotMeta,
+    ) {
+        if snapshot.term > term || snapshot.index == Index::MAX {
+            log::warn!(
+                "node {}: malformed InstallSnapshot from {leader} ({snapshot:?} in term {term}) ignored",
+                self.id
+            );
+            return;
+        }
+        let commit_index = self.log.commit_index();
+        let match_index = if snapshot.index <= commit_index {
+            commit_index
+        } else if self.log.term(snapshot.index) == Some(snapshot.term) {
+            self.log.commit_to(snapshot.index);
+            snapshot.index
+        } else {
+            log::debug!(
+                "node {}: installing snapshot (index {}, term {}) from {leader}",
+                self.id,
+                snapshot.index,
+                snapshot.term
+            );
+            self.install_snapshot(snapshot);
+            snapshot.index
+        };
+        let body = MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index,
+            reject_hint: RejectHint::default(),
+        };
+        self.send_persisted(leader, body);
     }
 
     /// Follower: a heartbeat from the leader of our term. Its `leader_commit` is already clamped

@@ -22,6 +22,8 @@ struct Node {
 /// The part of a Ready that waits for the disk.
 struct PendingWrite {
     number: u64,
+    /// A snapshot to install (replacing the disk's log) before the entries are written.
+    snapshot: Option<SnapshotMeta>,
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
     persisted_messages: Vec<Message>,
@@ -42,6 +44,10 @@ struct Network {
     /// entry was committed in a term no higher, so every leader of a later term must hold it.
     committed_by_term: BTreeMap<Index, Term>,
     applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// The next index each node must apply (after a snapshot: the snapshot's index + 1).
+    next_apply: BTreeMap<NodeId, Index>,
+    /// Snapshots installed from a leader, per node.
+    installs: BTreeMap<NodeId, Vec<SnapshotMeta>>,
     violations: Vec<String>,
     read_states: BTreeMap<NodeId, Vec<ReadState>>,
     read_failures: BTreeMap<NodeId, Vec<ReadFailure>>,
@@ -72,6 +78,8 @@ impl Network {
             applied_by_index: BTreeMap::new(),
             committed_by_term: BTreeMap::new(),
             applied: BTreeMap::new(),
+            next_apply: BTreeMap::new(),
+            installs: BTreeMap::new(),
             violations: Vec::new(),
             read_states: BTreeMap::new(),
             read_failures: BTreeMap::new(),
@@ -117,6 +125,8 @@ impl Network {
             self.seed,
         );
         self.applied.insert(id, Vec::new());
+        let snapshot_index = self.disks[&id].snapshot.map_or(0, |s| s.index);
+        self.next_apply.insert(id, snapshot_index + 1);
         self.nodes.insert(
             id,
             Some(Node {
@@ -172,9 +182,23 @@ impl Network {
             self.post(msg);
         }
         // (2) the write is issued; it becomes durable at `sync`.
+        if let Some(meta) = rd.snapshot {
+            // The leader's snapshot replaces this node's state machine now.
+            if let Some(entry) = self.applied_by_index.get(&meta.index) {
+                if entry.term != meta.term {
+                    self.violations.push(format!(
+                        "node {id} installed snapshot {meta:?} but term {} was applied there",
+                        entry.term
+                    ));
+                }
+            }
+            self.next_apply.insert(id, meta.index + 1);
+            self.installs.entry(id).or_default().push(meta);
+        }
         let node = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();
         node.unsynced.push_back(PendingWrite {
             number: rd.number,
+            snapshot: rd.snapshot,
             entries: rd.entries,
             hard_state: rd.hard_state,
             persisted_messages: rd.persisted_messages,
@@ -184,8 +208,7 @@ impl Network {
         let disk = &self.disks[&id];
         for entry in &rd.committed_entries {
             assert!(
-                (entry.index as usize) <= disk.entries.len()
-                    && disk.entries[(entry.index - 1) as usize] == *entry,
+                disk_entry(disk, entry.index) == Some(entry),
                 "node {id} applied entry {} that is not on its disk",
                 entry.index
             );
@@ -217,8 +240,14 @@ impl Network {
             return false;
         };
         let disk = self.disks.get_mut(&id).unwrap();
+        if let Some(meta) = write.snapshot {
+            disk.snapshot = Some(meta);
+            disk.entries.clear();
+        }
         if let Some(first) = write.entries.first() {
-            disk.entries.truncate((first.index - 1) as usize);
+            let disk_first = disk_first_index(disk);
+            assert!(first.index >= disk_first, "node {id} writes below its log");
+            disk.entries.truncate((first.index - disk_first) as usize);
             disk.entries.extend(write.entries);
         }
         if let Some(hs) = write.hard_state {
@@ -241,13 +270,10 @@ impl Network {
     }
 
     fn record_applied(&mut self, id: NodeId, entry: Entry) {
-        let applied = self.applied.get_mut(&id).unwrap();
-        assert_eq!(
-            entry.index,
-            applied.len() as Index + 1,
-            "node {id} applied out of order"
-        );
-        applied.push(entry.clone());
+        let next = self.next_apply.get_mut(&id).unwrap();
+        assert_eq!(entry.index, *next, "node {id} applied out of order");
+        *next += 1;
+        self.applied.get_mut(&id).unwrap().push(entry.clone());
         match self.applied_by_index.get(&entry.index) {
             Some(existing) if *existing != entry => self.violations.push(format!(
                 "index {}: node {id} applied term {} but term {} was applied before",
@@ -331,6 +357,22 @@ impl Network {
         self.raft_mut(id).propose(data).expect("propose on leader")
     }
 
+    /// The driver of `id` snapshots its state machine at `index` (applied) and compacts, keeping
+    /// entries from `first_kept` in memory and on disk.
+    fn compact(&mut self, id: NodeId, index: Index, first_kept: Index) {
+        let raft = self.raft_mut(id);
+        let meta = SnapshotMeta {
+            index,
+            term: raft.log_term(index).expect("term known"),
+        };
+        raft.compact(meta, first_kept);
+        let first_kept = raft.first_index();
+        let disk = self.disks.get_mut(&id).unwrap();
+        disk.snapshot = Some(meta);
+        let drop = first_kept.saturating_sub(disk_first_index(disk)) as usize;
+        disk.entries.drain(..drop.min(disk.entries.len()));
+    }
+
     fn assert_logs_equal(&self, ids: &[NodeId]) {
         let first = self.raft(ids[0]).entries();
         for &id in &ids[1..] {
@@ -342,6 +384,19 @@ impl Network {
             );
         }
     }
+}
+
+/// The index of the first entry on `disk` (its snapshot's index + 1 if it holds none).
+fn disk_first_index(disk: &Persisted) -> Index {
+    disk.entries.first().map_or_else(
+        || disk.snapshot.map_or(1, |s| s.index + 1),
+        |entry| entry.index,
+    )
+}
+
+fn disk_entry(disk: &Persisted, index: Index) -> Option<&Entry> {
+    let position = index.checked_sub(disk_first_index(disk))?;
+    disk.entries.get(position as usize)
 }
 
 fn entries_with_terms(terms: &[Term]) -> Vec<Entry> {
@@ -359,6 +414,7 @@ fn persisted(term: Term, voted_for: Option<NodeId>, terms: &[Term]) -> Persisted
             voted_for,
             commit: 0,
         },
+        snapshot: None,
         entries: entries_with_terms(terms),
     }
 }
@@ -1258,7 +1314,7 @@ fn random_messages_never_panic() {
         let to = rng.gen_range(0..3);
         let from = rng.gen_range(0..4);
         let term = small(&mut rng);
-        let body = match rng.gen_range(0..9) {
+        let body = match rng.gen_range(0..10) {
             0 => MessageBody::RequestVote {
                 pre_vote: rng.gen(),
                 last_log_index: small(&mut rng),
@@ -1308,7 +1364,13 @@ fn random_messages_never_panic() {
                 ctx: rng.gen(),
                 index: rng.gen::<bool>().then(|| small(&mut rng)),
             },
-            _ => MessageBody::TimeoutNow,
+            8 => MessageBody::TimeoutNow,
+            _ => MessageBody::InstallSnapshot {
+                snapshot: SnapshotMeta {
+                    index: small(&mut rng),
+                    term: small(&mut rng),
+                },
+            },
         };
         if let Some(node) = net.nodes.get_mut(&to).unwrap().as_mut() {
             node.raft.step(Message {
@@ -1529,4 +1591,496 @@ fn random_histories_with_small_windows_and_messages() {
             c.max_msg_bytes = 8;
         });
     }
+}
+
+// ----- snapshots and log compaction -------------------------------------------------------
+
+fn snap(index: Index, term: Term) -> SnapshotMeta {
+    SnapshotMeta { index, term }
+}
+
+/// `(index, term)` entries from `first`.
+fn entries_from(first: Index, terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &term)| {
+            let index = first + i as Index;
+            Entry::new(term, index, EntryKind::Normal, &[index as u8])
+        })
+        .collect()
+}
+
+fn peer_state(net: &Network, leader: NodeId, peer: NodeId) -> &'static str {
+    let status = net.raft(leader).status();
+    status.peers.iter().find(|p| p.id == peer).unwrap().state
+}
+
+#[test]
+fn compaction_drops_entries_and_keeps_working() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    for i in 0..10u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    assert_eq!(net.raft(leader).applied_index(), 11);
+    // A trailing window of 3 entries before the snapshot stays in memory.
+    net.compact(leader, 9, 7);
+    let raft = net.raft(leader);
+    assert_eq!(raft.snapshot(), Some(snap(9, raft.log_term(9).unwrap())));
+    assert_eq!(raft.first_index(), 7);
+    assert_eq!(raft.entries().len(), 5);
+    assert_eq!(raft.entries()[0].index, 7);
+    assert_eq!(raft.log_term(5), None, "compacted");
+    assert!(
+        raft.log_term(6).is_some(),
+        "the term at the offset is known"
+    );
+    assert_eq!(raft.status().first_index, 7);
+    assert_eq!(raft.status().snapshot_index, 9);
+    // An older snapshot, or one whose term disagrees with the log, is ignored.
+    let term = net.raft(leader).term();
+    net.raft_mut(leader).compact(snap(10, term + 5), 11);
+    assert_eq!(net.raft(leader).snapshot().unwrap().index, 9);
+    net.raft_mut(leader).compact(snap(8, 1), 9);
+    assert_eq!(net.raft(leader).snapshot().unwrap().index, 9);
+    assert_eq!(net.raft(leader).first_index(), 7);
+    // first_kept is clamped to snapshot.index + 1.
+    net.compact(leader, 11, 100);
+    assert_eq!(net.raft(leader).first_index(), 12);
+    assert!(net.raft(leader).entries().is_empty());
+    assert_eq!(net.raft(leader).last_index(), 11);
+    // Replication goes on from the compacted log, for every node.
+    for i in 0..5u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    for id in 0..3 {
+        assert_eq!(net.raft(id).commit_index(), 16);
+        assert_eq!(*net.next_apply.get(&id).unwrap(), 17);
+    }
+    assert!(net.installs.is_empty(), "followers were never behind");
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn lagging_follower_installs_the_leaders_snapshot() {
+    let mut net = Network::new(3, |c| c.max_msg_bytes = 64);
+    let leader = net.tick_until_leader();
+    let lagging = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    net.isolate(lagging);
+    for i in 0..30u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    let commit = net.raft(leader).commit_index();
+    assert_eq!(commit, 31);
+    net.compact(leader, commit, commit - 2);
+    net.compact(other, commit, commit + 1);
+    let meta = net.raft(leader).snapshot().unwrap();
+    net.heal();
+    net.tick_all(3);
+    assert_eq!(net.installs[&lagging], vec![meta]);
+    assert_eq!(net.disks[&lagging].snapshot, Some(meta));
+    assert_eq!(net.raft(lagging).first_index(), commit + 1);
+    assert_eq!(net.raft(lagging).applied_index(), commit);
+    assert_eq!(peer_state(&net, leader, lagging), "replicate");
+    net.propose(leader, b"after");
+    net.settle();
+    assert_eq!(net.raft(lagging).commit_index(), commit + 1);
+    assert_eq!(net.applied[&lagging].last().unwrap().index, commit + 1);
+    assert_eq!(
+        net.applied[&lagging]
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![1, commit + 1],
+        "the entry applied before the partition, then only the one after the snapshot"
+    );
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn snapshot_replaces_a_conflicting_log() {
+    let mut net = Network::new(3, |_| {});
+    let old = net.tick_until_leader();
+    net.isolate(old);
+    for _ in 0..3 {
+        net.propose(old, b"lost");
+    }
+    net.settle();
+    let new = (0..100)
+        .find_map(|_| {
+            net.tick_all(1);
+            net.leaders().into_iter().find(|&id| id != old)
+        })
+        .expect("the majority side elects a leader");
+    for _ in 0..5 {
+        net.propose(new, b"kept");
+    }
+    net.settle();
+    let commit = net.raft(new).commit_index();
+    for id in (0..3).filter(|&id| id != old) {
+        net.compact(id, commit, commit + 1);
+    }
+    let meta = net.raft(new).snapshot().unwrap();
+    assert_ne!(net.raft(old).log_term(meta.index), Some(meta.term));
+    net.heal();
+    net.tick_all(3);
+    assert_eq!(net.leaders(), vec![new]);
+    assert_eq!(net.installs[&old], vec![meta]);
+    assert!(net
+        .raft(old)
+        .entries()
+        .iter()
+        .all(|e| &e.data[..] != b"lost"));
+    assert!(net.disks[&old]
+        .entries
+        .iter()
+        .all(|e| &e.data[..] != b"lost"));
+    net.propose(new, b"more");
+    net.settle();
+    assert_eq!(net.raft(old).commit_index(), commit + 1);
+    assert!(net.violations.is_empty());
+}
+
+/// A follower of term 2 whose log is `terms`, committed up to `commit`.
+fn follower_with(terms: &[Term], commit: Index) -> Raft {
+    let mut disk = persisted(2, None, terms);
+    disk.hard_state.commit = commit;
+    let mut raft = Raft::new(Config::new(1, vec![0, 1, 2]), disk, 7);
+    let _ = raft.ready();
+    raft
+}
+
+fn install_msg(term: Term, meta: SnapshotMeta) -> Message {
+    Message {
+        from: 0,
+        to: 1,
+        term,
+        body: MessageBody::InstallSnapshot { snapshot: meta },
+    }
+}
+
+fn only_ack(rd: &Ready) -> Index {
+    assert!(rd.messages.is_empty(), "answers wait for durability");
+    match rd.persisted_messages[..] {
+        [Message {
+            body:
+                MessageBody::AppendEntriesResponse {
+                    success: true,
+                    match_index,
+                    ..
+                },
+            ..
+        }] => match_index,
+        ref other => panic!("expected one success, got {other:?}"),
+    }
+}
+
+#[test]
+fn snapshot_matching_the_log_keeps_it() {
+    let mut raft = follower_with(&[1, 1, 2, 2], 1);
+    raft.step(install_msg(2, snap(3, 2)));
+    let rd = raft.ready();
+    assert_eq!(rd.snapshot, None);
+    assert_eq!(only_ack(&rd), 3);
+    assert_eq!(raft.commit_index(), 3);
+    assert_eq!(raft.entries().len(), 4, "log kept");
+    assert_eq!(
+        rd.committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![2, 3],
+        "applied normally"
+    );
+}
+
+#[test]
+fn stale_snapshot_is_answered_with_the_commit_index() {
+    let mut raft = follower_with(&[1, 1, 2, 2], 3);
+    raft.step(install_msg(2, snap(2, 1)));
+    let rd = raft.ready();
+    assert_eq!(rd.snapshot, None);
+    assert_eq!(only_ack(&rd), 3);
+    assert_eq!(raft.entries().len(), 4);
+    // A snapshot claiming a term above its message's is malformed and ignored.
+    raft.step(install_msg(2, snap(9, 3)));
+    assert!(raft.ready().persisted_messages.is_empty());
+}
+
+#[test]
+fn snapshot_not_in_the_log_replaces_it() {
+    let mut raft = follower_with(&[1, 1, 2, 2], 1);
+    raft.step(install_msg(3, snap(6, 3)));
+    assert_eq!(raft.term(), 3);
+    assert_eq!(raft.leader(), Some(0));
+    let rd = raft.ready();
+    assert_eq!(rd.snapshot, Some(snap(6, 3)));
+    assert_eq!(only_ack(&rd), 6);
+    assert!(rd.committed_entries.is_empty());
+    assert!(rd.entries.is_empty());
+    assert_eq!(rd.hard_state.map(|hs| hs.commit), Some(6));
+    assert!(raft.entries().is_empty());
+    assert_eq!(
+        (raft.first_index(), raft.last_index(), raft.commit_index()),
+        (7, 6, 6)
+    );
+    assert_eq!(raft.applied_index(), 6);
+    assert_eq!(raft.snapshot(), Some(snap(6, 3)));
+    raft.advance(rd.number);
+    // The log continues after the snapshot; committed entries start at index 7.
+    raft.step(Message {
+        from: 0,
+        to: 1,
+        term: 3,
+        body: MessageBody::AppendEntries {
+            prev_log_index: 6,
+            prev_log_term: 3,
+            entries: entries_from(7, &[3, 3]),
+            leader_commit: 8,
+        },
+    });
+    let rd = raft.ready();
+    assert_eq!(only_ack(&rd), 8);
+    assert_eq!(rd.entries.len(), 2);
+    assert!(rd.committed_entries.is_empty(), "not durable yet");
+    raft.advance(rd.number);
+    let rd = raft.ready();
+    assert_eq!(
+        rd.committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![7, 8]
+    );
+    // A vote request compares against the snapshot-based log.
+    assert!(raft.status().last_index == 8);
+}
+
+#[test]
+fn durability_reports_from_before_an_install_are_forgotten() {
+    let mut raft = follower_with(&[], 0);
+    raft.step(Message {
+        from: 0,
+        to: 1,
+        term: 2,
+        body: MessageBody::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: entries_from(1, &[1, 1, 2]),
+            leader_commit: 0,
+        },
+    });
+    let old = raft.ready();
+    assert_eq!(old.entries.len(), 3);
+    raft.step(install_msg(2, snap(5, 2)));
+    let rd = raft.ready();
+    assert_eq!(rd.snapshot, Some(snap(5, 2)));
+    // The old Ready's write became durable, but the driver then reset its log.
+    raft.advance(old.number);
+    raft.step(Message {
+        from: 0,
+        to: 1,
+        term: 2,
+        body: MessageBody::AppendEntries {
+            prev_log_index: 5,
+            prev_log_term: 2,
+            entries: entries_from(6, &[2]),
+            leader_commit: 6,
+        },
+    });
+    let next = raft.ready();
+    assert!(
+        next.committed_entries.is_empty(),
+        "entry 6 is not durable yet"
+    );
+    raft.advance(rd.number);
+    assert!(raft.ready().committed_entries.is_empty());
+    raft.advance(next.number);
+    assert_eq!(raft.ready().committed_entries.len(), 1);
+}
+
+#[test]
+fn lost_snapshot_is_resent_after_the_timeout() {
+    let mut net = Network::new(3, |c| c.snapshot_timeout_ticks = 5);
+    let leader = net.tick_until_leader();
+    let lagging = (leader + 1) % 3;
+    net.isolate(lagging);
+    for i in 0..10u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    let commit = net.raft(leader).commit_index();
+    net.compact(leader, commit, commit + 1);
+    net.heal();
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = dropped.clone();
+    net.filter = Some(Box::new(move |m: &mut Message| {
+        if matches!(m.body, MessageBody::InstallSnapshot { .. }) && counter.get() == 0 {
+            counter.set(1);
+            return false;
+        }
+        true
+    }));
+    net.tick_all(2);
+    assert_eq!(dropped.get(), 1, "the first InstallSnapshot was lost");
+    assert!(!net.installs.contains_key(&lagging));
+    assert_eq!(peer_state(&net, leader, lagging), "snapshot");
+    // Heartbeats keep flowing, but no AppendEntries, until the timeout re-sends the snapshot.
+    net.tick_all(5);
+    assert_eq!(net.installs[&lagging].len(), 1);
+    assert_eq!(peer_state(&net, leader, lagging), "replicate");
+    assert_eq!(net.raft(lagging).commit_index(), commit);
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn transfer_waits_for_a_follower_installing_a_snapshot() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    let lagging = (leader + 1) % 3;
+    net.isolate(lagging);
+    for i in 0..10u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    let commit = net.raft(leader).commit_index();
+    net.compact(leader, commit, commit + 1);
+    net.heal();
+    net.raft_mut(leader)
+        .transfer_leadership(lagging)
+        .expect("transfer starts");
+    net.tick_all(3);
+    assert_eq!(net.installs[&lagging].len(), 1);
+    assert_eq!(
+        net.leaders(),
+        vec![lagging],
+        "caught up by snapshot, then took over"
+    );
+    assert!(net.violations.is_empty());
+}
+
+#[test]
+fn restart_from_snapshot_and_log() {
+    let hs = HardState {
+        term: 3,
+        voted_for: None,
+        commit: 2,
+    };
+    let config = Config::new(0, vec![0, 1, 2]);
+    let restart = |snapshot, entries| {
+        let mut raft = Raft::new(
+            config.clone(),
+            Persisted {
+                hard_state: hs,
+                snapshot,
+                entries,
+            },
+            1,
+        );
+        let committed: Vec<Index> = raft
+            .ready()
+            .committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect();
+        (raft, committed)
+    };
+    // A trailing window 3..=5 before the snapshot at 5 and entries after it: the first entry of
+    // the window supplies the offset's term.
+    let (raft, committed) = restart(Some(snap(5, 2)), entries_from(3, &[1, 2, 2, 2, 3]));
+    assert_eq!((raft.first_index(), raft.last_index()), (4, 7));
+    assert_eq!(raft.log_term(3), Some(1));
+    assert_eq!(raft.log_term(2), None);
+    assert_eq!(raft.applied_index(), 5);
+    assert_eq!(
+        raft.commit_index(),
+        5,
+        "max(hard state commit, snapshot index)"
+    );
+    assert!(
+        committed.is_empty(),
+        "the snapshot covers everything committed"
+    );
+    assert_eq!(raft.snapshot(), Some(snap(5, 2)));
+    assert_eq!(raft.term(), 3);
+    // A window from index 1 is kept whole.
+    let (raft, _) = restart(Some(snap(2, 1)), entries_from(1, &[1, 1, 2]));
+    assert_eq!((raft.first_index(), raft.last_index()), (1, 3));
+    // Entries right after the snapshot; commit from the hard state past the snapshot.
+    let mut disk_hs = hs;
+    disk_hs.commit = 7;
+    let mut raft = Raft::new(
+        config.clone(),
+        Persisted {
+            hard_state: disk_hs,
+            snapshot: Some(snap(5, 2)),
+            entries: entries_from(6, &[2, 3, 3]),
+        },
+        1,
+    );
+    let rd = raft.ready();
+    assert_eq!(
+        rd.committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![6, 7],
+        "committed entries start after the snapshot"
+    );
+    // A crash between installing a snapshot and resetting the log: another term at the
+    // snapshot's index. The log is discarded.
+    let (raft, _) = restart(Some(snap(5, 2)), entries_from(1, &[1, 1, 1, 1, 1, 1]));
+    assert_eq!((raft.first_index(), raft.last_index()), (6, 5));
+    assert!(raft.entries().is_empty());
+    assert_eq!(raft.log_term(5), Some(2));
+    assert_eq!(raft.commit_index(), 5);
+    // A log that ends before the snapshot: discarded.
+    let (raft, _) = restart(Some(snap(5, 2)), entries_from(1, &[1, 1, 2]));
+    assert!(raft.entries().is_empty());
+    assert_eq!(raft.last_index(), 5);
+    // A gap after the snapshot: discarded.
+    let (raft, _) = restart(Some(snap(5, 2)), entries_from(7, &[2, 3]));
+    assert!(raft.entries().is_empty());
+    assert_eq!(raft.last_index(), 5);
+    // A non-contiguous log is cut at the first bad entry, after the snapshot too.
+    let mut entries = entries_from(6, &[2, 2, 3]);
+    entries[2].index = 10;
+    let (raft, _) = restart(Some(snap(5, 2)), entries);
+    assert_eq!(raft.last_index(), 7);
+}
+
+#[test]
+fn committed_entries_after_restart_start_after_the_snapshot() {
+    let mut net = Network::new(3, |_| {});
+    let leader = net.tick_until_leader();
+    for i in 0..10u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    let follower = (leader + 1) % 3;
+    net.compact(follower, 8, 6);
+    assert_eq!(net.disks[&follower].entries[0].index, 6);
+    net.crash(follower);
+    net.restart(follower);
+    let raft = net.raft(follower);
+    assert_eq!(raft.snapshot(), Some(snap(8, raft.log_term(8).unwrap())));
+    assert_eq!(raft.first_index(), 7);
+    net.settle();
+    assert_eq!(
+        net.applied[&follower]
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![9, 10, 11]
+    );
+    // And it keeps replicating.
+    net.propose(leader, b"x");
+    net.settle();
+    assert_eq!(net.applied[&follower].last().unwrap().index, 12);
+    assert!(net.violations.is_empty());
 }

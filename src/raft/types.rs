@@ -130,6 +130,13 @@ pub enum MessageBody {
     },
     /// Leadership transfer (§3.10): "start an election now, skipping pre-vote".
     TimeoutNow,
+    /// Leader → follower (§7): the entries the follower needs next are compacted; install the
+    /// leader's snapshot up to `snapshot`. Only the meta travels through the core: the driver
+    /// attaches (or streams) the snapshot data beside it. Answered by an AppendEntriesResponse
+    /// (success, `match_index` = what the follower now holds durably).
+    InstallSnapshot {
+        snapshot: SnapshotMeta,
+    },
 }
 
 /// Why a follower rejected AppendEntries, so the leader can back off by a term at a time.
@@ -197,12 +204,19 @@ pub struct Ready {
     pub read_states: Vec<ReadState>,
     /// Reads that will not be served; tell the client to retry elsewhere.
     pub read_failures: Vec<ReadFailure>,
+    /// A snapshot from the leader replaced this node's log. Before persisting anything of this
+    /// Ready (entries, hard state) and before sending its `persisted_messages`, the driver must
+    /// install the snapshot data it received for this meta: replace the state machine with it,
+    /// make it durable, and reset its write-ahead log so the next entry is `index + 1`.
+    /// `committed_entries` (of this Ready and later ones) continue from `index + 1`.
+    pub snapshot: Option<SnapshotMeta>,
 }
 
 impl Ready {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.soft_state.is_none()
+            && self.snapshot.is_none()
             && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()

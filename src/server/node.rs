@@ -658,6 +658,17 @@ impl Node {
                     );
                     return;
                 }
+                if let MessageBody::InstallSnapshot { snapshot } = msg.body {
+                    // A snapshot arrives as chunks, and this node steps the InstallSnapshot itself
+                    // once the whole file is in (`on_snapshot_chunk`); one on its own carries no
+                    // data to install.
+                    log::debug!(
+                        "node {}: dropped an InstallSnapshot (index {}) from node {node}",
+                        self.cfg.id,
+                        snapshot.index
+                    );
+                    return;
+                }
                 self.raft.step(msg);
             }
             PeerFrame::Propose { origin_req, data } => {

@@ -48,8 +48,9 @@ fn random_bytes(rng: &mut SmallRng, len_max: usize) -> Vec<u8> {
 
 /// A frame with a valid checksum around a random body, so the body parsers see garbage.
 fn checksummed_garbage(rng: &mut SmallRng) -> Vec<u8> {
-    const TYPES: [u8; 13] = [
-        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x10, 0x11, 0x00, 0x42,
+    const TYPES: [u8; 16] = [
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x10, 0x11, 0x12, 0x13, 0x00,
+        0x42,
     ];
     let frame_type = TYPES[rng.gen_range(0..TYPES.len())];
     let mut body = random_bytes(rng, 80);

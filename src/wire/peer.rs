@@ -59,6 +59,7 @@ enum PeerFrameType {
     ReadIndex = 0x07,
     ReadIndexResponse = 0x08,
     TimeoutNow = 0x09,
+    InstallSnapshot = 0x0A,
     Propose = 0x10,
     ProposeRejected = 0x11,
     SnapshotChunk = 0x12,
@@ -78,6 +79,7 @@ impl PeerFrameType {
             0x07 => ReadIndex,
             0x08 => ReadIndexResponse,
             0x09 => TimeoutNow,
+            0x0A => InstallSnapshot,
             0x10 => Propose,
             0x11 => ProposeRejected,
             0x12 => SnapshotChunk,
@@ -97,6 +99,7 @@ impl PeerFrameType {
             MessageBody::ReadIndex { .. } => PeerFrameType::ReadIndex,
             MessageBody::ReadIndexResponse { .. } => PeerFrameType::ReadIndexResponse,
             MessageBody::TimeoutNow => PeerFrameType::TimeoutNow,
+            MessageBody::InstallSnapshot { .. } => PeerFrameType::InstallSnapshot,
         }
     }
 }
@@ -129,6 +132,7 @@ fn message_body_bytes(body: &MessageBody) -> usize {
         MessageBody::ReadIndex { .. } => 8,
         MessageBody::ReadIndexResponse { index, .. } => 8 + option_u64_bytes(*index),
         MessageBody::TimeoutNow => 0,
+        MessageBody::InstallSnapshot { .. } => 8 + 8,
     }
 }
 
@@ -196,6 +200,10 @@ pub fn encode_raft_message(msg: &Message, out: &mut Vec<u8>) {
             put_option_u64(out, *index);
         }
         MessageBody::TimeoutNow => {}
+        MessageBody::InstallSnapshot { snapshot } => {
+            put_u64(out, snapshot.index);
+            put_u64(out, snapshot.term);
+        }
     }
     debug_assert_eq!(out.len() - start, FRAME_HEADER_BYTES + body_bytes);
     frame::finish(out, start);
@@ -337,6 +345,14 @@ fn parse_body(frame_type: PeerFrameType, body: &[u8]) -> Result<PeerFrame<'_>, W
             })
         })?,
         T::TimeoutNow => raft(r, |_| Ok(MessageBody::TimeoutNow))?,
+        T::InstallSnapshot => raft(r, |r| {
+            Ok(MessageBody::InstallSnapshot {
+                snapshot: SnapshotMeta {
+                    index: r.u64()?,
+                    term: r.u64()?,
+                },
+            })
+        })?,
         T::Propose => PeerFrame::Propose {
             origin_req: r.u64()?,
             data: r.rest(),
@@ -543,6 +559,17 @@ pub(super) mod tests {
                 },
             ),
             message(0, 1, 8, MessageBody::TimeoutNow),
+            message(
+                0,
+                2,
+                9,
+                MessageBody::InstallSnapshot {
+                    snapshot: SnapshotMeta {
+                        index: 1234,
+                        term: 8,
+                    },
+                },
+            ),
         ]
     }
 
@@ -743,7 +770,7 @@ pub(super) mod tests {
 
     #[test]
     fn unknown_types_are_refused_from_the_header_alone() {
-        for frame_type in [0x00, 0x0A, 0x0F, 0x12, 0xFF] {
+        for frame_type in [0x00, 0x0B, 0x0F, 0x12, 0xFF] {
             let frame = raw_frame(frame_type, &[0; 24]);
             let header_only = &frame[..FRAME_HEADER_BYTES];
             assert_eq!(
