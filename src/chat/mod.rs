@@ -2,7 +2,7 @@
 //!
 //! This module owns what a chat node *means*: the bytes stored in Raft log entries
 //! ([`command`]), the deterministic state machine that applies them ([`state`]) with its client
-//! sessions for exactly-once writes ([`session`]), the rules every name, key and message must
+//! sessions for exactly-once writes ([`session`]) and its snapshot form ([`snapshot`]), the rules every name, key and message must
 //! follow ([`validate`]), and the human line protocol spoken over telnet ([`telnet`], [`time`]). It never does IO, never reads a clock, never touches a socket
 //! and knows nothing of Raft internals beyond the `Index` of an entry: the server's mio loop
 //! feeds it bytes and committed entries and writes out what it formats.
@@ -15,6 +15,7 @@
 
 pub mod command;
 pub mod session;
+pub mod snapshot;
 pub mod state;
 pub mod telnet;
 pub mod time;
@@ -22,6 +23,7 @@ pub mod validate;
 
 pub use command::{Command, Op, Origin, SessionRef};
 pub use session::{SessionConfig, Sessions, DEFAULT_SESSION_EXPIRY_MS};
+pub use snapshot::{ChatSnapshot, RestoreError, SNAPSHOT_FORMAT_VERSION};
 pub use state::{Applied, ChatMessage, Outcome, StateMachine, DEFAULT_ROOM};
 pub use telnet::{
     format_message, format_push, parse_line, LineSplitter, Request, HELP_TEXT, LINE_BYTES_MAX,
@@ -119,7 +121,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        for msg in sm.chat_log() {
+        for msg in sm.messages_from(1) {
             format_message(msg, &mut out);
         }
         assert_eq!(

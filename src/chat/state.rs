@@ -14,7 +14,10 @@
 //! applied every time it is committed.
 //!
 //! Invariants (checked in `debug_assert_invariants`):
-//! - `chat_log[i].position == i + 1`: positions start at 1 and have no gaps.
+//! - the chat log is full chunks of exactly `CHUNK_LEN` messages (immutable, shared by `Arc`
+//!   with any snapshot captured from it) followed by a tail of fewer than `CHUNK_LEN`; the
+//!   message at offset `k` of chunk `c` has position `c * CHUNK_LEN + k + 1`, the tail's `k`th
+//!   message `chunks.len() * CHUNK_LEN + k + 1`: positions start at 1 and have no gaps.
 //! - chat log `index`es strictly increase, and are all `<= applied_index`.
 //! - chat log timestamps never decrease (a leader whose clock lags its predecessor's cannot make
 //!   time run backwards in the log: its messages take the latest time seen).
@@ -23,6 +26,7 @@
 //! - every key's revision is in `1..=revision`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::command::{Command, Op, Origin, SessionRef};
 use super::session::{Admission, SessionConfig, Sessions};
@@ -85,22 +89,84 @@ pub struct Applied {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct KvValue {
-    value: String,
+pub(crate) struct KvValue {
+    pub(crate) value: String,
     /// The store revision of the write that set this value (etcd's `mod_revision`).
-    revision: u64,
+    pub(crate) revision: u64,
+}
+
+/// Messages per immutable chunk of the chat log. A snapshot shares the full chunks and copies
+/// only the tail, so capturing one costs at most `CHUNK_LEN - 1` message clones.
+pub(crate) const CHUNK_LEN: usize = 4096;
+
+/// The chat log: full immutable chunks plus a mutable tail (see the module invariants). Equal
+/// contents mean equal chunking, so the derived equality is content equality.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ChatLog {
+    pub(crate) chunks: Vec<Arc<[ChatMessage]>>,
+    pub(crate) tail: Vec<ChatMessage>,
+}
+
+impl ChatLog {
+    pub(crate) fn len(&self) -> u64 {
+        (self.chunks.len() * CHUNK_LEN + self.tail.len()) as u64
+    }
+
+    /// The message at 0-based offset `at` (position `at + 1`).
+    pub(crate) fn get(&self, at: u64) -> Option<&ChatMessage> {
+        let at = usize::try_from(at).ok()?;
+        let (chunk, k) = (at / CHUNK_LEN, at % CHUNK_LEN);
+        match self.chunks.get(chunk) {
+            Some(messages) => messages.get(k),
+            None if chunk == self.chunks.len() => self.tail.get(k),
+            None => None,
+        }
+    }
+
+    pub(crate) fn last(&self) -> Option<&ChatMessage> {
+        match self.tail.last() {
+            Some(last) => Some(last),
+            None => self.chunks.last().and_then(|chunk| chunk.last()),
+        }
+    }
+
+    /// Appends; a tail that reaches `CHUNK_LEN` becomes an immutable chunk.
+    pub(crate) fn push(&mut self, message: ChatMessage) {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(CHUNK_LEN);
+        }
+        self.tail.push(message);
+        if self.tail.len() == CHUNK_LEN {
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK_LEN));
+            self.chunks.push(Arc::from(full));
+        }
+    }
+
+    /// The messages from 0-based offset `start` on, in order.
+    pub(crate) fn iter_from(&self, start: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
+        let start = usize::try_from(start.min(self.len())).unwrap_or(usize::MAX);
+        let (chunk, skip) = (start / CHUNK_LEN, start % CHUNK_LEN);
+        self.chunks
+            .get(chunk..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|messages| &messages[..])
+            .chain(std::iter::once(&self.tail[..]))
+            .flatten()
+            .skip(skip)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateMachine {
-    applied_index: Index,
-    chat_log: Vec<ChatMessage>,
+    pub(super) applied_index: Index,
+    pub(super) chat_log: ChatLog,
     /// Room name (without '#') to the positions of its messages, oldest first.
-    rooms: BTreeMap<String, Vec<u64>>,
-    kv: BTreeMap<String, KvValue>,
+    pub(super) rooms: BTreeMap<String, Vec<u64>>,
+    pub(super) kv: BTreeMap<String, KvValue>,
     /// Bumped by every successful key-value write; 0 before the first.
-    revision: u64,
-    sessions: Sessions,
+    pub(super) revision: u64,
+    pub(super) sessions: Sessions,
 }
 
 /// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
@@ -127,12 +193,33 @@ impl StateMachine {
         rooms.insert(DEFAULT_ROOM.to_string(), Vec::new());
         StateMachine {
             applied_index: 0,
-            chat_log: Vec::new(),
+            chat_log: ChatLog::default(),
             rooms,
             kv: BTreeMap::new(),
             revision: 0,
             sessions: Sessions::new(config),
         }
+    }
+
+    /// A state machine from checked parts (see `snapshot::restore`).
+    pub(super) fn from_parts(
+        applied_index: Index,
+        chat_log: ChatLog,
+        rooms: BTreeMap<String, Vec<u64>>,
+        kv: BTreeMap<String, KvValue>,
+        revision: u64,
+        sessions: Sessions,
+    ) -> StateMachine {
+        let sm = StateMachine {
+            applied_index,
+            chat_log,
+            rooms,
+            kv,
+            revision,
+            sessions,
+        };
+        sm.debug_assert_invariants();
+        sm
     }
 
     /// Applies the command in the committed entry at `index`. Entries must come in log order,
@@ -213,15 +300,20 @@ impl StateMachine {
         self.applied_index
     }
 
-    /// Every message of every room, in position order: `chat_log()[p - 1]` is position `p`, so
-    /// the messages after position `p` are `chat_log()[p..]`.
-    pub fn chat_log(&self) -> &[ChatMessage] {
-        &self.chat_log
+    /// How many messages the chat log holds: the last position (positions are `1..=count`).
+    pub fn message_count(&self) -> u64 {
+        self.chat_log.len()
     }
 
+    /// The message at `position` (1-based); `None` for 0 or beyond the end.
     pub fn message(&self, position: u64) -> Option<&ChatMessage> {
-        let at = usize::try_from(position.checked_sub(1)?).ok()?;
-        self.chat_log.get(at)
+        self.chat_log.get(position.checked_sub(1)?)
+    }
+
+    /// Every message with a position `>= position`, in position order (all of them for 0 or 1;
+    /// none beyond the end). The messages after position `p` are `messages_from(p + 1)`.
+    pub fn messages_from(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
+        self.chat_log.iter_from(position.saturating_sub(1))
     }
 
     /// The last `n` messages of `room` (without '#'), oldest first; empty for an unknown room.
@@ -232,7 +324,7 @@ impl StateMachine {
         let from = positions.len().saturating_sub(n);
         positions[from..]
             .iter()
-            .map(|&position| &self.chat_log[(position - 1) as usize])
+            .filter_map(|&position| self.message(position))
             .collect()
     }
 
@@ -308,7 +400,7 @@ impl StateMachine {
         let Some(positions) = self.rooms.get_mut(&room) else {
             return Err(format!("unknown room #{room}: join it first"));
         };
-        let position = self.chat_log.len() as u64 + 1;
+        let position = self.chat_log.len() + 1;
         positions.push(position);
         let timestamp_ms = match self.chat_log.last() {
             Some(last) => timestamp_ms.max(last.timestamp_ms),
@@ -387,14 +479,14 @@ impl StateMachine {
     /// Checks the invariants in the module comment; O(1) per call except for the last message.
     fn debug_assert_invariants(&self) {
         if let Some(last) = self.chat_log.last() {
-            debug_assert_eq!(last.position, self.chat_log.len() as u64);
+            debug_assert_eq!(last.position, self.chat_log.len());
             debug_assert!(last.index <= self.applied_index);
             debug_assert_eq!(
                 self.rooms.get(&last.room).and_then(|p| p.last()),
                 Some(&last.position)
             );
             if let Some(before) = self.chat_log.len().checked_sub(2) {
-                let before = &self.chat_log[before];
+                let before = self.chat_log.get(before).expect("within the log");
                 debug_assert!(before.index < last.index);
                 debug_assert!(before.timestamp_ms <= last.timestamp_ms);
             }
@@ -403,12 +495,17 @@ impl StateMachine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::chat::session::DEFAULT_SESSION_EXPIRY_MS;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeSet;
+
+    /// The whole chat log, in position order.
+    fn all(sm: &StateMachine) -> Vec<&ChatMessage> {
+        sm.messages_from(1).collect()
+    }
 
     fn encode(op: Op, node: u64, req: u64, timestamp_ms: u64) -> Vec<u8> {
         let mut out = Vec::new();
@@ -527,11 +624,11 @@ mod tests {
             h.sm.apply_noop(h.next_index);
             h.next_index += 1;
         }
-        for (i, msg) in h.sm.chat_log().iter().enumerate() {
+        for (i, msg) in all(&h.sm).iter().enumerate() {
             assert_eq!(msg.position, i as u64 + 1);
-            assert_eq!(h.sm.message(msg.position), Some(msg));
+            assert_eq!(h.sm.message(msg.position), Some(*msg));
         }
-        assert!(h.sm.chat_log().windows(2).all(|w| w[0].index < w[1].index));
+        assert!(all(&h.sm).windows(2).all(|w| w[0].index < w[1].index));
         assert_eq!(h.sm.message(0), None);
         assert_eq!(h.sm.message(51), None);
         assert_eq!(h.sm.message(u64::MAX), None);
@@ -583,7 +680,7 @@ mod tests {
             nick: "bad nick".into(),
             text: "hi".into(),
         }));
-        assert_eq!(h.sm.chat_log().len(), 1);
+        assert_eq!(all(&h.sm).len(), 1);
         assert_eq!(h.sm.rooms(), vec![("general", 0), ("rust", 1)]);
     }
 
@@ -603,7 +700,7 @@ mod tests {
         post(&mut h, 5_000);
         post(&mut h, 3_000); // a new leader with a lagging clock
         post(&mut h, 9_000);
-        let times: Vec<u64> = h.sm.chat_log().iter().map(|m| m.timestamp_ms).collect();
+        let times: Vec<u64> = all(&h.sm).iter().map(|m| m.timestamp_ms).collect();
         assert_eq!(times, vec![5_000, 5_000, 9_000]);
     }
 
@@ -721,7 +818,7 @@ mod tests {
         let before = h.sm.clone();
         h.sm.apply_noop(5);
         assert_eq!(h.sm.applied_index(), 5);
-        assert_eq!(h.sm.chat_log(), before.chat_log());
+        assert_eq!(all(&h.sm), all(&before));
         h.next_index = 6;
         assert_eq!(h.post(DEFAULT_ROOM, "b"), Outcome::Posted { position: 2 });
         assert_eq!(h.sm.message(2).map(|m| m.index), Some(6));
@@ -826,8 +923,7 @@ mod tests {
             }
             assert_eq!(a, b);
             assert_eq!(a.applied_index(), 500);
-            assert!(a
-                .chat_log()
+            assert!(all(&a)
                 .windows(2)
                 .all(|w| w[0].position + 1 == w[1].position));
         }
@@ -962,9 +1058,9 @@ mod tests {
             pair(h.post_in(in_session(id, 1, 1), "once")),
             duplicate(Outcome::Posted { position: 2 })
         );
-        assert_eq!(h.sm.chat_log(), before.chat_log());
+        assert_eq!(all(&h.sm), all(&before));
         assert_eq!(h.sm.rooms, before.rooms);
-        let texts: Vec<&str> = h.sm.chat_log().iter().map(|m| m.text.as_str()).collect();
+        let texts: Vec<&str> = all(&h.sm).iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, vec!["before", "once"]);
 
         // The same for a key-value write: no second revision.
@@ -1008,15 +1104,9 @@ mod tests {
                 duplicate(Outcome::Posted { position })
             );
         }
-        assert_eq!(h.sm.chat_log().len(), 4);
-        for msg in h.sm.chat_log() {
-            assert_eq!(
-                h.sm.chat_log()
-                    .iter()
-                    .filter(|m| m.text == msg.text)
-                    .count(),
-                1
-            );
+        assert_eq!(all(&h.sm).len(), 4);
+        for msg in all(&h.sm) {
+            assert_eq!(all(&h.sm).iter().filter(|m| m.text == msg.text).count(), 1);
         }
         assert_eq!(h.sm.sessions().get(id).unwrap().retained_count(), 4);
     }
@@ -1046,13 +1136,13 @@ mod tests {
         let late = h.post_in(in_session(id, 2, 1), "s2");
         assert!(!late.duplicate);
         assert!(rejected(late.outcome).starts_with("request already answered"));
-        assert_eq!(h.sm.chat_log(), before.chat_log());
+        assert_eq!(all(&h.sm), all(&before));
         // Seq 3 is still retained.
         assert_eq!(
             pair(h.post_in(in_session(id, 3, 1), "s3")),
             duplicate(Outcome::Posted { position: 3 })
         );
-        assert_eq!(h.sm.chat_log().len(), 4);
+        assert_eq!(all(&h.sm).len(), 4);
     }
 
     #[test]
@@ -1065,7 +1155,7 @@ mod tests {
         // The room exists now, but a retry of seq 1 must get the answer seq 1 got.
         let retry = h.apply_full(post_op("rust", "hi"), in_session(id, 1, 1), T0_MS);
         assert_eq!(pair(retry), duplicate(Outcome::Rejected(reason)));
-        assert!(h.sm.chat_log().is_empty());
+        assert!(all(&h.sm).is_empty());
     }
 
     #[test]
@@ -1082,7 +1172,7 @@ mod tests {
             "an OpenSession request carries no session"
         );
         assert_eq!(h.sm.session_count(), 1);
-        assert!(h.sm.chat_log().is_empty());
+        assert!(all(&h.sm).is_empty());
         // Nothing was retained: seq 2 is still free.
         assert_eq!(
             pair(h.post_in(in_session(id, 2, 1), "y")),
@@ -1098,7 +1188,7 @@ mod tests {
             let applied = h.post_in(in_session(id, 1, 1), "x");
             assert_eq!(pair(applied), fresh(Outcome::SessionExpired));
         }
-        assert_eq!(h.sm.chat_log(), before.chat_log());
+        assert_eq!(all(&h.sm), all(&before));
         assert_eq!(h.sm.session_count(), 0);
     }
 
@@ -1126,7 +1216,7 @@ mod tests {
             post(&mut h, a, 3, T0_MS + 3 * expiry_ms + 1),
             Outcome::SessionExpired
         );
-        assert_eq!(h.sm.chat_log().len(), 2);
+        assert_eq!(all(&h.sm).len(), 2);
         assert_eq!(h.sm.session_count(), 0);
 
         // Other traffic moves log time too: an idle session goes when it passes its deadline,
@@ -1178,7 +1268,7 @@ mod tests {
         }
         let refused = h.post_in(in_session(id, 5, 1), "x");
         assert!(rejected(refused.outcome).starts_with("too many unacknowledged requests"));
-        assert_eq!(h.sm.chat_log().len(), 4);
+        assert_eq!(all(&h.sm).len(), 4);
         // Retries of retained seqs are still answered at the cap.
         assert_eq!(
             pair(h.post_in(in_session(id, 4, 1), "x")),
@@ -1235,7 +1325,7 @@ mod tests {
     /// interleaved at random with telnet commands, no-ops, garbage, lagging and jumping leader
     /// clocks, and requests on sessions that never existed; the same entries for the same seed.
     /// Every sessioned request's text (or key) is unique, so exactly-once is checkable.
-    fn session_workload(seed: u64, count: usize) -> Vec<Option<Vec<u8>>> {
+    pub(in crate::chat) fn session_workload(seed: u64, count: usize) -> Vec<Option<Vec<u8>>> {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut clients: Vec<Client> = Vec::new();
         let mut now_ms = T0_MS;
@@ -1404,8 +1494,7 @@ mod tests {
             }
             assert_eq!(a, b);
             // Exactly once: every unique text is in the chat log at most once.
-            let mut texts: Vec<&str> = a
-                .chat_log()
+            let mut texts: Vec<&str> = all(&a)
                 .iter()
                 .map(|m| m.text.as_str())
                 .filter(|text| text.starts_with('c'))

@@ -264,14 +264,13 @@ impl Node {
         let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
             return;
         };
-        let log = self.sm.chat_log();
-        let total = log.len() as u64;
+        let total = self.sm.message_count();
         let start = from_position.max(1);
         let mut budget = proto::BODY_LEN_MAX - proto::LOG_CHUNK_FIXED_LEN;
         let limit = max_messages.clamp(1, LOG_PAGE_MESSAGES_MAX) as usize;
-        let messages = log
-            .iter()
-            .skip((start - 1).min(total) as usize)
+        let messages = self
+            .sm
+            .messages_from(start)
             .take(limit)
             .map(|m| LogMessageRef {
                 position: m.position,

@@ -1085,8 +1085,7 @@ impl Node {
             if !self.writes.contains_key(&req) {
                 continue;
             }
-            self.early_ack_position =
-                self.early_ack_position.max(self.sm.chat_log().len() as u64) + 1;
+            self.early_ack_position = self.early_ack_position.max(self.sm.message_count()) + 1;
             let applied = Applied {
                 origin: None,
                 outcome: Outcome::Posted {

@@ -285,7 +285,7 @@ impl Node {
                 "snapshot {}",
                 self.raft.snapshot().map_or(0, |snapshot| snapshot.index)
             ),
-            format!("messages {}", self.sm.chat_log().len()),
+            format!("messages {}", self.sm.message_count()),
         ];
         for peer in &status.peers {
             lines.push(format!(
@@ -439,7 +439,7 @@ impl Node {
             // Binary queries are answered by `binary`; none reaches a telnet session.
             Query::LogPage { .. } | Query::Value { .. } | Query::KeyList { .. } => {}
             Query::ChatLog => {
-                let last_position = self.sm.chat_log().len() as u64;
+                let last_position = self.sm.message_count();
                 if let Some(session) = self.session_mut(conn.key) {
                     session.listing = Some(Listing {
                         next_position: 1,

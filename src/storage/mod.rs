@@ -1,8 +1,10 @@
-//! Durable Raft state: the segmented write-ahead log that holds the entries and the hard state.
+//! Durable Raft state: the segmented write-ahead log that holds the entries and the hard state,
+//! and the snapshot files of the state machine.
 //!
-//! This module owns the data directory: segment files, their records, recovery after a crash, and
-//! the fsync discipline. It never knows about sockets, chat, or Raft's rules beyond the shape of
-//! `Entry` and `HardState`; the core decides *what* to persist, this module makes it durable.
+//! This module owns the data directory: segment files, their records, recovery after a crash,
+//! snapshot files, and the fsync discipline. It never knows about sockets, chat, or Raft's rules
+//! beyond the shape of `Entry` and `HardState` (a snapshot body is opaque bytes); the core
+//! decides *what* to persist, this module makes it durable.
 //!
 //! # On disk
 //!
@@ -28,6 +30,26 @@
 //!
 //! Every segment starts with a hard-state record (the current one), so deleting old segments in
 //! `drop_prefix` never loses the term or the vote.
+//!
+//! ## Snapshots (`snapshot.rs`, [`SnapshotStore`]), in their own directory
+//!
+//! ```text
+//! <snapdir>/snap-<index:020>-<term:020>.snap        one complete snapshot
+//! <snapdir>/snap-...snap.<create|receive>.tmp       being written; deleted by SnapshotStore::open
+//!
+//! file    = header body
+//! header  = magic "RCHATSNP" | version u32 | cluster_id u64 | index u64 | term u64
+//!           | body_len u64 | body_crc32c u32 | header_crc32c u32 (of the 48 bytes before it)
+//!                                                                            (52 bytes, LE)
+//! body    = body_len bytes, opaque here (the chat state machine's encoding, `chat::snapshot`)
+//! ```
+//!
+//! No node id: a snapshot travels from a leader to followers as the whole file, header
+//! included, and is checked on arrival (magic, version, cluster, both checksums, and that the
+//! header names the announced index and term) before it is renamed into place. A file only gets
+//! its final name after it is complete and fsynced (then the directory is fsynced), so a crash
+//! leaves either a complete file or a `.tmp`. The newest by index is the one that counts; if it
+//! is damaged, `latest` reports `Corrupt` rather than silently using an older one.
 //!
 //! # Guarantees
 //!
@@ -65,8 +87,13 @@
 mod record;
 mod recovery;
 mod segment;
+mod snapshot;
 mod wal;
 
+pub use snapshot::{
+    SnapshotFile, SnapshotReceiver, SnapshotStore, SnapshotWriter, SNAPSHOT_FILE_VERSION,
+    SNAPSHOT_HEADER_LEN,
+};
 pub use wal::{SyncJob, Wal};
 
 use crate::raft::{Entry, HardState, Index};
@@ -192,7 +219,7 @@ impl fmt::Display for StorageError {
                 reason,
             } => write!(
                 f,
-                "corrupt write-ahead log: {} at offset {offset}: {reason}",
+                "corrupt data in {} at offset {offset}: {reason}",
                 file.display()
             ),
             StorageError::WrongIdentity { expected, found } => write!(

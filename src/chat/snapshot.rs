@@ -1,0 +1,863 @@
+//! The chat state machine's snapshot form: a cheap in-memory capture, its binary encoding, and
+//! the checked rebuild of a [`StateMachine`] from that encoding.
+//!
+//! It owns the snapshot *body* (the bytes a snapshot file carries); it never touches files,
+//! checksums or Raft metadata (`storage::snapshot` frames the body with those).
+//!
+//! [`StateMachine::capture`] takes O(keys + sessions + `CHUNK_LEN`) time: the full chunks of the
+//! chat log are immutable and shared by `Arc`, only the mutable tail is copied. The capture is
+//! `Send + 'static`, so [`ChatSnapshot::write_to`] can run on a background thread while the
+//! event loop keeps applying entries.
+//!
+//! # Encoding (version 1, all integers little-endian)
+//!
+//! ```text
+//! body      = magic "RCHATSM1" | version u32 | applied_index u64 | clock_ms u64
+//!             | session_count u64 session* | revision u64 | key_count u64 kv*
+//!             | room_count u64 room* | message_count u64 message* | end magic "RCHATEND"
+//! session   = id u64 | last_active_ms u64 | lowest_retained_seq u64
+//!             | retained_count u64 (seq u64 | outcome)*
+//! outcome   = tag u8 | fields: 1 Posted position u64 | 2 RoomCreated existed u8
+//!             | 3 KvAck revision u64 | 4 CasFailed has u8 [string] | 5 NotFound
+//!             | 6 Rejected string | 7 SessionOpened session_id u64 | 8 SessionExpired
+//! kv        = key string | value string | revision u64
+//! room      = name string                      (sorted, including rooms with no messages)
+//! message   = position u64 | index u64 | room u32 (into the room list) | nick string
+//!             | text string | timestamp_ms u64
+//! string    = len u32 | UTF-8 bytes
+//! ```
+//!
+//! Room position lists are not stored: [`restore`] rebuilds them from the messages. Sessions,
+//! keys and rooms are in ascending order; restore insists on it, so an encoding is canonical.
+//!
+//! # Restore never trusts its input
+//!
+//! Every length is bounded before anything is allocated for it, every name and value passes the
+//! same validation `apply` uses, and the invariants of `state` (contiguous positions, increasing
+//! indexes, non-decreasing timestamps, revisions in range) and of `session` are checked. Garbage
+//! or truncated input is an `Err` naming the first problem, never a panic.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use byteorder::{LittleEndian as LE, ReadBytesExt, WriteBytesExt};
+
+use super::session::{Session, SessionConfig, Sessions};
+use super::state::{ChatLog, ChatMessage, KvValue, Outcome, StateMachine, CHUNK_LEN};
+use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
+use crate::raft::Index;
+
+const MAGIC: &[u8; 8] = b"RCHATSM1";
+const END_MAGIC: &[u8; 8] = b"RCHATEND";
+/// The encoding version this code writes and reads.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// No string in a valid snapshot is longer (texts and values are at most 4 KiB; a `Rejected`
+/// reason quotes at most a few of those).
+const STRING_BYTES_MAX: u32 = 1 << 20;
+/// Untrusted counts never reserve more than this many elements up front.
+const PREALLOCATE_MAX: u64 = 1 << 16;
+/// Bytes gathered before one `write_all` to the caller's writer.
+const WRITE_BATCH_BYTES: usize = 64 << 10;
+
+/// A snapshot of a [`StateMachine`] at its applied index, cheap to take and independent of the
+/// machine afterwards (`Send + 'static`): write it out with [`ChatSnapshot::write_to`] anywhere.
+#[derive(Clone, Debug)]
+pub struct ChatSnapshot {
+    applied_index: Index,
+    sessions: Sessions,
+    kv: BTreeMap<String, KvValue>,
+    revision: u64,
+    rooms: Vec<String>,
+    chunks: Vec<Arc<[ChatMessage]>>,
+    tail: Vec<ChatMessage>,
+}
+
+/// Why a snapshot body could not be restored: one human line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreError(pub String);
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad chat snapshot: {}", self.0)
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+impl From<RestoreError> for String {
+    fn from(e: RestoreError) -> String {
+        e.to_string()
+    }
+}
+
+impl StateMachine {
+    /// Captures the state at `applied_index()`: shares the chat log's full chunks, copies the
+    /// tail (< `CHUNK_LEN` messages), the key-value map, the room names and the session table.
+    pub fn capture(&self) -> ChatSnapshot {
+        ChatSnapshot {
+            applied_index: self.applied_index,
+            sessions: self.sessions.clone(),
+            kv: self.kv.clone(),
+            revision: self.revision,
+            rooms: self.rooms.keys().cloned().collect(),
+            chunks: self.chat_log.chunks.clone(),
+            tail: self.chat_log.tail.clone(),
+        }
+    }
+
+    /// Rebuilds a state machine from a body [`ChatSnapshot::write_to`] wrote. `config` must be
+    /// the cluster's session configuration (it is not in the snapshot). Checks everything; see
+    /// the module docs.
+    pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine, RestoreError> {
+        restore(r, config)
+    }
+}
+
+impl ChatSnapshot {
+    /// The index of the last entry the captured state includes.
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    /// How many chat messages the snapshot holds.
+    pub fn message_count(&self) -> u64 {
+        (self.chunks.len() * CHUNK_LEN + self.tail.len()) as u64
+    }
+
+    /// Streams the encoding (module docs) into `w`, in batches of about 64 KiB.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let mut out = Vec::with_capacity(WRITE_BATCH_BYTES + (16 << 10));
+        out.extend_from_slice(MAGIC);
+        out.write_u32::<LE>(SNAPSHOT_FORMAT_VERSION)?;
+        out.write_u64::<LE>(self.applied_index)?;
+        out.write_u64::<LE>(self.sessions.clock_ms())?;
+        out.write_u64::<LE>(self.sessions.len() as u64)?;
+        for (id, session) in self.sessions.iter() {
+            out.write_u64::<LE>(id)?;
+            out.write_u64::<LE>(session.last_active_ms())?;
+            out.write_u64::<LE>(session.lowest_retained_seq())?;
+            out.write_u64::<LE>(session.retained_count() as u64)?;
+            for (seq, outcome) in session.retained() {
+                out.write_u64::<LE>(seq)?;
+                write_outcome(&mut out, outcome)?;
+            }
+            flush_batch(&mut out, w)?;
+        }
+        out.write_u64::<LE>(self.revision)?;
+        out.write_u64::<LE>(self.kv.len() as u64)?;
+        for (key, value) in &self.kv {
+            write_str(&mut out, key)?;
+            write_str(&mut out, &value.value)?;
+            out.write_u64::<LE>(value.revision)?;
+            flush_batch(&mut out, w)?;
+        }
+        out.write_u64::<LE>(self.rooms.len() as u64)?;
+        for room in &self.rooms {
+            write_str(&mut out, room)?;
+        }
+        let room_ids: BTreeMap<&str, u32> = self
+            .rooms
+            .iter()
+            .enumerate()
+            .map(|(id, room)| (room.as_str(), id as u32))
+            .collect();
+        out.write_u64::<LE>(self.message_count())?;
+        let messages = self.chunks.iter().flat_map(|c| c.iter()).chain(&self.tail);
+        for message in messages {
+            let room = room_ids
+                .get(message.room.as_str())
+                .copied()
+                .ok_or_else(|| {
+                    io::Error::other(format!("message {} in unknown room", message.position))
+                })?;
+            out.write_u64::<LE>(message.position)?;
+            out.write_u64::<LE>(message.index)?;
+            out.write_u32::<LE>(room)?;
+            write_str(&mut out, &message.nick)?;
+            write_str(&mut out, &message.text)?;
+            out.write_u64::<LE>(message.timestamp_ms)?;
+            flush_batch(&mut out, w)?;
+        }
+        out.extend_from_slice(END_MAGIC);
+        w.write_all(&out)
+    }
+}
+
+fn flush_batch(out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
+    if out.len() >= WRITE_BATCH_BYTES {
+        w.write_all(out)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    let len = u32::try_from(s.len())
+        .ok()
+        .filter(|&len| len <= STRING_BYTES_MAX)
+        .ok_or_else(|| io::Error::other(format!("string of {} bytes", s.len())))?;
+    out.write_u32::<LE>(len)?;
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
+    match outcome {
+        Outcome::Posted { position } => {
+            out.push(1);
+            out.write_u64::<LE>(*position)?;
+        }
+        Outcome::RoomCreated { existed } => {
+            out.push(2);
+            out.push(*existed as u8);
+        }
+        Outcome::KvAck { revision } => {
+            out.push(3);
+            out.write_u64::<LE>(*revision)?;
+        }
+        Outcome::CasFailed { current } => {
+            out.push(4);
+            match current {
+                None => out.push(0),
+                Some(value) => {
+                    out.push(1);
+                    write_str(out, value)?;
+                }
+            }
+        }
+        Outcome::NotFound => out.push(5),
+        Outcome::Rejected(reason) => {
+            out.push(6);
+            write_str(out, reason)?;
+        }
+        Outcome::SessionOpened { session_id } => {
+            out.push(7);
+            out.write_u64::<LE>(*session_id)?;
+        }
+        Outcome::SessionExpired => out.push(8),
+    }
+    Ok(())
+}
+
+/// A reader that names what it was reading when the input ended.
+struct Input<R> {
+    r: R,
+}
+
+impl<R: Read> Input<R> {
+    fn fail(field: &str, e: io::Error) -> RestoreError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            RestoreError(format!("truncated in {field}"))
+        } else {
+            RestoreError(format!("reading {field}: {e}"))
+        }
+    }
+
+    fn u8(&mut self, field: &str) -> Result<u8, RestoreError> {
+        self.r.read_u8().map_err(|e| Self::fail(field, e))
+    }
+
+    fn u32(&mut self, field: &str) -> Result<u32, RestoreError> {
+        self.r.read_u32::<LE>().map_err(|e| Self::fail(field, e))
+    }
+
+    fn u64(&mut self, field: &str) -> Result<u64, RestoreError> {
+        self.r.read_u64::<LE>().map_err(|e| Self::fail(field, e))
+    }
+
+    fn magic(&mut self, expected: &[u8; 8], field: &str) -> Result<(), RestoreError> {
+        let mut found = [0u8; 8];
+        self.r
+            .read_exact(&mut found)
+            .map_err(|e| Self::fail(field, e))?;
+        if &found != expected {
+            return Err(RestoreError(format!("bad {field} {found:?}")));
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, field: &str) -> Result<String, RestoreError> {
+        let len = self.u32(field)?;
+        if len > STRING_BYTES_MAX {
+            return Err(RestoreError(format!("{field} of {len} bytes")));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        (&mut self.r)
+            .take(u64::from(len))
+            .read_to_end(&mut bytes)
+            .map_err(|e| Self::fail(field, e))?;
+        if bytes.len() != len as usize {
+            return Err(RestoreError(format!("truncated in {field}")));
+        }
+        String::from_utf8(bytes).map_err(|_| RestoreError(format!("{field} is not UTF-8")))
+    }
+
+    /// A count of elements, each at least `min_bytes` long, capped at `max`.
+    fn count(&mut self, field: &str, max: u64) -> Result<u64, RestoreError> {
+        let count = self.u64(field)?;
+        if count > max {
+            return Err(RestoreError(format!("{field} {count} exceeds {max}")));
+        }
+        Ok(count)
+    }
+
+    fn outcome(&mut self) -> Result<Outcome, RestoreError> {
+        Ok(match self.u8("outcome tag")? {
+            1 => Outcome::Posted {
+                position: self.u64("posted position")?,
+            },
+            2 => Outcome::RoomCreated {
+                existed: self.flag("room existed flag")?,
+            },
+            3 => Outcome::KvAck {
+                revision: self.u64("kv ack revision")?,
+            },
+            4 => Outcome::CasFailed {
+                current: match self.flag("cas current flag")? {
+                    false => None,
+                    true => Some(self.string("cas current value")?),
+                },
+            },
+            5 => Outcome::NotFound,
+            6 => Outcome::Rejected(self.string("rejection reason")?),
+            7 => Outcome::SessionOpened {
+                session_id: self.u64("opened session id")?,
+            },
+            8 => Outcome::SessionExpired,
+            tag => return Err(RestoreError(format!("unknown outcome tag {tag}"))),
+        })
+    }
+
+    fn flag(&mut self, field: &str) -> Result<bool, RestoreError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(RestoreError(format!("{field} is {other}, not 0 or 1"))),
+        }
+    }
+}
+
+/// See [`StateMachine::restore`].
+pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine, RestoreError> {
+    let mut input = Input {
+        r: io::BufReader::with_capacity(64 << 10, r),
+    };
+    let bad = |reason: String| Err(RestoreError(reason));
+    input.magic(MAGIC, "magic")?;
+    let version = input.u32("version")?;
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return bad(format!("unknown snapshot format version {version}"));
+    }
+    let applied_index = input.u64("applied index")?;
+    let clock_ms = input.u64("log time")?;
+
+    // Sessions. `Sessions::restore` checks the table's own rules.
+    let session_count = input.count("session count", u64::MAX)?;
+    if session_count > config.sessions_max.max(1) as u64 {
+        return bad(format!(
+            "{session_count} sessions, more than the configured {}",
+            config.sessions_max
+        ));
+    }
+    let mut sessions = Vec::with_capacity(session_count.min(PREALLOCATE_MAX) as usize);
+    let mut previous_id = None;
+    for _ in 0..session_count {
+        let id = input.u64("session id")?;
+        if previous_id.is_some_and(|previous| id <= previous) {
+            return bad(format!("session {id} out of order"));
+        }
+        if id == 0 || id > applied_index {
+            return bad(format!(
+                "session {id} not opened by an applied entry (applied index {applied_index})"
+            ));
+        }
+        previous_id = Some(id);
+        let last_active_ms = input.u64("session activity")?;
+        let lowest_retained_seq = input.u64("session lowest retained seq")?;
+        let retained_count = input.count(
+            "retained outcome count",
+            config.retained_per_session_max.max(1) as u64,
+        )?;
+        let mut retained = BTreeMap::new();
+        let mut previous_seq = None;
+        for _ in 0..retained_count {
+            let seq = input.u64("retained seq")?;
+            if seq == 0 || previous_seq.is_some_and(|previous| seq <= previous) {
+                return bad(format!("session {id} retains seq {seq} out of order"));
+            }
+            previous_seq = Some(seq);
+            retained.insert(seq, input.outcome()?);
+        }
+        sessions.push((
+            id,
+            Session::restored(last_active_ms, lowest_retained_seq, retained),
+        ));
+    }
+    let sessions = Sessions::restore(config, clock_ms, sessions).map_err(RestoreError)?;
+    if sessions.len() as u64 != session_count {
+        return bad("a session is already expired at the snapshot's log time".to_string());
+    }
+
+    // The key-value store.
+    let revision = input.u64("store revision")?;
+    let key_count = input.count("key count", u64::MAX)?;
+    let mut kv = BTreeMap::new();
+    let mut previous_key: Option<String> = None;
+    for _ in 0..key_count {
+        let key = input.string("key")?;
+        validate_key(&key).map_err(RestoreError)?;
+        if previous_key
+            .as_ref()
+            .is_some_and(|previous| key <= *previous)
+        {
+            return bad(format!("key {key:?} out of order"));
+        }
+        let value = input.string("value")?;
+        validate_value(&value).map_err(RestoreError)?;
+        let key_revision = input.u64("key revision")?;
+        if key_revision == 0 || key_revision > revision {
+            return bad(format!(
+                "key {key:?} has revision {key_revision}, outside 1..={revision}"
+            ));
+        }
+        previous_key = Some(key.clone());
+        kv.insert(
+            key,
+            KvValue {
+                value,
+                revision: key_revision,
+            },
+        );
+    }
+    if kv.len() as u64 > revision {
+        return bad(format!("{} keys but store revision {revision}", kv.len()));
+    }
+
+    // Rooms, then the messages that rebuild their position lists.
+    let room_count = input.count("room count", u64::from(u32::MAX))?;
+    let mut room_names: Vec<String> = Vec::with_capacity(room_count.min(PREALLOCATE_MAX) as usize);
+    for _ in 0..room_count {
+        let room = input.string("room name")?;
+        validate_room(&room).map_err(RestoreError)?;
+        if room_names.last().is_some_and(|previous| room <= *previous) {
+            return bad(format!("room {room:?} out of order"));
+        }
+        room_names.push(room);
+    }
+    if room_names
+        .binary_search_by(|r| r.as_str().cmp(super::DEFAULT_ROOM))
+        .is_err()
+    {
+        return bad(format!("no room {}", super::DEFAULT_ROOM));
+    }
+    let mut positions: Vec<Vec<u64>> = vec![Vec::new(); room_names.len()];
+
+    let message_count = input.count("message count", u64::MAX)?;
+    if message_count > applied_index {
+        return bad(format!(
+            "{message_count} messages but applied index {applied_index}"
+        ));
+    }
+    let mut chat_log = ChatLog::default();
+    let mut previous: Option<(Index, u64)> = None;
+    for k in 0..message_count {
+        let position = input.u64("message position")?;
+        if position != k + 1 {
+            return bad(format!("message {} has position {position}", k + 1));
+        }
+        let index = input.u64("message index")?;
+        let room = input.u32("message room")? as usize;
+        let nick = input.string("message nick")?;
+        let text = input.string("message text")?;
+        let timestamp_ms = input.u64("message time")?;
+        let Some(room_name) = room_names.get(room) else {
+            return bad(format!(
+                "message {position} names room #{room} of {room_count}"
+            ));
+        };
+        if index == 0 || index > applied_index {
+            return bad(format!(
+                "message {position} at index {index}, beyond the applied index {applied_index}"
+            ));
+        }
+        if let Some((previous_index, previous_ms)) = previous {
+            if index <= previous_index {
+                return bad(format!(
+                    "message {position} index {index} does not increase"
+                ));
+            }
+            if timestamp_ms < previous_ms {
+                return bad(format!("message {position} time runs backwards"));
+            }
+        }
+        if timestamp_ms > clock_ms {
+            return bad(format!("message {position} is later than the log time"));
+        }
+        validate_nick(&nick).map_err(RestoreError)?;
+        validate_text(&text).map_err(RestoreError)?;
+        previous = Some((index, timestamp_ms));
+        positions[room].push(position);
+        chat_log.push(ChatMessage {
+            position,
+            index,
+            room: room_name.clone(),
+            nick,
+            text,
+            timestamp_ms,
+        });
+    }
+    input.magic(END_MAGIC, "end magic")?;
+    let mut rest = [0u8; 1];
+    match input.r.read(&mut rest) {
+        Ok(0) => {}
+        Ok(_) => return bad("bytes after the end".to_string()),
+        Err(e) => return Err(Input::<&[u8]>::fail("end", e)),
+    }
+    let rooms = room_names.into_iter().zip(positions).collect();
+    Ok(StateMachine::from_parts(
+        applied_index,
+        chat_log,
+        rooms,
+        kv,
+        revision,
+        sessions,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::command::{Command, Op, Origin, SessionRef};
+    use crate::chat::state::tests::session_workload;
+    use crate::chat::{Applied, DEFAULT_ROOM};
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    fn encode(sm: &StateMachine) -> Vec<u8> {
+        let mut out = Vec::new();
+        sm.capture().write_to(&mut out).unwrap();
+        out
+    }
+
+    fn restored(bytes: &[u8], config: SessionConfig) -> StateMachine {
+        StateMachine::restore(&mut &bytes[..], config).unwrap()
+    }
+
+    fn command(index: Index, session: Option<SessionRef>, op: Op) -> Vec<u8> {
+        let mut data = Vec::new();
+        Command {
+            origin: Origin {
+                node: 1,
+                req: index,
+            },
+            timestamp_ms: T0_MS + index,
+            session,
+            op,
+        }
+        .encode(&mut data);
+        data
+    }
+
+    fn apply_entry(
+        sm: &mut StateMachine,
+        index: Index,
+        entry: &Option<Vec<u8>>,
+    ) -> Option<Applied> {
+        match entry {
+            Some(data) => Some(sm.apply(index, data)),
+            None => {
+                sm.apply_noop(index);
+                None
+            }
+        }
+    }
+
+    /// A machine with rooms (one empty), keys (one deleted), more than two chunks of messages
+    /// and a session retaining outcomes.
+    fn busy_machine(messages: u64) -> StateMachine {
+        let mut sm = StateMachine::default();
+        let mut index = 0;
+        let mut next = |sm: &mut StateMachine, session, op| {
+            index += 1;
+            sm.apply(index, &command(index, session, op))
+        };
+        for room in ["alpha", "beta", "empty"] {
+            next(&mut sm, None, Op::CreateRoom { room: room.into() });
+        }
+        let session = next(&mut sm, None, Op::OpenSession);
+        let Outcome::SessionOpened { session_id } = session.outcome else {
+            panic!("{session:?}")
+        };
+        for (key, value) in [("a", "1"), ("b", "2"), ("a", "3")] {
+            let op = Op::Set {
+                key: key.into(),
+                value: value.into(),
+            };
+            next(&mut sm, None, op);
+        }
+        next(&mut sm, None, Op::Del { key: "b".into() });
+        for seq in 1..=3 {
+            let request = SessionRef {
+                id: session_id,
+                seq,
+                lowest_unacked_seq: 1,
+            };
+            let op = Op::Cas {
+                key: "a".into(),
+                expected: Some("nope".into()),
+                new: format!("{seq}"),
+            };
+            next(&mut sm, Some(request), op);
+        }
+        for k in 0..messages {
+            let room = ["alpha", "beta", DEFAULT_ROOM][(k % 3) as usize];
+            let op = Op::Post {
+                room: room.into(),
+                nick: format!("n{}", k % 7),
+                text: format!("message {k}"),
+            };
+            next(&mut sm, None, op);
+        }
+        sm
+    }
+
+    #[test]
+    fn an_empty_machine_round_trips() {
+        let sm = StateMachine::default();
+        let bytes = encode(&sm);
+        assert_eq!(restored(&bytes, SessionConfig::default()), sm);
+        assert_eq!(sm.capture().applied_index(), 0);
+    }
+
+    #[test]
+    fn a_busy_machine_round_trips_and_then_behaves_the_same() {
+        let messages = 2 * CHUNK_LEN as u64 + 17;
+        let mut sm = busy_machine(messages);
+        let snapshot = sm.capture();
+        assert_eq!(snapshot.message_count(), messages);
+        assert_eq!(snapshot.applied_index(), sm.applied_index());
+        let mut bytes = Vec::new();
+        snapshot.write_to(&mut bytes).unwrap();
+        let mut copy = restored(&bytes, SessionConfig::default());
+        assert_eq!(copy, sm);
+        assert_eq!(copy.rooms(), sm.rooms());
+        assert_eq!(copy.room_history("empty", 10).len(), 0);
+        assert!(copy.room_exists("empty"));
+        assert_eq!(copy.get("a"), Some(("3", 3)));
+        assert_eq!(copy.get("b"), None);
+        assert_eq!(copy.revision(), 4);
+        assert_eq!(copy.room_history("beta", 2), sm.room_history("beta", 2));
+        // Reading across chunk boundaries gives the same messages.
+        for from in [
+            0,
+            1,
+            2,
+            4095,
+            4096,
+            4097,
+            8192,
+            8193,
+            messages,
+            messages + 1,
+        ] {
+            let a: Vec<_> = copy.messages_from(from).collect();
+            let b: Vec<_> = sm.messages_from(from).collect();
+            assert_eq!(a, b, "from {from}");
+            let first = from.max(1);
+            assert_eq!(a.len() as u64, (messages + 1).saturating_sub(first));
+            assert!(a.iter().zip(first..).all(|(m, p)| m.position == p));
+        }
+        // The same further entries give the same outcomes, duplicates included.
+        let session_id = sm.sessions().iter().next().unwrap().0;
+        let retry = SessionRef {
+            id: session_id,
+            seq: 2,
+            lowest_unacked_seq: 2,
+        };
+        let op = Op::Cas {
+            key: "a".into(),
+            expected: Some("nope".into()),
+            new: "2".into(),
+        };
+        let mut index = sm.applied_index();
+        let mut applied = Vec::new();
+        for (session, op) in [
+            (Some(retry), op.clone()),
+            (
+                Some(SessionRef {
+                    seq: 1,
+                    lowest_unacked_seq: 1,
+                    ..retry
+                }),
+                op,
+            ),
+            (
+                None,
+                Op::Post {
+                    room: "empty".into(),
+                    nick: "z".into(),
+                    text: "first".into(),
+                },
+            ),
+        ] {
+            index += 1;
+            let data = command(index, session, op);
+            let a = sm.apply(index, &data);
+            assert_eq!(a, copy.apply(index, &data));
+            applied.push(a);
+        }
+        assert!(applied[0].duplicate, "{:?}", applied[0]);
+        assert!(
+            matches!(&applied[1].outcome, Outcome::Rejected(r) if r.starts_with("request already answered"))
+        );
+        assert_eq!(
+            applied[2].outcome,
+            Outcome::Posted {
+                position: messages + 1
+            }
+        );
+        assert_eq!(copy, sm);
+    }
+
+    #[test]
+    fn a_capture_is_independent_of_later_changes() {
+        let mut sm = busy_machine(CHUNK_LEN as u64 - 2);
+        let before = sm.clone();
+        let snapshot = sm.capture();
+        let mut index = sm.applied_index();
+        for k in 0..10 {
+            index += 1;
+            let op = Op::Post {
+                room: DEFAULT_ROOM.into(),
+                nick: "later".into(),
+                text: format!("{k}"),
+            };
+            sm.apply(index, &command(index, None, op));
+        }
+        index += 1;
+        sm.apply(
+            index,
+            &command(
+                index,
+                None,
+                Op::Set {
+                    key: "a".into(),
+                    value: "x".into(),
+                },
+            ),
+        );
+        let handle = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            snapshot.write_to(&mut bytes).unwrap();
+            bytes
+        });
+        let bytes = handle.join().unwrap();
+        assert_eq!(restored(&bytes, SessionConfig::default()), before);
+        assert_ne!(before, sm);
+    }
+
+    #[test]
+    fn session_workloads_round_trip_at_any_point() {
+        let mut duplicates_after_restore = 0;
+        for seed in 0..10 {
+            let entries = session_workload(seed, 1_500);
+            let split = 300 + seed as usize * 100;
+            let mut original = StateMachine::default();
+            for (i, entry) in entries[..split].iter().enumerate() {
+                apply_entry(&mut original, i as Index + 1, entry);
+            }
+            let bytes = encode(&original);
+            let mut copy = restored(&bytes, SessionConfig::default());
+            assert_eq!(copy, original, "seed {seed}");
+            assert_eq!(
+                encode(&copy),
+                bytes,
+                "seed {seed}: the encoding is canonical"
+            );
+            for (i, entry) in entries.iter().enumerate().skip(split) {
+                let index = i as Index + 1;
+                let a = apply_entry(&mut original, index, entry);
+                let b = apply_entry(&mut copy, index, entry);
+                assert_eq!(a, b, "seed {seed} index {index}");
+                duplicates_after_restore += a.is_some_and(|a| a.duplicate) as u32;
+            }
+            assert_eq!(copy, original, "seed {seed}");
+        }
+        assert!(duplicates_after_restore > 50, "{duplicates_after_restore}");
+    }
+
+    #[test]
+    fn broken_invariants_are_refused_with_a_reason() {
+        let sm = busy_machine(10);
+        let bytes = encode(&sm);
+        let config = SessionConfig::default();
+        let err = |bytes: &[u8]| {
+            StateMachine::restore(&mut &bytes[..], config)
+                .unwrap_err()
+                .0
+        };
+        assert!(err(&bytes[..bytes.len() - 1]).contains("truncated"));
+        assert!(err(&[]).contains("truncated in magic"));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(err(&longer), "bytes after the end");
+        let mut version = bytes.clone();
+        version[8] = 9;
+        assert!(err(&version).contains("version 9"));
+        // A gap in the positions.
+        let mut gap = sm.clone();
+        let mut tail = gap.chat_log.tail.clone();
+        tail[3].position += 1;
+        gap.chat_log.tail = tail;
+        let mut gapped = Vec::new();
+        gap.capture().write_to(&mut gapped).unwrap();
+        assert_eq!(err(&gapped), "message 4 has position 5");
+        // Fewer sessions allowed than the snapshot holds.
+        let small = SessionConfig {
+            sessions_max: 1,
+            ..config
+        };
+        let mut two = sm.clone();
+        two.sessions.open(two.applied_index);
+        let mut encoded = Vec::new();
+        two.capture().write_to(&mut encoded).unwrap();
+        assert!(StateMachine::restore(&mut &encoded[..], small)
+            .unwrap_err()
+            .0
+            .contains("more than the configured 1"));
+    }
+
+    #[test]
+    fn damaged_encodings_never_panic() {
+        let sm = busy_machine(300);
+        let bytes = encode(&sm);
+        let config = SessionConfig::default();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut refused = 0;
+        for round in 0..3_000 {
+            let mut damaged = bytes.clone();
+            match round % 3 {
+                0 => damaged.truncate(rng.gen_range(0..bytes.len())),
+                1 => {
+                    for _ in 0..rng.gen_range(1..4) {
+                        let at = rng.gen_range(0..damaged.len());
+                        damaged[at] ^= 1 << rng.gen_range(0..8);
+                    }
+                }
+                _ => {
+                    let at = rng.gen_range(0..damaged.len());
+                    let len = rng.gen_range(1..=8.min(damaged.len() - at));
+                    rng.fill(&mut damaged[at..at + len]);
+                }
+            }
+            match StateMachine::restore(&mut &damaged[..], config) {
+                Err(_) => refused += 1,
+                Ok(_) => assert_ne!(round % 3, 0, "a truncation was accepted"),
+            }
+        }
+        assert!(refused > 2_000, "{refused}");
+    }
+}
