@@ -15,13 +15,14 @@
 //! - [`raft`]: the pure consensus core: no IO, no clock, a seeded RNG. Its module docs teach
 //!   the driver loop and the durability contract (which outputs must be durable before which
 //!   messages leave).
-//! - [`storage`]: the segmented write-ahead log and the durable hard state; crash recovery.
+//! - [`storage`]: the segmented write-ahead log and the durable hard state; crash recovery;
+//!   snapshot files (written atomically, received in chunks, verified by checksum).
 //! - [`wire`]: hand-written binary frames between peers (handshake, Raft messages, forwarded
-//!   proposals).
+//!   proposals, snapshot chunks).
 //! - [`chat`]: the replicated state machine (chat log, rooms, key-value state, exactly-once
-//!   client sessions) and the telnet line protocol (parse, format).
-//! - [`server`]: the single-threaded mio event loop per node that ties them together; the only
-//!   other thread is the fsync helper.
+//!   client sessions), its snapshot form, and the telnet line protocol (parse, format).
+//! - [`server`]: the single-threaded mio event loop per node that ties them together; the other
+//!   threads are the fsync helper and, while a snapshot is being written, the snapshot writer.
 //! - [`client`]: the binary client protocol's codec and a blocking client library with
 //!   exactly-once retries (used by the load generator and the tests).
 //!
@@ -31,8 +32,8 @@
 //!
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
 //! cluster simulator); `tests/storage_*.rs`; real processes in `tests/server_cluster.rs`,
-//! `tests/chat_features.rs`, `tests/loadgen.rs` (harness in `tests/common/`). Benchmarks in
-//! `benches/`.
+//! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs` (harness in
+//! `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
 
 pub mod chat;
 pub mod client;
