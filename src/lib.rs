@@ -15,11 +15,13 @@
 //! - [`raft`]: the pure consensus core: no IO, no clock, a seeded RNG. Its module docs teach
 //!   the driver loop and the durability contract (which outputs must be durable before which
 //!   messages leave).
-//! - [`storage`]: the segmented write-ahead log and the durable hard state; crash recovery.
+//! - [`storage`]: the segmented write-ahead log and the durable hard state; crash recovery;
+//!   snapshot files (written locally or received from a leader in chunks).
 //! - [`wire`]: hand-written binary frames between peers (handshake, Raft messages, forwarded
 //!   proposals).
 //! - [`chat`]: the replicated state machine (chat log, rooms, key-value state, exactly-once
-//!   client sessions) and the telnet line protocol (parse, format).
+//!   client sessions), its snapshot form (cheap capture, checked restore) and the telnet line
+//!   protocol (parse, format).
 //! - [`server`]: the single-threaded mio event loop per node that ties them together; the only
 //!   other thread is the fsync helper.
 //! - [`client`]: the binary client protocol's codec and a blocking client library with

@@ -145,7 +145,8 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The durable log, contiguous, `entries[k].index == first_index + k`.
     pub entries: Vec<Entry>,
-    /// The index of the first entry kept (after `drop_prefix`); `last + 1` when the log is empty.
+    /// The index of the first entry kept (after `drop_prefix`, or `snapshot_index + 1` after
+    /// `reset_after_snapshot`); `last + 1` when the log is empty.
     pub first_index: Index,
     /// Set when recovery cut an incomplete or corrupt last record: worth a line in the log.
     pub torn_tail: Option<TornTail>,
