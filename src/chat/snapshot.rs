@@ -34,8 +34,8 @@
 //!
 //! Every length is bounded before anything is allocated for it, every name and value passes the
 //! same validation `apply` uses, and the invariants of `state` (contiguous positions, increasing
-//! indexes, non-decreasing timestamps, revisions in range) and of `session` are checked. Garbage
-//! or truncated input is an `Err` naming the first problem, never a panic.
+//! indexes, non-decreasing timestamps, distinct revisions in range) and of `session` are checked.
+//! Garbage or truncated input is an `Err` naming the first problem, never a panic.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -401,6 +401,7 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
     let key_count = input.count("key count", u64::MAX)?;
     let mut kv = BTreeMap::new();
     let mut previous_key: Option<String> = None;
+    let mut revisions = std::collections::BTreeSet::new();
     for _ in 0..key_count {
         let key = input.string("key")?;
         validate_key(&key).map_err(RestoreError)?;
@@ -417,6 +418,10 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
             return bad(format!(
                 "key {key:?} has revision {key_revision}, outside 1..={revision}"
             ));
+        }
+        // Every write bumps the revision, so no two live keys share one.
+        if !revisions.insert(key_revision) {
+            return bad(format!("key {key:?} shares revision {key_revision}"));
         }
         previous_key = Some(key.clone());
         kv.insert(
