@@ -16,11 +16,12 @@
 //!   the driver loop and the durability contract (which outputs must be durable before which
 //!   messages leave).
 //! - [`storage`]: the segmented write-ahead log and the durable hard state; crash recovery;
-//!   snapshot files (written atomically, received in chunks, verified by checksum).
+//!   snapshot files (written locally or received from a leader in chunks, verified by checksum).
 //! - [`wire`]: hand-written binary frames between peers (handshake, Raft messages, forwarded
 //!   proposals, snapshot chunks).
 //! - [`chat`]: the replicated state machine (chat log, rooms, key-value state, exactly-once
-//!   client sessions), its snapshot form, and the telnet line protocol (parse, format).
+//!   client sessions), its snapshot form (cheap capture, checked restore) and the telnet line
+//!   protocol (parse, format).
 //! - [`server`]: the single-threaded mio event loop per node that ties them together; the other
 //!   threads are the fsync helper and, while a snapshot is being written, the snapshot writer.
 //! - [`client`]: the binary client protocol's codec and a blocking client library with

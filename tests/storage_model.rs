@@ -184,7 +184,17 @@ fn run_sequence(seed: u64) {
                     synced.drop_before(new_first);
                 }
             }
-            82..=89 => {
+            88..=89 => {
+                // A snapshot installed: the log restarts empty, below, at or beyond its end.
+                let last = current.last_index();
+                let snapshot_index =
+                    rng.gen_range(current.first_index.saturating_sub(1)..=last + 10);
+                wal.reset_after_snapshot(snapshot_index).unwrap();
+                current.entries.clear();
+                current.first_index = snapshot_index + 1;
+                overwrite_unsynced = true;
+            }
+            82..=87 => {
                 let index =
                     rng.gen_range(current.first_index.saturating_sub(1)..=current.last_index() + 1);
                 let read = wal.read_entry(index).unwrap();

@@ -2,10 +2,12 @@
 //!
 //! This module owns what a chat node *means*: the bytes stored in Raft log entries
 //! ([`command`]), the deterministic state machine that applies them ([`state`]) with its client
-//! sessions for exactly-once writes ([`session`]) and its snapshot form ([`snapshot`]), the rules every name, key and message must
-//! follow ([`validate`]), and the human line protocol spoken over telnet ([`telnet`], [`time`]). It never does IO, never reads a clock, never touches a socket
-//! and knows nothing of Raft internals beyond the `Index` of an entry: the server's mio loop
-//! feeds it bytes and committed entries and writes out what it formats.
+//! sessions for exactly-once writes ([`session`]) and its snapshot form ([`snapshot`]), the
+//! rules every name, key and message must follow ([`validate`]), and the human line protocol
+//! spoken over telnet ([`telnet`], [`time`]). It never does IO (a snapshot is written to and
+//! read from whatever `Write`/`Read` the caller hands it), never reads a clock, never touches a
+//! socket and knows nothing of Raft internals beyond the `Index` of an entry: the server's mio
+//! loop feeds it bytes and committed entries and writes out what it formats.
 //!
 //! Determinism is the rule of this module: given the same entries in the same order, every node's
 //! [`StateMachine`] reaches the same state and produces the same [`Outcome`]s, including the same

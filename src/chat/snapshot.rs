@@ -34,8 +34,8 @@
 //!
 //! Every length is bounded before anything is allocated for it, every name and value passes the
 //! same validation `apply` uses, and the invariants of `state` (contiguous positions, increasing
-//! indexes, non-decreasing timestamps, revisions in range) and of `session` are checked. Garbage
-//! or truncated input is an `Err` naming the first problem, never a panic.
+//! indexes, non-decreasing timestamps, distinct revisions in range) and of `session` are checked.
+//! Garbage or truncated input is an `Err` naming the first problem, never a panic.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -282,14 +282,11 @@ impl<R: Read> Input<R> {
         if len > STRING_BYTES_MAX {
             return Err(RestoreError(format!("{field} of {len} bytes")));
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        (&mut self.r)
-            .take(u64::from(len))
-            .read_to_end(&mut bytes)
+        // At most 1 MiB even when the length is garbage; a short input fails `read_exact`.
+        let mut bytes = vec![0u8; len as usize];
+        self.r
+            .read_exact(&mut bytes)
             .map_err(|e| Self::fail(field, e))?;
-        if bytes.len() != len as usize {
-            return Err(RestoreError(format!("truncated in {field}")));
-        }
         String::from_utf8(bytes).map_err(|_| RestoreError(format!("{field} is not UTF-8")))
     }
 
@@ -404,6 +401,7 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
     let key_count = input.count("key count", u64::MAX)?;
     let mut kv = BTreeMap::new();
     let mut previous_key: Option<String> = None;
+    let mut revisions = std::collections::BTreeSet::new();
     for _ in 0..key_count {
         let key = input.string("key")?;
         validate_key(&key).map_err(RestoreError)?;
@@ -420,6 +418,10 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
             return bad(format!(
                 "key {key:?} has revision {key_revision}, outside 1..={revision}"
             ));
+        }
+        // Every write bumps the revision, so no two live keys share one.
+        if !revisions.insert(key_revision) {
+            return bad(format!("key {key:?} shares revision {key_revision}"));
         }
         previous_key = Some(key.clone());
         kv.insert(
@@ -622,6 +624,35 @@ mod tests {
             next(&mut sm, None, op);
         }
         sm
+    }
+
+    #[test]
+    fn every_outcome_round_trips() {
+        let outcomes = [
+            Outcome::Posted { position: 9 },
+            Outcome::RoomCreated { existed: true },
+            Outcome::RoomCreated { existed: false },
+            Outcome::KvAck { revision: u64::MAX },
+            Outcome::CasFailed { current: None },
+            Outcome::CasFailed {
+                current: Some("v".into()),
+            },
+            Outcome::NotFound,
+            Outcome::Rejected("no: \u{e9}".into()),
+            Outcome::SessionOpened { session_id: 3 },
+            Outcome::SessionExpired,
+        ];
+        let mut bytes = Vec::new();
+        for outcome in &outcomes {
+            write_outcome(&mut bytes, outcome).unwrap();
+        }
+        let mut input = Input { r: &bytes[..] };
+        for outcome in &outcomes {
+            assert_eq!(&input.outcome().unwrap(), outcome);
+        }
+        assert!(input.r.is_empty());
+        let mut bad = Input { r: &[9u8][..] };
+        assert_eq!(bad.outcome().unwrap_err().0, "unknown outcome tag 9");
     }
 
     #[test]

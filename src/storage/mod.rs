@@ -20,13 +20,17 @@
 //!   1 entry        term u64 | index u64 | kind u8 | data
 //!   2 hard state   term u64 | voted_for u64 | has_vote u8 | commit u64
 //!   3 truncate     index u64: "every entry >= index is gone; the next entry is index"
+//!   4 reset        next_index u64: "every entry is gone (a snapshot covers them); the next
+//!                  entry is next_index", which may lie beyond the log's end
 //! ```
 //!
 //! Records are applied in order, segment after segment (ordered by `seq`). A segment's
 //! `base_index` is the writer's last index + 1 when the segment was started; it is in the name
 //! for people and in the header for recovery, which checks it against the replayed log (a
-//! mismatch is a gap: corrupt). The name also carries `seq` because overwriting a suffix can make
-//! a later segment start at a lower index than an earlier one.
+//! mismatch is a gap: corrupt). A segment started after a reset has the reset's `next_index`
+//! (plus the entries since) as its base, so the rule holds across resets. The name also
+//! carries `seq` because overwriting a suffix can make a later segment start at a lower index
+//! than an earlier one.
 //!
 //! Every segment starts with a hard-state record (the current one), so deleting old segments in
 //! `drop_prefix` never loses the term or the vote.
@@ -141,7 +145,8 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The durable log, contiguous, `entries[k].index == first_index + k`.
     pub entries: Vec<Entry>,
-    /// The index of the first entry kept (after `drop_prefix`); `last + 1` when the log is empty.
+    /// The index of the first entry kept (after `drop_prefix`, or `snapshot_index + 1` after
+    /// `reset_after_snapshot`); `last + 1` when the log is empty.
     pub first_index: Index,
     /// Set when recovery cut an incomplete or corrupt last record: worth a line in the log.
     pub torn_tail: Option<TornTail>,

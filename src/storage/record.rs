@@ -18,6 +18,7 @@ pub(crate) const MAX_BODY_LEN: usize = 64 << 20;
 const TYPE_ENTRY: u8 = 1;
 const TYPE_HARD_STATE: u8 = 2;
 const TYPE_TRUNCATE: u8 = 3;
+const TYPE_RESET: u8 = 4;
 
 /// type | term | index | kind, before the data.
 const ENTRY_BODY_FIXED_LEN: usize = 1 + 8 + 8 + 1;
@@ -25,6 +26,8 @@ const ENTRY_BODY_FIXED_LEN: usize = 1 + 8 + 8 + 1;
 const HARD_STATE_BODY_LEN: usize = 1 + 8 + 8 + 1 + 8;
 /// type | index.
 const TRUNCATE_BODY_LEN: usize = 1 + 8;
+/// type | next_index.
+const RESET_BODY_LEN: usize = 1 + 8;
 
 /// No log gets near this; larger indexes on disk are damage, and staying below it keeps
 /// `index + 1` arithmetic from overflowing on any input.
@@ -109,6 +112,11 @@ pub(crate) enum Record<'a> {
     Truncate {
         index: Index,
     },
+    /// Every entry is gone (a snapshot covers them); the next entry appended has `next_index`,
+    /// which may lie beyond the log's end.
+    Reset {
+        next_index: Index,
+    },
 }
 
 pub(crate) fn encode_entry(out: &mut Vec<u8>, entry: &Entry) {
@@ -134,6 +142,12 @@ pub(crate) fn encode_hard_state(out: &mut Vec<u8>, hs: &HardState) {
 pub(crate) fn encode_truncate(out: &mut Vec<u8>, index: Index) {
     let start = begin_record(out, TRUNCATE_BODY_LEN, TYPE_TRUNCATE);
     out.extend_from_slice(&index.to_le_bytes());
+    finish_record(out, start);
+}
+
+pub(crate) fn encode_reset(out: &mut Vec<u8>, next_index: Index) {
+    let start = begin_record(out, RESET_BODY_LEN, TYPE_RESET);
+    out.extend_from_slice(&next_index.to_le_bytes());
     finish_record(out, start);
 }
 
@@ -240,6 +254,11 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Record<'_>, String> {
             r.finish()?;
             Record::Truncate { index }
         }
+        TYPE_RESET => {
+            let next_index = r.u64()?;
+            r.finish()?;
+            Record::Reset { next_index }
+        }
         other => return Err(format!("unknown record type {other}")),
     };
     Ok(record)
@@ -310,6 +329,7 @@ mod tests {
         assert_eq!(buf.len(), entry_record_len(&entry));
         encode_hard_state(&mut buf, &hs);
         encode_truncate(&mut buf, 17);
+        encode_reset(&mut buf, 1_000);
 
         let (len, body) = check_frame(&buf).unwrap();
         assert_eq!(
@@ -324,8 +344,15 @@ mod tests {
         let rest = &buf[len..];
         let (len2, body) = check_frame(rest).unwrap();
         assert_eq!(parse_body(body).unwrap(), Record::HardState(hs));
-        let (_, body) = check_frame(&rest[len2..]).unwrap();
+        let rest = &rest[len2..];
+        let (len3, body) = check_frame(rest).unwrap();
         assert_eq!(parse_body(body).unwrap(), Record::Truncate { index: 17 });
+        let (len4, body) = check_frame(&rest[len3..]).unwrap();
+        assert_eq!(
+            parse_body(body).unwrap(),
+            Record::Reset { next_index: 1_000 }
+        );
+        assert_eq!(len3 + len4, rest.len());
     }
 
     #[test]

@@ -289,6 +289,16 @@ impl Replay {
                     self.locations.truncate(keep);
                 }
             }
+            Record::Reset { next_index } => {
+                if next_index == 0 || next_index > record::MAX_INDEX {
+                    return Err(format!("reset to index {next_index} out of range"));
+                }
+                // A snapshot covers everything before `next_index`: the log restarts empty
+                // there, even beyond its old end (see Wal::reset_after_snapshot).
+                self.entries.clear();
+                self.locations.clear();
+                self.first_index = next_index;
+            }
         }
         Ok(())
     }

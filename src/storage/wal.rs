@@ -178,6 +178,34 @@ impl Wal {
         Ok(())
     }
 
+    /// After installing a snapshot that covers every entry through `snapshot_index`: buffers a
+    /// reset record meaning "every entry is gone; the next entry is `snapshot_index + 1`",
+    /// whether that is below, at or beyond `last_index() + 1`. Afterwards the log is empty
+    /// (`first_index() == snapshot_index + 1`, `last_index() == snapshot_index`) and `append`
+    /// takes entries from `snapshot_index + 1` on.
+    ///
+    /// Like every record it is durable with the next `sync` (or `write_buffered` and its job);
+    /// a crash before that leaves the old log. Until then `drop_prefix` deletes nothing; after
+    /// it, `drop_prefix(snapshot_index)` deletes every segment before the one holding the reset.
+    pub fn reset_after_snapshot(&mut self, snapshot_index: Index) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let next_index = snapshot_index.saturating_add(1);
+        if next_index > record::MAX_INDEX {
+            return Err(StorageError::invalid_input(format!(
+                "snapshot index {snapshot_index} out of range"
+            )));
+        }
+        // The target (and a new segment's base index) is fixed before the log changes, as in
+        // `append`: recovery checks a segment's base against the log *before* its records.
+        self.target();
+        record::encode_reset(&mut self.pending, next_index);
+        self.truncate_count += 1;
+        self.locations.clear();
+        self.first_index = next_index;
+        self.debug_check();
+        Ok(())
+    }
+
     /// Buffers the hard state; it is written with the next `sync` (after that batch's entries).
     pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
         self.check_usable()?;
@@ -294,17 +322,25 @@ impl Wal {
     /// Deletes whole segments that hold only entries `<= through` (never the newest segment),
     /// oldest first, each deletion made durable before the next, so a crash leaves a suffix of
     /// segments that replays on its own. `first_index()` afterwards is the first entry kept.
+    /// Entries after `through` are always kept: a caller may keep a trailing window of the log
+    /// by passing a `through` below `last_index()`.
     ///
-    /// While an overwrite of a suffix is not yet durable, this deletes nothing: until then the
-    /// overwritten entries are still part of the durable log.
+    /// While an overwrite of a suffix (or a reset) is not yet durable, this deletes nothing:
+    /// until then the overwritten entries are still part of the durable log. After a durable
+    /// reset to `first_index()`, `through == first_index() - 1` deletes the segments before the
+    /// one that holds the first live record.
     pub fn drop_prefix(&mut self, through: Index) -> Result<(), StorageError> {
         self.check_usable()?;
-        if through < self.first_index || self.truncate_count != self.durable_truncate_count {
+        if through.saturating_add(1) < self.first_index
+            || self.truncate_count != self.durable_truncate_count
+        {
             return Ok(());
         }
         let newest_seq = self.active().seq;
-        let keep_seq = if through < self.last_index() {
-            let holder = self.locations[(through + 1 - self.first_index) as usize].seq;
+        // The first entry to keep; every record before its segment is dead or dropped.
+        let keep_from = (through + 1).max(self.first_index);
+        let keep_seq = if keep_from <= self.last_index() {
+            let holder = self.locations[(keep_from - self.first_index) as usize].seq;
             holder.min(newest_seq)
         } else {
             newest_seq
