@@ -152,7 +152,10 @@ impl Sim {
             return Ok(()); // restarted early when the faults stopped
         }
         let rng_seed = self.rng.gen();
-        self.nodes[node].restart(rng_seed);
+        if let Some(data) = self.nodes[node].restart(rng_seed) {
+            self.checker
+                .on_snapshot(node as NodeId, &data, "restored")?;
+        }
         self.trace.record(&[tag::RESTART, self.now, node as u64]);
         self.log(|| format!("restart node {node}"));
         let incarnation = self.nodes[node].incarnation;
