@@ -72,7 +72,7 @@ fn summarize(reports: &[Report]) -> String {
             (r.liveness_ticks, elections, r.seed)
         });
     format!(
-        "{} runs ({} with 5 nodes, {} with 3): {} steps, {} ticks, {} leaders, {} faults, {} crashes, {} entries committed, {} writes acknowledged, {} reads served, {} messages sent ({} dropped, {} duplicated, {} cut off), {} snapshots taken, {} installed from a leader (in {} runs), {} restored at restart; slowest recovery {} ticks = {:.1} election timeouts (seed {}; bound {})",
+        "{} runs ({} with 5 nodes, {} with 3): {} steps, {} ticks, {} leaders, {} faults, {} crashes, {} entries committed, {} writes acknowledged, {} reads served, {} messages sent ({} dropped, {} duplicated, {} cut off), {} snapshots taken, {} installed from a leader (in {} runs), {} restored at restart, {} torn installs repaired; slowest recovery {} ticks = {:.1} election timeouts (seed {}; bound {})",
         reports.len(),
         five,
         reports.len() - five,
@@ -92,6 +92,7 @@ fn summarize(reports: &[Report]) -> String {
         sum(|r| r.installs),
         reports.iter().filter(|r| r.installs > 0).count(),
         sum(|r| r.restores),
+        sum(|r| r.torn_installs),
         slowest.0,
         slowest.1,
         slowest.2,

@@ -66,6 +66,8 @@ pub struct Report {
     pub snapshots: u64,
     pub installs: u64,
     pub restores: u64,
+    /// Crashes that cut a snapshot install short (snapshot stored, log not reset).
+    pub torn_installs: u64,
 }
 
 /// A run that broke a property (or in which a core panicked).
@@ -317,6 +319,11 @@ impl Sim {
             snapshots: self.snapshots,
             installs: self.checker.installs,
             restores: self.checker.restores,
+            torn_installs: self
+                .nodes
+                .iter()
+                .map(|node| node.storage.torn_installs)
+                .sum(),
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Storage {
     chain: LogChain,
     /// Written, not yet synced, in Ready order.
     written: VecDeque<WrittenReady>,
+    /// A snapshot install was cut short by a crash: the log was not reset.
+    torn: bool,
+    /// How often that happened.
+    pub torn_installs: u64,
 }
 
 impl Storage {
@@ -112,12 +116,56 @@ impl Storage {
     }
 
     /// Power loss: the first `flushed` written Readies reached the disk anyway, the rest are lost.
-    pub fn crash(&mut self, node: usize, flushed: usize) -> Result<(), Violation> {
+    /// With `torn_install`, a flushed Ready that installs a snapshot is cut short: the snapshot
+    /// is stored but the log is not reset, and nothing after it reaches the disk.
+    pub fn crash(
+        &mut self,
+        node: usize,
+        flushed: usize,
+        torn_install: bool,
+    ) -> Result<(), Violation> {
         let mut written = std::mem::take(&mut self.written);
         for ready in written.iter_mut().take(flushed) {
+            if torn_install {
+                if let Some(data) = ready.snapshot {
+                    self.snapshot = Some(data);
+                    self.torn = true;
+                    self.torn_installs += 1;
+                    return Ok(());
+                }
+            }
             self.make_durable(node, ready)?;
         }
         Ok(())
+    }
+
+    /// What a driver does at startup after handing `persisted()` to the core: if the stored log
+    /// does not continue the snapshot (a torn install, or a gap), drop it, as the core did. The
+    /// durable chain becomes the snapshot's.
+    pub fn recover(&mut self) {
+        let Some(data) = self.snapshot else {
+            return;
+        };
+        let snap = data.meta;
+        let first = self.first_index();
+        let continues = first <= snap.index + 1
+            && self.last_index() >= snap.index
+            && (first == snap.index + 1
+                || self.log[(snap.index - first) as usize].term == snap.term);
+        if self.torn || !continues {
+            self.torn = false;
+            if !continues {
+                self.log.clear();
+            }
+            if !continues || self.chain.prefix(snap.index) != Some(data.prefix) {
+                self.chain.reset(snap.index, data.prefix, snap.term);
+                for entry in &self.log {
+                    if entry.index > snap.index {
+                        self.chain.push(EntryKey::of(entry));
+                    }
+                }
+            }
+        }
     }
 
     /// Exactly what the disk holds, for `Raft::new`.
@@ -261,7 +309,12 @@ impl SimNode {
 
     /// Drops the core and everything volatile; the disk keeps what was synced (and `flushed`
     /// written Readies).
-    pub fn crash(&mut self, node: usize, flushed: usize) -> Result<(), Violation> {
+    pub fn crash(
+        &mut self,
+        node: usize,
+        flushed: usize,
+        torn_install: bool,
+    ) -> Result<(), Violation> {
         debug_assert!(self.is_up());
         self.raft = None;
         self.incarnation += 1;
@@ -272,7 +325,7 @@ impl SimNode {
         self.snapshot = None;
         self.received = None;
         self.last_ready = None;
-        self.storage.crash(node, flushed)
+        self.storage.crash(node, flushed, torn_install)
     }
 
     /// A new core from exactly what the disk holds; the state machine restored from the durable
@@ -291,6 +344,7 @@ impl SimNode {
             self.storage.persisted(),
             rng_seed,
         ));
+        self.storage.recover();
         self.incarnation += 1;
         snapshot
     }
