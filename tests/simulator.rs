@@ -3,7 +3,9 @@
 //! - `simulate_seeds`: the soak. `SIM_SEEDS` seeds (default 5000) of `SIM_STEPS` steps (default
 //!   10,000), 3- and 5-node clusters, split over the machine's cores. `SIM_SEED=<n>` replays one
 //!   seed instead (`SIM_TRACE=1` prints its events; `SIM_UNSAFE_COMMIT=1` replays it with the
-//!   Figure 8 bug switched on).
+//!   Figure 8 bug switched on). Runs compact their logs at random (see `sim/mod.rs`); the
+//!   soak fails if too few runs catch a node up through InstallSnapshot or restart one from a
+//!   snapshot, so the feature cannot silently go unused.
 //! - `catches_unsafe_commit_any_term`: with `Config::testing_unsafe_commit_any_term` the same
 //!   seed range must expose a safety violation: proof that the checker can fail.
 //! - `same_seed_same_trace`: a seed replays to the same event trace.
