@@ -121,6 +121,10 @@
 //!   leaving an empty log after the snapshot. Of a window before the snapshot, the first entry
 //!   only supplies the term at the in-memory offset (`first_index() - 1`); the rest are kept.
 //! - A commit index beyond the log is clamped to it.
+//! - The driver must make its stored log agree with what the core kept: when the core discarded
+//!   a log that does not continue the snapshot (`first_index() == snapshot.index + 1` and no
+//!   entries while the disk still holds some), the driver resets its write-ahead log to empty
+//!   after the snapshot too, so the next Ready's entries (from `snapshot.index + 1`) continue it.
 //!
 //! # Message fields a codec and a simulator should know
 //!

@@ -150,10 +150,14 @@ impl Raft {
         let pr = &self.progress[pos];
         let prev_log_index = pr.next_index - 1;
         // Invariant `next_index <= last_index + 1`, and a leader never truncates its log, so the
-        // entry at `prev_log_index` exists unless it was compacted.
-        let Some(prev_log_term) = self.log.term(prev_log_index) else {
-            self.send_snapshot(pos);
-            return;
+        // entry at `prev_log_index` exists unless it was compacted. (Index 0 always has a term,
+        // so the test is on `next_index` itself: the entries to send must be held.)
+        let prev_log_term = match self.log.term(prev_log_index) {
+            Some(term) if pr.next_index >= self.log.first_index() => term,
+            _ => {
+                self.send_snapshot(pos);
+                return;
+            }
         };
         let entries = self
             .log
@@ -284,6 +288,11 @@ impl Raft {
     fn send_empty_append(&mut self, pos: usize) {
         let prev_log_index = self.progress[pos].next_index - 1;
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            // Compacted since it was sent: probe from the last acknowledged match instead, which
+            // sends the snapshot if the follower needs it.
+            let pr = &mut self.progress[pos];
+            let next_index = pr.match_index + 1;
+            pr.become_probe(next_index);
             return;
         };
         let leader_commit = self.log.commit_index();

@@ -2084,3 +2084,25 @@ fn committed_entries_after_restart_start_after_the_snapshot() {
     assert_eq!(net.applied[&follower].last().unwrap().index, 12);
     assert!(net.violations.is_empty());
 }
+
+#[test]
+fn follower_with_an_empty_log_gets_the_snapshot() {
+    // Index 0 always has a term, so the leader must look at the entries it would send, not just
+    // at the term before them, to see that they are compacted.
+    let mut net = Network::new(3, |_| {});
+    net.isolate(2);
+    let leader = net.tick_until_leader();
+    for i in 0..5u8 {
+        net.propose(leader, &[i]);
+    }
+    net.settle();
+    assert!(net.raft(2).entries().is_empty());
+    let commit = net.raft(leader).commit_index();
+    net.compact(leader, commit, commit + 1);
+    net.heal();
+    net.tick_all(3);
+    assert_eq!(net.installs[&2].len(), 1);
+    assert_eq!(net.raft(2).commit_index(), commit);
+    assert_eq!(peer_state(&net, leader, 2), "replicate");
+    assert!(net.violations.is_empty());
+}

@@ -10,12 +10,19 @@
 //! Logs are compared through chained prefix hashes: two logs have the same hash at index `i`
 //! exactly when they hold the same entries `1..=i` (up to 64-bit collisions). So each check costs
 //! what changed, not the length of the log.
+//!
+//! Snapshots: a chain may start after a prefix it only knows by hash (a snapshot's, or the
+//! committed chain's at a node's log offset). A node's snapshot data carries the prefix hash of
+//! the state it replaces, so State Machine Safety across snapshots is one comparison with the
+//! committed chain. A compacted log is compared only where it still holds entries; what lies
+//! below its offset is committed (the offset is at or below an applied index), and is taken from
+//! the committed chain.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use raftchat::raft::{Entry, Index, NodeId, Role, Term};
+use raftchat::raft::{Entry, Index, NodeId, Role, SnapshotMeta, Term};
 
 /// A broken property: what, and the evidence.
 #[derive(Clone, Debug)]
@@ -69,18 +76,30 @@ impl EntryKey {
     }
 }
 
-/// A log seen as keys plus chained prefix hashes. `prefix[i]` covers entries `1..=i`.
+/// A log seen as keys plus chained prefix hashes. Entries `1..=start` are known only by their
+/// hash (`prefix[0]`) and the last one's term; `keys[i]` is entry `start + 1 + i` and
+/// `prefix[i]` covers entries `1..=start + i`.
 #[derive(Clone, Debug)]
 pub struct LogChain {
+    start: Index,
+    start_term: Term,
     keys: Vec<EntryKey>,
     prefix: Vec<u64>,
 }
 
-const EMPTY_PREFIX: u64 = 0x6c6f_6700_0000_0001;
+/// The hash of the empty log.
+pub const EMPTY_PREFIX: u64 = 0x6c6f_6700_0000_0001;
+
+/// The prefix hash of entries `1..=index` from that of `1..=index - 1` and entry `index`.
+pub fn chain_hash(before: u64, index: Index, key: EntryKey) -> u64 {
+    mix(mix(mix(before, index), key.term), key.digest)
+}
 
 impl Default for LogChain {
     fn default() -> LogChain {
         LogChain {
+            start: 0,
+            start_term: 0,
             keys: Vec::new(),
             prefix: vec![EMPTY_PREFIX],
         }
@@ -90,36 +109,63 @@ impl Default for LogChain {
 impl LogChain {
     /// The last index.
     pub fn len(&self) -> Index {
-        self.keys.len() as Index
+        self.start + self.keys.len() as Index
+    }
+
+    /// Entries up to here are known only by hash.
+    pub fn start(&self) -> Index {
+        self.start
     }
 
     pub fn key(&self, index: Index) -> Option<EntryKey> {
-        let position = usize::try_from(index).ok()?.checked_sub(1)?;
-        self.keys.get(position).copied()
+        let position = index.checked_sub(self.start)?.checked_sub(1)?;
+        self.keys.get(usize::try_from(position).ok()?).copied()
     }
 
-    /// The hash of entries `1..=len`, if the log is that long.
+    /// The hash of entries `1..=len`, if the log is that long and `len` is not below the start.
     pub fn prefix(&self, len: Index) -> Option<u64> {
-        self.prefix.get(usize::try_from(len).ok()?).copied()
+        let position = len.checked_sub(self.start)?;
+        self.prefix.get(usize::try_from(position).ok()?).copied()
     }
 
     pub fn last_term(&self) -> Term {
-        self.keys.last().map_or(0, |key| key.term)
+        self.keys.last().map_or(self.start_term, |key| key.term)
     }
 
+    /// Drops the entries after `len` (never below the start).
     pub fn truncate(&mut self, len: Index) {
-        self.keys.truncate(len as usize);
-        self.prefix.truncate(len as usize + 1);
+        let keep = len.max(self.start) - self.start;
+        self.keys.truncate(keep as usize);
+        self.prefix.truncate(keep as usize + 1);
+    }
+
+    /// Forgets everything: the log is now entries `1..=start`, known by `prefix` and the last
+    /// one's `term` (a snapshot).
+    pub fn reset(&mut self, start: Index, prefix: u64, term: Term) {
+        self.start = start;
+        self.start_term = term;
+        self.keys.clear();
+        self.prefix.clear();
+        self.prefix.push(prefix);
     }
 
     pub fn push(&mut self, key: EntryKey) {
         let index = self.len() + 1;
         let before = *self.prefix.last().expect("prefix[0] always exists");
         self.keys.push(key);
-        self.prefix
-            .push(mix(mix(mix(before, index), key.term), key.digest));
+        self.prefix.push(chain_hash(before, index, key));
         debug_assert_eq!(self.prefix.len(), self.keys.len() + 1);
     }
+}
+
+/// A snapshot of a simulated state machine: the place in the log it replaces, the prefix hash
+/// of the entries applied to build it, and how many of those were client commands (what the
+/// read checks look at).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub meta: SnapshotMeta,
+    pub prefix: u64,
+    pub commands: u64,
 }
 
 /// A leader as first observed: its term and its log (as prefix hashes) at that moment.
@@ -149,6 +195,9 @@ pub struct Checker {
     committed_by: BTreeMap<Term, Index>,
     /// Each node's applied index in its current incarnation.
     applied: Vec<Index>,
+    /// Snapshots installed from a leader, and snapshots restored at a restart.
+    pub installs: u64,
+    pub restores: u64,
 }
 
 impl Checker {
@@ -161,6 +210,8 @@ impl Checker {
             committed: LogChain::default(),
             committed_by: BTreeMap::new(),
             applied: vec![0; count],
+            installs: 0,
+            restores: 0,
         }
     }
 
@@ -175,55 +226,92 @@ impl Checker {
     /// the end (append, or truncate then append), so scanning back from the end to the last
     /// unchanged entry finds the change; `verify_log` rescans whole logs now and then in case a
     /// core ever rewrites the middle.
+    ///
+    /// `entries` is the in-memory suffix of the log, from `first_index`. Below it the log is
+    /// compacted: that prefix is committed (the offset is at or below the node's snapshot, which
+    /// is at or below an applied index), so if the shadow does not agree with the committed log
+    /// there, it restarts from the committed log's hash at the offset.
     pub fn observe_log(
         &mut self,
         node: NodeId,
+        first_index: Index,
         entries: &[Entry],
         term: Term,
     ) -> Result<(), Violation> {
+        let offset = first_index.saturating_sub(1);
+        self.align_offset(node, offset)?;
         let chain = &self.logs[node as usize];
-        let mut unchanged = chain.len().min(entries.len() as Index);
-        while unchanged > 0
-            && chain.key(unchanged) != Some(EntryKey::of(&entries[unchanged as usize - 1]))
+        let last = offset + entries.len() as Index;
+        let mut unchanged = chain.len().min(last);
+        while unchanged > offset
+            && chain.key(unchanged)
+                != Some(EntryKey::of(&entries[(unchanged - first_index) as usize]))
         {
             unchanged -= 1;
         }
-        self.extend_log(node, entries, unchanged, term)
+        self.extend_log(node, first_index, entries, unchanged, term)
     }
 
     /// Compares a node's whole log with its shadow (the slow path behind `observe_log`).
     pub fn verify_log(
         &mut self,
         node: NodeId,
+        first_index: Index,
         entries: &[Entry],
         term: Term,
     ) -> Result<(), Violation> {
+        let offset = first_index.saturating_sub(1);
+        self.align_offset(node, offset)?;
         let chain = &self.logs[node as usize];
         let same = entries
             .iter()
             .enumerate()
             .take_while(|(position, entry)| {
-                chain.key(*position as Index + 1) == Some(EntryKey::of(entry))
+                chain.key(first_index + *position as Index) == Some(EntryKey::of(entry))
             })
             .count() as Index;
-        if same == chain.len() && same == entries.len() as Index {
+        let same = offset + same;
+        if same == chain.len() && same == offset + entries.len() as Index {
             return Ok(());
         }
-        self.extend_log(node, entries, same, term)
+        self.extend_log(node, first_index, entries, same, term)
     }
 
-    /// Replaces the shadow of `node`'s log after `unchanged` entries with `entries[unchanged..]`,
+    /// Makes the shadow of `node`'s log agree with the committed log up to `offset`, where the
+    /// node's in-memory log starts.
+    /// (A shadow that starts above `offset` — the node restarted from an older disk state than
+    /// the snapshot it had installed — is rebuilt from there too.)
+    fn align_offset(&mut self, node: NodeId, offset: Index) -> Result<(), Violation> {
+        let Some(committed) = self.committed.prefix(offset) else {
+            return Err(Violation::new(
+                "Log compaction",
+                format!(
+                    "node {node} compacted its log up to index {offset}, which was never committed (committed log ends at {})",
+                    self.committed.len()
+                ),
+            ));
+        };
+        let chain = &mut self.logs[node as usize];
+        if chain.prefix(offset) != Some(committed) {
+            let term = self.committed.key(offset).map_or(0, |key| key.term);
+            chain.reset(offset, committed, term);
+        }
+        Ok(())
+    }
+
+    /// Replaces the shadow of `node`'s log after index `unchanged` with the entries after it,
     /// checking each new entry's place and its Log Matching against every log ever seen.
     fn extend_log(
         &mut self,
         node: NodeId,
+        first_index: Index,
         entries: &[Entry],
         unchanged: Index,
         term: Term,
     ) -> Result<(), Violation> {
         let chain = &mut self.logs[node as usize];
         chain.truncate(unchanged);
-        for entry in &entries[unchanged as usize..] {
+        for entry in &entries[(unchanged + 1 - first_index) as usize..] {
             let index = chain.len() + 1;
             if entry.index != index {
                 return Err(Violation::new(
@@ -321,6 +409,13 @@ impl Checker {
         if log.prefix(committed_len) == self.committed.prefix(committed_len) {
             return Ok(());
         }
+        // A log that starts (by hash) at or past the committed length: its start was aligned with
+        // the committed log, so it holds that prefix.
+        if log.start() >= committed_len
+            && log.prefix(log.start()) == self.committed.prefix(log.start())
+        {
+            return Ok(());
+        }
         let missing = (1..=committed_len)
             .find(|&index| log.key(index) != self.committed.key(index))
             .unwrap_or(committed_len);
@@ -406,6 +501,44 @@ impl Checker {
     /// A crashed node loses its state machine: its next incarnation replays from index 1.
     pub fn on_crash(&mut self, node: NodeId) {
         self.applied[node as usize] = 0;
+    }
+
+    /// State Machine Safety across snapshots: the state machine `node` now holds (installed from
+    /// a leader's snapshot, `restored` at a restart, or just made by `compact`) is the committed
+    /// log applied up to the snapshot's index, and the snapshot's term is that entry's. The
+    /// node's applied index moves to the snapshot (unless `compacted`: then it stays).
+    pub fn on_snapshot(
+        &mut self,
+        node: NodeId,
+        data: &SnapshotData,
+        what: &'static str,
+    ) -> Result<(), Violation> {
+        let index = data.meta.index;
+        let committed = self.committed.prefix(index);
+        let term = self.committed.key(index).map_or(0, |key| key.term);
+        if committed != Some(data.prefix) || (index > 0 && term != data.meta.term) {
+            return Err(Violation::new(
+                "State Machine Safety",
+                format!(
+                    "node {node} {what} a snapshot at index {index} (term {}) that is not the committed log applied up to there (committed log ends at {}; its term there: {term}; prefixes match: {})",
+                    data.meta.term,
+                    self.committed.len(),
+                    committed == Some(data.prefix)
+                ),
+            ));
+        }
+        match what {
+            "installed" => {
+                self.installs += 1;
+                self.applied[node as usize] = index;
+            }
+            "restored" => {
+                self.restores += 1;
+                self.applied[node as usize] = index;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// A committed entry is never lost: the whole committed log is durable on a quorum, crashes

@@ -302,6 +302,25 @@ impl Clients {
         Ok(served)
     }
 
+    /// `node` installed a leader's snapshot up to `index`: it will not apply the entries up to
+    /// there one by one, so writes it held at those indexes have unknown outcomes (a real server
+    /// would tell their clients so).
+    pub fn on_snapshot_installed(&mut self, node: NodeId, index: Index) {
+        let writes = &mut self.writes[node as usize];
+        let kept = writes.split_off(&(index + 1));
+        let skipped = std::mem::replace(writes, kept);
+        self.stats.abandoned += skipped.len() as u64;
+        for (at, write) in skipped {
+            let writer = &mut self.writers[write.writer];
+            if writer
+                .outstanding
+                .is_some_and(|outstanding| (outstanding.node, outstanding.index) == (node, at))
+            {
+                writer.outstanding = None;
+            }
+        }
+    }
+
     /// The node crashed: the writes and reads it held have unknown outcomes.
     pub fn on_crash(&mut self, node: NodeId) {
         self.on_leadership_lost(node);

@@ -13,12 +13,15 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use raftchat::raft::{Entry, EntryKind, Index, Message, NodeId, RaftError, Ready, Role, Term};
+use raftchat::raft::{
+    Entry, EntryKind, Index, Message, MessageBody, NodeId, RaftError, Ready, Role, SnapshotMeta,
+    Term,
+};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::checker::{Checker, Violation};
+use super::checker::{chain_hash, Checker, EntryKey, SnapshotData, Violation};
 use super::clients::{payload, ClientStats, Clients};
 use super::network::{Link, Network, NetworkStats};
 use super::node::{SimNode, WrittenReady};
@@ -59,6 +62,12 @@ pub struct Report {
     pub liveness_ticks: u64,
     pub clients: ClientStats,
     pub network: NetworkStats,
+    /// Snapshots nodes made (`compact`), installed from a leader, and restored at a restart.
+    pub snapshots: u64,
+    pub installs: u64,
+    pub restores: u64,
+    /// Crashes that cut a snapshot install short (snapshot stored, log not reset).
+    pub torn_installs: u64,
 }
 
 /// A run that broke a property (or in which a core panicked).
@@ -129,16 +138,11 @@ fn core_panic(panic: Box<dyn std::any::Any + Send>) -> Violation {
 #[derive(Debug)]
 pub(super) enum Event {
     /// A tick of `node`'s logical clock (ignored if the node crashed since it was scheduled).
-    Tick {
-        node: usize,
-        incarnation: u64,
-    },
-    Deliver(Message),
+    Tick { node: usize, incarnation: u64 },
+    /// A message, with the sender's snapshot data beside an InstallSnapshot.
+    Deliver(Message, Option<SnapshotData>),
     /// `node`'s disk finishes a sync of everything written so far.
-    Sync {
-        node: usize,
-        incarnation: u64,
-    },
+    Sync { node: usize, incarnation: u64 },
     /// A client acts: a write, a read, and the liveness probe once the faults stopped.
     Client,
     /// A random fault from the mix.
@@ -146,20 +150,11 @@ pub(super) enum Event {
     /// Undo one partition: restore these links.
     Heal(Vec<Link>),
     /// Bring a crashed node back with what its disk holds.
-    Restart {
-        node: usize,
-    },
+    Restart { node: usize },
     /// Strike `node` if it still has `role` in `term`.
-    Strike {
-        node: usize,
-        role: Role,
-        term: Term,
-    },
+    Strike { node: usize, role: Role, term: Term },
     /// Crash `node` before its pending sync completes.
-    PowerLoss {
-        node: usize,
-        incarnation: u64,
-    },
+    PowerLoss { node: usize, incarnation: u64 },
 }
 
 /// An event due at `time`; `seq` breaks ties in scheduling order, so the queue is deterministic.
@@ -204,6 +199,8 @@ pub(super) mod tag {
     pub const TRANSFER: u64 = 13;
     pub const CALM: u64 = 14;
     pub const SERVE: u64 = 15;
+    pub const COMPACT: u64 = 16;
+    pub const INSTALL: u64 = 17;
 }
 
 pub(super) struct Sim {
@@ -240,6 +237,7 @@ pub(super) struct Sim {
     live_at: Option<Time>,
     pub(super) faults: u64,
     pub(super) crashes: u64,
+    snapshots: u64,
 }
 
 impl Sim {
@@ -282,6 +280,7 @@ impl Sim {
             live_at: None,
             faults: 0,
             crashes: 0,
+            snapshots: 0,
         };
         for node in 0..sim.nodes.len() {
             let phase = sim.rng.gen_range(1..=SUBTICKS_PER_TICK);
@@ -317,6 +316,14 @@ impl Sim {
             },
             clients: self.clients.stats,
             network: self.network.stats,
+            snapshots: self.snapshots,
+            installs: self.checker.installs,
+            restores: self.checker.restores,
+            torn_installs: self
+                .nodes
+                .iter()
+                .map(|node| node.storage.torn_installs)
+                .sum(),
         }
     }
 
@@ -349,7 +356,7 @@ impl Sim {
         self.now = next.time;
         match next.event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation)?,
-            Event::Deliver(msg) => self.on_deliver(msg)?,
+            Event::Deliver(msg, data) => self.on_deliver(msg, data)?,
             Event::Sync { node, incarnation } => self.on_sync(node, incarnation)?,
             Event::Client => self.on_client()?,
             Event::Fault => self.on_fault()?,
@@ -381,10 +388,63 @@ impl Sim {
             .gen_range(SUBTICKS_PER_TICK - 1..=SUBTICKS_PER_TICK + 1);
         self.schedule(gap, Event::Tick { node, incarnation });
         self.touched.push(node);
+        self.drive(node)?;
+        if self.scenario.compact_prob > 0.0 && self.rng.gen_bool(self.scenario.compact_prob) {
+            self.compact(node)?;
+        }
+        Ok(())
+    }
+
+    /// The driver of `node` snapshots its state machine at its applied index, makes the snapshot
+    /// durable (at once, in this model) and compacts, keeping a random trailing window. Only with
+    /// nothing in flight to the disk, so the stored log holds every applied entry.
+    fn compact(&mut self, node: usize) -> Result<(), Violation> {
+        let sim_node = &self.nodes[node];
+        let Some(raft) = sim_node.raft.as_ref() else {
+            return Ok(());
+        };
+        let index = sim_node.applied_index;
+        let current = sim_node.snapshot.map_or(0, |data| data.meta.index);
+        if sim_node.storage.has_written() || index <= current {
+            return Ok(());
+        }
+        let Some(term) = raft.log_term(index) else {
+            return Err(Violation::new(
+                "Log compaction",
+                format!("node {node}: applied index {index} has no term in its log"),
+            ));
+        };
+        let window = if self.rng.gen_bool(0.5) {
+            0
+        } else {
+            self.rng.gen_range(0..=self.scenario.compact_window_max)
+        };
+        let data = sim_node.snapshot_data(term);
+        self.checker.on_snapshot(node as NodeId, &data, "made")?;
+        let first_kept = (index + 1).saturating_sub(window).max(1);
+        let sim_node = &mut self.nodes[node];
+        let raft = sim_node.raft.as_mut().expect("is up");
+        raft.compact(data.meta, first_kept);
+        if raft.snapshot() != Some(data.meta) {
+            return Err(Violation::new(
+                "Log compaction",
+                format!("node {node}: compact({:?}) was not taken", data.meta),
+            ));
+        }
+        let first_kept = raft.first_index();
+        sim_node.storage.compact(data, first_kept);
+        sim_node.snapshot = Some(data);
+        self.snapshots += 1;
+        self.trace
+            .record(&[tag::COMPACT, self.now, node as u64, index, first_kept]);
+        self.log(|| {
+            format!("compact node {node}: snapshot at {index} (term {term}), log from {first_kept}")
+        });
+        self.touched.push(node);
         self.drive(node)
     }
 
-    fn on_deliver(&mut self, msg: Message) -> Result<(), Violation> {
+    fn on_deliver(&mut self, msg: Message, data: Option<SnapshotData>) -> Result<(), Violation> {
         let to = msg.to as usize;
         let arrives = self.network.arrives((msg.from, msg.to)) && self.nodes[to].is_up();
         let words = message_words(&msg);
@@ -397,6 +457,10 @@ impl Sim {
         });
         if !arrives {
             return Ok(());
+        }
+        if data.is_some() {
+            // The driver keeps the data until the core says whether to install it.
+            self.nodes[to].received = data;
         }
         self.nodes[to].raft.as_mut().expect("is up").step(msg);
         self.touched.push(to);
@@ -419,7 +483,7 @@ impl Sim {
         self.log(|| format!("sync    node {node}: Readies up to {last} durable"));
         for ready in synced {
             for msg in ready.persisted_messages {
-                self.send(msg);
+                self.send(msg)?;
             }
         }
         self.nodes[node].raft.as_mut().expect("is up").advance(last);
@@ -427,20 +491,40 @@ impl Sim {
         self.drive(node)
     }
 
-    fn send(&mut self, msg: Message) {
+    /// Sends `msg` through the network; an InstallSnapshot carries the sender's snapshot data,
+    /// which must be the snapshot the message names.
+    fn send(&mut self, msg: Message) -> Result<(), Violation> {
         let count = self.nodes.len() as NodeId;
         if msg.from >= count || msg.to >= count || msg.from == msg.to {
-            return; // not a link of this cluster
+            return Ok(()); // not a link of this cluster
         }
+        let data = match msg.body {
+            MessageBody::InstallSnapshot { snapshot } => {
+                let data = self.nodes[msg.from as usize].snapshot;
+                if data.map(|data| data.meta) != Some(snapshot) {
+                    return Err(Violation::new(
+                        "Snapshot contract",
+                        format!(
+                            "node {} sends snapshot {snapshot:?} but its driver holds {:?}",
+                            msg.from,
+                            data.map(|data| data.meta)
+                        ),
+                    ));
+                }
+                data
+            }
+            _ => None,
+        };
         let fate = self
             .network
             .route((msg.from, msg.to), self.now, &mut self.rng);
         if let Some(delay) = fate.duplicate {
-            self.schedule(delay, Event::Deliver(msg.clone()));
+            self.schedule(delay, Event::Deliver(msg.clone(), data));
         }
         if let Some(delay) = fate.delivery {
-            self.schedule(delay, Event::Deliver(msg));
+            self.schedule(delay, Event::Deliver(msg, data));
         }
+        Ok(())
     }
 
     // ---- the Ready loop ------------------------------------------------------------------
@@ -478,6 +562,7 @@ impl Sim {
             committed_entries,
             read_states,
             read_failures,
+            snapshot,
         } = ready;
         let sim_node = &mut self.nodes[node];
         if sim_node.last_ready.is_some_and(|last| number <= last) {
@@ -516,8 +601,12 @@ impl Sim {
             }
         }
         for msg in messages {
-            self.send(msg);
+            self.send(msg)?;
         }
+        let snapshot = match snapshot {
+            Some(meta) => Some(self.install_snapshot(node, meta)?),
+            None => None,
+        };
         if !committed_entries.is_empty() {
             for entry in &committed_entries {
                 self.apply(node, entry)?;
@@ -550,6 +639,7 @@ impl Sim {
 
         let written = WrittenReady {
             number,
+            snapshot,
             hard_state,
             entries,
             persisted_messages,
@@ -570,7 +660,7 @@ impl Sim {
             }
         } else {
             for msg in written.persisted_messages {
-                self.send(msg);
+                self.send(msg)?;
             }
             self.nodes[node]
                 .raft
@@ -581,10 +671,46 @@ impl Sim {
         Ok(())
     }
 
+    /// `Ready::snapshot`: the state machine becomes the snapshot data received for `meta`, at
+    /// once; the disk installs it when this Ready is synced, before the Ready's other writes
+    /// (see `Storage::make_durable`). Returns the data to store.
+    fn install_snapshot(
+        &mut self,
+        node: usize,
+        meta: SnapshotMeta,
+    ) -> Result<SnapshotData, Violation> {
+        let sim_node = &mut self.nodes[node];
+        let Some(data) = sim_node.received.take().filter(|data| data.meta == meta) else {
+            return Err(Violation::new(
+                "Snapshot contract",
+                format!("node {node}: Ready asks to install {meta:?}, which it never received"),
+            ));
+        };
+        self.checker
+            .on_snapshot(node as NodeId, &data, "installed")?;
+        sim_node.applied_index = meta.index;
+        sim_node.applied_commands = data.commands;
+        sim_node.applied_prefix = data.prefix;
+        sim_node.snapshot = Some(data);
+        self.clients
+            .on_snapshot_installed(node as NodeId, meta.index);
+        self.trace
+            .record(&[tag::INSTALL, self.now, node as u64, meta.index, meta.term]);
+        self.log(|| {
+            format!(
+                "install node {node}: snapshot at {} (term {})",
+                meta.index, meta.term
+            )
+        });
+        Ok(data)
+    }
+
     fn apply(&mut self, node: usize, entry: &Entry) -> Result<(), Violation> {
         let sim_node = &mut self.nodes[node];
         self.checker
             .on_apply(node as NodeId, entry, sim_node.storage.durable_chain())?;
+        sim_node.applied_prefix =
+            chain_hash(sim_node.applied_prefix, entry.index, EntryKey::of(entry));
         sim_node.applied_index = entry.index;
         if entry.kind == EntryKind::Normal {
             sim_node.applied_commands += 1;
@@ -696,8 +822,12 @@ impl Sim {
     fn check_safety(&mut self) -> Result<(), Violation> {
         for &node in &self.touched {
             if let Some(raft) = self.nodes[node].raft.as_ref() {
-                self.checker
-                    .observe_log(node as NodeId, raft.entries(), raft.term())?;
+                self.checker.observe_log(
+                    node as NodeId,
+                    raft.first_index(),
+                    raft.entries(),
+                    raft.term(),
+                )?;
             }
         }
         let full_log_check = self.step.is_multiple_of(FULL_LOG_CHECK_EVERY_STEPS);
@@ -706,8 +836,12 @@ impl Sim {
                 continue;
             };
             if full_log_check {
-                self.checker
-                    .verify_log(node as NodeId, raft.entries(), raft.term())?;
+                self.checker.verify_log(
+                    node as NodeId,
+                    raft.first_index(),
+                    raft.entries(),
+                    raft.term(),
+                )?;
             }
             self.checker
                 .observe_role(node as NodeId, raft.role(), raft.term())?;
@@ -785,7 +919,7 @@ impl Sim {
                     raft.term(),
                     raft.commit_index(),
                     sim_node.applied_index,
-                    raft.entries().len()
+                    raft.last_index()
                 ),
                 None => "down".to_string(),
             })

@@ -133,10 +133,18 @@ impl Sim {
         } else {
             0
         };
-        self.trace
-            .record(&[tag::CRASH, self.now, node as u64, flushed as u64]);
+        // A crash in the middle of installing a leader's snapshot: the snapshot is stored, the
+        // write-ahead log not yet reset (the restart must repair it).
+        let torn_install = self.rng.gen_bool(0.5);
+        self.trace.record(&[
+            tag::CRASH,
+            self.now,
+            node as u64,
+            flushed as u64,
+            torn_install as u64,
+        ]);
         self.log(|| format!("fault   crash node {node} ({flushed} of {written} unsynced Readies reach the disk)"));
-        self.nodes[node].crash(node, flushed)?;
+        self.nodes[node].crash(node, flushed, torn_install)?;
         self.checker.on_crash(node as NodeId);
         self.clients.on_crash(node as NodeId);
         self.crashes += 1;
@@ -152,7 +160,10 @@ impl Sim {
             return Ok(()); // restarted early when the faults stopped
         }
         let rng_seed = self.rng.gen();
-        self.nodes[node].restart(rng_seed);
+        if let Some(data) = self.nodes[node].restart(rng_seed) {
+            self.checker
+                .on_snapshot(node as NodeId, &data, "restored")?;
+        }
         self.trace.record(&[tag::RESTART, self.now, node as u64]);
         self.log(|| format!("restart node {node}"));
         let incarnation = self.nodes[node].incarnation;

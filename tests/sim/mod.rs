@@ -9,6 +9,14 @@
 //! clock, never shares state between runs and never draws randomness from anything but the
 //! run's one seeded `SmallRng`: a seed replays a run exactly, and [`trace`] hashes every event
 //! to prove it.
+//!
+//! Snapshots: each node's state machine has a snapshot form (`checker::SnapshotData`: the place
+//! in the log, the prefix hash of the applied entries, the count of client commands). Nodes
+//! snapshot at their applied index and compact at random ticks, keeping a random trailing window
+//! (often none); an InstallSnapshot carries the sender's snapshot data through the simulated
+//! network (so it is lost, duplicated, delayed and reordered like any message); a
+//! `Ready::snapshot` installs the data received for that meta, and crashed nodes restart from
+//! their durable snapshot plus log. The checker holds every snapshot against the committed log.
 
 pub mod checker;
 pub mod clients;

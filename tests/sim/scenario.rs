@@ -84,6 +84,12 @@ pub struct Scenario {
     pub power_loss_prob: f64,
     /// The chance that a crash finds some written-but-unsynced Readies already on disk.
     pub flush_on_crash_prob: f64,
+    /// The chance, at each tick of a node with nothing in flight to its disk, that it snapshots
+    /// its state machine and compacts its log (0: this run never compacts).
+    pub compact_prob: f64,
+    /// The longest trailing window of entries kept before a snapshot (half the compactions keep
+    /// none).
+    pub compact_window_max: u64,
 }
 
 impl Scenario {
@@ -125,6 +131,8 @@ impl Scenario {
             strike_vote_prob: *[0.0, 0.1, 0.3].choose(rng).expect("not empty"),
             power_loss_prob: *[0.0, 0.002, 0.01].choose(rng).expect("not empty"),
             flush_on_crash_prob: 0.25,
+            compact_prob: *[0.0, 0.01, 0.03, 0.1].choose(rng).expect("not empty"),
+            compact_window_max: *[1, 4, 32].choose(rng).expect("not empty"),
         }
     }
 
