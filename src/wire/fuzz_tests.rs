@@ -21,6 +21,16 @@ fn encode(frame: &PeerFrame<'_>) -> Vec<u8> {
             origin_req,
             leader_hint,
         } => encode_propose_rejected(*origin_req, *leader_hint, &mut out),
+        PeerFrame::SnapshotChunk {
+            term,
+            snapshot,
+            total_len,
+            offset,
+            data,
+        } => encode_snapshot_chunk(*term, *snapshot, *total_len, *offset, data, &mut out),
+        PeerFrame::SnapshotAck { snapshot, received } => {
+            encode_snapshot_ack(*snapshot, *received, &mut out)
+        }
     }
     out
 }
