@@ -79,6 +79,13 @@ fn a_node_down_for_200k_messages_rejoins_through_install_snapshot() {
     });
     assert!(field(&before, "messages") > MESSAGES);
 
+    eprintln!(
+        "leader {leader}: commit {} snapshot {} log_first {}; restarting node {lagger}",
+        field(&before, "commit"),
+        field(&before, "snapshot"),
+        field(&before, "log_first")
+    );
+    let rejoin = Instant::now();
     cluster.spawn(lagger);
     let caught_up = wait_for(
         "the lagger to catch up with the leader",
@@ -91,8 +98,15 @@ fn a_node_down_for_200k_messages_rejoins_through_install_snapshot() {
             done.then_some(f)
         },
     );
+    eprintln!(
+        "node {lagger} caught up in {:.1?}: {caught_up:?}",
+        rejoin.elapsed()
+    );
     assert!(field(&caught_up, "snapshot") >= MESSAGES / 2, "{caught_up:?}");
     let log = std::fs::read_to_string(cluster.log_path(lagger)).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("snapshot")) {
+        eprintln!("  node {lagger}: {line}");
+    }
     assert!(
         log.contains("installed snapshot at index"),
         "the lagger caught up through InstallSnapshot; its log:\n{}",
