@@ -770,7 +770,7 @@ pub(super) mod tests {
 
     #[test]
     fn unknown_types_are_refused_from_the_header_alone() {
-        for frame_type in [0x00, 0x0B, 0x0F, 0x12, 0xFF] {
+        for frame_type in [0x00, 0x0B, 0x0F, 0x14, 0xFF] {
             let frame = raw_frame(frame_type, &[0; 24]);
             let header_only = &frame[..FRAME_HEADER_BYTES];
             assert_eq!(
