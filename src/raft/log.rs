@@ -599,6 +599,128 @@ mod tests {
         assert_eq!(log.durable_index(), 2);
     }
 
+    fn snap(index: Index, term: Term) -> SnapshotMeta {
+        SnapshotMeta { index, term }
+    }
+
+    /// A log of `terms` whose first `applied` entries are committed and applied.
+    fn applied_log(terms: &[Term], applied: Index) -> RaftLog {
+        let mut log = log_of(terms);
+        log.commit_to(applied);
+        assert_eq!(log.take_committed().len() as Index, applied);
+        log
+    }
+
+    #[test]
+    fn compact_keeps_indexes_working_above_the_offset() {
+        let mut log = applied_log(&[1, 1, 2, 2, 2, 3, 3], 6);
+        assert!(log.compact(snap(5, 2), 4));
+        assert_eq!((log.first_index(), log.last_index()), (4, 7));
+        assert_eq!(log.entries().len(), 4);
+        assert_eq!(log.term(3), Some(2), "the offset's term is kept");
+        assert_eq!(log.term(2), None);
+        assert_eq!(log.term(0), Some(0));
+        assert!(log.entries_from(3, 100).is_empty(), "compacted");
+        assert_eq!(log.entries_from(4, 100).len(), 4);
+        assert_eq!(
+            log.reject_hint(5),
+            RejectHint {
+                conflict_term: 2,
+                conflict_index: 4
+            },
+            "the first index of the term that we still hold"
+        );
+        assert_eq!(log.last_index_of_term(2, 7), Some(5));
+        assert_eq!(log.last_index_of_term(2, 3), Some(3), "the offset counts");
+        assert_eq!(log.last_index_of_term(1, 7), None);
+        assert!(log.is_up_to_date(7, 3));
+        assert!(!log.is_up_to_date(6, 3));
+        // Compacting up to the applied index: only the entry after it stays.
+        assert!(log.compact(snap(6, 3), 100));
+        assert_eq!((log.first_index(), log.last_index()), (7, 7));
+        assert_eq!(log.last_term(), 3);
+        assert!(
+            log.compact(snap(6, 3), 8),
+            "the same snapshot again is harmless"
+        );
+        assert_eq!(
+            log.first_index(),
+            7,
+            "first_kept is clamped to snapshot + 1"
+        );
+        // Older, or a term the log disagrees with: ignored.
+        assert!(!log.compact(snap(5, 2), 6));
+        assert!(!log.compact(snap(6, 2), 7));
+        assert_eq!(log.snapshot(), Some(snap(6, 3)));
+        // Appending and committing after the offset.
+        log.append_new(3, EntryKind::Normal, b"x");
+        assert_eq!(log.take_unstable().len(), 1);
+        log.stable_to(8, 3);
+        log.commit_to(8);
+        let committed: Vec<Index> = log.take_committed().iter().map(|e| e.index).collect();
+        assert_eq!(committed, vec![7, 8]);
+        log.debug_check();
+    }
+
+    #[test]
+    fn install_snapshot_replaces_the_log() {
+        let mut log = applied_log(&[1, 1, 2], 1);
+        log.install_snapshot(snap(9, 4));
+        assert!(log.entries().is_empty());
+        assert_eq!(log.last_index(), 9);
+        assert_eq!(log.last_term(), 4);
+        assert_eq!(
+            (log.commit_index(), log.applied_index(), log.durable_index()),
+            (9, 9, 9)
+        );
+        assert!(!log.has_unstable());
+        assert!(!log.has_committed_to_apply());
+        assert_eq!(
+            log.try_append(9, 4, vec![ent(10, 4)]),
+            AppendOutcome::Appended { last_new: 10 }
+        );
+        assert_eq!(log.take_unstable(), vec![ent(10, 4)]);
+        // A report about an index at or below the snapshot changes nothing.
+        log.stable_to(3, 2);
+        assert_eq!(log.durable_index(), 9);
+        log.stable_to(10, 4);
+        assert_eq!(log.durable_index(), 10);
+    }
+
+    #[test]
+    fn restore_with_snapshot_repairs_the_log() {
+        let entries = |first: Index, terms: &[Term]| -> Vec<Entry> {
+            terms
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| ent(first + i as Index, t))
+                .collect()
+        };
+        // Window 3..=6 around a snapshot at 5: entry 3 supplies the offset's term.
+        let log = RaftLog::restore(Some(snap(5, 2)), entries(3, &[1, 2, 2, 3]), 0);
+        assert_eq!((log.first_index(), log.last_index()), (4, 6));
+        assert_eq!((log.commit_index(), log.applied_index()), (5, 5));
+        // Mismatched term at the snapshot, a gap, a log ending before it: all discarded.
+        for bad in [
+            entries(1, &[1, 1, 1, 1, 1]),
+            entries(7, &[2]),
+            entries(1, &[1, 2]),
+        ] {
+            let log = RaftLog::restore(Some(snap(5, 2)), bad, 9);
+            assert!(log.entries().is_empty());
+            assert_eq!(
+                (log.last_index(), log.last_term(), log.commit_index()),
+                (5, 2, 5)
+            );
+        }
+        // Entries after the snapshot with a lower term: discarded too.
+        let log = RaftLog::restore(Some(snap(5, 2)), entries(6, &[1]), 0);
+        assert!(log.entries().is_empty());
+        // An absurd snapshot index is ignored, not a panic.
+        let log = RaftLog::restore(Some(snap(Index::MAX, 2)), entries(1, &[1]), 0);
+        assert_eq!(log.last_index(), 1);
+    }
+
     #[test]
     fn committed_entries_wait_for_durability() {
         let mut log = log_of(&[]);

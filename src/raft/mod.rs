@@ -54,18 +54,24 @@
 //!   index on is replaced (a follower truncating a conflicting, never committed, suffix).
 //! - `persisted_messages` holds: a candidate's RequestVote (its vote for itself must be durable,
 //!   or a crash could let it vote twice in the term), every RequestVoteResponse to a real vote,
-//!   and every AppendEntriesResponse of a follower (a success's `match_index` acknowledges
-//!   *durable* entries; it is what the leader counts toward commit).
+//!   and every AppendEntriesResponse of a follower, the answer to InstallSnapshot included (a
+//!   success's `match_index` acknowledges *durable* entries or a durable snapshot; it is what the
+//!   leader counts toward commit).
+//! - `snapshot` (a leader's snapshot that replaced the log) must be installed and durable, and
+//!   the write-ahead log reset after it, *before* that Ready's `entries` and `hard_state` are
+//!   written and before its `persisted_messages` leave (see "Snapshots" below).
 //! - `messages` carry no such promise and may be sent before the disk write starts: a leader's
 //!   AppendEntries and Heartbeats (§10.2.1 lets the leader write its own log in parallel with
 //!   replication), HeartbeatResponses (they acknowledge leadership, not log contents), pre-vote
-//!   requests and responses (they change no state), TimeoutNow, ReadIndex and its response, and
-//!   the higher-term answer to a stale leader.
+//!   requests and responses (they change no state), TimeoutNow, ReadIndex and its response, a
+//!   leader's InstallSnapshot, and the higher-term answer to a stale leader.
 //! - A leader counts itself toward a commit quorum only up to the last entry reported durable
 //!   through `advance` (the core remembers, per Ready, the last `(index, term)` it carried; if
 //!   that entry is still in the log with that term, everything up to it is durable).
 //! - `committed_entries` only ever contains entries committed by a quorum *and* durable on this
-//!   node, in index order, each exactly once per process lifetime.
+//!   node, in index order, each exactly once per process lifetime; entries covered by a snapshot
+//!   (restored at start or installed from a leader) are never handed out, the next one handed
+//!   out is the snapshot's index + 1.
 //! - `hard_state` is `Some` only when term, vote or commit changed since the last Ready.
 //! - `advance` numbers must increase and not exceed the last number issued (debug builds
 //!   assert; release builds ignore a bad call).

@@ -847,6 +847,13 @@ impl Raft {
             return;
         }
         self.log.debug_check();
+        if let Some(pending) = self.pending_snapshot {
+            debug_assert_eq!(
+                Some(pending),
+                self.log.snapshot(),
+                "a snapshot to report is the log's snapshot"
+            );
+        }
         debug_assert!(self.advanced_number <= self.ready_number);
         debug_assert!(self.emitted_hard.term <= self.term, "term never decreases");
         if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {
@@ -865,6 +872,9 @@ impl Raft {
                 }
                 pr.debug_check();
                 debug_assert!(pr.next_index <= last_index + 1, "next_index past the log");
+                if let super::progress::ProgressState::Snapshot { pending } = pr.state {
+                    debug_assert!(pending <= last_index, "a snapshot past the log");
+                }
             }
         }
         if self.role == Role::Candidate {
