@@ -16,7 +16,9 @@ const SNAPSHOT_ARGS: [&str; 4] = ["--snapshot-entries", "20000", "--log-keep-ent
 const MESSAGES: u64 = 200_000;
 
 fn status(cluster: &Cluster, id: usize) -> Option<HashMap<String, String>> {
-    common::Client::try_connect(cluster.addrs[id])?.status().ok()
+    common::Client::try_connect(cluster.addrs[id])?
+        .status()
+        .ok()
 }
 
 fn field(status: &HashMap<String, String>, key: &str) -> u64 {
@@ -102,7 +104,10 @@ fn a_node_down_for_200k_messages_rejoins_through_install_snapshot() {
         "node {lagger} caught up in {:.1?}: {caught_up:?}",
         rejoin.elapsed()
     );
-    assert!(field(&caught_up, "snapshot") >= MESSAGES / 2, "{caught_up:?}");
+    assert!(
+        field(&caught_up, "snapshot") >= MESSAGES / 2,
+        "{caught_up:?}"
+    );
     let log = std::fs::read_to_string(cluster.log_path(lagger)).unwrap_or_default();
     for line in log.lines().filter(|l| l.contains("snapshot")) {
         eprintln!("  node {lagger}: {line}");
@@ -124,9 +129,11 @@ fn a_node_down_for_200k_messages_rejoins_through_install_snapshot() {
     // A restart loads the node's own snapshot and replays only the log after it.
     assert!(cluster.stop(lagger).success());
     cluster.spawn(lagger);
-    wait_for("the restarted node to list the same chat log", DEADLINE, || {
-        (cluster.chat_log(lagger) == reference).then_some(())
-    });
+    wait_for(
+        "the restarted node to list the same chat log",
+        DEADLINE,
+        || (cluster.chat_log(lagger) == reference).then_some(()),
+    );
     let log = std::fs::read_to_string(cluster.log_path(lagger)).unwrap_or_default();
     assert!(
         log.contains("loaded snapshot at index"),

@@ -194,7 +194,7 @@ impl Node {
     pub fn start(cfg: ServerConfig) -> Result<Node, ServerError> {
         let mut wal_opts = WalOptions::new(cfg.data_dir.clone(), cfg.cluster_id, cfg.id);
         wal_opts.fsync = cfg.fsync;
-        let (wal, recovered) = Wal::open(wal_opts)?;
+        let (mut wal, recovered) = Wal::open(wal_opts)?;
         if let Some(torn) = &recovered.torn_tail {
             log::warn!(
                 "node {}: cut a torn tail of {} bytes at offset {} of {}",
@@ -228,9 +228,10 @@ impl Node {
             Some(file) => {
                 let started = Instant::now();
                 let mut body = file.body()?;
-                let sm = StateMachine::restore(&mut body, SessionConfig::default()).map_err(
-                    |why| ServerError::Snapshot(format!("{}: {why}", file.path.display())),
-                )?;
+                let sm =
+                    StateMachine::restore(&mut body, SessionConfig::default()).map_err(|why| {
+                        ServerError::Snapshot(format!("{}: {why}", file.path.display()))
+                    })?;
                 log::info!(
                     "node {}: loaded snapshot at index {} (term {}, {} messages) in {:.1?}",
                     cfg.id,
@@ -255,6 +256,30 @@ impl Node {
         };
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ cfg.id;
         let raft = Raft::new(raft_cfg, persisted, seed);
+        if let Some(meta) = snapshot {
+            if raft.last_index() != wal.last_index() {
+                // The log on disk does not continue the snapshot (a crash between installing a
+                // snapshot from the leader and resetting the log after it): the core kept only
+                // the snapshot, and the log must restart after it too.
+                if raft.last_index() != meta.index {
+                    return Err(ServerError::Snapshot(format!(
+                        "the log ({}..={}) and snapshot {} disagree in a way no crash explains",
+                        wal.first_index(),
+                        wal.last_index(),
+                        meta.index
+                    )));
+                }
+                log::warn!(
+                    "node {}: log {}..={} does not continue snapshot {}; it restarts after it",
+                    cfg.id,
+                    wal.first_index(),
+                    wal.last_index(),
+                    meta.index
+                );
+                wal.reset_after_snapshot(meta.index)?;
+                wal.sync()?;
+            }
+        }
 
         let mut listener = TcpListener::bind(cfg.listen)
             .map_err(io_err(format!("cannot listen on {}", cfg.listen)))?;
@@ -731,9 +756,11 @@ impl Node {
     /// Leader: sends the snapshot chunks each follower's window allows.
     fn pump_snapshots(&mut self) {
         let links = &mut self.links;
-        self.snapshots.pump(Instant::now(), |to, encode| match links.get_mut(to as usize) {
-            Some(Some(link)) if link.is_connected() => link.send_with(|out| encode(out)),
-            _ => false,
+        self.snapshots.pump(Instant::now(), |to, encode| {
+            match links.get_mut(to as usize) {
+                Some(Some(link)) if link.is_connected() => link.send_with(|out| encode(out)),
+                _ => false,
+            }
         });
     }
 
@@ -975,11 +1002,19 @@ impl Node {
             Ok(file) => file,
             Err(e) => {
                 // The log still holds everything: nothing is lost, the next attempt may work.
-                log::error!("node {}: snapshot at {} failed: {e}", self.cfg.id, meta.index);
+                log::error!(
+                    "node {}: snapshot at {} failed: {e}",
+                    self.cfg.id,
+                    meta.index
+                );
                 return Ok(());
             }
         };
-        if self.snapshots.latest_meta().is_some_and(|m| m.index >= meta.index) {
+        if self
+            .snapshots
+            .latest_meta()
+            .is_some_and(|m| m.index >= meta.index)
+        {
             return Ok(()); // a newer snapshot was installed from the leader meanwhile
         }
         let first_kept = meta.index.saturating_sub(self.cfg.log_keep_entries) + 1;

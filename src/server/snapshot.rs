@@ -37,9 +37,7 @@ use mio::Waker;
 
 use crate::chat::ChatSnapshot;
 use crate::raft::{NodeId, SnapshotMeta, Term};
-use crate::storage::{
-    FsyncPolicy, SnapshotFile, SnapshotReceiver, SnapshotStore, StorageError,
-};
+use crate::storage::{FsyncPolicy, SnapshotFile, SnapshotReceiver, SnapshotStore, StorageError};
 use crate::wire::{self, SNAPSHOT_CHUNK_HEADER_BYTES};
 
 /// Bytes of snapshot file per `SnapshotChunk` frame.
@@ -176,7 +174,10 @@ impl Snapshots {
     /// `file` is now the node's newest durable snapshot; older ones are deleted.
     pub(super) fn set_latest(&mut self, file: SnapshotFile) {
         if let Err(e) = self.store.remove_older_than(file.meta.index) {
-            log::warn!("cannot delete snapshots older than {}: {e}", file.meta.index);
+            log::warn!(
+                "cannot delete snapshots older than {}: {e}",
+                file.meta.index
+            );
         }
         self.latest = Some(file);
     }

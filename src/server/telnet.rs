@@ -289,8 +289,8 @@ impl Node {
         ];
         for peer in &status.peers {
             lines.push(format!(
-                "peer {} match {} next {}",
-                peer.id, peer.match_index, peer.next_index
+                "peer {} match {} next {} {}",
+                peer.id, peer.match_index, peer.next_index, peer.state
             ));
         }
         for line in lines {
