@@ -110,6 +110,10 @@ fn fault_runs() {
         assert!(summary.acked > 0, "seed {seed}: no write was acknowledged");
         assert!(summary.faults > 0, "seed {seed}: no fault was injected");
         assert!(
+            summary.snapshots_taken > 0,
+            "seed {seed}: no node took a snapshot, so compaction went untested: {summary:?}"
+        );
+        assert!(
             summary.recovery <= run::RECOVERY_BOUND,
             "seed {seed}: {summary:?}"
         );

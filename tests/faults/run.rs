@@ -15,6 +15,8 @@ use crate::common::{Client, Cluster};
 /// After healing, every node must acknowledge a write within this long (elections take
 /// 400–800 ms here; restarted nodes back off reconnecting for up to 2 s; the machine is small).
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(20);
+/// Server flags for fault runs: a snapshot every 400 applied entries, 40 kept before it.
+pub const SNAPSHOT_OFTEN: [&str; 4] = ["--snapshot-entries", "400", "--log-keep-entries", "40"];
 /// How long the final `get chatLog` of each node may keep failing.
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -178,12 +180,18 @@ pub struct Summary {
     pub final_len: usize,
     pub faults: usize,
     pub recovery: Duration,
+    /// From the nodes' logs: snapshots written, installed from a leader, loaded at a restart.
+    pub snapshots_taken: usize,
+    pub snapshots_installed: usize,
+    pub snapshot_restarts: usize,
 }
 
 /// Runs `cfg` and checks it; panics with the full report when a rule is broken.
 pub fn fault_run(cfg: &RunConfig) -> Summary {
     println!("fault run {cfg:?}");
-    let mut harness = Harness::start(cfg.nodes);
+    // Snapshot and compact every few hundred entries, so faults also hit snapshot writes, log
+    // compaction, restarts from a snapshot and followers caught up through InstallSnapshot.
+    let mut harness = Harness::start_with(cfg.nodes, &SNAPSHOT_OFTEN);
     let t0 = harness.t0;
     let workload = Workload::start(
         &harness.cluster.addrs,
@@ -237,7 +245,17 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
         final_len: 0,
         faults: schedule.len(),
         recovery,
+        snapshots_taken: 0,
+        snapshots_installed: 0,
+        snapshot_restarts: 0,
     };
+    for node in 0..harness.cluster.len() {
+        let log = std::fs::read_to_string(harness.cluster.log_path(node)).unwrap_or_default();
+        let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+        summary.snapshots_taken += count("durable (");
+        summary.snapshots_installed += count("installed snapshot at index");
+        summary.snapshot_restarts += count("loaded snapshot at index");
+    }
     for op in &history {
         match &op.kind {
             OpKind::Write { outcome, .. } => match outcome {
