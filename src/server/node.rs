@@ -745,6 +745,9 @@ impl Node {
                     term,
                     body: MessageBody::InstallSnapshot { snapshot: meta },
                 });
+                if self.raft.snapshot() != Some(meta) {
+                    self.snapshots.discard_received(meta);
+                }
                 total_len
             }
         };

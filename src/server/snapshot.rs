@@ -364,6 +364,19 @@ impl Snapshots {
         }
     }
 
+    /// The core did not take the file received for `meta` (it already held that prefix, or the
+    /// sender was not its leader): delete it, so it never stands in for this node's own.
+    pub(super) fn discard_received(&mut self, meta: SnapshotMeta) {
+        if let Some(file) = self.take_received(meta) {
+            if self.latest.as_ref().is_some_and(|l| l.path == file.path) {
+                return; // the same snapshot this node already holds, received again
+            }
+            if let Err(e) = std::fs::remove_file(&file.path) {
+                log::warn!("cannot delete unused snapshot {}: {e}", file.path.display());
+            }
+        }
+    }
+
     /// The verified file received for `meta`, for the core's `Ready::snapshot`.
     pub(super) fn take_received(&mut self, meta: SnapshotMeta) -> Option<SnapshotFile> {
         match self.received.take() {
