@@ -388,3 +388,169 @@ impl Snapshots {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::PeerFrame;
+    use std::io::Write;
+
+    fn store(dir: &std::path::Path) -> Snapshots {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        Snapshots::open(dir.to_path_buf(), 7, FsyncPolicy::Never, 3, waker).unwrap()
+    }
+
+    /// A chunk frame as the follower's loop would see it.
+    struct Chunk {
+        term: Term,
+        meta: SnapshotMeta,
+        total_len: u64,
+        offset: u64,
+        data: Vec<u8>,
+    }
+
+    fn decode(frame: &[u8]) -> Chunk {
+        match crate::wire::decode_peer_frame(frame).unwrap().unwrap().0 {
+            PeerFrame::SnapshotChunk {
+                term,
+                snapshot,
+                total_len,
+                offset,
+                data,
+            } => Chunk {
+                term,
+                meta: snapshot,
+                total_len,
+                offset,
+                data: data.to_vec(),
+            },
+            other => panic!("not a chunk: {other:?}"),
+        }
+    }
+
+    fn pump(leader: &mut Snapshots, now: Instant) -> Vec<Chunk> {
+        let mut frames = Vec::new();
+        leader.pump(now, |to, encode| {
+            assert_eq!(to, 1);
+            let mut buf = Vec::new();
+            encode(&mut buf);
+            frames.push(decode(&buf));
+            true
+        });
+        frames
+    }
+
+    fn deliver(follower: &mut Snapshots, chunk: &Chunk) -> ChunkOutcome {
+        follower.on_chunk(
+            0,
+            chunk.term,
+            chunk.meta,
+            chunk.total_len,
+            chunk.offset,
+            &chunk.data,
+        )
+    }
+
+    /// A transfer that loses chunks and stalls resumes from what the follower acknowledged and
+    /// ends with the follower holding the leader's exact file, verified.
+    #[test]
+    fn a_lossy_transfer_resumes_from_the_acknowledged_offset() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let follower_dir = tempfile::tempdir().unwrap();
+        let mut leader = store(leader_dir.path());
+        let mut follower = store(follower_dir.path());
+        let meta = SnapshotMeta {
+            index: 5_000,
+            term: 3,
+        };
+        let body: Vec<u8> = (0..5 * CHUNK_BYTES + 1234)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut writer = leader.store.create(meta).unwrap();
+        writer.write_all(&body).unwrap();
+        let file = writer.finish().unwrap();
+        let original = std::fs::read(&file.path).unwrap();
+        leader.set_latest(file);
+
+        let t0 = Instant::now();
+        leader.want_send(1, 4, t0);
+        let first = pump(&mut leader, t0);
+        assert_eq!(
+            first.len(),
+            4,
+            "the window allows 4 chunks of the file in flight"
+        );
+        assert!(
+            pump(&mut leader, t0).is_empty(),
+            "nothing beyond the window"
+        );
+        // Chunk 0 arrives, chunk 1 is lost, chunk 2 arrives out of order.
+        let ChunkOutcome::Ack { received } = deliver(&mut follower, &first[0]) else {
+            panic!("not complete yet")
+        };
+        assert_eq!(received, CHUNK_BYTES as u64);
+        leader.on_ack(1, meta, received, t0);
+        let ChunkOutcome::Ack { received } = deliver(&mut follower, &first[2]) else {
+            panic!("not complete yet")
+        };
+        assert_eq!(
+            received, CHUNK_BYTES as u64,
+            "out of order chunks are not taken"
+        );
+        leader.on_ack(1, meta, received, t0);
+        // One more chunk fits the window now; then the transfer stalls and resends from the ack.
+        assert_eq!(pump(&mut leader, t0).len(), 1);
+        let mut resent = pump(&mut leader, t0 + STALL);
+        assert_eq!(
+            resent[0].offset, CHUNK_BYTES as u64,
+            "resumes at the acked offset"
+        );
+        let mut outcome = None;
+        for _ in 0..10 {
+            for chunk in &resent {
+                match deliver(&mut follower, chunk) {
+                    ChunkOutcome::Ack { received } => leader.on_ack(1, meta, received, t0 + STALL),
+                    done @ ChunkOutcome::Complete { .. } => outcome = Some(done),
+                }
+            }
+            if outcome.is_some() {
+                break;
+            }
+            resent = pump(&mut leader, t0 + STALL);
+        }
+        match outcome {
+            Some(ChunkOutcome::Complete { term, meta: got }) => {
+                assert_eq!((term, got), (4, meta));
+            }
+            _ => panic!("the transfer completes"),
+        }
+        let received = follower.take_received(meta).expect("a verified file");
+        assert_eq!(std::fs::read(&received.path).unwrap(), original);
+        leader.on_ack(1, meta, original.len() as u64, t0 + STALL);
+        assert!(
+            pump(&mut leader, t0 + STALL * 2).is_empty(),
+            "done: nothing more is sent"
+        );
+    }
+
+    /// A chunk from the middle of a file the follower never started is answered with 0, so the
+    /// sender starts over; a damaged file is refused and the transfer restarts from 0.
+    #[test]
+    fn the_follower_never_takes_a_file_it_cannot_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = store(dir.path());
+        let meta = SnapshotMeta { index: 9, term: 1 };
+        let ChunkOutcome::Ack { received } = follower.on_chunk(0, 1, meta, 100, 50, &[0; 50])
+        else {
+            panic!("a middle chunk cannot complete a file")
+        };
+        assert_eq!(received, 0);
+        let ChunkOutcome::Ack { received } = follower.on_chunk(0, 1, meta, 100, 0, &[0xAB; 100])
+        else {
+            panic!("garbage must not verify")
+        };
+        assert_eq!(received, 0, "a file that fails verification is dropped");
+        assert!(follower.take_received(meta).is_none());
+    }
+}
