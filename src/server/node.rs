@@ -157,6 +157,8 @@ pub struct Node {
     snapshots: Snapshots,
     /// The term of the entry at `sm.applied_index()` (a snapshot's meta needs it).
     applied_term: Term,
+    /// Payload bytes applied since the last snapshot was captured.
+    applied_bytes_since_snapshot: u64,
     /// Readies in order, oldest first, waiting for their fsync before `advance`.
     unsynced: VecDeque<Unsynced>,
     pub(super) sm: StateMachine,
@@ -327,6 +329,7 @@ impl Node {
             syncer,
             snapshots,
             applied_term,
+            applied_bytes_since_snapshot: 0,
             unsynced: VecDeque::new(),
             sm,
             writes: HashMap::new(),
@@ -905,6 +908,7 @@ impl Node {
         // (5) Apply and serve: the core hands out only entries durable here and on a quorum.
         for entry in rd.committed_entries {
             self.applied_term = entry.term;
+            self.applied_bytes_since_snapshot += entry.data.len() as u64;
             match entry.kind {
                 EntryKind::Noop => self.sm.apply_noop(entry.index),
                 EntryKind::Normal => {
@@ -959,6 +963,7 @@ impl Node {
         }
         self.sm = sm;
         self.applied_term = meta.term;
+        self.applied_bytes_since_snapshot = 0;
         self.wal.reset_after_snapshot(meta.index)?;
         log::info!(
             "node {}: installed snapshot at index {} (term {}, {} messages) in {:.1?}",
@@ -972,14 +977,26 @@ impl Node {
         Ok(())
     }
 
-    /// Starts writing a snapshot once `--snapshot-entries` entries were applied since the last.
+    /// Starts writing a snapshot once `--snapshot-entries` entries were applied since the last,
+    /// and the log since then is at least half the size of the last snapshot file. A snapshot
+    /// writes the whole chat state, so without the second rule a large chat would be rewritten
+    /// every few seconds; with it, snapshot writes cost at most about twice the log's bytes (and
+    /// the log kept on disk and in the core stays under about half a snapshot).
     fn maybe_snapshot(&mut self) {
         let every = self.cfg.snapshot_entries;
         let applied = self.sm.applied_index();
-        let last = self.snapshots.latest_meta().map_or(0, |m| m.index);
-        if every == 0 || self.snapshots.is_writing() || applied < last.saturating_add(every) {
+        let (last, last_len) = self
+            .snapshots
+            .latest()
+            .map_or((0, 0), |file| (file.meta.index, file.len));
+        if every == 0
+            || self.snapshots.is_writing()
+            || applied < last.saturating_add(every)
+            || self.applied_bytes_since_snapshot < last_len / 2
+        {
             return;
         }
+        self.applied_bytes_since_snapshot = 0;
         let meta = SnapshotMeta {
             index: applied,
             term: self.applied_term,
