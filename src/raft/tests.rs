@@ -1904,9 +1904,12 @@ fn durability_reports_from_before_an_install_are_forgotten() {
     assert_eq!(raft.ready().committed_entries.len(), 1);
 }
 
-#[test]
-fn lost_snapshot_is_resent_after_the_timeout() {
-    let mut net = Network::new(3, |c| c.snapshot_timeout_ticks = 5);
+/// A 3-node cluster whose leader committed 10 entries while one follower was cut off, then
+/// compacted its whole log; the link is healed. Returns (network, leader, lagging, commit).
+fn lagging_behind_a_compacted_leader(
+    config: impl Fn(&mut Config),
+) -> (Network, NodeId, NodeId, Index) {
+    let mut net = Network::new(3, config);
     let leader = net.tick_until_leader();
     let lagging = (leader + 1) % 3;
     net.isolate(lagging);
@@ -1917,6 +1920,13 @@ fn lost_snapshot_is_resent_after_the_timeout() {
     let commit = net.raft(leader).commit_index();
     net.compact(leader, commit, commit + 1);
     net.heal();
+    (net, leader, lagging, commit)
+}
+
+#[test]
+fn lost_snapshot_is_resent_after_the_timeout() {
+    let (mut net, leader, lagging, commit) =
+        lagging_behind_a_compacted_leader(|c| c.snapshot_timeout_ticks = 5);
     let dropped = std::rc::Rc::new(std::cell::Cell::new(0));
     let counter = dropped.clone();
     net.filter = Some(Box::new(move |m: &mut Message| {
@@ -1940,17 +1950,7 @@ fn lost_snapshot_is_resent_after_the_timeout() {
 
 #[test]
 fn transfer_waits_for_a_follower_installing_a_snapshot() {
-    let mut net = Network::new(3, |_| {});
-    let leader = net.tick_until_leader();
-    let lagging = (leader + 1) % 3;
-    net.isolate(lagging);
-    for i in 0..10u8 {
-        net.propose(leader, &[i]);
-    }
-    net.settle();
-    let commit = net.raft(leader).commit_index();
-    net.compact(leader, commit, commit + 1);
-    net.heal();
+    let (mut net, leader, lagging, _) = lagging_behind_a_compacted_leader(|_| {});
     net.raft_mut(leader)
         .transfer_leadership(lagging)
         .expect("transfer starts");
