@@ -380,7 +380,9 @@ mod tests {
             log.push(message(p));
         }
         // Drop every position divisible by 3 or 5, and most of the second chunk.
-        let dropped = |p: u64| p % 3 == 0 || p % 5 == 0 || (4097..=8000).contains(&p) || p == n - 1;
+        let dropped = |p: u64| {
+            p.is_multiple_of(3) || p.is_multiple_of(5) || (4097..=8000).contains(&p) || p == n - 1
+        };
         for p in (1..=n).filter(|&p| dropped(p)) {
             assert!(log.remove(p), "{p}");
             assert!(!log.remove(p), "{p} twice");
