@@ -181,7 +181,26 @@ fn disk_use_stays_bounded_with_retention() {
         let expected: Vec<u64> = (last_position - RETAIN + 1..=last_position).collect();
         assert_eq!(positions, expected, "node {id} lists the last {RETAIN}");
         assert!(log.iter().all(|line| line.contains(" #general ")));
+        // The binary client pages through the holes the same way.
+        let binary = raftchat::client::read_log_all(cluster.addrs[id]).expect("binary read");
+        let binary: Vec<u64> = binary.iter().map(|m| m.position).collect();
+        assert_eq!(binary, expected, "node {id}: binary pages");
     }
+
+    // A restarted node loads its own snapshot (taken with the same retention) and lists the
+    // same messages.
+    let reference = cluster.chat_log(leader);
+    let mut cluster = cluster;
+    let restarted = (leader + 1) % 3;
+    assert!(cluster.stop(restarted).success());
+    cluster.spawn(restarted);
+    wait_for(
+        "the restarted node to list the same",
+        Duration::from_secs(30),
+        || (cluster.chat_log(restarted) == reference).then_some(()),
+    );
+    let log = std::fs::read_to_string(cluster.log_path(restarted)).unwrap_or_default();
+    assert!(log.contains("loaded snapshot at index"), "{log}");
 }
 
 #[test]
