@@ -191,7 +191,7 @@ fn restart(c: &mut Criterion) {
             let store = SnapshotStore::open(&f.snap_dir, CLUSTER, FsyncPolicy::Never).unwrap();
             let file = store.latest().unwrap().unwrap();
             let mut body = file.body().unwrap();
-            let mut sm = StateMachine::restore(&mut body, SessionConfig::default()).unwrap();
+            let mut sm = StateMachine::restore(&mut body, SessionConfig::default(), 0).unwrap();
             let (wal, recovered) = Wal::open(wal_options(&f.snap_wal)).unwrap();
             drop(wal);
             apply_all(&mut sm, &recovered.entries);

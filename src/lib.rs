@@ -33,8 +33,8 @@
 //!
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
 //! cluster simulator); `tests/storage_*.rs`; real processes in `tests/server_cluster.rs`,
-//! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs` (harness in
-//! `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
+//! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs`, `tests/retention.rs`
+//! (harness in `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
 
 pub mod chat;
 pub mod client;

@@ -68,7 +68,7 @@ fn a_snapshot_travels_from_leader_to_follower() {
     let found = follower.latest().unwrap().unwrap();
     assert_eq!(found, installed);
     let restored =
-        StateMachine::restore(&mut found.body().unwrap(), SessionConfig::default()).unwrap();
+        StateMachine::restore(&mut found.body().unwrap(), SessionConfig::default(), 0).unwrap();
     assert_eq!(restored, expected);
     assert_eq!(restored.message_count(), 10_000);
 
@@ -88,7 +88,7 @@ fn a_snapshot_body_that_is_not_a_chat_snapshot_is_refused_by_restore() {
     std::io::Write::write_all(&mut writer, b"not a chat snapshot").unwrap();
     let file = writer.finish().unwrap();
     let file = store.latest().unwrap().unwrap_or(file);
-    let err = StateMachine::restore(&mut file.body().unwrap(), SessionConfig::default());
+    let err = StateMachine::restore(&mut file.body().unwrap(), SessionConfig::default(), 0);
     assert!(err.unwrap_err().to_string().contains("magic"));
     // A store of another cluster will not even hand it out.
     let other = SnapshotStore::open(dir.path(), 6, FsyncPolicy::Never).unwrap();

@@ -202,7 +202,8 @@ fn options() -> getopts::Options {
     opts.optflag(
         "",
         "verify",
-        "afterwards check every acknowledged message on every node; exit 1 on any loss",
+        "afterwards check every acknowledged message on every node; exit 1 on any loss \
+         (not for a cluster with --retain-messages: dropped messages count as lost)",
     );
     opts.optflag("h", "help", "print this help");
     opts

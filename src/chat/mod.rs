@@ -15,6 +15,7 @@
 //! locale or the Unicode tables of a particular Rust release (names are ASCII-only for that
 //! reason).
 
+mod chat_log;
 pub mod command;
 pub mod session;
 pub mod snapshot;

@@ -4,17 +4,19 @@
 //! It owns the snapshot *body* (the bytes a snapshot file carries); it never touches files,
 //! checksums or Raft metadata (`storage::snapshot` frames the body with those).
 //!
-//! [`StateMachine::capture`] takes O(keys + sessions + `CHUNK_LEN`) time: the full chunks of the
-//! chat log are immutable and shared by `Arc`, only the mutable tail is copied. The capture is
+//! [`StateMachine::capture`] takes O(keys + sessions + chunks + `CHUNK_LEN`) time: the chunks of
+//! the chat log are immutable and shared by `Arc` (with their small map of dropped messages),
+//! only the mutable tail is copied. The capture is
 //! `Send + 'static`, so [`ChatSnapshot::write_to`] can run on a background thread while the
 //! event loop keeps applying entries.
 //!
-//! # Encoding (version 1, all integers little-endian)
+//! # Encoding (version 2, all integers little-endian)
 //!
 //! ```text
 //! body      = magic "RCHATSM1" | version u32 | applied_index u64 | clock_ms u64
 //!             | session_count u64 session* | revision u64 | key_count u64 kv*
-//!             | room_count u64 room* | message_count u64 message* | end magic "RCHATEND"
+//!             | room_count u64 room* | retain_messages u64 | last_position u64
+//!             | message_count u64 message* | end magic "RCHATEND"
 //! session   = id u64 | last_active_ms u64 | lowest_retained_seq u64
 //!             | retained_count u64 (seq u64 | outcome)*
 //! outcome   = tag u8 | fields: 1 Posted position u64 | 2 RoomCreated existed u8
@@ -30,6 +32,15 @@
 //! Room position lists are not stored: [`restore`] rebuilds them from the messages. Sessions,
 //! keys and rooms are in ascending order; restore insists on it, so an encoding is canonical.
 //!
+//! Version 2 carries retention: only the retained messages are written, with their positions
+//! (strictly increasing, holes where messages were dropped), plus `last_position`, the highest
+//! position ever assigned (the next message's position minus one). `retain_messages` is the
+//! node's `--retain-messages` when the snapshot was taken: it is node configuration that must be
+//! the same on every node and for the life of the data (replaying entries with another value
+//! would drop other messages than the rest of the cluster did), so restore refuses a snapshot
+//! taken with a value other than the node's own rather than diverge silently. Version 1 (no
+//! holes, no retention) is no longer read: nothing written by it needs to be.
+//!
 //! # Restore never trusts its input
 //!
 //! Every length is bounded before anything is allocated for it, every name and value passes the
@@ -37,21 +48,20 @@
 //! indexes, non-decreasing timestamps, distinct revisions in range) and of `session` are checked.
 //! Garbage or truncated input is an `Err` naming the first problem, never a panic.
 
-use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::sync::Arc;
-
 use byteorder::{LittleEndian as LE, ReadBytesExt, WriteBytesExt};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
 
+use super::chat_log::Chunk;
 use super::session::{Session, SessionConfig, Sessions};
-use super::state::{ChatLog, ChatMessage, KvValue, Outcome, StateMachine, CHUNK_LEN};
+use super::state::{ChatLog, ChatMessage, KvValue, Outcome, StateMachine};
 use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
 use crate::raft::Index;
 
 const MAGIC: &[u8; 8] = b"RCHATSM1";
 const END_MAGIC: &[u8; 8] = b"RCHATEND";
 /// The encoding version this code writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 /// No string in a valid snapshot is longer (texts and values are at most 4 KiB; a `Rejected`
 /// reason quotes at most a few of those).
 const STRING_BYTES_MAX: u32 = 1 << 20;
@@ -69,8 +79,11 @@ pub struct ChatSnapshot {
     kv: BTreeMap<String, KvValue>,
     revision: u64,
     rooms: Vec<String>,
-    chunks: Vec<Arc<[ChatMessage]>>,
+    chunks: Vec<Chunk>,
+    /// The tail's live messages.
     tail: Vec<ChatMessage>,
+    last_position: u64,
+    retain_messages: u64,
 }
 
 /// Why a snapshot body could not be restored: one human line.
@@ -92,25 +105,33 @@ impl From<RestoreError> for String {
 }
 
 impl StateMachine {
-    /// Captures the state at `applied_index()`: shares the chat log's full chunks, copies the
-    /// tail (< `CHUNK_LEN` messages), the key-value map, the room names and the session table.
+    /// Captures the state at `applied_index()`: shares the chat log's chunks, copies the tail
+    /// (< `CHUNK_LEN` messages), the key-value map, the room names and the session table.
     pub fn capture(&self) -> ChatSnapshot {
+        let (chunks, tail) = self.chat_log.capture();
         ChatSnapshot {
             applied_index: self.applied_index,
             sessions: self.sessions.clone(),
             kv: self.kv.clone(),
             revision: self.revision,
             rooms: self.rooms.keys().cloned().collect(),
-            chunks: self.chat_log.chunks.clone(),
-            tail: self.chat_log.tail.clone(),
+            chunks,
+            tail,
+            last_position: self.chat_log.last_position(),
+            retain_messages: self.retain_messages,
         }
     }
 
     /// Rebuilds a state machine from a body [`ChatSnapshot::write_to`] wrote. `config` must be
-    /// the cluster's session configuration (it is not in the snapshot). Checks everything; see
-    /// the module docs.
-    pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine, RestoreError> {
-        restore(r, config)
+    /// the cluster's session configuration (it is not in the snapshot), `retain_messages` the
+    /// node's retention (a snapshot taken with another is refused). Checks everything; see the
+    /// module docs.
+    pub fn restore(
+        r: &mut impl Read,
+        config: SessionConfig,
+        retain_messages: u64,
+    ) -> Result<StateMachine, RestoreError> {
+        restore(r, config, retain_messages)
     }
 }
 
@@ -120,9 +141,14 @@ impl ChatSnapshot {
         self.applied_index
     }
 
-    /// How many chat messages the snapshot holds.
+    /// How many chat messages the snapshot holds (retained ones only).
     pub fn message_count(&self) -> u64 {
-        (self.chunks.len() * CHUNK_LEN + self.tail.len()) as u64
+        (self.chunks.iter().map(Chunk::live).sum::<usize>() + self.tail.len()) as u64
+    }
+
+    /// The highest message position assigned at the snapshot.
+    pub fn last_position(&self) -> u64 {
+        self.last_position
     }
 
     /// Streams the encoding (module docs) into `w`, in batches of about 64 KiB.
@@ -162,8 +188,14 @@ impl ChatSnapshot {
             .enumerate()
             .map(|(id, room)| (room.as_str(), id as u32))
             .collect();
+        out.write_u64::<LE>(self.retain_messages)?;
+        out.write_u64::<LE>(self.last_position)?;
         out.write_u64::<LE>(self.message_count())?;
-        let messages = self.chunks.iter().flat_map(|c| c.iter()).chain(&self.tail);
+        let messages = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.live_messages())
+            .chain(&self.tail);
         for message in messages {
             let room = room_ids
                 .get(message.room.as_str())
@@ -336,7 +368,11 @@ impl<R: Read> Input<R> {
 }
 
 /// See [`StateMachine::restore`].
-pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine, RestoreError> {
+pub fn restore(
+    r: &mut impl Read,
+    config: SessionConfig,
+    retain_messages: u64,
+) -> Result<StateMachine, RestoreError> {
     let mut input = Input {
         r: io::BufReader::with_capacity(64 << 10, r),
     };
@@ -453,21 +489,42 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
     {
         return bad(format!("no room {}", super::DEFAULT_ROOM));
     }
-    let mut positions: Vec<Vec<u64>> = vec![Vec::new(); room_names.len()];
+    let mut positions: Vec<VecDeque<u64>> = vec![VecDeque::new(); room_names.len()];
 
-    let message_count = input.count("message count", u64::MAX)?;
-    if message_count > applied_index {
+    let snapshot_retain = input.u64("retained messages per room")?;
+    if snapshot_retain != retain_messages {
         return bad(format!(
-            "{message_count} messages but applied index {applied_index}"
+            "taken with --retain-messages {snapshot_retain}, but this node has \
+             --retain-messages {retain_messages} (every node must use the same value, always)"
+        ));
+    }
+    // Every position was assigned by an applied entry.
+    let last_position = input.u64("last position")?;
+    if last_position > applied_index {
+        return bad(format!(
+            "last position {last_position} but applied index {applied_index}"
+        ));
+    }
+    let message_count = input.count("message count", last_position)?;
+    if retain_messages == 0 && message_count != last_position {
+        return bad(format!(
+            "{message_count} messages up to position {last_position} without retention"
         ));
     }
     let mut chat_log = ChatLog::default();
     let mut previous: Option<(Index, u64)> = None;
+    let mut previous_position = 0;
     for k in 0..message_count {
         let position = input.u64("message position")?;
-        if position != k + 1 {
+        if retain_messages == 0 && position != k + 1 {
             return bad(format!("message {} has position {position}", k + 1));
         }
+        if position <= previous_position || position > last_position {
+            return bad(format!(
+                "message position {position} after {previous_position} (last {last_position})"
+            ));
+        }
+        previous_position = position;
         let index = input.u64("message index")?;
         let room = input.u32("message room")? as usize;
         let nick = input.string("message nick")?;
@@ -499,7 +556,12 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
         validate_nick(&nick).map_err(RestoreError)?;
         validate_text(&text).map_err(RestoreError)?;
         previous = Some((index, timestamp_ms));
-        positions[room].push(position);
+        positions[room].push_back(position);
+        if retain_messages > 0 && positions[room].len() as u64 > retain_messages {
+            return bad(format!(
+                "room {room_name} holds more than {retain_messages} messages"
+            ));
+        }
         chat_log.push(ChatMessage {
             position,
             index,
@@ -509,6 +571,13 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
             timestamp_ms,
         });
     }
+    // The newest message is never dropped (retention drops a room's oldest, after a post).
+    if last_position > 0 && previous_position != last_position {
+        return bad(format!(
+            "the newest message {last_position} is missing (last held {previous_position})"
+        ));
+    }
+    chat_log.set_last_position(last_position);
     input.magic(END_MAGIC, "end magic")?;
     let mut rest = [0u8; 1];
     match input.r.read(&mut rest) {
@@ -524,6 +593,7 @@ pub fn restore(r: &mut impl Read, config: SessionConfig) -> Result<StateMachine,
         kv,
         revision,
         sessions,
+        retain_messages,
     ))
 }
 
@@ -532,6 +602,7 @@ mod tests {
     use super::*;
     use crate::chat::command::{Command, Op, Origin, SessionRef};
     use crate::chat::state::tests::session_workload;
+    use crate::chat::state::CHUNK_LEN;
     use crate::chat::{Applied, DEFAULT_ROOM};
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
@@ -545,7 +616,7 @@ mod tests {
     }
 
     fn restored(bytes: &[u8], config: SessionConfig) -> StateMachine {
-        StateMachine::restore(&mut &bytes[..], config).unwrap()
+        StateMachine::restore(&mut &bytes[..], config, 0).unwrap()
     }
 
     fn command(index: Index, session: Option<SessionRef>, op: Op) -> Vec<u8> {
@@ -580,7 +651,12 @@ mod tests {
     /// A machine with rooms (one empty), keys (one deleted), more than two chunks of messages
     /// and a session retaining outcomes.
     fn busy_machine(messages: u64) -> StateMachine {
-        let mut sm = StateMachine::default();
+        busy_machine_retaining(messages, 0)
+    }
+
+    /// [`busy_machine`] keeping `retain` messages per room (0: all).
+    fn busy_machine_retaining(messages: u64, retain: u64) -> StateMachine {
+        let mut sm = StateMachine::default().with_retention(retain);
         let mut index = 0;
         let mut next = |sm: &mut StateMachine, session, op| {
             index += 1;
@@ -821,12 +897,48 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_with_holes_round_trips_and_then_behaves_the_same() {
+        let config = SessionConfig::default();
+        for retain in [1, 7, 1000] {
+            let messages = 3 * CHUNK_LEN as u64 + 5;
+            let mut sm = busy_machine_retaining(messages, retain);
+            let kept = sm.message_count();
+            assert_eq!(kept, 3 * retain.min(messages / 3));
+            let bytes = encode(&sm);
+            let mut copy = StateMachine::restore(&mut &bytes[..], config, retain).unwrap();
+            assert_eq!(copy, sm, "retain {retain}");
+            assert_eq!(copy.last_position(), sm.last_position());
+            assert_eq!(copy.message_count(), kept);
+            assert_eq!(encode(&copy), bytes, "retain {retain}: canonical");
+            copy.check_invariants_full().unwrap();
+            // More posts drop the same messages on both.
+            let mut index = sm.applied_index();
+            for k in 0..2 * CHUNK_LEN as u64 {
+                index += 1;
+                let room = ["alpha", "beta", DEFAULT_ROOM, "empty"][(k % 4) as usize];
+                let op = Op::Post {
+                    room: room.into(),
+                    nick: "later".into(),
+                    text: format!("later {k}"),
+                };
+                let data = command(index, None, op);
+                assert_eq!(sm.apply(index, &data), copy.apply(index, &data));
+            }
+            assert_eq!(copy, sm, "retain {retain}");
+            copy.check_invariants_full().unwrap();
+            sm.check_invariants_full().unwrap();
+            assert_eq!(copy.last_position(), messages + 2 * CHUNK_LEN as u64);
+            assert_eq!(copy.message_count(), 4 * retain);
+        }
+    }
+
+    #[test]
     fn broken_invariants_are_refused_with_a_reason() {
         let sm = busy_machine(10);
         let bytes = encode(&sm);
         let config = SessionConfig::default();
         let err = |bytes: &[u8]| {
-            StateMachine::restore(&mut &bytes[..], config)
+            StateMachine::restore(&mut &bytes[..], config, 0)
                 .unwrap_err()
                 .0
         };
@@ -838,14 +950,51 @@ mod tests {
         let mut version = bytes.clone();
         version[8] = 9;
         assert!(err(&version).contains("version 9"));
-        // A gap in the positions.
-        let mut gap = sm.clone();
-        let mut tail = gap.chat_log.tail.clone();
-        tail[3].position += 1;
-        gap.chat_log.tail = tail;
-        let mut gapped = Vec::new();
-        gap.capture().write_to(&mut gapped).unwrap();
-        assert_eq!(err(&gapped), "message 4 has position 5");
+        // Holes only with retention, and only with the node's own retention.
+        let kept = busy_machine_retaining(10, 2);
+        let holed = encode(&kept);
+        assert_eq!(
+            StateMachine::restore(&mut &holed[..], config, 2).unwrap(),
+            kept
+        );
+        assert!(err(&holed).starts_with("taken with --retain-messages 2, but this node has"));
+        // Positions 5..=10 survive (two per room); the fields before them: retain, last, count.
+        let at = |bytes: &[u8], fields: [u64; 3]| {
+            let pattern: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
+            bytes
+                .windows(24)
+                .position(|w| w == pattern)
+                .expect("the retention fields")
+        };
+        let patched = |fields: [u64; 3]| {
+            let mut bytes = holed.clone();
+            let at = at(&holed, [2, 10, 6]);
+            let new: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
+            bytes[at..at + 24].copy_from_slice(&new);
+            bytes
+        };
+        assert_eq!(
+            err(&patched([0, 10, 6])),
+            "6 messages up to position 10 without retention"
+        );
+        assert_eq!(err(&patched([0, 6, 6])), "message 1 has position 5");
+        let too_many = patched([1, 10, 6]);
+        assert!(StateMachine::restore(&mut &too_many[..], config, 1)
+            .unwrap_err()
+            .0
+            .contains("holds more than 1 messages"));
+        let beyond = patched([2, 9, 6]);
+        assert_eq!(
+            StateMachine::restore(&mut &beyond[..], config, 2)
+                .unwrap_err()
+                .0,
+            "message position 10 after 9 (last 9)"
+        );
+        let newest_missing = patched([2, kept.applied_index(), 6]);
+        assert!(StateMachine::restore(&mut &newest_missing[..], config, 2)
+            .unwrap_err()
+            .0
+            .contains("the newest message"));
         // Fewer sessions allowed than the snapshot holds.
         let small = SessionConfig {
             sessions_max: 1,
@@ -855,7 +1004,7 @@ mod tests {
         two.sessions.open(two.applied_index);
         let mut encoded = Vec::new();
         two.capture().write_to(&mut encoded).unwrap();
-        assert!(StateMachine::restore(&mut &encoded[..], small)
+        assert!(StateMachine::restore(&mut &encoded[..], small, 0)
             .unwrap_err()
             .0
             .contains("more than the configured 1"));
@@ -884,7 +1033,7 @@ mod tests {
                     rng.fill(&mut damaged[at..at + len]);
                 }
             }
-            match StateMachine::restore(&mut &damaged[..], config) {
+            match StateMachine::restore(&mut &damaged[..], config, 0) {
                 Err(_) => refused += 1,
                 Ok(_) => assert_ne!(round % 3, 0, "a truncation was accepted"),
             }

@@ -13,21 +13,28 @@
 //! original outcome (`Applied::duplicate`), or refuses it. A command without one (telnet) is
 //! applied every time it is committed.
 //!
-//! Invariants (checked in `debug_assert_invariants`):
-//! - the chat log is full chunks of exactly `CHUNK_LEN` messages (immutable, shared by `Arc`
-//!   with any snapshot captured from it) followed by a tail of fewer than `CHUNK_LEN`; the
-//!   message at offset `k` of chunk `c` has position `c * CHUNK_LEN + k + 1`, the tail's `k`th
-//!   message `chunks.len() * CHUNK_LEN + k + 1`: positions start at 1 and have no gaps.
+//! Retention (`with_retention(n)`, the server's `--retain-messages n`, off by default): after a
+//! post makes its room hold more than `n` messages, the room's oldest ones are dropped. Like
+//! session expiry it is a pure function of the applied entries and the configured `n`, so every
+//! node drops the same messages. Positions are never reused: dropped messages leave holes, so
+//! [`StateMachine::message_count`] (messages held) and [`StateMachine::last_position`] (newest
+//! position ever assigned) differ once anything was dropped.
+//!
+//! Invariants (the cheap ones checked after every entry in `debug_assert_invariants`, all of
+//! them in `check_invariants_full`):
+//! - the chat log keeps the invariants of `chat_log`: positions strictly increase, are at most
+//!   `last_position`, and without retention are exactly `1..=last_position` (no holes); dropped
+//!   messages are freed eventually (chunks under half live are rebuilt).
 //! - chat log `index`es strictly increase, and are all `<= applied_index`.
 //! - chat log timestamps never decrease (a leader whose clock lags its predecessor's cannot make
 //!   time run backwards in the log: its messages take the latest time seen).
-//! - every room's position list is increasing and names messages of that room; the lists
-//!   partition the chat log.
+//! - every room's position list is increasing and names live messages of that room; the lists
+//!   partition the chat log's live messages; with retention `n > 0` none is longer than `n`.
 //! - every key's revision is in `1..=revision`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 
+pub(crate) use super::chat_log::{ChatLog, CHUNK_LEN};
 use super::command::{Command, Op, Origin, SessionRef};
 use super::session::{Admission, SessionConfig, Sessions};
 use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
@@ -38,7 +45,8 @@ pub const DEFAULT_ROOM: &str = "general";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatMessage {
-    /// 1-based position in the whole chat log (all rooms), no gaps.
+    /// 1-based position in the whole chat log (all rooms): assigned in order, never reused.
+    /// Without retention there are no gaps; with it, dropped messages leave holes.
     pub position: u64,
     /// The Raft index of the entry that carried it.
     pub index: Index,
@@ -95,78 +103,19 @@ pub(crate) struct KvValue {
     pub(crate) revision: u64,
 }
 
-/// Messages per immutable chunk of the chat log. A snapshot shares the full chunks and copies
-/// only the tail, so capturing one costs at most `CHUNK_LEN - 1` message clones.
-pub(crate) const CHUNK_LEN: usize = 4096;
-
-/// The chat log: full immutable chunks plus a mutable tail (see the module invariants). Equal
-/// contents mean equal chunking, so the derived equality is content equality.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ChatLog {
-    pub(crate) chunks: Vec<Arc<[ChatMessage]>>,
-    pub(crate) tail: Vec<ChatMessage>,
-}
-
-impl ChatLog {
-    pub(crate) fn len(&self) -> u64 {
-        (self.chunks.len() * CHUNK_LEN + self.tail.len()) as u64
-    }
-
-    /// The message at 0-based offset `at` (position `at + 1`).
-    pub(crate) fn get(&self, at: u64) -> Option<&ChatMessage> {
-        let at = usize::try_from(at).ok()?;
-        let (chunk, k) = (at / CHUNK_LEN, at % CHUNK_LEN);
-        match self.chunks.get(chunk) {
-            Some(messages) => messages.get(k),
-            None if chunk == self.chunks.len() => self.tail.get(k),
-            None => None,
-        }
-    }
-
-    pub(crate) fn last(&self) -> Option<&ChatMessage> {
-        match self.tail.last() {
-            Some(last) => Some(last),
-            None => self.chunks.last().and_then(|chunk| chunk.last()),
-        }
-    }
-
-    /// Appends; a tail that reaches `CHUNK_LEN` becomes an immutable chunk.
-    pub(crate) fn push(&mut self, message: ChatMessage) {
-        if self.tail.capacity() == 0 {
-            self.tail.reserve_exact(CHUNK_LEN);
-        }
-        self.tail.push(message);
-        if self.tail.len() == CHUNK_LEN {
-            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK_LEN));
-            self.chunks.push(Arc::from(full));
-        }
-    }
-
-    /// The messages from 0-based offset `start` on, in order.
-    pub(crate) fn iter_from(&self, start: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
-        let start = usize::try_from(start.min(self.len())).unwrap_or(usize::MAX);
-        let (chunk, skip) = (start / CHUNK_LEN, start % CHUNK_LEN);
-        self.chunks
-            .get(chunk..)
-            .unwrap_or(&[])
-            .iter()
-            .map(|messages| &messages[..])
-            .chain(std::iter::once(&self.tail[..]))
-            .flatten()
-            .skip(skip)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateMachine {
     pub(super) applied_index: Index,
     pub(super) chat_log: ChatLog,
-    /// Room name (without '#') to the positions of its messages, oldest first.
-    pub(super) rooms: BTreeMap<String, Vec<u64>>,
+    /// Room name (without '#') to the positions of its retained messages, oldest first.
+    pub(super) rooms: BTreeMap<String, VecDeque<u64>>,
     pub(super) kv: BTreeMap<String, KvValue>,
     /// Bumped by every successful key-value write; 0 before the first.
     pub(super) revision: u64,
     pub(super) sessions: Sessions,
+    /// Messages kept per room (`--retain-messages`); 0 keeps everything. Node configuration,
+    /// like the session limits: the same on every node, and recorded in snapshots.
+    pub(super) retain_messages: u64,
 }
 
 /// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
@@ -190,7 +139,7 @@ impl StateMachine {
     /// A state machine with the given session limits (the same on every node of a cluster).
     pub fn with_session_config(config: SessionConfig) -> StateMachine {
         let mut rooms = BTreeMap::new();
-        rooms.insert(DEFAULT_ROOM.to_string(), Vec::new());
+        rooms.insert(DEFAULT_ROOM.to_string(), VecDeque::new());
         StateMachine {
             applied_index: 0,
             chat_log: ChatLog::default(),
@@ -198,17 +147,34 @@ impl StateMachine {
             kv: BTreeMap::new(),
             revision: 0,
             sessions: Sessions::new(config),
+            retain_messages: 0,
         }
+    }
+
+    /// This machine, keeping only the newest `retain_messages` messages of each room (0 keeps
+    /// everything, the default). For a new machine: every node of a cluster must use the same
+    /// value from its first entry on (it is not in the log; snapshots record it and a node
+    /// refuses one taken with another value).
+    pub fn with_retention(mut self, retain_messages: u64) -> StateMachine {
+        debug_assert_eq!(self.applied_index, 0, "retention is set on a new machine");
+        self.retain_messages = retain_messages;
+        self
+    }
+
+    /// Messages kept per room; 0 = all.
+    pub fn retain_messages(&self) -> u64 {
+        self.retain_messages
     }
 
     /// A state machine from checked parts (see `snapshot::restore`).
     pub(super) fn from_parts(
         applied_index: Index,
         chat_log: ChatLog,
-        rooms: BTreeMap<String, Vec<u64>>,
+        rooms: BTreeMap<String, VecDeque<u64>>,
         kv: BTreeMap<String, KvValue>,
         revision: u64,
         sessions: Sessions,
+        retain_messages: u64,
     ) -> StateMachine {
         let sm = StateMachine {
             applied_index,
@@ -217,6 +183,7 @@ impl StateMachine {
             kv,
             revision,
             sessions,
+            retain_messages,
         };
         sm.debug_assert_invariants();
         sm
@@ -300,35 +267,51 @@ impl StateMachine {
         self.applied_index
     }
 
-    /// How many messages the chat log holds: the last position (positions are `1..=count`).
+    /// How many messages the chat log holds now. Without retention that is also the last
+    /// position (positions are `1..=count`); with it, dropped messages are not counted: use
+    /// [`StateMachine::last_position`] for the newest position.
     pub fn message_count(&self) -> u64 {
         self.chat_log.len()
     }
 
-    /// The message at `position` (1-based); `None` for 0 or beyond the end.
+    /// The highest position ever assigned (0 before the first message): the next message gets
+    /// `last_position() + 1`. Equal to `message_count()` unless retention dropped messages.
+    pub fn last_position(&self) -> u64 {
+        self.chat_log.last_position()
+    }
+
+    /// Message slots held in memory, live or dropped-but-not-yet-freed: at most twice the
+    /// retained messages plus `CHUNK_LEN` (see `chat_log`). For tests of the memory bound.
+    pub fn held_message_slots(&self) -> usize {
+        self.chat_log.held_slots()
+    }
+
+    /// The message at `position` (1-based); `None` for 0, beyond the end, or dropped.
     pub fn message(&self, position: u64) -> Option<&ChatMessage> {
-        self.chat_log.get(position.checked_sub(1)?)
+        self.chat_log.get(position)
     }
 
-    /// Every message with a position `>= position`, in position order (all of them for 0 or 1;
-    /// none beyond the end). The messages after position `p` are `messages_from(p + 1)`.
+    /// Every retained message with a position `>= position`, in position order (all of them
+    /// for 0 or 1; none beyond the end). The messages after position `p` are
+    /// `messages_from(p + 1)`.
     pub fn messages_from(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
-        self.chat_log.iter_from(position.saturating_sub(1))
+        self.chat_log.iter_from(position)
     }
 
-    /// The last `n` messages of `room` (without '#'), oldest first; empty for an unknown room.
+    /// The last `n` retained messages of `room` (without '#'), oldest first; empty for an
+    /// unknown room.
     pub fn room_history(&self, room: &str, n: usize) -> Vec<&ChatMessage> {
         let Some(positions) = self.rooms.get(room) else {
             return Vec::new();
         };
         let from = positions.len().saturating_sub(n);
-        positions[from..]
-            .iter()
+        positions
+            .range(from..)
             .filter_map(|&position| self.message(position))
             .collect()
     }
 
-    /// Every room with its message count, sorted by name.
+    /// Every room with its retained message count, sorted by name.
     pub fn rooms(&self) -> Vec<(&str, u64)> {
         self.rooms
             .iter()
@@ -400,8 +383,8 @@ impl StateMachine {
         let Some(positions) = self.rooms.get_mut(&room) else {
             return Err(format!("unknown room #{room}: join it first"));
         };
-        let position = self.chat_log.len() + 1;
-        positions.push(position);
+        let position = self.chat_log.last_position() + 1;
+        positions.push_back(position);
         let timestamp_ms = match self.chat_log.last() {
             Some(last) => timestamp_ms.max(last.timestamp_ms),
             None => timestamp_ms,
@@ -414,6 +397,16 @@ impl StateMachine {
             text,
             timestamp_ms,
         });
+        // Retention: the room's oldest messages go, the same on every node (a pure function
+        // of the entries and `retain_messages`). The new message is never among them.
+        if self.retain_messages > 0 {
+            while positions.len() as u64 > self.retain_messages {
+                if let Some(oldest) = positions.pop_front() {
+                    let dropped = self.chat_log.remove(oldest);
+                    debug_assert!(dropped, "a room lists position {oldest}, not in the log");
+                }
+            }
+        }
         Ok(Outcome::Posted { position })
     }
 
@@ -421,7 +414,7 @@ impl StateMachine {
         validate_room(&room)?;
         let existed = self.rooms.contains_key(&room);
         if !existed {
-            self.rooms.insert(room, Vec::new());
+            self.rooms.insert(room, VecDeque::new());
         }
         Ok(Outcome::RoomCreated { existed })
     }
@@ -476,21 +469,82 @@ impl StateMachine {
         Outcome::KvAck { revision }
     }
 
-    /// Checks the invariants in the module comment; O(1) per call except for the last message.
+    /// Checks the cheap invariants of the module comment after every entry (debug builds):
+    /// O(1) but for finding the newest live message and its predecessor.
     fn debug_assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        debug_assert!(self.chat_log.len() <= self.chat_log.last_position());
+        if self.retain_messages == 0 {
+            debug_assert_eq!(self.chat_log.len(), self.chat_log.last_position());
+        }
         if let Some(last) = self.chat_log.last() {
-            debug_assert_eq!(last.position, self.chat_log.len());
+            debug_assert!(last.position <= self.chat_log.last_position());
             debug_assert!(last.index <= self.applied_index);
-            debug_assert_eq!(
-                self.rooms.get(&last.room).and_then(|p| p.last()),
-                Some(&last.position)
-            );
-            if let Some(before) = self.chat_log.len().checked_sub(2) {
-                let before = self.chat_log.get(before).expect("within the log");
+            let room = self.rooms.get(&last.room);
+            debug_assert_eq!(room.and_then(|p| p.back()), Some(&last.position));
+            if self.retain_messages > 0 {
+                debug_assert!(room.map_or(0, |p| p.len()) as u64 <= self.retain_messages);
+            }
+            let before = self
+                .chat_log
+                .iter_from(last.position.saturating_sub(CHUNK_LEN as u64 / 8))
+                .take_while(|m| m.position < last.position)
+                .last();
+            if let Some(before) = before {
                 debug_assert!(before.index < last.index);
                 debug_assert!(before.timestamp_ms <= last.timestamp_ms);
             }
         }
+    }
+
+    /// Checks every invariant of the module comment and of the chat log; O(state). For tests.
+    #[cfg(test)]
+    pub(crate) fn check_invariants_full(&self) -> Result<(), String> {
+        self.chat_log.check()?;
+        if self.retain_messages == 0 && self.chat_log.len() != self.chat_log.last_position() {
+            return Err("holes in the chat log without retention".into());
+        }
+        let mut previous: Option<&ChatMessage> = None;
+        for m in self.chat_log.iter_from(0) {
+            if m.index > self.applied_index {
+                return Err(format!("message {} beyond the applied index", m.position));
+            }
+            if let Some(p) = previous {
+                if p.index >= m.index || p.timestamp_ms > m.timestamp_ms {
+                    return Err(format!("message {} out of order", m.position));
+                }
+            }
+            previous = Some(m);
+        }
+        let mut listed = 0u64;
+        for (room, positions) in &self.rooms {
+            if self.retain_messages > 0 && positions.len() as u64 > self.retain_messages {
+                return Err(format!("room {room} keeps {} messages", positions.len()));
+            }
+            let mut last = 0;
+            for &position in positions {
+                let message = self.chat_log.get(position);
+                if position <= last || message.is_none_or(|m| &m.room != room) {
+                    return Err(format!("room {room} lists position {position}"));
+                }
+                last = position;
+            }
+            listed += positions.len() as u64;
+        }
+        if listed != self.chat_log.len() {
+            return Err(format!(
+                "rooms list {listed} messages, the log holds {}",
+                self.chat_log.len()
+            ));
+        }
+        for (key, value) in &self.kv {
+            if value.revision == 0 || value.revision > self.revision {
+                return Err(format!("key {key} has revision {}", value.revision));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -958,6 +1012,168 @@ pub(super) mod tests {
         }
         assert!(rejections > 19_000, "{rejections}");
         assert_eq!(sm.applied_index(), 20_000);
+    }
+
+    // ---- Retention (`--retain-messages`) ----
+
+    fn post_entry(index: Index, room: &str, text: &str) -> Vec<u8> {
+        encode(post_op(room, text), 1, index, T0_MS + index)
+    }
+
+    /// Posts `count` messages over `rooms` (room `k % rooms.len()`, but every seventh message
+    /// to the first room, so rooms fill unevenly), after creating the rooms.
+    fn retention_entries(rooms: &[&str], count: u64) -> Vec<Vec<u8>> {
+        let mut entries: Vec<Vec<u8>> = rooms
+            .iter()
+            .enumerate()
+            .map(|(i, room)| {
+                encode(
+                    Op::CreateRoom {
+                        room: room.to_string(),
+                    },
+                    1,
+                    i as u64,
+                    T0_MS,
+                )
+            })
+            .collect();
+        for k in 0..count {
+            let room = if k % 7 == 0 {
+                rooms[0]
+            } else {
+                rooms[k as usize % rooms.len()]
+            };
+            let index = entries.len() as Index + 1;
+            entries.push(post_entry(index, room, &format!("{room}-{k}")));
+        }
+        entries
+    }
+
+    fn apply_all(sm: &mut StateMachine, entries: &[Vec<u8>]) -> Vec<Applied> {
+        let first = sm.applied_index() + 1;
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, data)| sm.apply(first + i as Index, data))
+            .collect()
+    }
+
+    #[test]
+    fn retention_keeps_exactly_the_last_n_of_each_room() {
+        let rooms = ["general", "a", "b"];
+        let n = 5;
+        let entries = retention_entries(&rooms, 200);
+        let mut full = StateMachine::default();
+        let mut kept = StateMachine::default().with_retention(n);
+        assert_eq!(kept.retain_messages(), n);
+        let a = apply_all(&mut full, &entries);
+        let b = apply_all(&mut kept, &entries);
+        // The same outcomes: positions are assigned as without retention, never reused.
+        assert_eq!(a, b);
+        kept.check_invariants_full().unwrap();
+        assert_eq!(kept.last_position(), 200);
+        assert_eq!(full.last_position(), 200);
+        assert_eq!(kept.message_count(), 3 * n);
+        for room in rooms {
+            let expected: Vec<&ChatMessage> = full.room_history(room, n as usize);
+            assert_eq!(kept.room_history(room, 100), expected, "{room}");
+            assert_eq!(kept.room_history(room, 2), expected[3..].to_vec());
+            let count = kept
+                .rooms()
+                .into_iter()
+                .find(|(r, _)| *r == room)
+                .unwrap()
+                .1;
+            assert_eq!(count, n);
+        }
+        // `message` and `messages_from` see exactly the survivors, in position order.
+        let survivors: Vec<u64> = rooms
+            .iter()
+            .flat_map(|room| kept.room_history(room, 100))
+            .map(|m| m.position)
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        for p in 0..=202 {
+            let expected = survivors.contains(&p).then(|| full.message(p).unwrap());
+            assert_eq!(kept.message(p), expected, "position {p}");
+            let from: Vec<u64> = kept.messages_from(p).map(|m| m.position).collect();
+            let want: Vec<u64> = survivors.iter().copied().filter(|&s| s >= p).collect();
+            assert_eq!(from, want, "from {p}");
+        }
+        // The next post takes the next position, and pushes its room's oldest out.
+        let oldest_general = kept.room_history("general", 1_000)[0].position;
+        let next = post_entry(kept.applied_index() + 1, "general", "new");
+        let applied = kept.apply(kept.applied_index() + 1, &next);
+        assert_eq!(applied.outcome, Outcome::Posted { position: 201 });
+        assert_eq!(kept.message(oldest_general), None);
+        assert_eq!(kept.message_count(), 3 * n);
+        assert_eq!(kept.messages_from(0).last().map(|m| m.position), Some(201));
+    }
+
+    #[test]
+    fn retention_zero_keeps_everything() {
+        let entries = retention_entries(&["general", "a"], 300);
+        let mut a = StateMachine::default();
+        let mut b = StateMachine::default().with_retention(0);
+        apply_all(&mut a, &entries);
+        apply_all(&mut b, &entries);
+        assert_eq!(a, b);
+        assert_eq!((b.message_count(), b.last_position()), (300, 300));
+        b.check_invariants_full().unwrap();
+    }
+
+    #[test]
+    fn retention_is_deterministic_across_machines() {
+        for seed in 0..10 {
+            let entries = random_entries(seed, 2_000);
+            let mut a = StateMachine::default().with_retention(3);
+            let mut b = StateMachine::default().with_retention(3);
+            for (i, entry) in entries.iter().enumerate() {
+                let index = i as Index + 1;
+                match entry {
+                    None => {
+                        a.apply_noop(index);
+                        b.apply_noop(index);
+                    }
+                    Some(data) => assert_eq!(a.apply(index, data), b.apply(index, data)),
+                }
+            }
+            assert_eq!(a, b, "seed {seed}");
+            a.check_invariants_full().unwrap();
+            let all_a: Vec<_> = a.messages_from(0).collect();
+            let all_b: Vec<_> = b.messages_from(0).collect();
+            assert_eq!(all_a, all_b);
+            assert!(a.rooms().iter().all(|(_, count)| *count <= 3));
+        }
+    }
+
+    #[test]
+    fn retention_frees_dropped_messages() {
+        let n = 100;
+        let rooms = ["general", "a", "b", "c"];
+        let entries = retention_entries(&rooms, 100_000);
+        let mut sm = StateMachine::default().with_retention(n);
+        let mut peak = 0;
+        let first = 1;
+        for (i, data) in entries.iter().enumerate() {
+            sm.apply(first + i as Index, data);
+            peak = peak.max(sm.held_message_slots());
+            if i % 10_000 == 0 {
+                sm.check_invariants_full().unwrap();
+            }
+        }
+        sm.check_invariants_full().unwrap();
+        let live = sm.message_count() as usize;
+        assert_eq!(live, rooms.len() * n as usize);
+        assert_eq!(sm.last_position(), 100_000);
+        // At most twice the live messages in chunks, plus one tail: not 100,000.
+        let bound = 2 * live + CHUNK_LEN;
+        assert!(peak <= bound, "held {peak} slots, bound {bound}");
+        assert!(sm.chat_log.chunk_count() <= live);
+        // A capture shares what it needs and keeps it alive; the machine still frees its own.
+        let snapshot = sm.capture();
+        assert_eq!(snapshot.message_count(), live as u64);
     }
 
     // ---- Client sessions: exactly-once application (Ongaro §6.3) ----

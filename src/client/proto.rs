@@ -401,7 +401,9 @@ pub enum Answer {
         req_id: u64,
         position: u64,
     },
-    /// `total` is the log length at the read; `messages` start at the requested position.
+    /// `total` is the newest position at the read (the log's length unless `--retain-messages`
+    /// dropped messages, which leave holes); `messages` are the retained ones from the requested
+    /// position on, in position order.
     LogChunk {
         req_id: u64,
         total: u64,

@@ -264,7 +264,8 @@ impl Node {
         let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
             return;
         };
-        let total = self.sm.message_count();
+        // The newest position, not the count: with retention there are holes before it.
+        let total = self.sm.last_position();
         let start = from_position.max(1);
         let mut budget = proto::BODY_LEN_MAX - proto::LOG_CHUNK_FIXED_LEN;
         let limit = max_messages.clamp(1, LOG_PAGE_MESSAGES_MAX) as usize;

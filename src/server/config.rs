@@ -36,6 +36,13 @@ pub struct ServerConfig {
     /// After a snapshot, keep this many entries before it in the log, so a follower slightly
     /// behind catches up from the log instead of receiving the whole snapshot.
     pub log_keep_entries: u64,
+    /// Keep only the newest N messages of each room, dropping older ones on every node alike,
+    /// so a long-lived chat's memory and snapshots stay bounded (0: keep everything). Like the
+    /// session limits, every node must use the same value, for the life of its data.
+    pub retain_messages: u64,
+    /// Write-ahead log segment size in bytes: the log is dropped a whole segment at a time
+    /// after a snapshot, so this bounds what a compacted log still holds.
+    pub wal_segment_bytes: u64,
     /// Derived from the member list, so nodes started with the same arguments agree on it and a
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
@@ -53,6 +60,8 @@ const NODES_MAX: u64 = 1024;
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 /// `--log-keep-entries` default.
 pub const DEFAULT_LOG_KEEP_ENTRIES: u64 = 10_000;
+/// `--wal-segment-bytes` default: 64 MiB.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 
 fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
@@ -118,6 +127,20 @@ fn options() -> getopts::Options {
         "entries kept in the log before the latest snapshot, for followers slightly behind \
          (default 10000)",
         "N",
+    );
+    opts.optopt(
+        "",
+        "retain-messages",
+        "keep only the newest N messages of each room; older ones are dropped on every node \
+         alike (default 0 = keep all; must be the same on every node)",
+        "N",
+    );
+    opts.optopt(
+        "",
+        "wal-segment-bytes",
+        "write-ahead log segment size; the log is dropped a segment at a time after a snapshot \
+         (default 67108864 = 64 MiB)",
+        "BYTES",
     );
     opts.optflag(
         "",
@@ -265,6 +288,13 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     }
     let snapshot_entries = num_opt("snapshot-entries", DEFAULT_SNAPSHOT_ENTRIES)?;
     let log_keep_entries = num_opt("log-keep-entries", DEFAULT_LOG_KEEP_ENTRIES)?;
+    let retain_messages = num_opt("retain-messages", 0)?;
+    let wal_segment_bytes = num_opt("wal-segment-bytes", DEFAULT_WAL_SEGMENT_BYTES)?;
+    if wal_segment_bytes < 4096 {
+        return Err(format!(
+            "--wal-segment-bytes must be at least 4096, got {wal_segment_bytes}"
+        ));
+    }
     let log_level = match matches.opt_str("log-level") {
         Some(text) => text
             .parse::<log::LevelFilter>()
@@ -290,6 +320,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         testing_early_ack: matches.opt_present("testing-early-ack"),
         snapshot_entries,
         log_keep_entries,
+        retain_messages,
+        wal_segment_bytes,
         cluster_id,
     }))
 }
@@ -321,6 +353,26 @@ mod tests {
         assert_eq!(cfg.log_keep_entries, DEFAULT_LOG_KEEP_ENTRIES);
         let cfg = run("1 3 20001 --snapshot-entries 0 --log-keep-entries 5");
         assert_eq!((cfg.snapshot_entries, cfg.log_keep_entries), (0, 5));
+    }
+
+    #[test]
+    fn retention_is_off_by_default() {
+        let cfg = run("0 3 20000");
+        assert_eq!(cfg.retain_messages, 0);
+        assert_eq!(cfg.wal_segment_bytes, 64 << 20);
+        let cfg = run("0 3 20000 --retain-messages 1000 --wal-segment-bytes 1048576");
+        assert_eq!(
+            (cfg.retain_messages, cfg.wal_segment_bytes),
+            (1000, 1 << 20)
+        );
+        for bad in [
+            "0 3 20000 --retain-messages -1",
+            "0 3 20000 --retain-messages lots",
+            "0 3 20000 --wal-segment-bytes 100",
+        ] {
+            let err = parse_args(&args(bad)).expect_err(bad);
+            assert!(!err.contains('\n'), "{bad}: {err}");
+        }
     }
 
     #[test]

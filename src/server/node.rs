@@ -196,6 +196,7 @@ impl Node {
     pub fn start(cfg: ServerConfig) -> Result<Node, ServerError> {
         let mut wal_opts = WalOptions::new(cfg.data_dir.clone(), cfg.cluster_id, cfg.id);
         wal_opts.fsync = cfg.fsync;
+        wal_opts.segment_bytes = cfg.wal_segment_bytes;
         let (mut wal, recovered) = Wal::open(wal_opts)?;
         if let Some(torn) = &recovered.torn_tail {
             log::warn!(
@@ -226,14 +227,18 @@ impl Node {
             std::sync::Arc::clone(&waker),
         )?;
         let (sm, snapshot) = match snapshots.latest() {
-            None => (StateMachine::default(), None),
+            None => (
+                StateMachine::default().with_retention(cfg.retain_messages),
+                None,
+            ),
             Some(file) => {
                 let started = Instant::now();
                 let mut body = file.body()?;
                 let sm =
-                    StateMachine::restore(&mut body, SessionConfig::default()).map_err(|why| {
-                        ServerError::Snapshot(format!("{}: {why}", file.path.display()))
-                    })?;
+                    StateMachine::restore(&mut body, SessionConfig::default(), cfg.retain_messages)
+                        .map_err(|why| {
+                            ServerError::Snapshot(format!("{}: {why}", file.path.display()))
+                        })?;
                 log::info!(
                     "node {}: loaded snapshot at index {} (term {}, {} messages) in {:.1?}",
                     cfg.id,
@@ -948,8 +953,12 @@ impl Node {
         })?;
         let started = Instant::now();
         let mut body = file.body()?;
-        let sm = StateMachine::restore(&mut body, SessionConfig::default())
-            .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+        let sm = StateMachine::restore(
+            &mut body,
+            SessionConfig::default(),
+            self.cfg.retain_messages,
+        )
+        .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
         // Nothing this node proposed at or below the snapshot can still be answered from it.
         while let Some((&at, &req)) = self.local_proposals.first_key_value() {
             if at > meta.index {
@@ -1140,7 +1149,7 @@ impl Node {
             if !self.writes.contains_key(&req) {
                 continue;
             }
-            self.early_ack_position = self.early_ack_position.max(self.sm.message_count()) + 1;
+            self.early_ack_position = self.early_ack_position.max(self.sm.last_position()) + 1;
             let applied = Applied {
                 origin: None,
                 outcome: Outcome::Posted {

@@ -22,10 +22,14 @@ const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
 const QUEUED_LINES_MAX: usize = 256;
 
-/// `get chatLog` being written out a chunk at a time.
+/// `get chatLog` being written out a chunk at a time: the messages at positions
+/// `next_position..=last_position` (the log at the read), skipping holes. With retention, a
+/// message dropped while the listing streams is skipped too.
 struct Listing {
     next_position: u64,
     last_position: u64,
+    /// Lines written so far, for `end <count>`.
+    listed: u64,
 }
 
 pub(super) struct Session {
@@ -286,6 +290,8 @@ impl Node {
                 self.raft.snapshot().map_or(0, |snapshot| snapshot.index)
             ),
             format!("messages {}", self.sm.message_count()),
+            format!("last_position {}", self.sm.last_position()),
+            format!("retain_messages {}", self.sm.retain_messages()),
         ];
         for peer in &status.peers {
             lines.push(format!(
@@ -439,11 +445,12 @@ impl Node {
             // Binary queries are answered by `binary`; none reaches a telnet session.
             Query::LogPage { .. } | Query::Value { .. } | Query::KeyList { .. } => {}
             Query::ChatLog => {
-                let last_position = self.sm.message_count();
+                let last_position = self.sm.last_position();
                 if let Some(session) = self.session_mut(conn.key) {
                     session.listing = Some(Listing {
                         next_position: 1,
                         last_position,
+                        listed: 0,
                     });
                     session.busy = None;
                 }
@@ -520,13 +527,18 @@ impl Node {
             while conn.buffers.pending_output() < STREAM_REFILL_BYTES
                 && listing.next_position <= listing.last_position
             {
-                if let Some(message) = self.sm.message(listing.next_position) {
-                    telnet::format_message(message, conn.buffers.output());
+                // The next retained message at or after `next_position` (O(log n) to find).
+                match self.sm.messages_from(listing.next_position).next() {
+                    Some(message) if message.position <= listing.last_position => {
+                        telnet::format_message(message, conn.buffers.output());
+                        listing.listed += 1;
+                        listing.next_position = message.position + 1;
+                    }
+                    _ => listing.next_position = listing.last_position + 1,
                 }
-                listing.next_position += 1;
             }
             if listing.next_position > listing.last_position {
-                let count = listing.last_position;
+                let count = listing.listed;
                 session.listing = None;
                 let conn_ref = ConnRef { key, id: conn.id };
                 self.finish(conn_ref, &format!("end {count}"));

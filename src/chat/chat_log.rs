@@ -1,0 +1,447 @@
+//! The chat log's storage: messages in position order, with holes where retention
+//! (`--retain-messages`) dropped old messages, cheap to capture and bounded in memory.
+//!
+//! A position is a message's 1-based place in the whole chat (all rooms): assigned once, in
+//! order, never reused. Dropping a message leaves a hole at its position; the log remembers the
+//! highest position ever assigned ([`ChatLog::last_position`]) separately from how many messages
+//! it still holds ([`ChatLog::len`]).
+//!
+//! Layout: immutable chunks (`Arc<[ChatMessage]>`, shared with any snapshot captured from the
+//! log) followed by a mutable tail. A dropped message in a chunk is only marked dead (the chunk
+//! is shared, it cannot change); once fewer than half of a chunk's messages are live, the chunk
+//! is rebuilt from its survivors, and a chunk with none left is removed. So the messages held,
+//! dead or alive, are at most twice the live ones in chunks plus one tail, and every dropped
+//! message is freed eventually (once no captured snapshot shares its chunk).
+//!
+//! Invariants (checked in full by [`ChatLog::check`]; `state` checks the cheap ones after every
+//! entry in debug builds):
+//! - every held slot's position (chunks in order, then the tail) strictly increases, and is at
+//!   most `last_position`; without drops the positions are exactly `1..=last_position`.
+//! - a chunk holds `1..=CHUNK_LEN` messages, at least one and at least half of them live; its
+//!   `holes` are empty (none dead) or one bit per message, and its `live` counts the rest.
+//! - the tail holds fewer than `CHUNK_LEN` slots; `tail_live` counts its live ones; a tail whose
+//!   slots are all dead is emptied.
+//! - `live` is the number of live messages in chunks and tail.
+
+use std::sync::Arc;
+
+use super::state::ChatMessage;
+
+/// Slots per chunk of the chat log. A snapshot shares the chunks and copies only the tail, so
+/// capturing one costs at most `CHUNK_LEN - 1` message clones.
+pub(crate) const CHUNK_LEN: usize = 4096;
+
+/// Which slots of a chunk (or of the tail) are dead: empty when none is (the common case, and
+/// free to copy), else one bit per slot.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Holes {
+    words: Vec<u64>,
+}
+
+impl Holes {
+    fn is_dead(&self, k: usize) -> bool {
+        self.words
+            .get(k / 64)
+            .is_some_and(|word| word & (1 << (k % 64)) != 0)
+    }
+
+    /// Marks slot `k` of `slots` dead; false if it already was.
+    fn mark(&mut self, k: usize, slots: usize) -> bool {
+        if self.words.is_empty() {
+            self.words = vec![0; slots.div_ceil(64)];
+        }
+        let Some(word) = self.words.get_mut(k / 64) else {
+            return false;
+        };
+        let bit = 1 << (k % 64);
+        let fresh = *word & bit == 0;
+        *word |= bit;
+        fresh
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+/// The live messages of `messages` (with dead slots `holes`) whose position is `>= position`.
+fn live_from<'a>(
+    messages: &'a [ChatMessage],
+    holes: &'a Holes,
+    position: u64,
+) -> impl Iterator<Item = &'a ChatMessage> + 'a {
+    let start = messages.partition_point(|m| m.position < position);
+    messages[start..]
+        .iter()
+        .enumerate()
+        .filter(move |(k, _)| !holes.is_dead(start + k))
+        .map(|(_, m)| m)
+}
+
+/// An immutable run of messages in position order, some of them maybe dead.
+#[derive(Clone, Debug)]
+pub(crate) struct Chunk {
+    messages: Arc<[ChatMessage]>,
+    holes: Holes,
+    live: usize,
+}
+
+impl Chunk {
+    fn all_live(messages: Vec<ChatMessage>) -> Chunk {
+        Chunk {
+            live: messages.len(),
+            messages: Arc::from(messages),
+            holes: Holes::default(),
+        }
+    }
+
+    fn last_position(&self) -> u64 {
+        self.messages.last().map_or(0, |m| m.position)
+    }
+
+    /// The live messages, in position order.
+    pub(crate) fn live_messages(&self) -> impl Iterator<Item = &ChatMessage> + '_ {
+        live_from(&self.messages, &self.holes, 0)
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChatLog {
+    chunks: Vec<Chunk>,
+    tail: Vec<ChatMessage>,
+    tail_holes: Holes,
+    tail_live: usize,
+    /// The highest position ever assigned; 0 before the first message.
+    last_position: u64,
+    live: u64,
+}
+
+/// Equal contents: the same last position and the same live messages. (Chunking is not part
+/// of it: a log restored from a snapshot holds the same messages in fewer chunks.)
+impl PartialEq for ChatLog {
+    fn eq(&self, other: &ChatLog) -> bool {
+        self.last_position == other.last_position
+            && self.live == other.live
+            && self.iter_from(0).eq(other.iter_from(0))
+    }
+}
+
+impl Eq for ChatLog {}
+
+/// Where a held slot is.
+enum Slot {
+    Chunk(usize, usize),
+    Tail(usize),
+}
+
+impl ChatLog {
+    /// How many live messages the log holds.
+    pub(crate) fn len(&self) -> u64 {
+        self.live
+    }
+
+    /// The highest position ever assigned (dropped or not); 0 before the first message.
+    pub(crate) fn last_position(&self) -> u64 {
+        self.last_position
+    }
+
+    /// Slots held in memory, live or dead (for tests of the memory bound).
+    pub(crate) fn held_slots(&self) -> usize {
+        self.chunks.iter().map(|c| c.messages.len()).sum::<usize>() + self.tail.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn slot_of(&self, position: u64) -> Option<Slot> {
+        let c = self
+            .chunks
+            .partition_point(|c| c.last_position() < position);
+        match self.chunks.get(c) {
+            Some(chunk) => {
+                let k = chunk
+                    .messages
+                    .binary_search_by_key(&position, |m| m.position)
+                    .ok()?;
+                Some(Slot::Chunk(c, k))
+            }
+            None => {
+                let k = self
+                    .tail
+                    .binary_search_by_key(&position, |m| m.position)
+                    .ok()?;
+                Some(Slot::Tail(k))
+            }
+        }
+    }
+
+    /// The live message at `position`; `None` for one never assigned or dropped.
+    pub(crate) fn get(&self, position: u64) -> Option<&ChatMessage> {
+        match self.slot_of(position)? {
+            Slot::Chunk(c, k) => {
+                let chunk = &self.chunks[c];
+                (!chunk.holes.is_dead(k)).then(|| &chunk.messages[k])
+            }
+            Slot::Tail(k) => (!self.tail_holes.is_dead(k)).then(|| &self.tail[k]),
+        }
+    }
+
+    /// The newest live message.
+    pub(crate) fn last(&self) -> Option<&ChatMessage> {
+        let in_tail = (0..self.tail.len())
+            .rev()
+            .find(|&k| !self.tail_holes.is_dead(k))
+            .map(|k| &self.tail[k]);
+        in_tail.or_else(|| {
+            let chunk = self.chunks.last()?;
+            (0..chunk.messages.len())
+                .rev()
+                .find(|&k| !chunk.holes.is_dead(k))
+                .map(|k| &chunk.messages[k])
+        })
+    }
+
+    /// Appends a message whose position is beyond `last_position`; a tail that reaches
+    /// `CHUNK_LEN` slots becomes an immutable chunk of its live messages.
+    pub(crate) fn push(&mut self, message: ChatMessage) {
+        debug_assert!(message.position > self.last_position);
+        if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(CHUNK_LEN);
+        }
+        self.last_position = message.position;
+        self.tail.push(message);
+        self.tail_live += 1;
+        self.live += 1;
+        if self.tail.len() == CHUNK_LEN {
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK_LEN));
+            let holes = std::mem::take(&mut self.tail_holes);
+            let live = std::mem::take(&mut self.tail_live);
+            if live == full.len() {
+                self.chunks.push(Chunk::all_live(full));
+            } else if live > 0 {
+                let survivors = full
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(k, _)| !holes.is_dead(*k))
+                    .map(|(_, m)| m)
+                    .collect();
+                self.chunks.push(Chunk::all_live(survivors));
+            }
+        }
+    }
+
+    /// Sets the last assigned position of a log rebuilt from a snapshot whose newest messages
+    /// were dropped (never lowers it).
+    pub(crate) fn set_last_position(&mut self, last_position: u64) {
+        self.last_position = self.last_position.max(last_position);
+    }
+
+    /// Drops the message at `position`; false if there is none live there.
+    pub(crate) fn remove(&mut self, position: u64) -> bool {
+        match self.slot_of(position) {
+            None => false,
+            Some(Slot::Tail(k)) => {
+                if !self.tail_holes.mark(k, CHUNK_LEN) {
+                    return false;
+                }
+                self.tail_live -= 1;
+                self.live -= 1;
+                if self.tail_live == 0 {
+                    // Every slot is dead: free them now (positions stay, `last_position` holds).
+                    self.tail.clear();
+                    self.tail_holes = Holes::default();
+                }
+                true
+            }
+            Some(Slot::Chunk(c, k)) => {
+                let chunk = &mut self.chunks[c];
+                if !chunk.holes.mark(k, chunk.messages.len()) {
+                    return false;
+                }
+                chunk.live -= 1;
+                self.live -= 1;
+                if chunk.live == 0 {
+                    self.chunks.remove(c);
+                } else if chunk.live * 2 < chunk.messages.len() {
+                    // Copies at most half a chunk once per half a chunk of drops: O(1) amortized.
+                    let survivors: Vec<ChatMessage> = chunk.live_messages().cloned().collect();
+                    *chunk = Chunk::all_live(survivors);
+                }
+                true
+            }
+        }
+    }
+
+    /// The live messages with a position `>= position`, in order.
+    pub(crate) fn iter_from(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
+        let c = self
+            .chunks
+            .partition_point(|c| c.last_position() < position);
+        self.chunks[c..]
+            .iter()
+            .flat_map(move |chunk| live_from(&chunk.messages, &chunk.holes, position))
+            .chain(live_from(&self.tail, &self.tail_holes, position))
+    }
+
+    /// The chunks and a copy of the tail's live messages, for a snapshot.
+    pub(crate) fn capture(&self) -> (Vec<Chunk>, Vec<ChatMessage>) {
+        let tail = live_from(&self.tail, &self.tail_holes, 0)
+            .cloned()
+            .collect();
+        (self.chunks.clone(), tail)
+    }
+
+    /// Checks every invariant in the module docs; O(held slots).
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut previous = 0;
+        let mut live = 0u64;
+        let mut check_run = |what: &str, messages: &[ChatMessage]| -> Result<(), String> {
+            for m in messages {
+                if m.position <= previous || m.position > self.last_position {
+                    return Err(format!(
+                        "{what}: position {} after {previous} (last {})",
+                        m.position, self.last_position
+                    ));
+                }
+                previous = m.position;
+            }
+            Ok(())
+        };
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let len = chunk.messages.len();
+            check_run(&format!("chunk {c}"), &chunk.messages)?;
+            if len == 0 || len > CHUNK_LEN {
+                return Err(format!("chunk {c} holds {len} messages"));
+            }
+            if !chunk.holes.words.is_empty() && chunk.holes.words.len() != len.div_ceil(64) {
+                return Err(format!("chunk {c} has a hole map of the wrong size"));
+            }
+            if chunk.live != len - chunk.holes.count() {
+                return Err(format!("chunk {c} counts {} live wrongly", chunk.live));
+            }
+            if chunk.live == 0 || chunk.live * 2 < len {
+                return Err(format!("chunk {c}: {} of {len} live", chunk.live));
+            }
+            live += chunk.live as u64;
+        }
+        check_run("tail", &self.tail)?;
+        if self.tail.len() >= CHUNK_LEN {
+            return Err(format!("tail of {} slots", self.tail.len()));
+        }
+        let tail_dead = (0..self.tail.len())
+            .filter(|&k| self.tail_holes.is_dead(k))
+            .count();
+        if self.tail_holes.count() != tail_dead || self.tail_live != self.tail.len() - tail_dead {
+            return Err("tail live count is wrong".to_string());
+        }
+        if !self.tail.is_empty() && self.tail_live == 0 {
+            return Err("a tail of dead slots was kept".to_string());
+        }
+        live += self.tail_live as u64;
+        if live != self.live {
+            return Err(format!("{live} live messages, counted {}", self.live));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(position: u64) -> ChatMessage {
+        ChatMessage {
+            position,
+            index: position,
+            room: "r".into(),
+            nick: "n".into(),
+            text: format!("{position}"),
+            timestamp_ms: 0,
+        }
+    }
+
+    fn positions(log: &ChatLog, from: u64) -> Vec<u64> {
+        log.iter_from(from).map(|m| m.position).collect()
+    }
+
+    #[test]
+    fn holes_anywhere_read_back_consistently() {
+        let mut log = ChatLog::default();
+        let n = 3 * CHUNK_LEN as u64 + 100;
+        for p in 1..=n {
+            log.push(message(p));
+        }
+        // Drop every position divisible by 3 or 5, and most of the second chunk.
+        let dropped = |p: u64| {
+            p.is_multiple_of(3) || p.is_multiple_of(5) || (4097..=8000).contains(&p) || p == n - 1
+        };
+        for p in (1..=n).filter(|&p| dropped(p)) {
+            assert!(log.remove(p), "{p}");
+            assert!(!log.remove(p), "{p} twice");
+        }
+        log.check().unwrap();
+        let expected: Vec<u64> = (1..=n).filter(|&p| !dropped(p)).collect();
+        assert_eq!(log.len(), expected.len() as u64);
+        assert_eq!(log.last_position(), n);
+        for p in 0..=n + 2 {
+            assert_eq!(
+                log.get(p).map(|m| m.position),
+                expected.contains(&p).then_some(p)
+            );
+        }
+        for from in [0, 1, 3, 4096, 4097, 8000, 8001, n - 1, n, n + 1] {
+            let want: Vec<u64> = expected.iter().copied().filter(|&p| p >= from).collect();
+            assert_eq!(positions(&log, from), want, "from {from}");
+        }
+        // The second chunk fell under half live and was rebuilt from its survivors.
+        assert!(log.held_slots() < n as usize);
+        assert_eq!(log.last().map(|m| m.position), Some(n));
+    }
+
+    #[test]
+    fn dropping_everything_frees_everything() {
+        let mut log = ChatLog::default();
+        let n = 2 * CHUNK_LEN as u64 + 10;
+        for p in 1..=n {
+            log.push(message(p));
+            if p > 10 {
+                assert!(log.remove(p - 10));
+            }
+            log.check().unwrap();
+        }
+        assert_eq!(log.len(), 10);
+        assert!(log.held_slots() <= 10 + CHUNK_LEN, "{}", log.held_slots());
+        for p in n - 9..=n {
+            assert!(log.remove(p));
+        }
+        log.check().unwrap();
+        assert_eq!((log.len(), log.held_slots(), log.chunk_count()), (0, 0, 0));
+        assert_eq!(log.last_position(), n);
+        assert!(log.get(n).is_none() && log.last().is_none());
+        log.push(message(n + 1));
+        assert_eq!(positions(&log, 0), vec![n + 1]);
+    }
+
+    #[test]
+    fn a_capture_keeps_what_the_log_drops_later() {
+        let mut log = ChatLog::default();
+        for p in 1..=CHUNK_LEN as u64 + 5 {
+            log.push(message(p));
+        }
+        let (chunks, tail) = log.capture();
+        for p in 1..=CHUNK_LEN as u64 {
+            log.remove(p);
+        }
+        assert_eq!(log.chunk_count(), 0);
+        assert_eq!(chunks[0].live_messages().count(), CHUNK_LEN);
+        assert_eq!(tail.len(), 5);
+    }
+}
