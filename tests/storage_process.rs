@@ -43,7 +43,8 @@ fn intact(entry: &Entry) -> bool {
 }
 
 /// Child mode: append, set the hard state and sync forever (until SIGKILL), reporting
-/// `synced <index>` after each sync and `dropping <index>` before each drop_prefix.
+/// `synced <index>` after each sync, `overwrite <index>` before replacing the suffix from
+/// `index` on, and `dropping <index>` before each drop_prefix.
 #[test]
 fn child_append_loop() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
@@ -62,6 +63,13 @@ fn child_append_loop() {
         } else {
             last + 1
         };
+        if start <= last {
+            // A new leader's overwrite may end the log below what was synced before: the entries
+            // from `start` on are replaced, and a crash may leave either the old suffix or any
+            // prefix of the new one.
+            writeln!(out, "overwrite {start}").unwrap();
+            out.flush().unwrap();
+        }
         let count = rng.gen_range(1..=32);
         let entries: Vec<Entry> = (start..start + count)
             .map(|index| Entry::new(term, index, EntryKind::Normal, &payload(index, term)))
@@ -122,6 +130,9 @@ fn sigkill_never_loses_a_synced_entry() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut max_synced: Index = 0;
+    // The last index the log must still reach: the latest `synced` report, lowered by any
+    // overwrite the child started after it (which may legitimately shorten the log).
+    let mut floor: Index = 0;
     let mut max_dropping: Index = 0;
     let mut segments_seen_max = 0;
 
@@ -144,8 +155,13 @@ fn sigkill_never_loses_a_synced_entry() {
         let mut synced_this_run = 0;
         let mut note = |line: &str, synced_this_run: &mut u64| {
             if let Some(n) = line.strip_prefix("synced ") {
-                max_synced = max_synced.max(n.parse().unwrap());
+                let n: Index = n.parse().unwrap();
+                max_synced = max_synced.max(n);
+                floor = n;
                 *synced_this_run += 1;
+            } else if let Some(n) = line.strip_prefix("overwrite ") {
+                let start: Index = n.parse().unwrap();
+                floor = floor.min(start - 1);
             } else if let Some(n) = line.strip_prefix("dropping ") {
                 max_dropping = max_dropping.max(n.parse().unwrap());
             }
@@ -169,8 +185,8 @@ fn sigkill_never_loses_a_synced_entry() {
             .unwrap_or_else(|e| panic!("kill {kill}: recovery failed: {e}"));
         let last = recovered.first_index + recovered.entries.len() as u64 - 1;
         assert!(
-            last >= max_synced,
-            "kill {kill}: log ends at {last}, the child reported {max_synced} synced"
+            last >= floor,
+            "kill {kill}: log ends at {last}, the child reported {floor} synced (and no overwrite below)"
         );
         assert!(
             recovered.first_index <= max_dropping + 1,
