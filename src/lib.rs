@@ -23,7 +23,8 @@
 //!   client sessions), its snapshot form (cheap capture, checked restore) and the telnet line
 //!   protocol (parse, format).
 //! - [`server`]: the single-threaded mio event loop per node that ties them together; the other
-//!   threads are the fsync helper and, while a snapshot is being written, the snapshot writer.
+//!   threads are the fsync helper, the snapshot writer (while one is written) and the janitor
+//!   that deletes what compaction left behind.
 //! - [`client`]: the binary client protocol's codec and a blocking client library with
 //!   exactly-once retries (used by the load generator and the tests).
 //!

@@ -42,7 +42,10 @@ fn main() {
     );
     opts.optopt("", "log-level", "node log level (default info)", "LEVEL");
     opts.optflag("h", "help", "print this help");
-    let usage = opts.usage("Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR]");
+    let usage = opts.usage(
+        "Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR] [-- SERVER OPTIONS]\n\n\
+         Anything after `--` is passed to every node (e.g. `-- --snapshot-entries 50000`).",
+    );
     let fail = |msg: String| -> ! {
         eprintln!("cluster: {msg}\n\n{usage}");
         std::process::exit(2)
@@ -52,9 +55,14 @@ fn main() {
         print!("{usage}");
         return;
     }
-    if !matches.free.is_empty() {
+    let passthrough = args
+        .iter()
+        .position(|a| a == "--")
+        .map_or(0, |at| args.len() - at - 1);
+    if matches.free.len() > passthrough {
         fail(format!("unexpected argument '{}'", matches.free[0]));
     }
+    let node_args = matches.free.clone();
     let num = |name: &str, default: u64| -> u64 {
         matches.opt_str(name).map_or(default, |v| {
             v.parse()
@@ -100,6 +108,7 @@ fn main() {
                 "--log-level",
                 &log_level,
             ])
+            .args(&node_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -226,7 +226,12 @@ impl RaftLog {
     /// it and drop entries below `first_kept` (clamped to `[first_index(), snapshot.index + 1]`).
     /// A snapshot older than the current one, past the applied index, or whose term disagrees
     /// with the log is ignored (returns false).
-    pub(super) fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) -> bool {
+    /// Returns whether the snapshot was taken, and the entries dropped from memory.
+    pub(super) fn compact(
+        &mut self,
+        snapshot: SnapshotMeta,
+        first_kept: Index,
+    ) -> (bool, Vec<Entry>) {
         debug_assert!(
             snapshot.index <= self.applied_index,
             "compact at {} past the applied index {}",
@@ -239,7 +244,7 @@ impl RaftLog {
                 snapshot.index,
                 self.applied_index
             );
-            return false;
+            return (false, Vec::new());
         }
         if let Some(current) = self.snapshot {
             if snapshot.index < current.index {
@@ -248,7 +253,7 @@ impl RaftLog {
                     snapshot.index,
                     current.index
                 );
-                return false;
+                return (false, Vec::new());
             }
         }
         if self.term(snapshot.index) != Some(snapshot.term) {
@@ -258,7 +263,7 @@ impl RaftLog {
                 snapshot.term,
                 self.term(snapshot.index)
             );
-            return false;
+            return (false, Vec::new());
         }
         if snapshot.index > 0 {
             self.snapshot = Some(snapshot);
@@ -269,12 +274,17 @@ impl RaftLog {
             let term = self
                 .term(new_offset)
                 .expect("held: offset < new_offset <= last");
-            self.entries.drain(..(new_offset - self.offset) as usize);
+            let dropped = self
+                .entries
+                .drain(..(new_offset - self.offset) as usize)
+                .collect();
             self.offset = new_offset;
             self.offset_term = term;
+            self.debug_check();
+            return (true, dropped);
         }
         self.debug_check();
-        true
+        (true, Vec::new())
     }
 
     /// Replaces the whole log by a snapshot received from the leader (the log does not hold
@@ -614,7 +624,13 @@ mod tests {
     #[test]
     fn compact_keeps_indexes_working_above_the_offset() {
         let mut log = applied_log(&[1, 1, 2, 2, 2, 3, 3], 6);
-        assert!(log.compact(snap(5, 2), 4));
+        let (taken, dropped) = log.compact(snap(5, 2), 4);
+        assert!(taken);
+        assert_eq!(
+            dropped.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "the entries below the kept window (and the new offset's) come back to the caller"
+        );
         assert_eq!((log.first_index(), log.last_index()), (4, 7));
         assert_eq!(log.entries().len(), 4);
         assert_eq!(log.term(3), Some(2), "the offset's term is kept");
@@ -636,11 +652,11 @@ mod tests {
         assert!(log.is_up_to_date(7, 3));
         assert!(!log.is_up_to_date(6, 3));
         // Compacting up to the applied index: only the entry after it stays.
-        assert!(log.compact(snap(6, 3), 100));
+        assert!(log.compact(snap(6, 3), 100).0);
         assert_eq!((log.first_index(), log.last_index()), (7, 7));
         assert_eq!(log.last_term(), 3);
         assert!(
-            log.compact(snap(6, 3), 8),
+            log.compact(snap(6, 3), 8).0,
             "the same snapshot again is harmless"
         );
         assert_eq!(
@@ -649,8 +665,8 @@ mod tests {
             "first_kept is clamped to snapshot + 1"
         );
         // Older, or a term the log disagrees with: ignored.
-        assert!(!log.compact(snap(5, 2), 6));
-        assert!(!log.compact(snap(6, 2), 7));
+        assert!(!log.compact(snap(5, 2), 6).0);
+        assert!(!log.compact(snap(6, 2), 7).0);
         assert_eq!(log.snapshot(), Some(snap(6, 3)));
         // Appending and committing after the offset.
         log.append_new(3, EntryKind::Normal, b"x");

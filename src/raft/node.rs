@@ -661,9 +661,13 @@ impl Raft {
     /// `snapshot.index + 1` and never below the current first index). A snapshot older than the
     /// current one, or whose term does not match the log, is ignored with a warning; one past the
     /// applied index is a driver bug (asserted in debug builds, ignored otherwise).
-    pub fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) {
-        self.log.compact(snapshot, first_kept);
+    ///
+    /// Returns the entries dropped from memory, so the driver can free them off its hot path
+    /// (freeing a hundred thousand payloads takes milliseconds); dropping the `Vec` is fine too.
+    pub fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) -> Vec<Entry> {
+        let (_, dropped) = self.log.compact(snapshot, first_kept);
         self.debug_check();
+        dropped
     }
 
     /// Follower side of InstallSnapshot: replace the log by the snapshot (the caller decided the

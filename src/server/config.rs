@@ -30,7 +30,7 @@ pub struct ServerConfig {
     /// catches a server that acknowledges what it may lose. Never set in a real deployment.
     pub testing_early_ack: bool,
     /// Take a snapshot of the chat state once this many entries were applied since the last
-    /// one (and the log since is half its size; see `server::node`). 0: never snapshot, the
+    /// one (and the log since is as large as it; see `server::node`). 0: never snapshot, the
     /// log grows without bound.
     pub snapshot_entries: u64,
     /// After a snapshot, keep this many entries before it in the log, so a follower slightly
@@ -118,7 +118,7 @@ fn options() -> getopts::Options {
         "",
         "snapshot-entries",
         "snapshot the chat state at most every N applied entries (and once the log since the \
-         last is half its size) and drop the log before it (default 100000; 0 = never)",
+         last is as large as it) and drop the log before it (default 100000; 0 = never)",
         "N",
     );
     opts.optopt(

@@ -8,7 +8,8 @@
 //! - `requests`: client writes and reads in flight, whatever protocol they came on.
 //! - `binary`: binary client sessions (the protocol of `client::proto`): pipelined, exactly-once.
 //! - `telnet`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
-//! - `snapshot`: taking snapshots on a helper thread, and shipping them to followers in chunks.
+//! - `snapshot`: taking snapshots on a helper thread, cleaning up after compaction on another,
+//!   and shipping snapshots to followers in chunks.
 //! - `syncer`: the fsync helper thread (the other long-lived thread besides the loop).
 //! - `conn`: bounded, non-blocking read and write buffers.
 //!

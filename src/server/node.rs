@@ -20,7 +20,7 @@ use super::config::ServerConfig;
 use super::conn::{Buffers, ReadOutcome};
 use super::peers::PeerLink;
 use super::requests::{Failure, Query, ReplyTo};
-use super::snapshot::{ChunkOutcome, Snapshots};
+use super::snapshot::{ChunkOutcome, Cleanup, Snapshots};
 use super::syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
 use super::telnet::Session;
 use crate::chat::{Applied, Outcome, SessionConfig, StateMachine};
@@ -987,10 +987,10 @@ impl Node {
     }
 
     /// Starts writing a snapshot once `--snapshot-entries` entries were applied since the last,
-    /// and the log since then is at least half the size of the last snapshot file. A snapshot
-    /// writes the whole chat state, so without the second rule a large chat would be rewritten
-    /// every few seconds; with it, snapshot writes cost at most about twice the log's bytes (and
-    /// the log kept on disk and in the core stays under about half a snapshot).
+    /// and the log since then is at least as large as the last snapshot file. A snapshot writes
+    /// the whole chat state, so without the second rule a large chat would be rewritten every
+    /// few seconds; with it, snapshot writes cost at most about the log's own bytes (and the log
+    /// kept on disk and in the core stays under about one snapshot's size).
     fn maybe_snapshot(&mut self) {
         let every = self.cfg.snapshot_entries;
         let applied = self.sm.applied_index();
@@ -1001,7 +1001,7 @@ impl Node {
         if every == 0
             || self.snapshots.is_writing()
             || applied < last.saturating_add(every)
-            || self.applied_bytes_since_snapshot < last_len / 2
+            || self.applied_bytes_since_snapshot < last_len
         {
             return;
         }
@@ -1047,9 +1047,10 @@ impl Node {
             return Ok(()); // a newer snapshot was installed from the leader meanwhile
         }
         let first_kept = meta.index.saturating_sub(self.cfg.log_keep_entries) + 1;
-        self.raft.compact(meta, first_kept);
+        let entries = self.raft.compact(meta, first_kept);
         let first_kept = self.raft.first_index();
-        self.wal.drop_prefix(first_kept.saturating_sub(1))?;
+        // The log forgets the segments now; the janitor deletes the files, and frees the entries.
+        let segments = self.wal.detach_prefix(first_kept.saturating_sub(1))?;
         log::info!(
             "node {}: snapshot at index {} durable ({} bytes); log starts at {}",
             self.cfg.id,
@@ -1057,7 +1058,14 @@ impl Node {
             file.len,
             self.wal.first_index()
         );
-        self.snapshots.set_latest(file);
+        let cleanup = Cleanup {
+            entries,
+            segments,
+            wal_dir: self.cfg.data_dir.clone(),
+            fsync: self.cfg.fsync,
+            snapshots_before: meta.index,
+        };
+        self.snapshots.set_latest_and_clean(file, cleanup);
         Ok(())
     }
 

@@ -98,7 +98,7 @@ pub use snapshot::{
     SnapshotFile, SnapshotReceiver, SnapshotStore, SnapshotWriter, SNAPSHOT_FILE_VERSION,
     SNAPSHOT_HEADER_LEN,
 };
-pub use wal::{SyncJob, Wal};
+pub use wal::{remove_in_order, SyncJob, Wal};
 
 use crate::raft::{Entry, HardState, Index};
 use std::fmt;

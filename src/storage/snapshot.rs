@@ -100,7 +100,7 @@ fn parse_file_name(name: &str) -> Option<SnapshotMeta> {
 }
 
 /// The directory of snapshot files of one node (of cluster `cluster_id`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
     cluster_id: u64,
@@ -176,6 +176,7 @@ impl SnapshotStore {
             tmp: Some(tmp),
             body_len: 0,
             body_crc: 0,
+            synced_len: 0,
         };
         let placeholder = [0u8; SNAPSHOT_HEADER_LEN];
         if let Some(out) = writer.out.as_mut() {
@@ -443,7 +444,14 @@ pub struct SnapshotWriter {
     tmp: Option<PathBuf>,
     body_len: u64,
     body_crc: u32,
+    /// `body_len` at the last intermediate sync.
+    synced_len: u64,
 }
+
+/// With `FsyncPolicy::Always` a writer syncs what it wrote every this many bytes, so the page
+/// cache never holds a whole large snapshot to write back at once: one burst of hundreds of
+/// megabytes at `finish` would stall every `fdatasync` of the write-ahead log behind it.
+const SYNC_EVERY_BYTES: u64 = 8 << 20;
 
 impl Write for SnapshotWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -454,6 +462,12 @@ impl Write for SnapshotWriter {
         let n = out.write(buf)?;
         self.body_crc = crc32c::crc32c_append(self.body_crc, &buf[..n]);
         self.body_len += n as u64;
+        if self.fsync == FsyncPolicy::Always && self.body_len - self.synced_len >= SYNC_EVERY_BYTES
+        {
+            out.flush()?;
+            out.get_ref().sync_data()?;
+            self.synced_len = self.body_len;
+        }
         Ok(n)
     }
 

@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where the pending buffer will be written.
@@ -330,11 +331,24 @@ impl Wal {
     /// reset to `first_index()`, `through == first_index() - 1` deletes the segments before the
     /// one that holds the first live record.
     pub fn drop_prefix(&mut self, through: Index) -> Result<(), StorageError> {
+        let paths = self.detach_prefix(through)?;
+        if let Err(e) = remove_in_order(&paths, &self.opts.dir, self.opts.fsync) {
+            return Err(self.poison_with(e));
+        }
+        Ok(())
+    }
+
+    /// `drop_prefix` without the deleting: forgets the same segments and returns their files,
+    /// oldest first, for the caller to delete with [`remove_in_order`] (on another thread, say:
+    /// unlinking large files and syncing the directory can take tens of milliseconds). Until
+    /// they are deleted the files stay a valid prefix: a crash replays them, which is harmless.
+    pub fn detach_prefix(&mut self, through: Index) -> Result<Vec<PathBuf>, StorageError> {
         self.check_usable()?;
+        let mut paths = Vec::new();
         if through.saturating_add(1) < self.first_index
             || self.truncate_count != self.durable_truncate_count
         {
-            return Ok(());
+            return Ok(paths);
         }
         let newest_seq = self.active().seq;
         // The first entry to keep; every record before its segment is dead or dropped.
@@ -346,23 +360,16 @@ impl Wal {
             newest_seq
         };
         while self.segments[0].seq < keep_seq {
-            let path = self.segments[0].path.clone();
-            if let Err(e) = fs::remove_file(&path) {
-                return Err(self.poison(format!("removing {}", path.display()), e));
+            if let Some(segment) = self.segments.pop_front() {
+                paths.push(segment.path);
             }
-            if self.opts.fsync == FsyncPolicy::Always {
-                if let Err(e) = segment::sync_dir(&self.opts.dir) {
-                    return Err(self.poison_with(e));
-                }
-            }
-            self.segments.pop_front();
         }
         while self.locations.front().is_some_and(|l| l.seq < keep_seq) {
             self.locations.pop_front();
             self.first_index += 1;
         }
         self.debug_check();
-        Ok(())
+        Ok(paths)
     }
 
     /// Why the Wal refuses all work, if it does: the first write or fsync error.
@@ -565,4 +572,23 @@ fn lock_dir(opts: &WalOptions) -> Result<File, StorageError> {
             Err(StorageError::io(format!("locking {}", path.display()), e))
         }
     }
+}
+
+/// Deletes segment files detached by [`Wal::detach_prefix`], oldest first, each deletion made
+/// durable (with `FsyncPolicy::Always`) before the next, so a crash leaves a suffix of segments
+/// that replays on its own. Stops at the first failure: deleting a later file after an earlier
+/// one failed would leave a gap.
+pub fn remove_in_order(
+    paths: &[PathBuf],
+    dir: &Path,
+    fsync: FsyncPolicy,
+) -> Result<(), StorageError> {
+    for path in paths {
+        fs::remove_file(path)
+            .map_err(|e| StorageError::io(format!("removing {}", path.display()), e))?;
+        if fsync == FsyncPolicy::Always {
+            segment::sync_dir(dir)?;
+        }
+    }
+    Ok(())
 }
