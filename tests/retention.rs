@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Cluster};
+use common::{field, load_messages as load, status, wait_for, Cluster};
 
 const RETAIN: u64 = 1000;
 const SNAPSHOT_ENTRIES: u64 = 20_000;
@@ -38,50 +36,6 @@ fn args(retain: u64) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn status(cluster: &Cluster, id: usize) -> Option<HashMap<String, String>> {
-    common::Client::try_connect(cluster.addrs[id])?
-        .status()
-        .ok()
-}
-
-fn field(status: &HashMap<String, String>, key: &str) -> u64 {
-    status
-        .get(key)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("status has no numeric '{key}': {status:?}"))
-}
-
-/// Runs the load generator for exactly `count` messages; panics with its output on failure.
-fn load(cluster: &Cluster, count: u64) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--nodes", &cluster.peers_arg()])
-        .args(["--connections", "16", "--pipeline", "16", "--size", "40"])
-        .args(["--count", &count.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("loadgen did not finish {count} messages in 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        status.success(),
-        "loadgen failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Total bytes of the files under `dir` (their lengths: WAL segments are not preallocated).

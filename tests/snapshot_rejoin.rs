@@ -5,58 +5,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Cluster, DEADLINE};
+use common::{field, load_messages as load, status, wait_for, Cluster, DEADLINE};
 
 /// Snapshot often, keep a short window, so 200,000 messages compact many times over.
 const SNAPSHOT_ARGS: [&str; 4] = ["--snapshot-entries", "20000", "--log-keep-entries", "1000"];
 const MESSAGES: u64 = 200_000;
-
-fn status(cluster: &Cluster, id: usize) -> Option<HashMap<String, String>> {
-    common::Client::try_connect(cluster.addrs[id])?
-        .status()
-        .ok()
-}
-
-fn field(status: &HashMap<String, String>, key: &str) -> u64 {
-    status
-        .get(key)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("status has no numeric '{key}': {status:?}"))
-}
-
-/// Runs the load generator for exactly `count` messages; panics with its output on failure.
-fn load(cluster: &Cluster, count: u64) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--nodes", &cluster.peers_arg()])
-        .args(["--connections", "16", "--pipeline", "16", "--size", "40"])
-        .args(["--count", &count.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            panic!("loadgen did not finish {count} messages in 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        status.success(),
-        "loadgen failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 #[test]
 fn a_node_down_for_200k_messages_rejoins_through_install_snapshot() {

@@ -401,3 +401,48 @@ impl Client {
         out
     }
 }
+
+/// Node `id`'s `status` as a map, or `None` if it does not answer now.
+pub fn status(cluster: &Cluster, id: usize) -> Option<std::collections::HashMap<String, String>> {
+    Client::try_connect(cluster.addrs[id])?.status().ok()
+}
+
+/// A numeric `status` field; panics naming the field if it is missing.
+pub fn field(status: &std::collections::HashMap<String, String>, key: &str) -> u64 {
+    status
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("status has no numeric '{key}': {status:?}"))
+}
+
+/// Runs the load generator against `cluster` for exactly `count` 40-byte messages (16
+/// connections, depth 16), killing it after 300 s; panics with its output on failure.
+pub fn load_messages(cluster: &Cluster, count: u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--nodes", &cluster.peers_arg()])
+        .args(["--connections", "16", "--pipeline", "16", "--size", "40"])
+        .args(["--count", &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loadgen did not finish {count} messages in 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "loadgen failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
