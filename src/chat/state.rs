@@ -959,22 +959,28 @@ pub(super) mod tests {
             .collect()
     }
 
+    /// Applies `entries` (`None`: a no-op) to two copies of `sm`, asserting equal outcomes at
+    /// every step; returns both machines.
+    fn apply_to_two(sm: StateMachine, entries: &[Option<Vec<u8>>]) -> (StateMachine, StateMachine) {
+        let (mut a, mut b) = (sm.clone(), sm);
+        for (i, entry) in entries.iter().enumerate() {
+            let index = i as Index + 1;
+            match entry {
+                None => {
+                    a.apply_noop(index);
+                    b.apply_noop(index);
+                }
+                Some(data) => assert_eq!(a.apply(index, data), b.apply(index, data)),
+            }
+        }
+        (a, b)
+    }
+
     #[test]
     fn same_entries_same_state_and_outcomes() {
         for seed in 0..20 {
             let entries = random_entries(seed, 500);
-            let mut a = StateMachine::default();
-            let mut b = StateMachine::default();
-            for (i, entry) in entries.iter().enumerate() {
-                let index = i as Index + 1;
-                match entry {
-                    None => {
-                        a.apply_noop(index);
-                        b.apply_noop(index);
-                    }
-                    Some(data) => assert_eq!(a.apply(index, data), b.apply(index, data)),
-                }
-            }
+            let (a, b) = apply_to_two(StateMachine::default(), &entries);
             assert_eq!(a, b);
             assert_eq!(a.applied_index(), 500);
             assert!(all(&a)
@@ -1127,18 +1133,7 @@ pub(super) mod tests {
     fn retention_is_deterministic_across_machines() {
         for seed in 0..10 {
             let entries = random_entries(seed, 2_000);
-            let mut a = StateMachine::default().with_retention(3);
-            let mut b = StateMachine::default().with_retention(3);
-            for (i, entry) in entries.iter().enumerate() {
-                let index = i as Index + 1;
-                match entry {
-                    None => {
-                        a.apply_noop(index);
-                        b.apply_noop(index);
-                    }
-                    Some(data) => assert_eq!(a.apply(index, data), b.apply(index, data)),
-                }
-            }
+            let (a, b) = apply_to_two(StateMachine::default().with_retention(3), &entries);
             assert_eq!(a, b, "seed {seed}");
             a.check_invariants_full().unwrap();
             let all_a: Vec<_> = a.messages_from(0).collect();
