@@ -221,6 +221,7 @@ impl Node {
         );
         let snapshots = Snapshots::open(
             cfg.data_dir.join("snapshots"),
+            cfg.data_dir.clone(),
             cfg.cluster_id,
             cfg.fsync,
             cfg.members.len(),
@@ -982,7 +983,13 @@ impl Node {
             self.sm.message_count(),
             started.elapsed()
         );
-        self.snapshots.set_latest(file);
+        // The log's old segments go at the next compaction; older snapshots go now.
+        let cleanup = Cleanup {
+            entries: Vec::new(),
+            segments: Vec::new(),
+            snapshots_before: meta.index,
+        };
+        self.snapshots.set_latest(file, cleanup);
         Ok(())
     }
 
@@ -1061,11 +1068,9 @@ impl Node {
         let cleanup = Cleanup {
             entries,
             segments,
-            wal_dir: self.cfg.data_dir.clone(),
-            fsync: self.cfg.fsync,
             snapshots_before: meta.index,
         };
-        self.snapshots.set_latest_and_clean(file, cleanup);
+        self.snapshots.set_latest(file, cleanup);
         Ok(())
     }
 

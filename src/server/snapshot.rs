@@ -30,6 +30,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,11 +93,64 @@ type Written = Result<SnapshotFile, StorageError>;
 /// there: up to 190 ms of the loop per snapshot under full load.
 pub(super) struct Cleanup {
     pub entries: Vec<Entry>,
-    pub segments: Vec<std::path::PathBuf>,
-    pub wal_dir: std::path::PathBuf,
-    pub fsync: FsyncPolicy,
+    /// Detached by `Wal::detach_prefix`, oldest first.
+    pub segments: Vec<PathBuf>,
     /// Delete snapshot files older than this index.
     pub snapshots_before: u64,
+}
+
+/// Carries out `Cleanup`s in order, on the janitor thread (or inline if it cannot start).
+struct Cleaner {
+    store: SnapshotStore,
+    wal_dir: PathBuf,
+    fsync: FsyncPolicy,
+    /// False after a segment deletion failed: deleting a later file while an earlier one is
+    /// still there would leave a gap in the log, so none is deleted any more.
+    segments_ok: bool,
+}
+
+impl Cleaner {
+    fn run(&mut self, job: Cleanup) {
+        drop(job.entries);
+        if self.segments_ok {
+            if let Err(e) = storage::remove_in_order(&job.segments, &self.wal_dir, self.fsync) {
+                log::error!("log segments not deleted (disk use grows): {e}");
+                self.segments_ok = false;
+            }
+        }
+        if let Err(e) = self.store.remove_older_than(job.snapshots_before) {
+            log::warn!("old snapshots not deleted: {e}");
+        }
+    }
+}
+
+/// Where cleanups go: the janitor thread, or the loop itself if the thread could not start.
+enum Janitor {
+    Thread(Sender<Cleanup>),
+    Inline(Cleaner),
+}
+
+impl Janitor {
+    fn start(store: &SnapshotStore, wal_dir: PathBuf, fsync: FsyncPolicy) -> Janitor {
+        let cleaner = || Cleaner {
+            store: store.clone(),
+            wal_dir: wal_dir.clone(),
+            fsync,
+            segments_ok: true,
+        };
+        let (tx, rx) = mpsc::channel::<Cleanup>();
+        let mut on_thread = cleaner();
+        let spawned = std::thread::Builder::new()
+            .name("janitor".into())
+            .spawn(move || rx.into_iter().for_each(|job| on_thread.run(job)));
+        match spawned {
+            Ok(_) => Janitor::Thread(tx),
+            Err(e) => {
+                log::warn!("cannot start the janitor thread, cleaning on the loop: {e}");
+                Janitor::Inline(cleaner())
+            }
+        }
+    }
 }
 
 pub(super) struct Snapshots {
@@ -115,14 +169,15 @@ pub(super) struct Snapshots {
     received: Option<SnapshotFile>,
     /// Scratch for chunk reads.
     chunk: Vec<u8>,
-    /// To the janitor thread, started with the first cleanup.
-    janitor: Option<Sender<Cleanup>>,
+    janitor: Janitor,
 }
 
 impl Snapshots {
     /// Opens `dir` (removing leftovers of interrupted writes) and finds the latest snapshot.
+    /// `wal_dir` is where the segments that compaction detaches live.
     pub(super) fn open(
-        dir: std::path::PathBuf,
+        dir: PathBuf,
+        wal_dir: PathBuf,
         cluster_id: u64,
         fsync: FsyncPolicy,
         members: usize,
@@ -131,6 +186,7 @@ impl Snapshots {
         let store = SnapshotStore::open(dir, cluster_id, fsync)?;
         let latest = store.latest()?;
         let (written_tx, written_rx) = mpsc::channel();
+        let janitor = Janitor::start(&store, wal_dir, fsync);
         Ok(Snapshots {
             store,
             latest,
@@ -142,7 +198,7 @@ impl Snapshots {
             incoming: None,
             received: None,
             chunk: Vec::new(),
-            janitor: None,
+            janitor,
         })
     }
 
@@ -190,63 +246,20 @@ impl Snapshots {
         Some((meta, result))
     }
 
-    /// `file` is now the node's newest durable snapshot; older ones are deleted.
-    pub(super) fn set_latest(&mut self, file: SnapshotFile) {
-        if let Err(e) = self.store.remove_older_than(file.meta.index) {
-            log::warn!(
-                "cannot delete snapshots older than {}: {e}",
-                file.meta.index
-            );
-        }
+    /// `file` is now the node's newest durable snapshot; `cleanup` (which deletes the older
+    /// ones) runs on the janitor thread, in order with earlier cleanups.
+    pub(super) fn set_latest(&mut self, file: SnapshotFile, cleanup: Cleanup) {
         self.latest = Some(file);
-    }
-
-    /// `file` is now the node's newest durable snapshot; `cleanup` runs on the janitor thread
-    /// (in order with earlier cleanups; inline if the thread cannot start).
-    pub(super) fn set_latest_and_clean(&mut self, file: SnapshotFile, cleanup: Cleanup) {
-        self.latest = Some(file);
-        if self.janitor.is_none() {
-            let (tx, rx) = mpsc::channel::<Cleanup>();
-            let store = self.store.clone();
-            let spawned = std::thread::Builder::new()
-                .name("janitor".into())
-                .spawn(move || {
-                    // A failed segment deletion stops all later ones: deleting past a file that
-                    // is still there would leave a gap in the log.
-                    let mut segments_ok = true;
-                    for job in rx {
-                        drop(job.entries);
-                        if segments_ok {
-                            if let Err(e) =
-                                storage::remove_in_order(&job.segments, &job.wal_dir, job.fsync)
-                            {
-                                log::error!("log segments not deleted (disk use grows): {e}");
-                                segments_ok = false;
-                            }
-                        }
-                        if let Err(e) = store.remove_older_than(job.snapshots_before) {
-                            log::warn!("old snapshots not deleted: {e}");
-                        }
-                    }
-                });
-            match spawned {
-                Ok(_) => self.janitor = Some(tx),
-                Err(e) => log::warn!("cannot start the janitor thread, cleaning inline: {e}"),
+        match &mut self.janitor {
+            Janitor::Thread(tx) => {
+                if let Err(mpsc::SendError(job)) = tx.send(cleanup) {
+                    log::error!(
+                        "the janitor thread is gone; {} segments kept",
+                        job.segments.len()
+                    );
+                }
             }
-        }
-        let cleanup = match &self.janitor {
-            Some(tx) => match tx.send(cleanup) {
-                Ok(()) => return,
-                Err(mpsc::SendError(cleanup)) => cleanup,
-            },
-            None => cleanup,
-        };
-        if let Err(e) = storage::remove_in_order(&cleanup.segments, &cleanup.wal_dir, cleanup.fsync)
-        {
-            log::error!("log segments not deleted: {e}");
-        }
-        if let Err(e) = self.store.remove_older_than(cleanup.snapshots_before) {
-            log::warn!("old snapshots not deleted: {e}");
+            Janitor::Inline(cleaner) => cleaner.run(cleanup),
         }
     }
 
@@ -466,7 +479,15 @@ mod tests {
     fn store(dir: &std::path::Path) -> Snapshots {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        Snapshots::open(dir.to_path_buf(), 7, FsyncPolicy::Never, 3, waker).unwrap()
+        Snapshots::open(
+            dir.to_path_buf(),
+            dir.to_path_buf(),
+            7,
+            FsyncPolicy::Never,
+            3,
+            waker,
+        )
+        .unwrap()
     }
 
     /// A chunk frame as the follower's loop would see it.
@@ -539,7 +560,14 @@ mod tests {
         writer.write_all(&body).unwrap();
         let file = writer.finish().unwrap();
         let original = std::fs::read(&file.path).unwrap();
-        leader.set_latest(file);
+        leader.set_latest(
+            file,
+            Cleanup {
+                entries: Vec::new(),
+                segments: Vec::new(),
+                snapshots_before: meta.index,
+            },
+        );
 
         let t0 = Instant::now();
         leader.want_send(1, 4, t0);
