@@ -2,8 +2,8 @@
 //!
 //! # Where everything lives
 //!
-//! The layers, and the one way data flows through them (see also the README and the team's
-//! `DESIGN.md`):
+//! The layers, and the one way data flows through them. The full map, with the path of one
+//! `msg` from socket to reply and the replica driver's contract, is `docs/ARCHITECTURE.md`.
 //!
 //! ```text
 //! telnet / binary client bytes ──▶ server (mio loop) ──propose──▶ raft (pure core)
@@ -22,9 +22,11 @@
 //! - [`chat`]: the replicated state machine (chat log, rooms, key-value state, exactly-once
 //!   client sessions), its snapshot form (cheap capture, checked restore) and the telnet line
 //!   protocol (parse, format).
-//! - [`server`]: the single-threaded mio event loop per node that ties them together; the other
-//!   threads are the fsync helper, the snapshot writer (while one is written) and the janitor
-//!   that deletes what compaction left behind.
+//! - [`server`]: the single-threaded mio event loop per node, in layers: the transport
+//!   (sockets and buffers), the replica driver (core, log, fsync thread, snapshots, state
+//!   machine; no sockets), the request table (what is in flight and who gets the answer) and
+//!   one front-end per protocol (telnet, binary, peer). The other threads are the fsync helper,
+//!   the snapshot writer (while one is written) and the janitor.
 //! - [`client`]: the binary client protocol's codec and a blocking client library with
 //!   exactly-once retries (used by the load generator and the tests).
 //!

@@ -1,32 +1,35 @@
-//! The node process: one single-threaded mio event loop that owns the listener, every client
-//! and peer connection, and every timer, and drives the Raft core, the write-ahead log and the
-//! chat state machine.
+//! The node process: one single-threaded mio event loop per node that owns every socket and
+//! every timer. Layered so each part can be read, tested and replaced alone (the map is
+//! `docs/ARCHITECTURE.md`):
+//!
+//! ```text
+//!   node            the loop: poll, route events, timers, flush
+//!    ├─ frontend/   telnet, binary, peer: bytes <-> requests and results
+//!    └─ services    what every front-end may use: start_write, start_read
+//!        ├─ requests    the request table: writes and reads in flight, deadlines, answers
+//!        ├─ replica/    the replica driver: Raft core, WAL + fsync thread, snapshots, state
+//!        │              machine; never touches a socket
+//!        └─ transport/  poller, listener, connection buffers, links to peers
+//! ```
 //!
 //! - [`config`]: the command line (`server <id> <count> <port> [options]`).
-//! - `node`: the event loop and the Ready driver (the order of side effects the core demands).
-//! - `peers`: outbound links to the other members, with reconnect backoff.
-//! - `requests`: client writes and reads in flight, whatever protocol they came on.
-//! - `binary`: binary client sessions (the protocol of `client::proto`): pipelined, exactly-once.
-//! - `telnet`: telnet sessions: commands in, `ack`/`end`/`err` out, live delivery.
-//! - `snapshot`: taking snapshots on a helper thread, cleaning up after compaction on another,
-//!   and shipping snapshots to followers in chunks.
-//! - `syncer`: the fsync helper thread (the other long-lived thread besides the loop).
-//! - `conn`: bounded, non-blocking read and write buffers.
+//! - `error`: why a node stopped.
 //!
-//! It never decides anything Raft decides.
+//! Dependencies run downward only: a front-end never imports the node, the replica never
+//! imports a front-end or the transport. It never decides anything Raft decides.
 
-mod binary;
 pub mod config;
-mod conn;
+mod error;
+mod frontend;
 mod node;
-mod peers;
+mod replica;
 mod requests;
-mod snapshot;
-mod syncer;
-mod telnet;
+mod services;
+mod transport;
 
 pub use config::{parse_args, usage, Command, ServerConfig};
-pub use node::{Node, ServerError};
+pub use error::ServerError;
+pub use node::Node;
 
 /// The whole `server` command: parse `args` (without the program name), start logging, run the
 /// node. Returns the process exit status: 0 after a clean stop, 1 on a failure, 2 on bad arguments.

@@ -1,0 +1,398 @@
+//! The binary front-end (the protocol in `client::proto`): many requests in flight per
+//! connection, answers in any order naming their request id, exactly-once writes through the
+//! state machine's client sessions.
+//!
+//! Backpressure instead of disconnection: a client whose answers pile up past a bound is simply
+//! not read from until they drain, so its output never grows without bound.
+
+use std::collections::HashMap;
+
+use crate::chat::validate;
+use crate::chat::{Op, Outcome, SessionRef};
+use crate::client::proto::{
+    self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq,
+};
+use crate::raft::Role;
+use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
+use crate::server::transport::{ConnRef, Proto};
+
+/// Stop reading requests while this much output waits; resume below half of it.
+pub const OUTPUT_PAUSE_BYTES: usize = 8 << 20;
+/// Messages in one `LogChunk` at most (the frame's body limit applies too).
+const LOG_PAGE_MESSAGES_MAX: u32 = 10_000;
+
+#[derive(Default)]
+struct BinarySession {
+    preamble_done: bool,
+    /// Reading stopped because output passed `OUTPUT_PAUSE_BYTES`.
+    paused: bool,
+}
+
+/// Every binary client session on the node, by connection key.
+#[derive(Default)]
+pub struct Binary {
+    sessions: HashMap<usize, (ConnRef, BinarySession)>,
+}
+
+fn session_ref(s: SessionSeq) -> Option<SessionRef> {
+    Some(SessionRef {
+        id: s.session_id,
+        seq: s.seq,
+        lowest_unacked_seq: s.lowest_unacked_seq,
+    })
+}
+
+fn proto_role(role: Role) -> proto::Role {
+    match role {
+        Role::Follower => proto::Role::Follower,
+        Role::PreCandidate => proto::Role::PreCandidate,
+        Role::Candidate => proto::Role::Candidate,
+        Role::Leader => proto::Role::Leader,
+    }
+}
+
+impl Binary {
+    fn session(&mut self, conn: ConnRef) -> Option<&mut BinarySession> {
+        self.sessions
+            .get_mut(&conn.key)
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, s)| s)
+    }
+
+    /// Starts a session on a connection that sent the client preamble's magic.
+    pub fn open(&mut self, svc: &mut Services, conn: ConnRef) {
+        if let Some(c) = svc.transport.get_mut(conn) {
+            c.proto = Proto::Binary;
+            self.sessions
+                .insert(conn.key, (conn, BinarySession::default()));
+        }
+    }
+
+    /// Forgets a closed connection's session.
+    pub fn closed(&mut self, conn: ConnRef) {
+        if self
+            .sessions
+            .get(&conn.key)
+            .is_some_and(|(c, _)| *c == conn)
+        {
+            self.sessions.remove(&conn.key);
+        }
+    }
+
+    /// Backpressure: true (and the session marked paused) once `pending_output` passes the
+    /// bound; the node stops reading the connection until `resume_if_drained`.
+    pub fn pause_if_full(&mut self, conn: ConnRef, pending_output: usize) -> bool {
+        match self.session(conn) {
+            Some(session) if pending_output > OUTPUT_PAUSE_BYTES => {
+                session.paused = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True (and the pause lifted) when a paused session's output drained below half.
+    pub fn resume_if_drained(&mut self, conn: ConnRef, pending_output: usize) -> bool {
+        match self.session(conn) {
+            Some(session) if session.paused && pending_output < OUTPUT_PAUSE_BYTES / 2 => {
+                session.paused = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Decodes and dispatches every complete request in the connection's input.
+    pub fn handle_input(&mut self, svc: &mut Services, conn: ConnRef) {
+        let (Some(c), Some(session)) = (
+            svc.transport.get_mut(conn),
+            self.sessions
+                .get_mut(&conn.key)
+                .filter(|(c, _)| *c == conn)
+                .map(|(_, s)| s),
+        ) else {
+            return;
+        };
+        let mut buffers = std::mem::take(&mut c.buffers);
+        let mut used_total = 0;
+        let mut error = None;
+        if !session.preamble_done {
+            match proto::decode_preamble(buffers.input()) {
+                Ok(None) => {}
+                Ok(Some(used)) => {
+                    session.preamble_done = true;
+                    used_total = used;
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        let ready = session.preamble_done;
+        while ready && error.is_none() {
+            match proto::decode_request(&buffers.input()[used_total..]) {
+                Ok(None) => break,
+                Ok(Some((request, used))) => {
+                    used_total += used;
+                    // Requests may answer straight into the output buffer: put it back first.
+                    buffers.consume(used_total);
+                    used_total = 0;
+                    let Some(c) = svc.transport.get_mut(conn) else {
+                        return;
+                    };
+                    c.buffers = std::mem::take(&mut buffers);
+                    self.on_request(svc, conn, request);
+                    match svc.transport.get_mut(conn) {
+                        Some(c) => buffers = std::mem::take(&mut c.buffers),
+                        None => return,
+                    }
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        buffers.consume(used_total);
+        let Some(c) = svc.transport.get_mut(conn) else {
+            return;
+        };
+        c.buffers = buffers;
+        if let Some(e) = error {
+            log::info!("node {}: closing a binary client: {e}", svc.cfg.id);
+            let answer = Answer::Error {
+                req_id: 0,
+                kind: ErrorKind::Rejected,
+                leader_hint: None,
+                message: format!("protocol error: {e}"),
+            };
+            Self::send_answer(svc, conn, &answer);
+            if let Some(c) = svc.transport.get_mut(conn) {
+                c.closing = true;
+            }
+        }
+    }
+
+    fn on_request(&mut self, svc: &mut Services, conn: ConnRef, request: Request) {
+        match request {
+            Request::OpenSession { req_id } => {
+                Self::write(svc, conn, req_id, Op::OpenSession, None)
+            }
+            Request::Post {
+                req_id,
+                session,
+                room,
+                nick,
+                text,
+            } => {
+                let checked = validate::validate_room(&room)
+                    .and_then(|_| validate::validate_nick(&nick))
+                    .and_then(|_| validate::validate_text(&text));
+                match checked {
+                    Ok(()) => {
+                        let op = Op::Post { room, nick, text };
+                        Self::write(svc, conn, req_id, op, session_ref(session))
+                    }
+                    Err(why) => Self::fail(svc, conn, req_id, &Failure::Rejected(why)),
+                }
+            }
+            Request::Set {
+                req_id,
+                session,
+                key,
+                value,
+            } => Self::write(
+                svc,
+                conn,
+                req_id,
+                Op::Set { key, value },
+                session_ref(session),
+            ),
+            Request::Cas {
+                req_id,
+                session,
+                key,
+                expected,
+                new,
+            } => {
+                let op = Op::Cas { key, expected, new };
+                Self::write(svc, conn, req_id, op, session_ref(session))
+            }
+            Request::Del {
+                req_id,
+                session,
+                key,
+            } => Self::write(svc, conn, req_id, Op::Del { key }, session_ref(session)),
+            Request::ReadLog {
+                req_id,
+                from_position,
+                max_messages,
+            } => {
+                let query = Query::LogPage {
+                    req_id,
+                    from_position,
+                    max_messages,
+                };
+                Self::read(svc, conn, req_id, query)
+            }
+            Request::Get { req_id, key } => {
+                Self::read(svc, conn, req_id, Query::Value { req_id, key })
+            }
+            // The telnet `keys` rule, checked before the read so a bad prefix costs no ReadIndex.
+            Request::Keys { req_id, prefix } => match validate::validate_key_prefix(&prefix) {
+                Ok(()) => Self::read(svc, conn, req_id, Query::KeyList { req_id, prefix }),
+                Err(why) => Self::fail(svc, conn, req_id, &Failure::Rejected(why)),
+            },
+            Request::Status { req_id } => {
+                let status = NodeStatus {
+                    node_id: svc.cfg.id,
+                    role: proto_role(svc.replica.role()),
+                    term: svc.replica.term(),
+                    leader: svc.replica.leader(),
+                    commit: svc.replica.commit_index(),
+                    applied: svc.replica.sm().applied_index(),
+                };
+                Self::send_answer(svc, conn, &Answer::StatusReply { req_id, status });
+            }
+        }
+    }
+
+    fn write(svc: &mut Services, conn: ConnRef, req_id: u64, op: Op, session: Option<SessionRef>) {
+        if let Err(failure) = svc.start_write(op, session, ReplyTo::Binary { conn, req_id }) {
+            Self::fail(svc, conn, req_id, &failure);
+        }
+    }
+
+    fn read(svc: &mut Services, conn: ConnRef, req_id: u64, query: Query) {
+        if let Err(failure) = svc.start_read(PendingRead { conn, query }) {
+            Self::fail(svc, conn, req_id, &failure);
+        }
+    }
+
+    fn send_answer(svc: &mut Services, conn: ConnRef, answer: &Answer) {
+        if let Some(out) = svc.transport.output(conn) {
+            answer.encode(out);
+        }
+    }
+
+    pub fn fail(svc: &mut Services, conn: ConnRef, req_id: u64, failure: &Failure) {
+        let kind = match failure {
+            Failure::NotStored(_) | Failure::NotServed(_) => ErrorKind::NotLeaderNotStored,
+            Failure::Unknown(_) => ErrorKind::TimeoutUnknown,
+            Failure::Rejected(_) => ErrorKind::Rejected,
+        };
+        let answer = Answer::Error {
+            req_id,
+            kind,
+            leader_hint: svc.replica.leader(),
+            message: failure.text().to_string(),
+        };
+        Self::send_answer(svc, conn, &answer);
+    }
+
+    /// The answer to a binary write whose entry was applied.
+    pub fn answer(svc: &mut Services, conn: ConnRef, req_id: u64, outcome: &Outcome) {
+        let error = |kind, message: &str| Answer::Error {
+            req_id,
+            kind,
+            leader_hint: None,
+            message: message.into(),
+        };
+        let answer = match outcome {
+            Outcome::Posted { position } => Answer::Posted {
+                req_id,
+                position: *position,
+            },
+            Outcome::SessionOpened { session_id } => Answer::SessionOpened {
+                req_id,
+                session_id: *session_id,
+            },
+            Outcome::KvAck { revision } => Answer::KvAck {
+                req_id,
+                revision: *revision,
+            },
+            Outcome::CasFailed { current } => Answer::CasFailed {
+                req_id,
+                current: current.clone(),
+            },
+            Outcome::NotFound => error(ErrorKind::NotFound, "not found"),
+            Outcome::SessionExpired => {
+                error(ErrorKind::SessionExpired, "session expired: open a new one")
+            }
+            Outcome::Rejected(reason) => error(ErrorKind::Rejected, reason),
+            Outcome::RoomCreated { .. } => {
+                error(ErrorKind::Rejected, "rooms are created over telnet")
+            }
+        };
+        Self::send_answer(svc, conn, &answer);
+    }
+
+    /// Answers a binary read whose read index has been applied.
+    pub fn serve(svc: &mut Services, conn: ConnRef, query: Query) {
+        match query {
+            Query::LogPage {
+                req_id,
+                from_position,
+                max_messages,
+            } => Self::log_page(svc, conn, req_id, from_position, max_messages),
+            Query::Value { req_id, key } => Self::value(svc, conn, req_id, &key),
+            Query::KeyList { req_id, prefix } => Self::key_list(svc, conn, req_id, &prefix),
+            // Telnet queries are answered by `telnet`; none reaches a binary session.
+            _ => {}
+        }
+    }
+
+    /// A page of the chat log, as one `LogChunk` within the frame limit.
+    fn log_page(
+        svc: &mut Services,
+        conn: ConnRef,
+        req_id: u64,
+        from_position: u64,
+        max_messages: u32,
+    ) {
+        let sm = svc.replica.sm();
+        let Some(out) = svc.transport.output(conn) else {
+            return;
+        };
+        // The newest position, not the count: with retention there are holes before it.
+        let total = sm.last_position();
+        let start = from_position.max(1);
+        let mut budget = proto::BODY_LEN_MAX - proto::LOG_CHUNK_FIXED_LEN;
+        let limit = max_messages.clamp(1, LOG_PAGE_MESSAGES_MAX) as usize;
+        let messages = sm
+            .messages_from(start)
+            .take(limit)
+            .map(|m| LogMessageRef {
+                position: m.position,
+                timestamp_ms: m.timestamp_ms,
+                room: &m.room,
+                nick: &m.nick,
+                text: &m.text,
+            })
+            .take_while(|m| match budget.checked_sub(m.encoded_len()) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            });
+        proto::encode_log_chunk(out, req_id, total, messages);
+    }
+
+    fn value(svc: &mut Services, conn: ConnRef, req_id: u64, key: &str) {
+        let (value, revision) = match svc.replica.sm().get(key) {
+            Some((value, revision)) => (Some(value.to_string()), revision),
+            None => (None, 0),
+        };
+        let answer = Answer::KvValue {
+            req_id,
+            value,
+            revision,
+        };
+        Self::send_answer(svc, conn, &answer);
+    }
+
+    /// Every key with `prefix`, in order, as one `KeyList` within the frame limit: the first
+    /// keys that fit, with `total` counting them all (see [`proto::encode_key_list`]).
+    fn key_list(svc: &mut Services, conn: ConnRef, req_id: u64, prefix: &str) {
+        let keys = svc.replica.sm().keys(prefix);
+        if let Some(out) = svc.transport.output(conn) {
+            proto::encode_key_list(out, req_id, keys.len() as u64, keys);
+        }
+    }
+}

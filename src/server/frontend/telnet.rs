@@ -1,0 +1,622 @@
+//! The telnet front-end: command lines in, `ack`/`end`/`err` lines out, and live delivery of
+//! messages to the rooms a session joined.
+//!
+//! One command is in flight per connection, so replies come back in the order commands were
+//! typed; lines typed meanwhile wait in the session. Every command ends with exactly one
+//! `ack …`, `end …` or `err …` line. Lines pushed without a command (`msg …` live delivery)
+//! are held back while a listing is being streamed, so they never split a response.
+//!
+//! It parses and formats (with `chat::telnet`) and keeps each connection's session; writes and
+//! reads go through [`Services`], and the node hands answers back here.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::chat::telnet::{self, LineSplitter, Request};
+use crate::chat::{Op, Outcome, DEFAULT_ROOM};
+use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
+use crate::server::transport::{ConnRef, Proto};
+
+/// A client whose unsent output passes this bound is too slow to follow live delivery.
+const OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// Live-delivery lines held back behind a listing, at most.
+const HELD_PUSHES_MAX: usize = 100_000;
+/// A streamed listing is refilled whenever less than this is waiting to be sent.
+const STREAM_REFILL_BYTES: usize = 256 * 1024;
+/// How `cas` and `err cas failed` spell "the key is absent" (the telnet parser's token).
+const ABSENT: &str = "-";
+/// Lines typed ahead while a command is in flight; past this the session stops reading.
+const QUEUED_LINES_MAX: usize = 256;
+
+/// `get chatLog` being written out a chunk at a time: the messages at positions
+/// `next_position..=last_position` (the log at the read), skipping holes. With retention, a
+/// message dropped while the listing streams is skipped too.
+struct Listing {
+    next_position: u64,
+    last_position: u64,
+    /// Lines written so far, for `end <count>`.
+    listed: u64,
+}
+
+struct Session {
+    conn: ConnRef,
+    splitter: LineSplitter,
+    queued: VecDeque<Result<Vec<u8>, String>>,
+    nick: String,
+    room: String,
+    joined: Vec<String>,
+    /// The request id of the command in flight, if any.
+    busy: Option<u64>,
+    listing: Option<Listing>,
+    /// Positions of live-delivery messages held back behind a listing.
+    held_pushes: VecDeque<u64>,
+    /// Greeted before it sent anything; cleared by its first input.
+    greeted_silent: bool,
+}
+
+impl Session {
+    fn new(conn: ConnRef) -> Session {
+        Session {
+            conn,
+            splitter: LineSplitter::new(),
+            queued: VecDeque::new(),
+            nick: "anonymous".to_string(),
+            room: DEFAULT_ROOM.to_string(),
+            joined: vec![DEFAULT_ROOM.to_string()],
+            busy: None,
+            listing: None,
+            held_pushes: VecDeque::new(),
+            greeted_silent: false,
+        }
+    }
+
+    /// A command in flight, lines waiting, or a listing streaming: a closing connection waits.
+    fn has_work(&self) -> bool {
+        self.busy.is_some() || !self.queued.is_empty() || self.listing.is_some()
+    }
+
+    /// True while typed-ahead lines are piling up behind a slow command.
+    fn input_paused(&self) -> bool {
+        self.queued.len() >= QUEUED_LINES_MAX
+    }
+}
+
+fn quoted_room(room: &str) -> String {
+    format!("#{room}")
+}
+
+/// Every telnet session on the node, by connection key.
+#[derive(Default)]
+pub struct Telnet {
+    sessions: HashMap<usize, Session>,
+    /// Connections whose typed-ahead queue drained below its bound: read them again.
+    resumed: Vec<usize>,
+}
+
+impl Telnet {
+    fn session(&mut self, conn: ConnRef) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(&conn.key)
+            .filter(|s| s.conn.id == conn.id)
+    }
+
+    /// Starts a session on a connection whose first bytes look like a person typing.
+    pub fn open(&mut self, svc: &mut Services, conn: ConnRef) {
+        if let Some(c) = svc.transport.get_mut(conn) {
+            c.proto = Proto::Telnet;
+            self.sessions.insert(conn.key, Session::new(conn));
+        }
+    }
+
+    /// Forgets a closed connection's session.
+    pub fn closed(&mut self, conn: ConnRef) {
+        if self.sessions.get(&conn.key).is_some_and(|s| s.conn == conn) {
+            self.sessions.remove(&conn.key);
+        }
+    }
+
+    /// A connection greeted as telnet whose first bytes turn out to be a binary preamble (a
+    /// peer or program that was slow to speak) must be classified again: its session goes.
+    pub fn misjudged(&mut self, svc: &mut Services, conn: ConnRef) -> bool {
+        let Some(input) = svc.transport.get(conn).map(|c| c.buffers.input()) else {
+            return false;
+        };
+        let Some(session) = self.session(conn) else {
+            return false;
+        };
+        let misjudged = session.greeted_silent && input.first() == Some(&0);
+        if !input.is_empty() {
+            session.greeted_silent = false;
+        }
+        if misjudged {
+            self.sessions.remove(&conn.key);
+            if let Some(c) = svc.transport.get_mut(conn) {
+                c.proto = Proto::Unknown;
+            }
+        }
+        misjudged
+    }
+
+    /// True while the session wants no more input (typed-ahead lines piling up).
+    pub fn input_paused(&self, key: usize) -> bool {
+        self.sessions.get(&key).is_some_and(Session::input_paused)
+    }
+
+    /// A command in flight, lines waiting, or a listing streaming.
+    pub fn has_work(&self, key: usize) -> bool {
+        self.sessions.get(&key).is_some_and(Session::has_work)
+    }
+
+    /// Connections to read again now that their sessions take input.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// Appends `text` and a newline to the connection's output.
+    fn write_line(svc: &mut Services, conn: ConnRef, text: &str) {
+        if let Some(out) = svc.transport.output(conn) {
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(telnet::LINE_END);
+        }
+    }
+
+    /// The command in flight on `conn` is finished: write its final line and take the next one.
+    fn finish(&mut self, svc: &mut Services, conn: ConnRef, final_line: &str) {
+        Self::write_line(svc, conn, final_line);
+        if let Some(session) = self.session(conn) {
+            session.busy = None;
+        }
+        self.release_held_pushes(svc, conn);
+        self.run_queued(svc, conn);
+    }
+
+    /// Ends the command in flight on `conn` with `err <why>`.
+    pub fn fail(&mut self, svc: &mut Services, conn: ConnRef, failure: &Failure) {
+        self.finish(svc, conn, &format!("err {}", failure.text()));
+    }
+
+    /// A connection that sent nothing after a moment is a person at a telnet prompt: say hello.
+    pub fn greet(&mut self, svc: &mut Services, conn: ConnRef) {
+        self.open(svc, conn);
+        let Some(session) = self.session(conn) else {
+            return;
+        };
+        session.greeted_silent = true;
+        let text = format!(
+            "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
+            svc.cfg.id,
+            svc.cfg.members.len()
+        );
+        Self::write_line(svc, conn, &text);
+    }
+
+    /// Splits the connection's input into lines and runs them.
+    pub fn handle_input(&mut self, svc: &mut Services, conn: ConnRef) {
+        let Some(c) = svc.transport.get_mut(conn) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&conn.key).filter(|s| s.conn == conn) else {
+            return;
+        };
+        let input = c.buffers.input();
+        let used = input.len();
+        session.splitter.feed(input);
+        c.buffers.consume(used);
+        while let Some(line) = session.splitter.next_line() {
+            match line {
+                // A person pressing Enter on an empty prompt gets no error.
+                Ok(line) if line.iter().all(|b| b.is_ascii_whitespace()) => {}
+                line => session.queued.push_back(line.map(<[u8]>::to_vec)),
+            }
+        }
+        self.run_queued(svc, conn);
+    }
+
+    /// Runs queued lines until one is in flight or none is left.
+    fn run_queued(&mut self, svc: &mut Services, conn: ConnRef) {
+        let was_paused = self.session(conn).is_some_and(|s| s.input_paused());
+        loop {
+            let Some(session) = self.session(conn) else {
+                return;
+            };
+            if session.busy.is_some() || session.listing.is_some() {
+                break;
+            }
+            let Some(line) = session.queued.pop_front() else {
+                break;
+            };
+            match line.and_then(|l| telnet::parse_line(&l)) {
+                Ok(request) => self.handle_request(svc, conn, request),
+                Err(reason) => Self::write_line(svc, conn, &format!("err {reason}")),
+            }
+        }
+        if was_paused && self.session(conn).is_some_and(|s| !s.input_paused()) {
+            self.resumed.push(conn.key);
+        }
+    }
+
+    fn handle_request(&mut self, svc: &mut Services, conn: ConnRef, request: Request) {
+        let Some(session) = self.session(conn) else {
+            return;
+        };
+        match request {
+            Request::Msg { room, text } => {
+                let room = room.unwrap_or_else(|| session.room.clone());
+                let nick = session.nick.clone();
+                self.submit_write(svc, conn, Op::Post { room, nick, text }, None);
+            }
+            Request::Join(room) => {
+                let op = Op::CreateRoom { room: room.clone() };
+                self.submit_write(svc, conn, op, Some(room));
+            }
+            Request::Leave(room) => {
+                let line = session.leave(&room);
+                Self::write_line(svc, conn, &line);
+            }
+            Request::Nick(name) => {
+                session.nick = name.clone();
+                Self::write_line(svc, conn, &format!("ack nick {name}"));
+            }
+            Request::Set { key, value } => {
+                self.submit_write(svc, conn, Op::Set { key, value }, None)
+            }
+            Request::Del { key } => self.submit_write(svc, conn, Op::Del { key }, None),
+            Request::Cas { key, expected, new } => {
+                self.submit_write(svc, conn, Op::Cas { key, expected, new }, None)
+            }
+            Request::GetChatLog => self.submit_read(svc, conn, Query::ChatLog),
+            Request::History { room, n } => {
+                let room = room.unwrap_or_else(|| session.room.clone());
+                self.submit_read(svc, conn, Query::History { room, n })
+            }
+            Request::Rooms => self.submit_read(svc, conn, Query::Rooms),
+            Request::Get { key } => self.submit_read(svc, conn, Query::Get { key }),
+            Request::Keys { prefix } => self.submit_read(svc, conn, Query::Keys { prefix }),
+            Request::Help => {
+                for line in telnet::HELP_TEXT.lines() {
+                    Self::write_line(svc, conn, line);
+                }
+                Self::write_line(svc, conn, "end");
+            }
+            Request::Status => Self::write_status(svc, conn),
+            Request::Quit => {
+                session.queued.clear();
+                Self::write_line(svc, conn, "ack bye");
+                if let Some(c) = svc.transport.get_mut(conn) {
+                    c.closing = true;
+                }
+            }
+            Request::Transfer { to } => {
+                let line = match svc.replica.transfer_leadership(to) {
+                    Ok(()) => format!("ack transferring leadership to node {to}"),
+                    Err(e) => format!("err {e}"),
+                };
+                Self::write_line(svc, conn, &line);
+            }
+        }
+    }
+
+    fn write_status(svc: &mut Services, conn: ConnRef) {
+        let status = svc.replica.status();
+        let sm = svc.replica.sm();
+        let leader = status
+            .leader
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into());
+        let mut lines = vec![
+            format!("node {}", status.id),
+            format!("role {:?}", status.role),
+            format!("term {}", status.term),
+            format!("leader {leader}"),
+            format!("commit {}", status.commit_index),
+            format!("applied {}", sm.applied_index()),
+            format!("last {}", status.last_index),
+            format!("log_first {}", svc.replica.first_index()),
+            format!(
+                "snapshot {}",
+                svc.replica.snapshot().map_or(0, |snapshot| snapshot.index)
+            ),
+            format!("messages {}", sm.message_count()),
+            format!("last_position {}", sm.last_position()),
+            format!("retain_messages {}", sm.retain_messages()),
+        ];
+        for peer in &status.peers {
+            lines.push(format!(
+                "peer {} match {} next {} {}",
+                peer.id, peer.match_index, peer.next_index, peer.state
+            ));
+        }
+        for line in lines {
+            Self::write_line(svc, conn, &line);
+        }
+        Self::write_line(svc, conn, "end");
+    }
+
+    /// Starts a write for a telnet command; the answer comes in `answer`.
+    fn submit_write(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        op: Op,
+        join_room: Option<String>,
+    ) {
+        match svc.start_write(op, None, ReplyTo::Telnet { conn, join_room }) {
+            Ok(req) => self.set_busy(conn, req),
+            Err(failure) => Self::write_line(svc, conn, &format!("err {}", failure.text())),
+        }
+    }
+
+    fn submit_read(&mut self, svc: &mut Services, conn: ConnRef, query: Query) {
+        match svc.start_read(PendingRead { conn, query }) {
+            Ok(req) => self.set_busy(conn, req),
+            Err(failure) => Self::write_line(svc, conn, &format!("err {}", failure.text())),
+        }
+    }
+
+    fn set_busy(&mut self, conn: ConnRef, req: u64) {
+        if let Some(session) = self.session(conn) {
+            session.busy = Some(req);
+        }
+    }
+
+    /// The final line for a telnet write whose entry was applied.
+    pub fn answer(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        join_room: Option<String>,
+        outcome: &Outcome,
+    ) {
+        let line = match outcome {
+            Outcome::Posted { position } => format!("ack {position}"),
+            Outcome::RoomCreated { .. } => {
+                let room = join_room.unwrap_or_default();
+                if let Some(session) = self.session(conn) {
+                    if !session.joined.contains(&room) {
+                        session.joined.push(room.clone());
+                    }
+                    session.room = room.clone();
+                }
+                format!("ack joined {}, posting there now", quoted_room(&room))
+            }
+            Outcome::KvAck { revision } => format!("ack {revision}"),
+            Outcome::CasFailed { current } => {
+                format!(
+                    "err cas failed: current {}",
+                    current.as_deref().unwrap_or(ABSENT)
+                )
+            }
+            Outcome::NotFound => "err not found".to_string(),
+            Outcome::Rejected(reason) => format!("err {reason}"),
+            // Telnet commands carry no session; these answer binary clients only.
+            Outcome::SessionOpened { session_id } => format!("ack session {session_id}"),
+            Outcome::SessionExpired => "err session expired: open a new one".to_string(),
+        };
+        self.finish(svc, conn, &line);
+    }
+
+    /// Live delivery of a newly applied message to every session in its room.
+    pub fn push_message(&mut self, svc: &mut Services, position: u64) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        let Some(message) = svc.replica.sm().message(position) else {
+            return;
+        };
+        let mut line = Vec::with_capacity(128);
+        telnet::format_push(message, &mut line);
+        let room = message.room.clone();
+        let mut too_slow = Vec::new();
+        for session in self.sessions.values_mut() {
+            if !session.joined.contains(&room) {
+                continue;
+            }
+            let Some(out) = svc.transport.output(session.conn) else {
+                continue;
+            };
+            if session.listing.is_some() {
+                session.held_pushes.push_back(position);
+            } else {
+                out.extend_from_slice(&line);
+            }
+            let pending = svc
+                .transport
+                .get(session.conn)
+                .map_or(0, |c| c.buffers.pending_output());
+            if pending > OUTPUT_BYTES_MAX || session.held_pushes.len() > HELD_PUSHES_MAX {
+                too_slow.push(session.conn);
+            }
+        }
+        for conn in too_slow {
+            self.disconnect_slow(svc, conn);
+        }
+    }
+
+    /// A client whose output passed its bound: one best-effort line, then the connection goes.
+    /// Its unsent output is dropped, not kept: the point is to stop growing memory.
+    fn disconnect_slow(&mut self, svc: &mut Services, conn: ConnRef) {
+        let Some(c) = svc.transport.get_mut(conn) else {
+            return;
+        };
+        log::info!(
+            "node {}: disconnecting a client that fell behind live delivery",
+            svc.cfg.id
+        );
+        c.buffers.clear();
+        c.buffers
+            .output()
+            .extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
+        let _ = svc.transport.write(conn.key);
+        svc.transport.close(conn.key);
+        self.sessions.remove(&conn.key);
+    }
+
+    fn release_held_pushes(&mut self, svc: &mut Services, conn: ConnRef) {
+        let Some(session) = self.sessions.get_mut(&conn.key).filter(|s| s.conn == conn) else {
+            return;
+        };
+        if session.listing.is_some() || session.held_pushes.is_empty() {
+            return;
+        }
+        let sm = svc.replica.sm();
+        let Some(c) = svc.transport.get_mut(conn) else {
+            return;
+        };
+        while let Some(position) = session.held_pushes.pop_front() {
+            if let Some(message) = sm.message(position) {
+                telnet::format_push(message, c.buffers.output());
+            }
+        }
+        svc.transport.mark_dirty(conn.key);
+    }
+
+    /// Answers a telnet read whose read index has been applied.
+    pub fn serve(&mut self, svc: &mut Services, conn: ConnRef, query: Query) {
+        if svc.transport.get(conn).is_none() {
+            return;
+        }
+        match query {
+            // Binary queries are answered by `binary`; none reaches a telnet session.
+            Query::LogPage { .. } | Query::Value { .. } | Query::KeyList { .. } => {}
+            Query::ChatLog => {
+                let last_position = svc.replica.sm().last_position();
+                if let Some(session) = self.session(conn) {
+                    session.listing = Some(Listing {
+                        next_position: 1,
+                        last_position,
+                        listed: 0,
+                    });
+                    session.busy = None;
+                }
+                svc.transport.mark_dirty(conn.key);
+                // The listing streams out in `refill`; `end` follows the last line.
+            }
+            Query::History { room, n } => self.serve_history(svc, conn, &room, n),
+            Query::Rooms => {
+                let lines: Vec<String> = svc
+                    .replica
+                    .sm()
+                    .rooms()
+                    .iter()
+                    .map(|(room, count)| format!("room {} {count}", quoted_room(room)))
+                    .collect();
+                self.finish_listing(svc, conn, &lines);
+            }
+            Query::Get { key } => {
+                let found = svc.replica.sm().get(&key).map(|(v, r)| (v.to_string(), r));
+                match found {
+                    Some((value, revision)) => {
+                        Self::write_line(svc, conn, &format!("value {revision} {value}"));
+                        self.finish(svc, conn, "end");
+                    }
+                    None => self.finish(svc, conn, "err not found"),
+                }
+            }
+            Query::Keys { prefix } => {
+                let keys: Vec<String> = svc
+                    .replica
+                    .sm()
+                    .keys(&prefix)
+                    .into_iter()
+                    .map(|k| format!("key {k}"))
+                    .collect();
+                self.finish_listing(svc, conn, &keys);
+            }
+        }
+    }
+
+    /// Writes `lines`, then `end <count>`.
+    fn finish_listing(&mut self, svc: &mut Services, conn: ConnRef, lines: &[String]) {
+        for line in lines {
+            Self::write_line(svc, conn, line);
+        }
+        self.finish(svc, conn, &format!("end {}", lines.len()));
+    }
+
+    fn serve_history(&mut self, svc: &mut Services, conn: ConnRef, room: &str, n: usize) {
+        let sm = svc.replica.sm();
+        if !sm.room_exists(room) {
+            let line = format!("err unknown room {}: `rooms` lists them", quoted_room(room));
+            return self.finish(svc, conn, &line);
+        }
+        let mut out = Vec::new();
+        let messages = sm.room_history(room, n);
+        let count = messages.len();
+        for message in messages {
+            telnet::format_message(message, &mut out);
+        }
+        if let Some(o) = svc.transport.output(conn) {
+            o.extend_from_slice(&out);
+        }
+        self.finish(svc, conn, &format!("end {count}"));
+    }
+
+    /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush.
+    pub fn refill(&mut self, svc: &mut Services, key: usize) {
+        loop {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                return;
+            };
+            let conn = session.conn;
+            let Some(listing) = session.listing.as_mut() else {
+                return;
+            };
+            let Some(c) = svc.transport.get_mut(conn) else {
+                return;
+            };
+            let sm = svc.replica.sm();
+            while c.buffers.pending_output() < STREAM_REFILL_BYTES
+                && listing.next_position <= listing.last_position
+            {
+                // The next retained message at or after `next_position` (O(log n) to find).
+                match sm.messages_from(listing.next_position).next() {
+                    Some(message) if message.position <= listing.last_position => {
+                        telnet::format_message(message, c.buffers.output());
+                        listing.listed += 1;
+                        listing.next_position = message.position + 1;
+                    }
+                    _ => listing.next_position = listing.last_position + 1,
+                }
+            }
+            if listing.next_position > listing.last_position {
+                let count = listing.listed;
+                session.listing = None;
+                self.finish(svc, conn, &format!("end {count}"));
+                return;
+            }
+            // Write now; keep filling while the kernel takes everything.
+            if svc.transport.write(key).is_err() {
+                svc.transport.close(key);
+                return;
+            }
+            if svc
+                .transport
+                .get(conn)
+                .is_some_and(|c| c.buffers.pending_output() > 0)
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Session {
+    /// `leave <room>`: the reply line.
+    fn leave(&mut self, room: &str) -> String {
+        let Some(pos) = self.joined.iter().position(|r| r == room) else {
+            return format!("err not in {}: `join` it first", quoted_room(room));
+        };
+        self.joined.remove(pos);
+        if self.room == room {
+            self.room = self
+                .joined
+                .last()
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_ROOM.to_string());
+        }
+        format!(
+            "ack left {}, posting to {}",
+            quoted_room(room),
+            quoted_room(&self.room)
+        )
+    }
+}

@@ -1,0 +1,479 @@
+//! The replica driver: the Raft core, the write-ahead log with its fsync thread, snapshots and
+//! the chat state machine, driven in the order the core's durability contract demands.
+//!
+//! It never touches a socket. A front-end asks it to [`propose`](Replica::propose), to
+//! [`read_index`](Replica::read_index) or to transfer leadership; the node hands it what peers
+//! sent ([`step`](Replica::step), snapshot chunks and acks) and the clock
+//! ([`tick`](Replica::tick)). What happened comes back as plain values from
+//! [`drive`](Replica::drive): Raft messages to send, and [`Event`]s (applied entries with their
+//! outcomes, read indexes, leadership changes, an installed snapshot) in the order they
+//! happened. Unit tests therefore run it in-process (`tests.rs` beside this file).
+//!
+//! # The order of side effects (the core's contract, see `raft`'s module docs)
+//!
+//! For each `Ready`: (1) its messages leave (a leader's appends go out before its own write,
+//! Ongaro §10.2.1); a snapshot it names is installed before its entries; (2) its entries and
+//! hard state are written in one `write` and fsynced on the helper thread; (3) only after that
+//! fsync do its `persisted_messages` (votes, acknowledgements) leave, and (4) the core is told
+//! `advance(number)`, strictly in Ready order; (5) committed entries are applied.
+
+mod open;
+mod snapshot;
+mod syncer;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::chat::{Applied, SessionConfig, StateMachine};
+use crate::raft::{
+    EntryKind, Index, Message, MessageBody, NodeId, Raft, RaftError, Ready, Role, SnapshotMeta,
+    SoftState, Status, Term,
+};
+use crate::storage::Wal;
+
+pub use open::ReplicaOptions;
+use snapshot::{ChunkOutcome, Cleanup, Snapshots};
+use syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
+
+use super::error::ServerError;
+
+/// Something that happened inside the replica, for the request table and the front-ends.
+#[derive(Debug)]
+pub enum Event {
+    /// The role, term or leader changed.
+    Leadership { old: SoftState, new: SoftState },
+    /// The state machine was replaced by a snapshot from the leader covering `meta.index`.
+    SnapshotInstalled(SnapshotMeta),
+    /// The entry at `index` was applied with this result.
+    Applied { index: Index, applied: Applied },
+    /// The read with context `ctx` may be served once `applied_index() >= index`.
+    ReadReady { ctx: u64, index: Index },
+    /// The read with context `ctx` cannot be served (leadership lost or unknown).
+    ReadFailed {
+        ctx: u64,
+        leader_hint: Option<NodeId>,
+    },
+}
+
+/// What one [`Replica::drive`] produced: messages for peers and events, each in order.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<Message>,
+    pub events: Vec<Event>,
+}
+
+/// A Ready whose writes are not yet durable: its acknowledgements wait here, in order.
+struct Unsynced {
+    number: u64,
+    persisted_messages: Vec<Message>,
+    /// False once its fsync finished (or it had nothing to persist).
+    syncing: bool,
+}
+
+pub struct Replica {
+    id: NodeId,
+    opts: ReplicaOptions,
+    raft: Raft,
+    wal: Wal,
+    syncer: Syncer,
+    snapshots: Snapshots,
+    sm: StateMachine,
+    /// The term of the entry at `sm.applied_index()` (a snapshot's meta needs it).
+    applied_term: Term,
+    /// Payload bytes applied since the last snapshot was captured.
+    applied_bytes_since_snapshot: u64,
+    /// Readies in order, oldest first, waiting for their fsync before `advance`.
+    unsynced: VecDeque<Unsynced>,
+    soft: SoftState,
+}
+
+impl Replica {
+    /// The chat state machine, for serving reads and live delivery.
+    pub fn sm(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    pub fn role(&self) -> Role {
+        self.raft.role()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.role() == Role::Leader
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.leader()
+    }
+
+    pub fn term(&self) -> Term {
+        self.raft.term()
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.raft.commit_index()
+    }
+
+    pub fn first_index(&self) -> Index {
+        self.raft.first_index()
+    }
+
+    pub fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.raft.snapshot()
+    }
+
+    pub fn status(&self) -> Status {
+        self.raft.status()
+    }
+
+    /// Logical time: the node calls this every heartbeat interval.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Appends `data` to the log as leader; its outcome arrives as [`Event::Applied`].
+    pub fn propose(&mut self, data: &[u8]) -> Result<Index, RaftError> {
+        self.raft.propose(data)
+    }
+
+    /// Asks for a read index; the answer is [`Event::ReadReady`] or [`Event::ReadFailed`].
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
+        self.raft.read_index(ctx)
+    }
+
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), RaftError> {
+        self.raft.transfer_leadership(to)
+    }
+
+    /// A Raft message from peer `from` (already checked to come from that peer).
+    pub fn step(&mut self, msg: Message) {
+        if let MessageBody::InstallSnapshot { snapshot } = msg.body {
+            // A snapshot arrives as chunks, and this node steps the InstallSnapshot itself once
+            // the whole file is in (`on_snapshot_chunk`); one on its own carries no data.
+            log::debug!(
+                "node {}: dropped an InstallSnapshot (index {}) from node {}",
+                self.id,
+                snapshot.index,
+                msg.from
+            );
+            return;
+        }
+        self.raft.step(msg);
+    }
+
+    /// Follower: a chunk of the leader's snapshot file. Returns how many bytes to acknowledge.
+    /// Once the file is complete and verified the core decides whether to install it.
+    pub fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        snapshot: SnapshotMeta,
+        total_len: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> u64 {
+        match self
+            .snapshots
+            .on_chunk(from, term, snapshot, total_len, offset, data)
+        {
+            ChunkOutcome::Ack { received } => received,
+            ChunkOutcome::Complete { term, meta } => {
+                self.raft.step(Message {
+                    from,
+                    to: self.id,
+                    term,
+                    body: MessageBody::InstallSnapshot { snapshot: meta },
+                });
+                if self.raft.snapshot() != Some(meta) {
+                    self.snapshots.discard_received(meta);
+                }
+                total_len
+            }
+        }
+    }
+
+    /// Leader: follower `from` holds `received` bytes of snapshot `meta`.
+    pub fn on_snapshot_ack(&mut self, from: NodeId, meta: SnapshotMeta, received: u64) {
+        self.snapshots.on_ack(from, meta, received, Instant::now());
+    }
+
+    /// Leader: hands `send` the snapshot chunk frames each follower's window allows; `send`
+    /// returns false when the link to that follower cannot take them now.
+    pub fn pump_snapshots(
+        &mut self,
+        now: Instant,
+        send: impl FnMut(NodeId, &mut dyn FnMut(&mut Vec<u8>)) -> bool,
+    ) {
+        self.snapshots.pump(now, send);
+    }
+
+    /// Runs the Ready loop until the core has nothing more to say, or until enough syncs are
+    /// in flight that waiting lets the next batch grow. Never blocks on the disk.
+    pub fn drive(&mut self, out: &mut Output) -> Result<(), ServerError> {
+        self.collect_snapshot()?;
+        loop {
+            self.collect_synced(false, out)?;
+            if !self.raft.has_ready() || self.syncer.in_flight() >= SYNCS_IN_FLIGHT_MAX {
+                return Ok(());
+            }
+            let rd = self.raft.ready();
+            self.handle_ready(rd, out)?;
+        }
+    }
+
+    /// Waits for every fsync in flight and acknowledges what it made durable (at shutdown,
+    /// and in tests that need a deterministic point).
+    pub fn wait_for_syncs(&mut self, out: &mut Output) -> Result<(), ServerError> {
+        self.collect_synced(true, out)
+    }
+
+    /// Takes finished fsyncs back (waiting for them if `block`), then acknowledges every Ready
+    /// at the front of the queue that is now durable.
+    fn collect_synced(&mut self, block: bool, out: &mut Output) -> Result<(), ServerError> {
+        while let Some(job) = self.syncer.finished(block) {
+            self.wal.synced(job)?;
+            let oldest = self.unsynced.iter_mut().find(|u| u.syncing);
+            // Syncs finish in submission order, and each belongs to one queued Ready.
+            assert!(
+                oldest.is_some(),
+                "a finished sync belongs to no queued Ready"
+            );
+            if let Some(unsynced) = oldest {
+                unsynced.syncing = false;
+            }
+        }
+        while self.unsynced.front().is_some_and(|u| !u.syncing) {
+            let Some(done) = self.unsynced.pop_front() else {
+                break;
+            };
+            // (3) Votes and acknowledgements only after the disk has them.
+            self.send_raft(done.persisted_messages, out);
+            // (4) Now the core may count this node's own copy.
+            self.raft.advance(done.number);
+        }
+        Ok(())
+    }
+
+    fn handle_ready(&mut self, rd: Ready, out: &mut Output) -> Result<(), ServerError> {
+        if let Some(soft) = rd.soft_state {
+            self.on_soft_state(soft, out);
+        }
+        // (1) The leader's appends leave before its own write: §10.2.1.
+        self.send_raft(rd.messages, out);
+        if let Some(meta) = rd.snapshot {
+            // Before this Ready's entries: they continue the log after the snapshot.
+            self.install_snapshot(meta, out)?;
+        }
+        // (2) One write for everything in this Ready, its fdatasync on the helper thread.
+        let syncing = !rd.entries.is_empty() || rd.hard_state.is_some();
+        if syncing {
+            if !rd.entries.is_empty() {
+                self.wal.append(&rd.entries)?;
+            }
+            if let Some(hs) = rd.hard_state {
+                self.wal.set_hard_state(hs)?;
+            }
+            let job = self.wal.write_buffered()?;
+            self.syncer.submit(job);
+        }
+        assert!(
+            self.unsynced.back().is_none_or(|u| u.number < rd.number),
+            "Readies are numbered in increasing order"
+        );
+        self.unsynced.push_back(Unsynced {
+            number: rd.number,
+            persisted_messages: rd.persisted_messages,
+            syncing,
+        });
+        self.collect_synced(false, out)?;
+        // (5) Apply: the core hands out only entries durable here and on a quorum.
+        for entry in rd.committed_entries {
+            assert!(
+                entry.index == self.sm.applied_index() + 1,
+                "entries are applied in order, each once"
+            );
+            self.applied_term = entry.term;
+            self.applied_bytes_since_snapshot += entry.data.len() as u64;
+            match entry.kind {
+                EntryKind::Noop => self.sm.apply_noop(entry.index),
+                EntryKind::Normal => {
+                    let applied = self.sm.apply(entry.index, &entry.data);
+                    out.events.push(Event::Applied {
+                        index: entry.index,
+                        applied,
+                    });
+                }
+            }
+        }
+        for rs in rd.read_states {
+            out.events.push(Event::ReadReady {
+                ctx: rs.ctx,
+                index: rs.index,
+            });
+        }
+        for failure in rd.read_failures {
+            out.events.push(Event::ReadFailed {
+                ctx: failure.ctx,
+                leader_hint: failure.leader_hint,
+            });
+        }
+        self.maybe_snapshot();
+        Ok(())
+    }
+
+    fn send_raft(&mut self, messages: Vec<Message>, out: &mut Output) {
+        for msg in messages {
+            if let MessageBody::InstallSnapshot { .. } = msg.body {
+                // The data travels as chunks (`snapshot.rs`); the follower steps the
+                // InstallSnapshot itself once the whole file is in.
+                self.snapshots.want_send(msg.to, msg.term, Instant::now());
+                continue;
+            }
+            out.messages.push(msg);
+        }
+    }
+
+    fn on_soft_state(&mut self, soft: SoftState, out: &mut Output) {
+        let old = self.soft;
+        self.soft = soft;
+        if old.role != soft.role || old.leader != soft.leader {
+            let leader = soft
+                .leader
+                .map(|l| format!("node {l}"))
+                .unwrap_or_else(|| "unknown".into());
+            log::info!(
+                "node {} term {}: {:?}, leader {}",
+                self.id,
+                soft.term,
+                soft.role,
+                leader
+            );
+        }
+        if old.role == Role::Leader && soft.role != Role::Leader {
+            self.snapshots.stop_sending();
+            log::info!("node {} term {}: stepped down", self.id, soft.term);
+        }
+        out.events.push(Event::Leadership { old, new: soft });
+    }
+
+    /// Follower: the core accepted the snapshot received for `meta`. It replaces the state
+    /// machine, and the log restarts after it; the file is already durable.
+    fn install_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        out: &mut Output,
+    ) -> Result<(), ServerError> {
+        let file = self.snapshots.take_received(meta).ok_or_else(|| {
+            ServerError::Snapshot(format!(
+                "the core installs snapshot {meta:?}, but no such file was received"
+            ))
+        })?;
+        let started = Instant::now();
+        let mut body = file.body()?;
+        let sm = StateMachine::restore(
+            &mut body,
+            SessionConfig::default(),
+            self.opts.retain_messages,
+        )
+        .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+        self.sm = sm;
+        self.applied_term = meta.term;
+        self.applied_bytes_since_snapshot = 0;
+        self.wal.reset_after_snapshot(meta.index)?;
+        log::info!(
+            "node {}: installed snapshot at index {} (term {}, {} messages) in {:.1?}",
+            self.id,
+            meta.index,
+            meta.term,
+            self.sm.message_count(),
+            started.elapsed()
+        );
+        // The log's old segments go at the next compaction; older snapshots go now.
+        let cleanup = Cleanup {
+            entries: Vec::new(),
+            segments: Vec::new(),
+            snapshots_before: meta.index,
+        };
+        self.snapshots.set_latest(file, cleanup);
+        out.events.push(Event::SnapshotInstalled(meta));
+        Ok(())
+    }
+
+    /// Starts writing a snapshot once `snapshot_entries` entries were applied since the last,
+    /// and the log since then is at least as large as the last snapshot file. A snapshot writes
+    /// the whole chat state, so without the second rule a large chat would be rewritten every
+    /// few seconds; with it, snapshot writes cost at most about the log's own bytes (and the log
+    /// kept on disk and in the core stays under about one snapshot's size).
+    fn maybe_snapshot(&mut self) {
+        let every = self.opts.snapshot_entries;
+        let applied = self.sm.applied_index();
+        let (last, last_len) = self
+            .snapshots
+            .latest()
+            .map_or((0, 0), |file| (file.meta.index, file.len));
+        if every == 0
+            || self.snapshots.is_writing()
+            || applied < last.saturating_add(every)
+            || self.applied_bytes_since_snapshot < last_len
+        {
+            return;
+        }
+        self.applied_bytes_since_snapshot = 0;
+        let meta = SnapshotMeta {
+            index: applied,
+            term: self.applied_term,
+        };
+        let started = Instant::now();
+        let capture = self.sm.capture();
+        log::info!(
+            "node {}: snapshot at index {} captured in {:.1?}; writing it",
+            self.id,
+            applied,
+            started.elapsed()
+        );
+        self.snapshots.start_write(meta, capture);
+    }
+
+    /// A snapshot the helper thread finished: the core and the log may forget what it covers,
+    /// except the last `log_keep_entries` entries.
+    fn collect_snapshot(&mut self) -> Result<(), ServerError> {
+        let Some((meta, written)) = self.snapshots.take_written() else {
+            return Ok(());
+        };
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => {
+                // The log still holds everything: nothing is lost, the next attempt may work.
+                log::error!("node {}: snapshot at {} failed: {e}", self.id, meta.index);
+                return Ok(());
+            }
+        };
+        if self
+            .snapshots
+            .latest_meta()
+            .is_some_and(|m| m.index >= meta.index)
+        {
+            return Ok(()); // a newer snapshot was installed from the leader meanwhile
+        }
+        let first_kept = meta.index.saturating_sub(self.opts.log_keep_entries) + 1;
+        let entries = self.raft.compact(meta, first_kept);
+        let first_kept = self.raft.first_index();
+        // The log forgets the segments now; the janitor deletes the files, and frees the entries.
+        let segments = self.wal.detach_prefix(first_kept.saturating_sub(1))?;
+        log::info!(
+            "node {}: snapshot at index {} durable ({} bytes); log starts at {}",
+            self.id,
+            meta.index,
+            file.len,
+            self.wal.first_index()
+        );
+        let cleanup = Cleanup {
+            entries,
+            segments,
+            snapshots_before: meta.index,
+        };
+        self.snapshots.set_latest(file, cleanup);
+        Ok(())
+    }
+}

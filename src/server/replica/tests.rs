@@ -1,0 +1,333 @@
+//! The replica driver in-process, without sockets: elections, durability before acknowledgement,
+//! restart from the log and from a snapshot, and a snapshot shipped to a lagging follower.
+//! Three replicas talk through a test "network" that is just a queue of values.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Token, Waker};
+
+use super::{Event, Output, Replica, ReplicaOptions};
+use crate::chat::{Command, Op, Origin, Outcome};
+use crate::raft::{Message, NodeId, Role};
+use crate::storage::FsyncPolicy;
+use crate::wire::{self, PeerFrame};
+
+/// Loop turns a test waits for a condition (each turn ticks every replica once).
+const TURNS_MAX: usize = 5_000;
+
+fn options(dir: &std::path::Path, id: NodeId, count: u64) -> ReplicaOptions {
+    ReplicaOptions {
+        id,
+        voters: (0..count).collect(),
+        data_dir: dir.join(format!("node-{id}")),
+        cluster_id: 0xc1,
+        fsync: FsyncPolicy::Always,
+        wal_segment_bytes: 1 << 20,
+        election_timeout_ms: 100,
+        heartbeat_ms: 10,
+        snapshot_entries: 0,
+        log_keep_entries: 10,
+        retain_messages: 0,
+    }
+}
+
+/// A replica with the poller its waker belongs to (kept alive, never polled: the tests wait
+/// for fsyncs explicitly with `wait_for_syncs`).
+struct Harness {
+    replica: Replica,
+    _poll: Poll,
+}
+
+fn open(opts: ReplicaOptions) -> Harness {
+    let poll = Poll::new().expect("poller");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+    let replica = Replica::open(opts, waker).expect("replica opens");
+    Harness {
+        replica,
+        _poll: poll,
+    }
+}
+
+fn post(node: NodeId, req: u64, text: &str) -> Vec<u8> {
+    let command = Command {
+        origin: Origin { node, req },
+        timestamp_ms: 1,
+        session: None,
+        op: Op::Post {
+            room: "general".into(),
+            nick: "tester".into(),
+            text: text.into(),
+        },
+    };
+    let mut data = Vec::new();
+    command.encode(&mut data);
+    data
+}
+
+/// One turn of one replica: drive, then wait for its fsyncs so the next turn sees them.
+fn turn(r: &mut Replica, out: &mut Output) {
+    r.drive(out).expect("drive");
+    r.wait_for_syncs(out).expect("syncs");
+    r.drive(out).expect("drive");
+}
+
+fn applied_positions(out: &Output) -> Vec<u64> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Applied { applied, .. } => match applied.outcome {
+                Outcome::Posted { position } => Some(position),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn elect_single(r: &mut Replica) {
+    let mut out = Output::default();
+    for _ in 0..TURNS_MAX {
+        r.tick();
+        turn(r, &mut out);
+        if r.role() == Role::Leader {
+            return;
+        }
+    }
+    panic!("a single-node cluster elects itself");
+}
+
+#[test]
+fn a_single_replica_applies_its_proposals_and_keeps_them_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut h = open(options(dir.path(), 0, 1));
+    elect_single(&mut h.replica);
+    let mut out = Output::default();
+    for i in 0..20 {
+        h.replica
+            .propose(&post(0, i, &format!("m{i}")))
+            .expect("leader");
+    }
+    for _ in 0..TURNS_MAX {
+        turn(&mut h.replica, &mut out);
+        if h.replica.sm().message_count() == 20 {
+            break;
+        }
+    }
+    assert_eq!(applied_positions(&out), (1..=20).collect::<Vec<_>>());
+    let commit = h.replica.commit_index();
+    drop(h);
+
+    let h = open(options(dir.path(), 0, 1));
+    assert_eq!(h.replica.term(), h.replica.status().term);
+    assert!(h.replica.status().last_index >= commit, "the log survived");
+    assert_eq!(
+        h.replica.role(),
+        Role::Follower,
+        "a restart starts as follower"
+    );
+}
+
+#[test]
+fn a_snapshot_compacts_the_log_and_a_restart_loads_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut opts = options(dir.path(), 0, 1);
+    opts.snapshot_entries = 50;
+    let mut h = open(opts.clone());
+    elect_single(&mut h.replica);
+    let mut out = Output::default();
+    for i in 0..120 {
+        h.replica.propose(&post(0, i, "x")).expect("leader");
+        turn(&mut h.replica, &mut out);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.replica.snapshot().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        turn(&mut h.replica, &mut out);
+    }
+    let snapshot = h
+        .replica
+        .snapshot()
+        .expect("a snapshot was taken and compacted");
+    assert!(snapshot.index >= 50);
+    assert!(h.replica.first_index() > 1, "the log was compacted");
+    drop(h);
+
+    let mut h = open(opts);
+    assert_eq!(
+        h.replica.snapshot(),
+        Some(snapshot),
+        "restart loads the snapshot"
+    );
+    assert!(h.replica.sm().message_count() as u64 >= snapshot.index - 1);
+    elect_single(&mut h.replica);
+    for _ in 0..TURNS_MAX {
+        turn(&mut h.replica, &mut out);
+        if h.replica.sm().message_count() == 120 {
+            break;
+        }
+    }
+    assert_eq!(
+        h.replica.sm().message_count(),
+        120,
+        "snapshot plus log replay"
+    );
+}
+
+/// Three replicas and the messages between them. `cut` nodes neither send nor receive.
+struct Cluster {
+    nodes: Vec<Harness>,
+    outs: Vec<Output>,
+    wire: VecDeque<Message>,
+    cut: Vec<bool>,
+}
+
+impl Cluster {
+    fn new(dir: &std::path::Path, adjust: impl Fn(&mut ReplicaOptions)) -> Cluster {
+        let nodes = (0..3)
+            .map(|id| {
+                let mut opts = options(dir, id, 3);
+                adjust(&mut opts);
+                open(opts)
+            })
+            .collect();
+        Cluster {
+            nodes,
+            outs: (0..3).map(|_| Output::default()).collect(),
+            wire: VecDeque::new(),
+            cut: vec![false; 3],
+        }
+    }
+
+    fn step(&mut self) {
+        for (i, h) in self.nodes.iter_mut().enumerate() {
+            h.replica.tick();
+            turn(&mut h.replica, &mut self.outs[i]);
+            for msg in self.outs[i].messages.drain(..) {
+                if !self.cut[i] {
+                    self.wire.push_back(msg);
+                }
+            }
+        }
+        while let Some(msg) = self.wire.pop_front() {
+            let to = msg.to as usize;
+            if !self.cut[to] {
+                self.nodes[to].replica.step(msg);
+            }
+        }
+        self.ship_snapshots();
+    }
+
+    /// Snapshot chunks from every leader, decoded as the peer front-end would.
+    fn ship_snapshots(&mut self) {
+        for from in 0..3 {
+            let mut frames: Vec<(NodeId, Vec<u8>)> = Vec::new();
+            let cut = self.cut.clone();
+            self.nodes[from]
+                .replica
+                .pump_snapshots(Instant::now(), |to, encode| {
+                    if cut[to as usize] || cut[from] {
+                        return false;
+                    }
+                    let mut buf = Vec::new();
+                    encode(&mut buf);
+                    frames.push((to, buf));
+                    true
+                });
+            for (to, buf) in frames {
+                let (frame, _) = wire::decode_peer_frame(&buf)
+                    .expect("valid")
+                    .expect("whole");
+                let PeerFrame::SnapshotChunk {
+                    term,
+                    snapshot,
+                    total_len,
+                    offset,
+                    data,
+                } = frame
+                else {
+                    panic!("pump sends only snapshot chunks");
+                };
+                let received = self.nodes[to as usize].replica.on_snapshot_chunk(
+                    from as NodeId,
+                    term,
+                    snapshot,
+                    total_len,
+                    offset,
+                    data,
+                );
+                self.nodes[from]
+                    .replica
+                    .on_snapshot_ack(to, snapshot, received);
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..3).find(|&i| !self.cut[i] && self.nodes[i].replica.role() == Role::Leader)
+    }
+
+    fn until(&mut self, what: &str, done: impl Fn(&Cluster) -> bool) {
+        for _ in 0..TURNS_MAX {
+            if done(self) {
+                return;
+            }
+            self.step();
+        }
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|h| format!("{:?}", h.replica.status()))
+            .collect();
+        panic!("timed out waiting for {what}: {states:#?}");
+    }
+}
+
+#[test]
+fn three_replicas_elect_replicate_and_catch_a_lagging_follower_up_by_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = Cluster::new(dir.path(), |opts| {
+        opts.snapshot_entries = 40;
+        opts.log_keep_entries = 5;
+    });
+    c.until("a leader", |c| c.leader().is_some());
+    let leader = c.leader().expect("leader");
+    let lagging = (leader + 1) % 3;
+    c.cut[lagging] = true;
+    for i in 0..150 {
+        let data = post(leader as NodeId, i, "hello");
+        c.nodes[leader]
+            .replica
+            .propose(&data)
+            .expect("still leader");
+        c.step();
+    }
+    c.until("the leader to compact past the lagging node", |c| {
+        c.nodes[leader].replica.first_index() > 10
+    });
+    c.cut[lagging] = false;
+    c.until("the lagging node to catch up", |c| {
+        c.nodes[lagging].replica.sm().message_count() == 150
+    });
+    assert!(
+        c.outs[lagging]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SnapshotInstalled(_))),
+        "it caught up through a snapshot, not the log"
+    );
+    let leader_log: Vec<String> = c.nodes[leader]
+        .replica
+        .sm()
+        .messages_from(1)
+        .map(|m| m.text.clone())
+        .collect();
+    let lagging_log: Vec<String> = c.nodes[lagging]
+        .replica
+        .sm()
+        .messages_from(1)
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(leader_log, lagging_log);
+}

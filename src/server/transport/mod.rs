@@ -1,0 +1,387 @@
+//! The transport: the mio poller, the listener, accepted connections with their buffers, and
+//! the outbound links to peers. It moves bytes and nothing else: what they mean is decided by
+//! the front-ends (telnet, binary, peer) above it.
+//!
+//! A connection's stream is one place (`Conn::stream`), read and written only through
+//! [`Transport::read`] and [`Transport::write`], so a TLS session can later stand where the TCP
+//! stream stands without the layers above noticing.
+
+mod conn;
+mod peers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+pub use conn::{Buffers, ReadOutcome};
+use peers::PeerLink;
+
+use crate::raft::NodeId;
+use crate::wire::Handshake;
+
+use super::error::ServerError;
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// The fsync and snapshot helper threads wake the loop with this token.
+const WAKER: Token = Token(2);
+/// Outbound peer link `j` uses token `PEER_BASE + j`.
+const PEER_BASE: usize = 16;
+/// Accepted connection with slab key `k` uses token `CONN_BASE + k`.
+const CONN_BASE: usize = PEER_BASE + 1024;
+
+/// A connection that sent nothing for this long is greeted as a telnet client.
+pub const GREETING_DELAY: Duration = Duration::from_millis(150);
+
+/// What a readiness event is about.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Source {
+    Listener,
+    Signals,
+    /// A helper thread finished something; the driver collects it.
+    Waker,
+    /// The outbound link to a peer.
+    Link(usize),
+    /// An accepted connection, by slab key.
+    Conn(usize),
+}
+
+/// What an accepted connection turned out to be (its protocol state lives with its front-end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// No bytes yet.
+    Unknown,
+    Telnet,
+    /// A program speaking the binary client protocol.
+    Binary,
+    /// An inbound link from member `node`, after a valid handshake.
+    Peer {
+        node: NodeId,
+    },
+}
+
+pub struct Conn {
+    /// Unique for the process lifetime, so a reply never reaches a reused slab slot.
+    pub id: u64,
+    stream: TcpStream,
+    pub buffers: Buffers,
+    pub proto: Proto,
+    /// Close once the output is flushed.
+    pub closing: bool,
+    /// Queued for a flush at the end of this loop turn.
+    dirty: bool,
+}
+
+/// Identifies a client connection across slab reuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub key: usize,
+    pub id: u64,
+}
+
+pub struct Transport {
+    id: NodeId,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    /// Indexed by node id; `None` at this node's own id.
+    links: Vec<Option<PeerLink>>,
+    hello: Handshake,
+    next_conn_id: u64,
+    dirty: Vec<usize>,
+    /// When to greet each accepted connection if it has not spoken by then, in accept order.
+    greetings: std::collections::VecDeque<(Instant, ConnRef)>,
+    /// Connections closed since the last `take_closed`, so front-ends drop their state.
+    closed: Vec<ConnRef>,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
+    let context = context.into();
+    move |source| ServerError::Io { context, source }
+}
+
+impl Transport {
+    /// Binds `listen` and prepares links to `members` (indexed by node id). Returns the waker
+    /// helper threads use to wake the loop.
+    pub fn bind(
+        listen: SocketAddr,
+        members: &[SocketAddr],
+        hello: Handshake,
+    ) -> Result<(Transport, Arc<Waker>), ServerError> {
+        let poll = Poll::new().map_err(io_err("cannot create poller"))?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?);
+        let mut listener =
+            TcpListener::bind(listen).map_err(io_err(format!("cannot listen on {listen}")))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(io_err("cannot register listener"))?;
+        let now = Instant::now();
+        let links = members
+            .iter()
+            .enumerate()
+            .map(|(j, addr)| {
+                (j as u64 != hello.node_id).then(|| PeerLink::new(j as u64, *addr, now))
+            })
+            .collect();
+        let transport = Transport {
+            id: hello.node_id,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            links,
+            hello,
+            next_conn_id: 1,
+            dirty: Vec::new(),
+            greetings: std::collections::VecDeque::new(),
+            closed: Vec::new(),
+        };
+        Ok((transport, waker))
+    }
+
+    /// Registers the signal source so signals arrive as [`Source::Signals`].
+    pub fn register_signals(
+        &self,
+        source: &mut impl mio::event::Source,
+    ) -> Result<(), ServerError> {
+        self.poll
+            .registry()
+            .register(source, SIGNALS, Interest::READABLE)
+            .map_err(io_err("cannot register signals"))
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn poll(&mut self, events: &mut Events, timeout: Duration) -> Result<(), ServerError> {
+        match self.poll.poll(events, Some(timeout)) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(ServerError::Io {
+                context: "poll failed".into(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn source(token: Token) -> Source {
+        match token {
+            LISTENER => Source::Listener,
+            SIGNALS => Source::Signals,
+            WAKER => Source::Waker,
+            Token(t) if (PEER_BASE..CONN_BASE).contains(&t) => Source::Link(t - PEER_BASE),
+            Token(t) => Source::Conn(t - CONN_BASE),
+        }
+    }
+
+    /// Stops accepting (a stopping node).
+    pub fn stop_listening(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+
+    /// Accepts every pending connection; each is greeted after `GREETING_DELAY` if silent.
+    pub fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.add_conn(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: stop accepting this turn, keep serving.
+                    log::warn!("node {}: accept failed: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(CONN_BASE + key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("node {}: cannot register connection: {e}", self.id);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        self.greetings
+            .push_back((Instant::now() + GREETING_DELAY, ConnRef { key, id }));
+        entry.insert(Conn {
+            id,
+            stream,
+            buffers: Buffers::default(),
+            proto: Proto::Unknown,
+            closing: false,
+            dirty: false,
+        });
+    }
+
+    /// Silent connections whose greeting time has come, still unclassified.
+    pub fn due_greetings(&mut self, now: Instant) -> Vec<ConnRef> {
+        let mut due = Vec::new();
+        // Queued in accept order, so the front is always the earliest.
+        while let Some(&(at, conn)) = self.greetings.front() {
+            if at > now {
+                break;
+            }
+            self.greetings.pop_front();
+            if self.get(conn).is_some_and(|c| c.proto == Proto::Unknown) {
+                due.push(conn);
+            }
+        }
+        due
+    }
+
+    pub fn conn_ref(&self, key: usize) -> Option<ConnRef> {
+        self.conns.get(key).map(|c| ConnRef { key, id: c.id })
+    }
+
+    /// The connection `conn` names, if it is still the same connection.
+    pub fn get(&self, conn: ConnRef) -> Option<&Conn> {
+        self.conns.get(conn.key).filter(|c| c.id == conn.id)
+    }
+
+    pub fn get_mut(&mut self, conn: ConnRef) -> Option<&mut Conn> {
+        self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)
+    }
+
+    pub fn by_key(&self, key: usize) -> Option<&Conn> {
+        self.conns.get(key)
+    }
+
+    /// The output buffer of `conn`, queued for this turn's flush.
+    pub fn output(&mut self, conn: ConnRef) -> Option<&mut Vec<u8>> {
+        self.get(conn)?;
+        self.mark_dirty(conn.key);
+        self.get_mut(conn).map(|c| c.buffers.output())
+    }
+
+    pub fn close(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Proto::Peer { node } = conn.proto {
+                log::info!("node {}: inbound link from node {node} closed", self.id);
+            }
+            self.closed.push(ConnRef { key, id: conn.id });
+        }
+    }
+
+    /// Connections closed since the last call.
+    pub fn take_closed(&mut self) -> Vec<ConnRef> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// The connections with output queued this turn (their dirty marks are cleared).
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in &dirty {
+            if let Some(conn) = self.conns.get_mut(*key) {
+                conn.dirty = false;
+            }
+        }
+        dirty
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Reads until `WouldBlock`, EOF, or `input_bytes_max` unconsumed bytes.
+    pub fn read(&mut self, key: usize, input_bytes_max: usize) -> ReadOutcome {
+        match self.conns.get_mut(key) {
+            Some(c) => c.buffers.read_from(&mut c.stream, input_bytes_max),
+            None => ReadOutcome::Closed,
+        }
+    }
+
+    /// Writes what the kernel takes now. `Err` means the peer is gone.
+    pub fn write(&mut self, key: usize) -> io::Result<()> {
+        match self.conns.get_mut(key) {
+            Some(c) => c.buffers.write_to(&mut c.stream),
+            None => Ok(()),
+        }
+    }
+
+    /// True while any accepted connection still has output to send.
+    pub fn has_pending_output(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|(_, c)| c.buffers.pending_output() > 0)
+    }
+
+    /// The earliest time the transport needs the loop: a link's reconnect or a greeting.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let links = self.links.iter().flatten().filter_map(PeerLink::wakeup);
+        let greeting = self.greetings.front().map(|(at, _)| *at);
+        links.chain(greeting).min()
+    }
+
+    /// Sends `encode`'s frame on the link to `to`. Returns false if the link is down or full.
+    pub fn send_to(&mut self, to: NodeId, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        match self.links.get_mut(to as usize) {
+            Some(Some(link)) => link.send_with(encode),
+            _ => false,
+        }
+    }
+
+    /// Like `send_to`, but only on a link whose connection is up (snapshot chunks).
+    pub fn send_if_connected(&mut self, to: NodeId, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        match self.links.get_mut(to as usize) {
+            Some(Some(link)) if link.is_connected() => link.send_with(encode),
+            _ => false,
+        }
+    }
+
+    pub fn link_up(&self, to: NodeId) -> bool {
+        matches!(self.links.get(to as usize), Some(Some(link)) if link.is_connected())
+    }
+
+    pub fn on_link_event(&mut self, j: usize, now: Instant) {
+        let registry = self.poll.registry();
+        if let Some(Some(link)) = self.links.get_mut(j) {
+            link.on_event(registry, now);
+        }
+    }
+
+    /// Dials links that are down and whose backoff has passed.
+    pub fn connect_links(&mut self, now: Instant) {
+        let registry = self.poll.registry();
+        for link in self.links.iter_mut().flatten() {
+            let token = Token(PEER_BASE + link.id as usize);
+            link.maybe_connect(registry, token, &self.hello, now);
+        }
+    }
+
+    pub fn flush_links(&mut self, now: Instant) {
+        let registry = self.poll.registry();
+        for link in self.links.iter_mut().flatten() {
+            if link.has_output() {
+                link.flush(registry, now);
+            }
+        }
+    }
+}
