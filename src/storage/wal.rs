@@ -55,6 +55,8 @@ pub struct Wal {
     durable_write_count: u64,
     truncate_count: u64,
     durable_truncate_count: u64,
+    /// Bytes written to segments since open (records and hard states), for the counters.
+    bytes_written: u64,
     failed: Option<String>,
     read_buf: Vec<u8>,
 }
@@ -69,6 +71,9 @@ pub struct SyncJob {
     write_count: u64,
     truncate_count: u64,
     result: Option<io::Result<()>>,
+    /// How long this job's own fdatasync took; `None` if it had none (covered by a later job,
+    /// or nothing to sync).
+    fsync_duration: Option<std::time::Duration>,
 }
 
 impl SyncJob {
@@ -76,15 +81,44 @@ impl SyncJob {
     pub fn run(&mut self) {
         if self.result.is_none() {
             self.result = Some(match &self.file {
-                Some(file) => file.sync_data(),
+                Some(file) => {
+                    let started = std::time::Instant::now();
+                    let result = file.sync_data();
+                    self.fsync_duration = Some(started.elapsed());
+                    result
+                }
                 None => Ok(()),
             });
         }
     }
 
+    /// How long this job's own fdatasync took, if it ran one.
+    pub fn fsync_duration(&self) -> Option<std::time::Duration> {
+        self.fsync_duration
+    }
+
     /// The log's last index when the job was made: durable once the job succeeds.
     pub fn last_index(&self) -> Index {
         self.last_index
+    }
+
+    /// Group commit: marks this job done by `later`'s fdatasync, which must have run and must
+    /// belong to a later write of the same log. That fdatasync started after this job's write
+    /// (jobs are made after their write), and rolling to a new segment syncs the old one, so
+    /// it covers this job's bytes too. A failure of `later` is this job's failure.
+    pub fn complete_with(&mut self, later: &SyncJob) {
+        assert!(
+            later.write_count >= self.write_count,
+            "a job is completed only by a later one"
+        );
+        if self.result.is_some() {
+            return;
+        }
+        self.result = match &later.result {
+            Some(Ok(())) => Some(Ok(())),
+            Some(Err(e)) => Some(Err(io::Error::new(e.kind(), e.to_string()))),
+            None => None, // `later` has not run: this job will run itself in `Wal::synced`
+        };
     }
 }
 
@@ -128,6 +162,7 @@ impl Wal {
             durable_write_count: 0,
             truncate_count: 0,
             durable_truncate_count: 0,
+            bytes_written: 0,
             failed: None,
             read_buf: Vec::new(),
         };
@@ -251,6 +286,7 @@ impl Wal {
             write_count: self.write_count,
             truncate_count: self.truncate_count,
             result: None,
+            fsync_duration: None,
         })
     }
 
@@ -271,6 +307,11 @@ impl Wal {
 
     pub fn first_index(&self) -> Index {
         self.first_index
+    }
+
+    /// Bytes written to the log's segments since it was opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
     }
 
     pub fn last_index(&self) -> Index {
@@ -488,6 +529,7 @@ impl Wal {
             .back_mut()
             .expect("a Wal always has a segment");
         active.len_bytes += self.pending.len() as u64;
+        self.bytes_written += self.pending.len() as u64;
         self.write_count += 1;
         self.pending.clear();
         if self.pending.capacity() > PENDING_CAPACITY_KEPT {

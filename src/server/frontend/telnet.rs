@@ -319,6 +319,20 @@ impl Telnet {
             format!("last_position {}", sm.last_position()),
             format!("retain_messages {}", sm.retain_messages()),
         ];
+        let stats = svc.replica.stats();
+        lines.extend([
+            format!("syncs {}", stats.syncs),
+            format!("entries_synced {}", stats.entries_synced),
+            format!("entries_per_sync_mean {:.2}", stats.entries_per_sync_mean()),
+            format!("entries_per_sync_max {}", stats.entries_per_sync_max),
+            format!("syncs_in_flight {}", svc.replica.syncs_in_flight()),
+            format!("wal_bytes_written {}", svc.replica.wal_bytes_written()),
+            format!("append_entries_sent {}", stats.append_entries_sent),
+            format!(
+                "entries_per_append_mean {:.2}",
+                stats.entries_per_append_mean()
+            ),
+        ]);
         for peer in &status.peers {
             lines.push(format!(
                 "peer {} match {} next {} {}",

@@ -19,6 +19,7 @@
 
 mod open;
 mod snapshot;
+mod stats;
 mod syncer;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ use crate::storage::Wal;
 
 pub use open::ReplicaOptions;
 use snapshot::{ChunkOutcome, Cleanup, Snapshots};
+pub use stats::ReplicaStats;
 use syncer::{Syncer, SYNCS_IN_FLIGHT_MAX};
 
 use super::error::ServerError;
@@ -87,6 +89,9 @@ pub struct Replica {
     /// Readies in order, oldest first, waiting for their fsync before `advance`.
     unsynced: VecDeque<Unsynced>,
     soft: SoftState,
+    stats: ReplicaStats,
+    /// The log index through which the WAL is known durable (for entries-per-sync).
+    durable_index: Index,
 }
 
 impl Replica {
@@ -125,6 +130,20 @@ impl Replica {
 
     pub fn status(&self) -> Status {
         self.raft.status()
+    }
+
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// fdatasyncs handed to the helper thread and not yet back.
+    pub fn syncs_in_flight(&self) -> usize {
+        self.syncer.in_flight()
+    }
+
+    /// Bytes written to the write-ahead log since the node started.
+    pub fn wal_bytes_written(&self) -> u64 {
+        self.wal.bytes_written()
     }
 
     /// Logical time: the node calls this every heartbeat interval.
@@ -232,7 +251,13 @@ impl Replica {
     /// at the front of the queue that is now durable.
     fn collect_synced(&mut self, block: bool, out: &mut Output) -> Result<(), ServerError> {
         while let Some(job) = self.syncer.finished(block) {
-            self.wal.synced(job)?;
+            let took = job.fsync_duration();
+            let durable = self.wal.synced(job)?;
+            if let Some(took) = took {
+                let entries = durable.saturating_sub(self.durable_index);
+                self.stats.on_sync(entries, took);
+            }
+            self.durable_index = self.durable_index.max(durable);
             let oldest = self.unsynced.iter_mut().find(|u| u.syncing);
             // Syncs finish in submission order, and each belongs to one queued Ready.
             assert!(
@@ -276,6 +301,7 @@ impl Replica {
             }
             let job = self.wal.write_buffered()?;
             self.syncer.submit(job);
+            self.stats.sync_jobs += 1;
         }
         assert!(
             self.unsynced.back().is_none_or(|u| u.number < rd.number),
@@ -330,6 +356,10 @@ impl Replica {
                 self.snapshots.want_send(msg.to, msg.term, Instant::now());
                 continue;
             }
+            if let MessageBody::AppendEntries { entries, .. } = &msg.body {
+                self.stats.append_entries_sent += 1;
+                self.stats.append_entries_entries += entries.len() as u64;
+            }
             out.messages.push(msg);
         }
     }
@@ -337,6 +367,9 @@ impl Replica {
     fn on_soft_state(&mut self, soft: SoftState, out: &mut Output) {
         let old = self.soft;
         self.soft = soft;
+        if old.leader != soft.leader && soft.leader.is_some() {
+            self.stats.leader_changes += 1;
+        }
         if old.role != soft.role || old.leader != soft.leader {
             let leader = soft
                 .leader
@@ -396,6 +429,7 @@ impl Replica {
             snapshots_before: meta.index,
         };
         self.snapshots.set_latest(file, cleanup);
+        self.stats.snapshots_installed += 1;
         out.events.push(Event::SnapshotInstalled(meta));
         Ok(())
     }
@@ -433,6 +467,7 @@ impl Replica {
             started.elapsed()
         );
         self.snapshots.start_write(meta, capture);
+        self.stats.snapshots_taken += 1;
     }
 
     /// A snapshot the helper thread finished: the core and the log may forget what it covers,

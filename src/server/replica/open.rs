@@ -83,6 +83,7 @@ impl Replica {
             term: raft.term(),
             leader: raft.leader(),
         };
+        let durable_index = wal.last_index();
         Ok(Replica {
             id: opts.id,
             applied_term: snapshot.map_or(0, |m| m.term),
@@ -95,6 +96,8 @@ impl Replica {
             applied_bytes_since_snapshot: 0,
             unsynced: VecDeque::new(),
             soft,
+            stats: Default::default(),
+            durable_index,
         })
     }
 }
