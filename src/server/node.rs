@@ -30,6 +30,9 @@ use crate::wire::{self, Handshake, CLIENT_MAGIC, PEER_MAGIC};
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// Input a client connection may buffer before it is handled.
 const CLIENT_INPUT_BYTES_MAX: usize = 256 * 1024;
+/// Connections with only live-delivery output written per loop turn, after every reply. A
+/// write costs a few microseconds, so this bounds a turn's fan-out to a few milliseconds.
+const BULK_FLUSH_PER_TURN: usize = 1024;
 
 pub struct Node {
     svc: Services,
@@ -454,7 +457,9 @@ impl Node {
 
     fn flush(&mut self) {
         self.svc.transport.flush_links(Instant::now());
-        for key in self.svc.transport.take_dirty() {
+        let replies = self.svc.transport.take_dirty();
+        let bulk = self.svc.transport.take_dirty_bulk(BULK_FLUSH_PER_TURN);
+        for key in replies.into_iter().chain(bulk) {
             self.telnet.refill(&mut self.svc, key);
             let Some(conn) = self.svc.transport.conn_ref(key) else {
                 continue;

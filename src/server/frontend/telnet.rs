@@ -9,7 +9,7 @@
 //! It parses and formats (with `chat::telnet`) and keeps each connection's session; writes and
 //! reads go through [`Services`], and the node hands answers back here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::chat::telnet::{self, LineSplitter, Request};
 use crate::chat::{Op, Outcome, DEFAULT_ROOM};
@@ -88,6 +88,9 @@ fn quoted_room(room: &str) -> String {
 #[derive(Default)]
 pub struct Telnet {
     sessions: HashMap<usize, Session>,
+    /// Room -> the sessions (by connection key) that joined it, for live delivery without
+    /// scanning every session.
+    members: HashMap<String, HashSet<usize>>,
     /// Connections whose typed-ahead queue drained below its bound: read them again.
     resumed: Vec<usize>,
 }
@@ -103,14 +106,45 @@ impl Telnet {
     pub fn open(&mut self, svc: &mut Services, conn: ConnRef) {
         if let Some(c) = svc.transport.get_mut(conn) {
             c.proto = Proto::Telnet;
+            self.forget(conn.key);
             self.sessions.insert(conn.key, Session::new(conn));
+            self.join_index(conn.key, DEFAULT_ROOM);
+        }
+    }
+
+    fn join_index(&mut self, key: usize, room: &str) {
+        match self.members.get_mut(room) {
+            Some(keys) => {
+                keys.insert(key);
+            }
+            None => {
+                self.members.insert(room.to_string(), HashSet::from([key]));
+            }
+        }
+    }
+
+    fn leave_index(&mut self, key: usize, room: &str) {
+        if let Some(keys) = self.members.get_mut(room) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.members.remove(room);
+            }
+        }
+    }
+
+    /// Drops the session at `key` and its room memberships.
+    fn forget(&mut self, key: usize) {
+        if let Some(session) = self.sessions.remove(&key) {
+            for room in &session.joined {
+                self.leave_index(key, room);
+            }
         }
     }
 
     /// Forgets a closed connection's session.
     pub fn closed(&mut self, conn: ConnRef) {
         if self.sessions.get(&conn.key).is_some_and(|s| s.conn == conn) {
-            self.sessions.remove(&conn.key);
+            self.forget(conn.key);
         }
     }
 
@@ -128,7 +162,7 @@ impl Telnet {
             session.greeted_silent = false;
         }
         if misjudged {
-            self.sessions.remove(&conn.key);
+            self.forget(conn.key);
             if let Some(c) = svc.transport.get_mut(conn) {
                 c.proto = Proto::Unknown;
             }
@@ -249,7 +283,13 @@ impl Telnet {
                 self.submit_write(svc, conn, op, Some(room));
             }
             Request::Leave(room) => {
-                let line = session.leave(&room);
+                let line = match session.leave(&room) {
+                    Ok(line) => {
+                        self.leave_index(conn.key, &room);
+                        line
+                    }
+                    Err(line) => line,
+                };
                 Self::write_line(svc, conn, &line);
             }
             Request::Nick(name) => {
@@ -389,6 +429,7 @@ impl Telnet {
                         session.joined.push(room.clone());
                     }
                     session.room = room.clone();
+                    self.join_index(conn.key, &room);
                 }
                 format!("ack joined {}, posting there now", quoted_room(&room))
             }
@@ -408,23 +449,24 @@ impl Telnet {
         self.finish(svc, conn, &line);
     }
 
-    /// Live delivery of a newly applied message to every session in its room.
+    /// Live delivery of a newly applied message to every session in its room. The lines go
+    /// into each member's buffer now (in apply order, so every member sees the room in order);
+    /// the writes happen in bulk flushes after the replies (`Transport::output_bulk`).
     pub fn push_message(&mut self, svc: &mut Services, position: u64) {
-        if self.sessions.is_empty() {
-            return;
-        }
         let Some(message) = svc.replica.sm().message(position) else {
+            return;
+        };
+        let Some(members) = self.members.get(&message.room) else {
             return;
         };
         let mut line = Vec::with_capacity(128);
         telnet::format_push(message, &mut line);
-        let room = message.room.clone();
         let mut too_slow = Vec::new();
-        for session in self.sessions.values_mut() {
-            if !session.joined.contains(&room) {
+        for key in members {
+            let Some(session) = self.sessions.get_mut(key) else {
                 continue;
-            }
-            let Some(out) = svc.transport.output(session.conn) else {
+            };
+            let Some(out) = svc.transport.output_bulk(session.conn) else {
                 continue;
             };
             if session.listing.is_some() {
@@ -461,7 +503,7 @@ impl Telnet {
             .extend_from_slice(b"err too slow: you fell behind live delivery, disconnecting\r\n");
         let _ = svc.transport.write(conn.key);
         svc.transport.close(conn.key);
-        self.sessions.remove(&conn.key);
+        self.forget(conn.key);
     }
 
     fn release_held_pushes(&mut self, svc: &mut Services, conn: ConnRef) {
@@ -614,10 +656,10 @@ impl Telnet {
 }
 
 impl Session {
-    /// `leave <room>`: the reply line.
-    fn leave(&mut self, room: &str) -> String {
+    /// `leave <room>`: the reply line (`Err` if the session was not in it).
+    fn leave(&mut self, room: &str) -> Result<String, String> {
         let Some(pos) = self.joined.iter().position(|r| r == room) else {
-            return format!("err not in {}: `join` it first", quoted_room(room));
+            return Err(format!("err not in {}: `join` it first", quoted_room(room)));
         };
         self.joined.remove(pos);
         if self.room == room {
@@ -627,10 +669,10 @@ impl Session {
                 .cloned()
                 .unwrap_or_else(|| DEFAULT_ROOM.to_string());
         }
-        format!(
+        Ok(format!(
             "ack left {}, posting to {}",
             quoted_room(room),
             quoted_room(&self.room)
-        )
+        ))
     }
 }

@@ -90,7 +90,7 @@ pub struct Replica {
     unsynced: VecDeque<Unsynced>,
     soft: SoftState,
     stats: ReplicaStats,
-    /// The log index through which the WAL is known durable (for entries-per-sync).
+    /// The log index the last counted fdatasync made durable (for entries-per-sync).
     durable_index: Index,
 }
 
@@ -253,11 +253,13 @@ impl Replica {
         while let Some(job) = self.syncer.finished(block) {
             let took = job.fsync_duration();
             let durable = self.wal.synced(job)?;
+            // Jobs covered by a later job's fdatasync come back first, with no duration of
+            // their own: the sync that ran is counted once, for every entry it made durable.
             if let Some(took) = took {
                 let entries = durable.saturating_sub(self.durable_index);
                 self.stats.on_sync(entries, took);
+                self.durable_index = durable;
             }
-            self.durable_index = self.durable_index.max(durable);
             let oldest = self.unsynced.iter_mut().find(|u| u.syncing);
             // Syncs finish in submission order, and each belongs to one queued Ready.
             assert!(

@@ -75,6 +75,8 @@ pub struct Conn {
     pub closing: bool,
     /// Queued for a flush at the end of this loop turn.
     dirty: bool,
+    /// Queued for a bulk flush (live delivery), which may take several turns.
+    dirty_bulk: bool,
 }
 
 /// Identifies a client connection across slab reuse.
@@ -93,7 +95,11 @@ pub struct Transport {
     links: Vec<Option<PeerLink>>,
     hello: Handshake,
     next_conn_id: u64,
+    /// Connections with replies to flush this turn.
     dirty: Vec<usize>,
+    /// Connections with live-delivery output, flushed a bounded number per turn after the
+    /// replies, so a fan-out to thousands never delays the next reply or proposal.
+    dirty_bulk: std::collections::VecDeque<usize>,
     /// When to greet each accepted connection if it has not spoken by then, in accept order.
     greetings: std::collections::VecDeque<(Instant, ConnRef)>,
     /// Connections closed since the last `take_closed`, so front-ends drop their state.
@@ -138,6 +144,7 @@ impl Transport {
             hello,
             next_conn_id: 1,
             dirty: Vec::new(),
+            dirty_bulk: std::collections::VecDeque::new(),
             greetings: std::collections::VecDeque::new(),
             closed: Vec::new(),
         };
@@ -228,6 +235,7 @@ impl Transport {
             proto: Proto::Unknown,
             closing: false,
             dirty: false,
+            dirty_bulk: false,
         });
     }
 
@@ -281,6 +289,29 @@ impl Transport {
         }
     }
 
+    /// The output buffer of `conn` for live delivery: flushed after the replies, a bounded
+    /// number of connections per turn (`take_dirty_bulk`).
+    pub fn output_bulk(&mut self, conn: ConnRef) -> Option<&mut Vec<u8>> {
+        let c = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)?;
+        if !c.dirty_bulk {
+            c.dirty_bulk = true;
+            self.dirty_bulk.push_back(conn.key);
+        }
+        Some(c.buffers.output())
+    }
+
+    /// Up to `max` connections with live-delivery output, oldest first (their marks cleared).
+    pub fn take_dirty_bulk(&mut self, max: usize) -> Vec<usize> {
+        let n = max.min(self.dirty_bulk.len());
+        let keys: Vec<usize> = self.dirty_bulk.drain(..n).collect();
+        for key in &keys {
+            if let Some(conn) = self.conns.get_mut(*key) {
+                conn.dirty_bulk = false;
+            }
+        }
+        keys
+    }
+
     /// Connections closed since the last call.
     pub fn take_closed(&mut self) -> Vec<ConnRef> {
         std::mem::take(&mut self.closed)
@@ -307,7 +338,7 @@ impl Transport {
     }
 
     pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || !self.dirty_bulk.is_empty()
     }
 
     /// Reads until `WouldBlock`, EOF, or `input_bytes_max` unconsumed bytes.
