@@ -25,8 +25,10 @@
 //! - [`server`]: the single-threaded mio event loop per node that ties them together; the other
 //!   threads are the fsync helper, the snapshot writer (while one is written) and the janitor
 //!   that deletes what compaction left behind.
-//! - [`client`]: the binary client protocol's codec and a blocking client library with
-//!   exactly-once retries (used by the load generator and the tests).
+//! - [`proto`]: the binary client protocol's codec, shared by the server (decodes requests,
+//!   encodes answers) and the client (the reverse).
+//! - [`client`]: a blocking client library with exactly-once retries (used by the load
+//!   generator and the tests); `client::proto` re-exports [`proto`].
 //!
 //! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
 //! cluster), `tools/loadgen.rs` (the load generator). Scripts in `tools/`: `perf.sh` (the
@@ -39,6 +41,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod storage;

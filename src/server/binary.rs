@@ -9,9 +9,7 @@ use super::node::{ConnKind, ConnRef, Node};
 use super::requests::{Failure, Query, ReplyTo};
 use crate::chat::validate;
 use crate::chat::{Op, Outcome, SessionRef};
-use crate::client::proto::{
-    self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq,
-};
+use crate::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq};
 use crate::raft::Role;
 
 /// Stop reading requests while this much output waits; resume below half of it.
