@@ -29,6 +29,7 @@
 //!   encodes answers) and the client (the reverse).
 //! - [`client`]: a blocking client library with exactly-once retries (used by the load
 //!   generator and the tests); `client::proto` re-exports [`proto`].
+//! - [`codec`]: the length-checked reader and the writers every binary format is built from.
 //!
 //! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
 //! cluster), `tools/loadgen.rs` (the load generator). Scripts in `tools/`: `perf.sh` (the
@@ -41,6 +42,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod codec;
 pub mod proto;
 pub mod raft;
 pub mod server;

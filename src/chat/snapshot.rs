@@ -48,7 +48,8 @@
 //! indexes, non-decreasing timestamps, distinct revisions in range) and of `session` are checked.
 //! Garbage or truncated input is an `Err` naming the first problem, never a panic.
 
-use byteorder::{LittleEndian as LE, ReadBytesExt, WriteBytesExt};
+use crate::codec::{put_bytes32_le, put_u32_le, put_u64_le};
+use byteorder::{LittleEndian as LE, ReadBytesExt};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 
@@ -155,30 +156,30 @@ impl ChatSnapshot {
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
         let mut out = Vec::with_capacity(WRITE_BATCH_BYTES + (16 << 10));
         out.extend_from_slice(MAGIC);
-        out.write_u32::<LE>(SNAPSHOT_FORMAT_VERSION)?;
-        out.write_u64::<LE>(self.applied_index)?;
-        out.write_u64::<LE>(self.sessions.clock_ms())?;
-        out.write_u64::<LE>(self.sessions.len() as u64)?;
+        put_u32_le(&mut out, SNAPSHOT_FORMAT_VERSION);
+        put_u64_le(&mut out, self.applied_index);
+        put_u64_le(&mut out, self.sessions.clock_ms());
+        put_u64_le(&mut out, self.sessions.len() as u64);
         for (id, session) in self.sessions.iter() {
-            out.write_u64::<LE>(id)?;
-            out.write_u64::<LE>(session.last_active_ms())?;
-            out.write_u64::<LE>(session.lowest_retained_seq())?;
-            out.write_u64::<LE>(session.retained_count() as u64)?;
+            put_u64_le(&mut out, id);
+            put_u64_le(&mut out, session.last_active_ms());
+            put_u64_le(&mut out, session.lowest_retained_seq());
+            put_u64_le(&mut out, session.retained_count() as u64);
             for (seq, outcome) in session.retained() {
-                out.write_u64::<LE>(seq)?;
+                put_u64_le(&mut out, seq);
                 write_outcome(&mut out, outcome)?;
             }
             flush_batch(&mut out, w)?;
         }
-        out.write_u64::<LE>(self.revision)?;
-        out.write_u64::<LE>(self.kv.len() as u64)?;
+        put_u64_le(&mut out, self.revision);
+        put_u64_le(&mut out, self.kv.len() as u64);
         for (key, value) in &self.kv {
             write_str(&mut out, key)?;
             write_str(&mut out, &value.value)?;
-            out.write_u64::<LE>(value.revision)?;
+            put_u64_le(&mut out, value.revision);
             flush_batch(&mut out, w)?;
         }
-        out.write_u64::<LE>(self.rooms.len() as u64)?;
+        put_u64_le(&mut out, self.rooms.len() as u64);
         for room in &self.rooms {
             write_str(&mut out, room)?;
         }
@@ -188,9 +189,9 @@ impl ChatSnapshot {
             .enumerate()
             .map(|(id, room)| (room.as_str(), id as u32))
             .collect();
-        out.write_u64::<LE>(self.retain_messages)?;
-        out.write_u64::<LE>(self.last_position)?;
-        out.write_u64::<LE>(self.message_count())?;
+        put_u64_le(&mut out, self.retain_messages);
+        put_u64_le(&mut out, self.last_position);
+        put_u64_le(&mut out, self.message_count());
         let messages = self
             .chunks
             .iter()
@@ -203,12 +204,12 @@ impl ChatSnapshot {
                 .ok_or_else(|| {
                     io::Error::other(format!("message {} in unknown room", message.position))
                 })?;
-            out.write_u64::<LE>(message.position)?;
-            out.write_u64::<LE>(message.index)?;
-            out.write_u32::<LE>(room)?;
+            put_u64_le(&mut out, message.position);
+            put_u64_le(&mut out, message.index);
+            put_u32_le(&mut out, room);
             write_str(&mut out, &message.nick)?;
             write_str(&mut out, &message.text)?;
-            out.write_u64::<LE>(message.timestamp_ms)?;
+            put_u64_le(&mut out, message.timestamp_ms);
             flush_batch(&mut out, w)?;
         }
         out.extend_from_slice(END_MAGIC);
@@ -225,12 +226,10 @@ fn flush_batch(out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    let len = u32::try_from(s.len())
-        .ok()
-        .filter(|&len| len <= STRING_BYTES_MAX)
-        .ok_or_else(|| io::Error::other(format!("string of {} bytes", s.len())))?;
-    out.write_u32::<LE>(len)?;
-    out.extend_from_slice(s.as_bytes());
+    if s.len() > STRING_BYTES_MAX as usize {
+        return Err(io::Error::other(format!("string of {} bytes", s.len())));
+    }
+    put_bytes32_le(out, s.as_bytes());
     Ok(())
 }
 
@@ -238,7 +237,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
     match outcome {
         Outcome::Posted { position } => {
             out.push(1);
-            out.write_u64::<LE>(*position)?;
+            put_u64_le(out, *position);
         }
         Outcome::RoomCreated { existed } => {
             out.push(2);
@@ -246,7 +245,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
         }
         Outcome::KvAck { revision } => {
             out.push(3);
-            out.write_u64::<LE>(*revision)?;
+            put_u64_le(out, *revision);
         }
         Outcome::CasFailed { current } => {
             out.push(4);
@@ -265,7 +264,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
         }
         Outcome::SessionOpened { session_id } => {
             out.push(7);
-            out.write_u64::<LE>(*session_id)?;
+            put_u64_le(out, *session_id);
         }
         Outcome::SessionExpired => out.push(8),
     }

@@ -50,7 +50,7 @@
 
 use std::fmt;
 
-use byteorder::{BigEndian, ByteOrder};
+use crate::codec::{BigEndian, ByteOrder};
 
 /// The first four bytes a binary client sends: a NUL (no telnet user types one), then `RCB`.
 /// The same value as `wire::CLIENT_MAGIC`, which the server uses to tell connection kinds apart.
@@ -450,7 +450,7 @@ pub enum Answer {
 /// Appends the 6-byte preamble a binary client sends first: [`CLIENT_MAGIC`], then version 1.
 pub fn encode_preamble(out: &mut Vec<u8>) {
     out.extend_from_slice(&CLIENT_MAGIC);
-    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    crate::codec::put_u16_be(out, PROTOCOL_VERSION);
 }
 
 /// Reads the preamble at the start of `buf`. `Ok(None)`: too few bytes yet. `Ok(Some(used))`:
@@ -535,15 +535,10 @@ pub fn frame_len_hint(buf: &[u8]) -> Option<usize> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Field writers
+// Fields: the shared codec's primitives, and the protocol's composites built from them
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
+use crate::codec::{put_bytes16_be, put_u8, CodecError, ReaderBe};
+use crate::codec::{put_u32_be as put_u32, put_u64_be as put_u64};
 
 /// Writes `u16 len | bytes`. A string longer than [`STR_LEN_MAX`] cannot be represented; it is
 /// cut at the last char boundary that fits rather than panicking (callers that take strings
@@ -553,15 +548,14 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     while !s.is_char_boundary(len) {
         len -= 1;
     }
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..len]);
+    put_bytes16_be(out, &s.as_bytes()[..len]);
 }
 
 fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
-        None => out.push(0),
+        None => put_u8(out, 0),
         Some(v) => {
-            out.push(1);
+            put_u8(out, 1);
             put_u64(out, v);
         }
     }
@@ -569,9 +563,9 @@ fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
 
 fn put_opt_str(out: &mut Vec<u8>, v: Option<&str>) {
     match v {
-        None => out.push(0),
+        None => put_u8(out, 0),
         Some(s) => {
-            out.push(1);
+            put_u8(out, 1);
             put_str(out, s);
         }
     }
@@ -583,75 +577,44 @@ fn put_session(out: &mut Vec<u8>, s: &SessionSeq) {
     put_u64(out, s.lowest_unacked_seq);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Field reader
+/// A cursor over one frame body: the shared big-endian reader (every read checks the remaining
+/// length first); its errors become [`ProtoError`]s through `?`.
+type Reader<'a> = ReaderBe<'a>;
 
-/// A cursor over one frame body. Every read checks the remaining length first.
-struct Reader<'a> {
-    body: &'a [u8],
-    pos: usize,
+impl From<CodecError> for ProtoError {
+    fn from(e: CodecError) -> ProtoError {
+        match e {
+            CodecError::Truncated { field } => ProtoError::Truncated { field },
+            CodecError::NotUtf8 { field } => ProtoError::NotUtf8 { field },
+            CodecError::BadTag { tag, .. } => ProtoError::BadOptionTag(tag),
+            CodecError::TrailingBytes(n) => ProtoError::TrailingBytes(n),
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn new(body: &'a [u8]) -> Reader<'a> {
-        Reader { body, pos: 0 }
-    }
+/// The protocol's composite fields: `str`, `opt<u64>`, `opt<str>` and `session`.
+trait ReadFields {
+    fn str(&mut self, field: &'static str) -> Result<String, ProtoError>;
+    fn opt_u64(&mut self, field: &'static str) -> Result<Option<u64>, ProtoError>;
+    fn opt_str(&mut self, field: &'static str) -> Result<Option<String>, ProtoError>;
+    fn session(&mut self) -> Result<SessionSeq, ProtoError>;
+}
 
-    fn remaining(&self) -> usize {
-        self.body.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], ProtoError> {
-        if self.remaining() < n {
-            return Err(ProtoError::Truncated { field });
-        }
-        let bytes = &self.body[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(bytes)
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, ProtoError> {
-        Ok(self.take(1, field)?[0])
-    }
-
-    fn u16(&mut self, field: &'static str) -> Result<u16, ProtoError> {
-        Ok(BigEndian::read_u16(self.take(2, field)?))
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, ProtoError> {
-        Ok(BigEndian::read_u32(self.take(4, field)?))
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, ProtoError> {
-        Ok(BigEndian::read_u64(self.take(8, field)?))
-    }
-
+impl ReadFields for Reader<'_> {
     fn str(&mut self, field: &'static str) -> Result<String, ProtoError> {
-        let len = self.u16(field)? as usize;
-        let bytes = self.take(len, field)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| ProtoError::NotUtf8 { field })
-    }
-
-    fn option_tag(&mut self, field: &'static str) -> Result<bool, ProtoError> {
-        match self.u8(field)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            tag => Err(ProtoError::BadOptionTag(tag)),
-        }
+        Ok(self.str16(field)?.to_owned())
     }
 
     fn opt_u64(&mut self, field: &'static str) -> Result<Option<u64>, ProtoError> {
-        if self.option_tag(field)? {
-            self.u64(field).map(Some)
+        if self.flag(field)? {
+            Ok(Some(self.u64(field)?))
         } else {
             Ok(None)
         }
     }
 
     fn opt_str(&mut self, field: &'static str) -> Result<Option<String>, ProtoError> {
-        if self.option_tag(field)? {
+        if self.flag(field)? {
             self.str(field).map(Some)
         } else {
             Ok(None)
@@ -664,13 +627,6 @@ impl<'a> Reader<'a> {
             seq: self.u64("seq")?,
             lowest_unacked_seq: self.u64("lowest_unacked_seq")?,
         })
-    }
-
-    fn finish(&self) -> Result<(), ProtoError> {
-        match self.remaining() {
-            0 => Ok(()),
-            n => Err(ProtoError::TrailingBytes(n)),
-        }
     }
 }
 
