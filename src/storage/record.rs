@@ -66,7 +66,7 @@ impl SegmentHeader {
         put_u64_le(out, self.base_index);
         let crc = crc32c::crc32c(&out[start + 16..start + HEADER_LEN]);
         out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
-        debug_assert_eq!(out.len() - start, HEADER_LEN);
+        assert_eq!(out.len() - start, HEADER_LEN);
     }
 
     /// `Err` says why the first `HEADER_LEN` bytes of `buf` are not a valid header.
@@ -138,7 +138,7 @@ pub(crate) fn encode_hard_state(out: &mut Vec<u8>, hs: &HardState) {
     put_u8(out, hs.voted_for.is_some() as u8);
     put_u64_le(out, hs.commit);
     finish_record(out, start);
-    debug_assert_eq!(out.len() - start, HARD_STATE_RECORD_LEN);
+    assert_eq!(out.len() - start, HARD_STATE_RECORD_LEN);
 }
 
 pub(crate) fn encode_truncate(out: &mut Vec<u8>, index: Index) {

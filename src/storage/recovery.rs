@@ -211,7 +211,7 @@ fn finish(
             ))
         }
     };
-    debug_assert_eq!(replay.entries.len(), replay.locations.len());
+    assert_eq!(replay.entries.len(), replay.locations.len());
     Ok(RecoveredLog {
         segments,
         hard_state,
