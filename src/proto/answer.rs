@@ -127,47 +127,8 @@ impl Answer {
                 req_id: r.u64("req_id")?,
                 position: r.u64("position")?,
             },
-            frame_type::LOG_CHUNK => {
-                let req_id = r.u64("req_id")?;
-                let total = r.u64("total")?;
-                let count = r.u32("count")? as usize;
-                // A count the remaining bytes cannot hold is refused before any allocation.
-                if count > r.remaining() / LOG_MESSAGE_LEN_MIN {
-                    return Err(ProtoError::Truncated { field: "messages" });
-                }
-                let mut messages = Vec::with_capacity(count);
-                for _ in 0..count {
-                    messages.push(LogMessage {
-                        position: r.u64("position")?,
-                        timestamp_ms: r.u64("timestamp_ms")?,
-                        room: r.str("room")?,
-                        nick: r.str("nick")?,
-                        text: r.str("text")?,
-                    });
-                }
-                Answer::LogChunk {
-                    req_id,
-                    total,
-                    messages,
-                }
-            }
-            frame_type::STATUS_REPLY => {
-                let req_id = r.u64("req_id")?;
-                let node_id = r.u64("node_id")?;
-                let role_code = r.u8("role")?;
-                let role = Role::from_code(role_code).ok_or(ProtoError::BadRole(role_code))?;
-                Answer::StatusReply {
-                    req_id,
-                    status: NodeStatus {
-                        node_id,
-                        role,
-                        term: r.u64("term")?,
-                        leader: r.opt_u64("leader")?,
-                        commit: r.u64("commit")?,
-                        applied: r.u64("applied")?,
-                    },
-                }
-            }
+            frame_type::LOG_CHUNK => decode_log_chunk(&mut r)?,
+            frame_type::STATUS_REPLY => decode_status_reply(&mut r)?,
             frame_type::KV_ACK => Answer::KvAck {
                 req_id: r.u64("req_id")?,
                 revision: r.u64("revision")?,
@@ -181,25 +142,7 @@ impl Answer {
                 req_id: r.u64("req_id")?,
                 current: r.opt_str("current")?,
             },
-            frame_type::KEY_LIST => {
-                let req_id = r.u64("req_id")?;
-                let total = r.u64("total")?;
-                let count = r.u32("count")? as usize;
-                // Each key takes at least its 2 length bytes: a count the remaining bytes
-                // cannot hold is refused before any allocation.
-                if count > r.remaining() / KEY_LEN_MIN {
-                    return Err(ProtoError::Truncated { field: "keys" });
-                }
-                let mut keys = Vec::with_capacity(count);
-                for _ in 0..count {
-                    keys.push(r.str("key")?);
-                }
-                Answer::KeyList {
-                    req_id,
-                    total,
-                    keys,
-                }
-            }
+            frame_type::KEY_LIST => decode_key_list(&mut r)?,
             frame_type::ERROR => {
                 let req_id = r.u64("req_id")?;
                 let kind_code = r.u8("kind")?;
@@ -217,6 +160,69 @@ impl Answer {
         r.finish()?;
         Ok(answer)
     }
+}
+
+fn decode_log_chunk(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {
+    let req_id = r.u64("req_id")?;
+    let total = r.u64("total")?;
+    let count = r.u32("count")? as usize;
+    // A count the remaining bytes cannot hold is refused before any allocation.
+    if count > r.remaining() / LOG_MESSAGE_LEN_MIN {
+        return Err(ProtoError::Truncated { field: "messages" });
+    }
+    let mut messages = Vec::with_capacity(count);
+    for _ in 0..count {
+        messages.push(LogMessage {
+            position: r.u64("position")?,
+            timestamp_ms: r.u64("timestamp_ms")?,
+            room: r.str("room")?,
+            nick: r.str("nick")?,
+            text: r.str("text")?,
+        });
+    }
+    Ok(Answer::LogChunk {
+        req_id,
+        total,
+        messages,
+    })
+}
+
+fn decode_status_reply(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {
+    let req_id = r.u64("req_id")?;
+    let node_id = r.u64("node_id")?;
+    let role_code = r.u8("role")?;
+    let role = Role::from_code(role_code).ok_or(ProtoError::BadRole(role_code))?;
+    Ok(Answer::StatusReply {
+        req_id,
+        status: NodeStatus {
+            node_id,
+            role,
+            term: r.u64("term")?,
+            leader: r.opt_u64("leader")?,
+            commit: r.u64("commit")?,
+            applied: r.u64("applied")?,
+        },
+    })
+}
+
+fn decode_key_list(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {
+    let req_id = r.u64("req_id")?;
+    let total = r.u64("total")?;
+    let count = r.u32("count")? as usize;
+    // Each key takes at least its 2 length bytes: a count the remaining bytes cannot hold is
+    // refused before any allocation.
+    if count > r.remaining() / KEY_LEN_MIN {
+        return Err(ProtoError::Truncated { field: "keys" });
+    }
+    let mut keys = Vec::with_capacity(count);
+    for _ in 0..count {
+        keys.push(r.str("key")?);
+    }
+    Ok(Answer::KeyList {
+        req_id,
+        total,
+        keys,
+    })
 }
 
 /// Appends a `LogChunk` answer built from borrowed messages (the server's chat log), without
