@@ -27,8 +27,11 @@
 //!   machine; no sockets), the request table (what is in flight and who gets the answer) and
 //!   one front-end per protocol (telnet, binary, peer). The other threads are the fsync helper,
 //!   the snapshot writer (while one is written) and the janitor.
-//! - [`client`]: the binary client protocol's codec and a blocking client library with
-//!   exactly-once retries (used by the load generator and the tests).
+//! - [`proto`]: the binary client protocol's codec, shared by the server (decodes requests,
+//!   encodes answers) and the client (the reverse).
+//! - [`client`]: a blocking client library with exactly-once retries (used by the load
+//!   generator and the tests); `client::proto` re-exports [`proto`].
+//! - [`codec`]: the length-checked reader and the writers every binary format is built from.
 //!
 //! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
 //! cluster), `tools/loadgen.rs` (the load generator). Scripts in `tools/`: `perf.sh` (the
@@ -41,6 +44,8 @@
 
 pub mod chat;
 pub mod client;
+pub mod codec;
+pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod storage;

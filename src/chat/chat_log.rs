@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use super::state::ChatMessage;
+use super::message::ChatMessage;
 
 /// Slots per chunk of the chat log. A snapshot shares the chunks and copies only the tail, so
 /// capturing one costs at most `CHUNK_LEN - 1` message clones.

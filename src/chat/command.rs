@@ -3,7 +3,8 @@
 //! This file owns the binary encoding of [`Command`] and nothing else: no validation of names or
 //! texts (the state machine does that at apply time, see `validate`), no session bookkeeping
 //! (see `session`), no IO. Decoding never panics and never allocates more than the input's
-//! length: every length is checked against the bytes that remain before anything is copied.
+//! length: every length is checked against the bytes that remain before anything is copied (the
+//! primitives are `crate::codec`'s).
 //!
 //! # Format, version 2 (big-endian integers)
 //!
@@ -29,7 +30,7 @@
 //! A command is exactly this long: trailing bytes are an error, so within a version no two byte
 //! strings decode to the same command and a truncated entry never decodes.
 
-use byteorder::{BigEndian, ByteOrder};
+use crate::codec::{put_bytes32_be, put_u64_be as put_u64, put_u8, CodecError, ReaderBe};
 
 use super::ChatError;
 
@@ -119,14 +120,14 @@ impl Command {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.reserve(self.encoded_len());
-        out.push(FORMAT_V2);
+        put_u8(out, FORMAT_V2);
         put_u64(out, self.origin.node);
         put_u64(out, self.origin.req);
         put_u64(out, self.timestamp_ms);
         match &self.session {
-            None => out.push(0),
+            None => put_u8(out, 0),
             Some(session) => {
-                out.push(1);
+                put_u8(out, 1);
                 put_u64(out, session.id);
                 put_u64(out, session.seq);
                 put_u64(out, session.lowest_unacked_seq);
@@ -134,37 +135,37 @@ impl Command {
         }
         match &self.op {
             Op::Post { room, nick, text } => {
-                out.push(OP_POST);
+                put_u8(out, OP_POST);
                 put_str(out, room);
                 put_str(out, nick);
                 put_str(out, text);
             }
             Op::CreateRoom { room } => {
-                out.push(OP_CREATE_ROOM);
+                put_u8(out, OP_CREATE_ROOM);
                 put_str(out, room);
             }
             Op::Set { key, value } => {
-                out.push(OP_SET);
+                put_u8(out, OP_SET);
                 put_str(out, key);
                 put_str(out, value);
             }
             Op::Del { key } => {
-                out.push(OP_DEL);
+                put_u8(out, OP_DEL);
                 put_str(out, key);
             }
             Op::Cas { key, expected, new } => {
-                out.push(OP_CAS);
+                put_u8(out, OP_CAS);
                 put_str(out, key);
                 match expected {
-                    None => out.push(0),
+                    None => put_u8(out, 0),
                     Some(value) => {
-                        out.push(1);
+                        put_u8(out, 1);
                         put_str(out, value);
                     }
                 }
                 put_str(out, new);
             }
-            Op::OpenSession => out.push(OP_OPEN_SESSION),
+            Op::OpenSession => put_u8(out, OP_OPEN_SESSION),
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
     }
@@ -187,7 +188,7 @@ impl Command {
     }
 
     pub fn decode(data: &[u8]) -> Result<Command, ChatError> {
-        let mut r = Reader { rest: data };
+        let mut r = ReaderBe::new(data);
         let version = r.u8("version").map_err(|_| ChatError::Empty)?;
         if version != FORMAT_V1 && version != FORMAT_V2 {
             return Err(ChatError::UnknownVersion(version));
@@ -211,35 +212,33 @@ impl Command {
         };
         let op = match r.u8("op")? {
             OP_POST => Op::Post {
-                room: r.string("room")?,
-                nick: r.string("nick")?,
-                text: r.string("text")?,
+                room: r.str32("room")?.to_owned(),
+                nick: r.str32("nick")?.to_owned(),
+                text: r.str32("text")?.to_owned(),
             },
             OP_CREATE_ROOM => Op::CreateRoom {
-                room: r.string("room")?,
+                room: r.str32("room")?.to_owned(),
             },
             OP_SET => Op::Set {
-                key: r.string("key")?,
-                value: r.string("value")?,
+                key: r.str32("key")?.to_owned(),
+                value: r.str32("value")?.to_owned(),
             },
             OP_DEL => Op::Del {
-                key: r.string("key")?,
+                key: r.str32("key")?.to_owned(),
             },
             OP_CAS => Op::Cas {
-                key: r.string("key")?,
+                key: r.str32("key")?.to_owned(),
                 expected: match r.u8("expected")? {
                     0 => None,
-                    1 => Some(r.string("expected")?),
+                    1 => Some(r.str32("expected")?.to_owned()),
                     tag => return Err(ChatError::BadOptionTag(tag)),
                 },
-                new: r.string("new")?,
+                new: r.str32("new")?.to_owned(),
             },
             OP_OPEN_SESSION if version == FORMAT_V2 => Op::OpenSession,
             tag => return Err(ChatError::UnknownOp(tag)),
         };
-        if !r.rest.is_empty() {
-            return Err(ChatError::TrailingBytes(r.rest.len()));
-        }
+        r.finish()?;
         Ok(Command {
             origin,
             timestamp_ms,
@@ -249,52 +248,25 @@ impl Command {
     }
 }
 
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    let mut bytes = [0u8; 8];
-    BigEndian::write_u64(&mut bytes, value);
-    out.extend_from_slice(&bytes);
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Fields are bounded far below 4 GiB by validation; a longer one could not be proposed
-    // anyway (entries are bounded by the log), so saturating only guards the arithmetic.
-    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-    debug_assert_eq!(len as usize, s.len(), "string field longer than u32::MAX");
-    let mut bytes = [0u8; 4];
-    BigEndian::write_u32(&mut bytes, len);
-    out.extend_from_slice(&bytes);
-    out.extend_from_slice(s.as_bytes());
+    // anyway (entries are bounded by the log).
+    debug_assert!(
+        u32::try_from(s.len()).is_ok(),
+        "string field longer than u32::MAX"
+    );
+    put_bytes32_be(out, s.as_bytes());
 }
 
-/// A cursor over the input; every read checks the length first.
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], ChatError> {
-        if self.rest.len() < n {
-            return Err(ChatError::Truncated { field });
+/// The shared codec's errors are this format's, field for field.
+impl From<CodecError> for ChatError {
+    fn from(e: CodecError) -> ChatError {
+        match e {
+            CodecError::Truncated { field } => ChatError::Truncated { field },
+            CodecError::NotUtf8 { field } => ChatError::NotUtf8 { field },
+            CodecError::BadTag { tag, .. } => ChatError::BadOptionTag(tag),
+            CodecError::TrailingBytes(n) => ChatError::TrailingBytes(n),
         }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, ChatError> {
-        Ok(self.take(1, field)?[0])
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, ChatError> {
-        Ok(BigEndian::read_u64(self.take(8, field)?))
-    }
-
-    fn string(&mut self, field: &'static str) -> Result<String, ChatError> {
-        let len = BigEndian::read_u32(self.take(4, field)?) as usize;
-        let bytes = self.take(len, field)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| ChatError::NotUtf8 { field })
     }
 }
 

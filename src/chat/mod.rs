@@ -17,6 +17,8 @@
 
 mod chat_log;
 pub mod command;
+mod message;
+mod outcome;
 pub mod session;
 pub mod snapshot;
 pub mod state;
@@ -25,9 +27,11 @@ pub mod time;
 pub mod validate;
 
 pub use command::{Command, Op, Origin, SessionRef};
+pub use message::ChatMessage;
+pub use outcome::Outcome;
 pub use session::{SessionConfig, Sessions, DEFAULT_SESSION_EXPIRY_MS};
 pub use snapshot::{ChatSnapshot, RestoreError, SNAPSHOT_FORMAT_VERSION};
-pub use state::{Applied, ChatMessage, Outcome, StateMachine, DEFAULT_ROOM};
+pub use state::{Applied, StateMachine, DEFAULT_ROOM};
 pub use telnet::{
     format_message, format_push, parse_line, LineSplitter, Request, HELP_TEXT, LINE_BYTES_MAX,
 };

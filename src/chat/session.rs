@@ -53,7 +53,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::SessionRef;
-use super::state::Outcome;
+use super::outcome::Outcome;
 
 /// Ten minutes of log time without a request expires a session: long enough to ride out a
 /// leader election and a client reconnecting, short enough that abandoned sessions go soon.

@@ -48,7 +48,8 @@
 //! indexes, non-decreasing timestamps, distinct revisions in range) and of `session` are checked.
 //! Garbage or truncated input is an `Err` naming the first problem, never a panic.
 
-use byteorder::{LittleEndian as LE, ReadBytesExt, WriteBytesExt};
+use crate::codec::{put_bytes32_le, put_u32_le, put_u64_le};
+use byteorder::{LittleEndian as LE, ReadBytesExt};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 
@@ -151,46 +152,78 @@ impl ChatSnapshot {
         self.last_position
     }
 
-    /// Streams the encoding (module docs) into `w`, in batches of about 64 KiB.
+    /// Streams the encoding (module docs) into `w`, in batches of about 64 KiB: one section
+    /// after another, each written by the `write_*` function paired with its `read_*`.
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
         let mut out = Vec::with_capacity(WRITE_BATCH_BYTES + (16 << 10));
         out.extend_from_slice(MAGIC);
-        out.write_u32::<LE>(SNAPSHOT_FORMAT_VERSION)?;
-        out.write_u64::<LE>(self.applied_index)?;
-        out.write_u64::<LE>(self.sessions.clock_ms())?;
-        out.write_u64::<LE>(self.sessions.len() as u64)?;
+        put_u32_le(&mut out, SNAPSHOT_FORMAT_VERSION);
+        put_u64_le(&mut out, self.applied_index);
+        put_u64_le(&mut out, self.sessions.clock_ms());
+        self.write_sessions(&mut out, w)?;
+        self.write_kv(&mut out, w)?;
+        let room_ids = self.write_rooms(&mut out)?;
+        self.write_messages(&mut out, w, &room_ids)?;
+        out.extend_from_slice(END_MAGIC);
+        w.write_all(&out)
+    }
+
+    /// `session_count u64 session*`; see [`read_sessions`].
+    fn write_sessions(&self, out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
+        put_u64_le(out, self.sessions.len() as u64);
         for (id, session) in self.sessions.iter() {
-            out.write_u64::<LE>(id)?;
-            out.write_u64::<LE>(session.last_active_ms())?;
-            out.write_u64::<LE>(session.lowest_retained_seq())?;
-            out.write_u64::<LE>(session.retained_count() as u64)?;
+            put_u64_le(out, id);
+            put_u64_le(out, session.last_active_ms());
+            put_u64_le(out, session.lowest_retained_seq());
+            put_u64_le(out, session.retained_count() as u64);
             for (seq, outcome) in session.retained() {
-                out.write_u64::<LE>(seq)?;
-                write_outcome(&mut out, outcome)?;
+                put_u64_le(out, seq);
+                write_outcome(out, outcome)?;
             }
-            flush_batch(&mut out, w)?;
+            flush_batch(out, w)?;
         }
-        out.write_u64::<LE>(self.revision)?;
-        out.write_u64::<LE>(self.kv.len() as u64)?;
+        Ok(())
+    }
+
+    /// `revision u64 | key_count u64 kv*`; see [`read_kv`].
+    fn write_kv(&self, out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
+        put_u64_le(out, self.revision);
+        put_u64_le(out, self.kv.len() as u64);
         for (key, value) in &self.kv {
-            write_str(&mut out, key)?;
-            write_str(&mut out, &value.value)?;
-            out.write_u64::<LE>(value.revision)?;
-            flush_batch(&mut out, w)?;
+            write_str(out, key)?;
+            write_str(out, &value.value)?;
+            put_u64_le(out, value.revision);
+            flush_batch(out, w)?;
         }
-        out.write_u64::<LE>(self.rooms.len() as u64)?;
+        Ok(())
+    }
+
+    /// `room_count u64 room*`; returns each room's number, which messages name it by. See
+    /// [`read_rooms`].
+    fn write_rooms(&self, out: &mut Vec<u8>) -> io::Result<BTreeMap<&str, u32>> {
+        put_u64_le(out, self.rooms.len() as u64);
         for room in &self.rooms {
-            write_str(&mut out, room)?;
+            write_str(out, room)?;
         }
-        let room_ids: BTreeMap<&str, u32> = self
+        Ok(self
             .rooms
             .iter()
             .enumerate()
             .map(|(id, room)| (room.as_str(), id as u32))
-            .collect();
-        out.write_u64::<LE>(self.retain_messages)?;
-        out.write_u64::<LE>(self.last_position)?;
-        out.write_u64::<LE>(self.message_count())?;
+            .collect())
+    }
+
+    /// `retain_messages u64 | last_position u64 | message_count u64 message*`; see
+    /// [`read_messages`].
+    fn write_messages(
+        &self,
+        out: &mut Vec<u8>,
+        w: &mut impl Write,
+        room_ids: &BTreeMap<&str, u32>,
+    ) -> io::Result<()> {
+        put_u64_le(out, self.retain_messages);
+        put_u64_le(out, self.last_position);
+        put_u64_le(out, self.message_count());
         let messages = self
             .chunks
             .iter()
@@ -203,16 +236,15 @@ impl ChatSnapshot {
                 .ok_or_else(|| {
                     io::Error::other(format!("message {} in unknown room", message.position))
                 })?;
-            out.write_u64::<LE>(message.position)?;
-            out.write_u64::<LE>(message.index)?;
-            out.write_u32::<LE>(room)?;
-            write_str(&mut out, &message.nick)?;
-            write_str(&mut out, &message.text)?;
-            out.write_u64::<LE>(message.timestamp_ms)?;
-            flush_batch(&mut out, w)?;
+            put_u64_le(out, message.position);
+            put_u64_le(out, message.index);
+            put_u32_le(out, room);
+            write_str(out, &message.nick)?;
+            write_str(out, &message.text)?;
+            put_u64_le(out, message.timestamp_ms);
+            flush_batch(out, w)?;
         }
-        out.extend_from_slice(END_MAGIC);
-        w.write_all(&out)
+        Ok(())
     }
 }
 
@@ -225,12 +257,10 @@ fn flush_batch(out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    let len = u32::try_from(s.len())
-        .ok()
-        .filter(|&len| len <= STRING_BYTES_MAX)
-        .ok_or_else(|| io::Error::other(format!("string of {} bytes", s.len())))?;
-    out.write_u32::<LE>(len)?;
-    out.extend_from_slice(s.as_bytes());
+    if s.len() > STRING_BYTES_MAX as usize {
+        return Err(io::Error::other(format!("string of {} bytes", s.len())));
+    }
+    put_bytes32_le(out, s.as_bytes());
     Ok(())
 }
 
@@ -238,7 +268,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
     match outcome {
         Outcome::Posted { position } => {
             out.push(1);
-            out.write_u64::<LE>(*position)?;
+            put_u64_le(out, *position);
         }
         Outcome::RoomCreated { existed } => {
             out.push(2);
@@ -246,7 +276,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
         }
         Outcome::KvAck { revision } => {
             out.push(3);
-            out.write_u64::<LE>(*revision)?;
+            put_u64_le(out, *revision);
         }
         Outcome::CasFailed { current } => {
             out.push(4);
@@ -265,7 +295,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
         }
         Outcome::SessionOpened { session_id } => {
             out.push(7);
-            out.write_u64::<LE>(*session_id)?;
+            put_u64_le(out, *session_id);
         }
         Outcome::SessionExpired => out.push(8),
     }
@@ -367,7 +397,8 @@ impl<R: Read> Input<R> {
     }
 }
 
-/// See [`StateMachine::restore`].
+/// See [`StateMachine::restore`]. Reads the sections in order, each with the `read_*` function
+/// paired with the `write_*` that wrote it.
 pub fn restore(
     r: &mut impl Read,
     config: SessionConfig,
@@ -376,7 +407,6 @@ pub fn restore(
     let mut input = Input {
         r: io::BufReader::with_capacity(64 << 10, r),
     };
-    let bad = |reason: String| Err(RestoreError(reason));
     input.magic(MAGIC, "magic")?;
     let version = input.u32("version")?;
     if version != SNAPSHOT_FORMAT_VERSION {
@@ -384,8 +414,40 @@ pub fn restore(
     }
     let applied_index = input.u64("applied index")?;
     let clock_ms = input.u64("log time")?;
+    let sessions = read_sessions(&mut input, config, applied_index, clock_ms)?;
+    let (revision, kv) = read_kv(&mut input)?;
+    let room_names = read_rooms(&mut input)?;
+    let bounds = MessageBounds {
+        applied_index,
+        clock_ms,
+        retain_messages,
+        last_position: 0,
+    };
+    let (chat_log, positions) = read_messages(&mut input, &room_names, bounds)?;
+    read_end(&mut input)?;
+    let rooms = room_names.into_iter().zip(positions).collect();
+    Ok(StateMachine::from_parts(
+        applied_index,
+        chat_log,
+        rooms,
+        kv,
+        revision,
+        sessions,
+        retain_messages,
+    ))
+}
 
-    // Sessions. `Sessions::restore` checks the table's own rules.
+fn bad<T>(reason: String) -> Result<T, RestoreError> {
+    Err(RestoreError(reason))
+}
+
+/// The session table; `Sessions::restore` checks the table's own rules.
+fn read_sessions<R: Read>(
+    input: &mut Input<R>,
+    config: SessionConfig,
+    applied_index: Index,
+    clock_ms: u64,
+) -> Result<Sessions, RestoreError> {
     let session_count = input.count("session count", u64::MAX)?;
     if session_count > config.sessions_max.max(1) as u64 {
         return bad(format!(
@@ -406,44 +468,59 @@ pub fn restore(
             ));
         }
         previous_id = Some(id);
-        let last_active_ms = input.u64("session activity")?;
-        let lowest_retained_seq = input.u64("session lowest retained seq")?;
-        let retained_count = input.count(
-            "retained outcome count",
-            config.retained_per_session_max.max(1) as u64,
-        )?;
-        let mut retained = BTreeMap::new();
-        let mut previous_seq = None;
-        for _ in 0..retained_count {
-            let seq = input.u64("retained seq")?;
-            if seq == 0 || previous_seq.is_some_and(|previous| seq <= previous) {
-                return bad(format!("session {id} retains seq {seq} out of order"));
-            }
-            previous_seq = Some(seq);
-            retained.insert(seq, input.outcome()?);
-        }
-        sessions.push((
-            id,
-            Session::restored(last_active_ms, lowest_retained_seq, retained),
-        ));
+        sessions.push((id, read_session(input, &config, id)?));
     }
     let sessions = Sessions::restore(config, clock_ms, sessions).map_err(RestoreError)?;
     if sessions.len() as u64 != session_count {
         return bad("a session is already expired at the snapshot's log time".to_string());
     }
+    Ok(sessions)
+}
 
-    // The key-value store.
+/// One session after its id: activity, lowest retained seq and the retained outcomes.
+fn read_session<R: Read>(
+    input: &mut Input<R>,
+    config: &SessionConfig,
+    id: u64,
+) -> Result<Session, RestoreError> {
+    let last_active_ms = input.u64("session activity")?;
+    let lowest_retained_seq = input.u64("session lowest retained seq")?;
+    let retained_count = input.count(
+        "retained outcome count",
+        config.retained_per_session_max.max(1) as u64,
+    )?;
+    let mut retained = BTreeMap::new();
+    let mut previous_seq = None;
+    for _ in 0..retained_count {
+        let seq = input.u64("retained seq")?;
+        if seq == 0 || previous_seq.is_some_and(|previous| seq <= previous) {
+            return bad(format!("session {id} retains seq {seq} out of order"));
+        }
+        previous_seq = Some(seq);
+        retained.insert(seq, input.outcome()?);
+    }
+    Ok(Session::restored(
+        last_active_ms,
+        lowest_retained_seq,
+        retained,
+    ))
+}
+
+/// The key-value store: its revision and its keys, each valid, in order, with a distinct
+/// revision in `1..=revision`.
+fn read_kv<R: Read>(
+    input: &mut Input<R>,
+) -> Result<(u64, BTreeMap<String, KvValue>), RestoreError> {
     let revision = input.u64("store revision")?;
     let key_count = input.count("key count", u64::MAX)?;
-    let mut kv = BTreeMap::new();
-    let mut previous_key: Option<String> = None;
+    let mut kv: BTreeMap<String, KvValue> = BTreeMap::new();
     let mut revisions = std::collections::BTreeSet::new();
     for _ in 0..key_count {
         let key = input.string("key")?;
         validate_key(&key).map_err(RestoreError)?;
-        if previous_key
-            .as_ref()
-            .is_some_and(|previous| key <= *previous)
+        if kv
+            .last_key_value()
+            .is_some_and(|(previous, _)| key <= *previous)
         {
             return bad(format!("key {key:?} out of order"));
         }
@@ -459,7 +536,6 @@ pub fn restore(
         if !revisions.insert(key_revision) {
             return bad(format!("key {key:?} shares revision {key_revision}"));
         }
-        previous_key = Some(key.clone());
         kv.insert(
             key,
             KvValue {
@@ -471,8 +547,11 @@ pub fn restore(
     if kv.len() as u64 > revision {
         return bad(format!("{} keys but store revision {revision}", kv.len()));
     }
+    Ok((revision, kv))
+}
 
-    // Rooms, then the messages that rebuild their position lists.
+/// The room names, valid, in order, including the default room.
+fn read_rooms<R: Read>(input: &mut Input<R>) -> Result<Vec<String>, RestoreError> {
     let room_count = input.count("room count", u64::from(u32::MAX))?;
     let mut room_names: Vec<String> = Vec::with_capacity(room_count.min(PREALLOCATE_MAX) as usize);
     for _ in 0..room_count {
@@ -489,8 +568,25 @@ pub fn restore(
     {
         return bad(format!("no room {}", super::DEFAULT_ROOM));
     }
-    let mut positions: Vec<VecDeque<u64>> = vec![VecDeque::new(); room_names.len()];
+    Ok(room_names)
+}
 
+/// What every message must respect, from the sections before it.
+#[derive(Clone, Copy)]
+struct MessageBounds {
+    applied_index: Index,
+    clock_ms: u64,
+    retain_messages: u64,
+    last_position: u64,
+}
+
+/// The messages, which also rebuild the rooms' position lists (one list per room name).
+fn read_messages<R: Read>(
+    input: &mut Input<R>,
+    room_names: &[String],
+    mut bounds: MessageBounds,
+) -> Result<(ChatLog, Vec<VecDeque<u64>>), RestoreError> {
+    let (retain_messages, applied_index) = (bounds.retain_messages, bounds.applied_index);
     let snapshot_retain = input.u64("retained messages per room")?;
     if snapshot_retain != retain_messages {
         return bad(format!(
@@ -505,6 +601,7 @@ pub fn restore(
             "last position {last_position} but applied index {applied_index}"
         ));
     }
+    bounds.last_position = last_position;
     let message_count = input.count("message count", last_position)?;
     if retain_messages == 0 && message_count != last_position {
         return bad(format!(
@@ -512,89 +609,119 @@ pub fn restore(
         ));
     }
     let mut chat_log = ChatLog::default();
-    let mut previous: Option<(Index, u64)> = None;
-    let mut previous_position = 0;
+    let mut positions: Vec<VecDeque<u64>> = vec![VecDeque::new(); room_names.len()];
+    let mut previous = None;
     for k in 0..message_count {
-        let position = input.u64("message position")?;
-        if retain_messages == 0 && position != k + 1 {
-            return bad(format!("message {} has position {position}", k + 1));
-        }
-        if position <= previous_position || position > last_position {
-            return bad(format!(
-                "message position {position} after {previous_position} (last {last_position})"
-            ));
-        }
-        previous_position = position;
-        let index = input.u64("message index")?;
-        let room = input.u32("message room")? as usize;
-        let nick = input.string("message nick")?;
-        let text = input.string("message text")?;
-        let timestamp_ms = input.u64("message time")?;
-        let Some(room_name) = room_names.get(room) else {
-            return bad(format!(
-                "message {position} names room #{room} of {room_count}"
-            ));
-        };
-        if index == 0 || index > applied_index {
-            return bad(format!(
-                "message {position} at index {index}, beyond the applied index {applied_index}"
-            ));
-        }
-        if let Some((previous_index, previous_ms)) = previous {
-            if index <= previous_index {
-                return bad(format!(
-                    "message {position} index {index} does not increase"
-                ));
-            }
-            if timestamp_ms < previous_ms {
-                return bad(format!("message {position} time runs backwards"));
-            }
-        }
-        if timestamp_ms > clock_ms {
-            return bad(format!("message {position} is later than the log time"));
-        }
-        validate_nick(&nick).map_err(RestoreError)?;
-        validate_text(&text).map_err(RestoreError)?;
-        previous = Some((index, timestamp_ms));
-        positions[room].push_back(position);
+        let (message, room) = read_message(input, k, room_names, bounds, &mut previous)?;
+        positions[room].push_back(message.position);
         if retain_messages > 0 && positions[room].len() as u64 > retain_messages {
             return bad(format!(
-                "room {room_name} holds more than {retain_messages} messages"
+                "room {} holds more than {retain_messages} messages",
+                message.room
             ));
         }
-        chat_log.push(ChatMessage {
-            position,
-            index,
-            room: room_name.clone(),
-            nick,
-            text,
-            timestamp_ms,
-        });
+        chat_log.push(message);
     }
     // The newest message is never dropped (retention drops a room's oldest, after a post).
+    let previous_position = previous.map_or(0, |p: PreviousMessage| p.position);
     if last_position > 0 && previous_position != last_position {
         return bad(format!(
             "the newest message {last_position} is missing (last held {previous_position})"
         ));
     }
     chat_log.set_last_position(last_position);
+    Ok((chat_log, positions))
+}
+
+/// The message read before the current one, which the current one must follow.
+#[derive(Clone, Copy)]
+struct PreviousMessage {
+    position: u64,
+    index: Index,
+    timestamp_ms: u64,
+}
+
+/// Message number `k` (0-based), checked against the bounds and the message before it;
+/// returns it with its room's number.
+fn read_message<R: Read>(
+    input: &mut Input<R>,
+    k: u64,
+    room_names: &[String],
+    bounds: MessageBounds,
+    previous: &mut Option<PreviousMessage>,
+) -> Result<(ChatMessage, usize), RestoreError> {
+    let MessageBounds {
+        applied_index,
+        clock_ms,
+        retain_messages,
+        last_position,
+    } = bounds;
+    let previous_position = previous.map_or(0, |p| p.position);
+    let position = input.u64("message position")?;
+    if retain_messages == 0 && position != k + 1 {
+        return bad(format!("message {} has position {position}", k + 1));
+    }
+    if position <= previous_position || position > last_position {
+        return bad(format!(
+            "message position {position} after {previous_position} (last {last_position})"
+        ));
+    }
+    let index = input.u64("message index")?;
+    let room = input.u32("message room")? as usize;
+    let nick = input.string("message nick")?;
+    let text = input.string("message text")?;
+    let timestamp_ms = input.u64("message time")?;
+    let Some(room_name) = room_names.get(room) else {
+        return bad(format!(
+            "message {position} names room #{room} of {}",
+            room_names.len()
+        ));
+    };
+    if index == 0 || index > applied_index {
+        return bad(format!(
+            "message {position} at index {index}, beyond the applied index {applied_index}"
+        ));
+    }
+    if let Some(before) = previous {
+        if index <= before.index {
+            return bad(format!(
+                "message {position} index {index} does not increase"
+            ));
+        }
+        if timestamp_ms < before.timestamp_ms {
+            return bad(format!("message {position} time runs backwards"));
+        }
+    }
+    if timestamp_ms > clock_ms {
+        return bad(format!("message {position} is later than the log time"));
+    }
+    validate_nick(&nick).map_err(RestoreError)?;
+    validate_text(&text).map_err(RestoreError)?;
+    *previous = Some(PreviousMessage {
+        position,
+        index,
+        timestamp_ms,
+    });
+    let message = ChatMessage {
+        position,
+        index,
+        room: room_name.clone(),
+        nick,
+        text,
+        timestamp_ms,
+    };
+    Ok((message, room))
+}
+
+/// The end magic, and nothing after it.
+fn read_end<R: Read>(input: &mut Input<R>) -> Result<(), RestoreError> {
     input.magic(END_MAGIC, "end magic")?;
     let mut rest = [0u8; 1];
     match input.r.read(&mut rest) {
-        Ok(0) => {}
-        Ok(_) => return bad("bytes after the end".to_string()),
-        Err(e) => return Err(Input::<&[u8]>::fail("end", e)),
+        Ok(0) => Ok(()),
+        Ok(_) => bad("bytes after the end".to_string()),
+        Err(e) => Err(Input::<&[u8]>::fail("end", e)),
     }
-    let rooms = room_names.into_iter().zip(positions).collect();
-    Ok(StateMachine::from_parts(
-        applied_index,
-        chat_log,
-        rooms,
-        kv,
-        revision,
-        sessions,
-        retain_messages,
-    ))
 }
 
 #[cfg(test)]

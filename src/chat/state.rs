@@ -36,54 +36,14 @@ use std::collections::{BTreeMap, VecDeque};
 
 pub(crate) use super::chat_log::{ChatLog, CHUNK_LEN};
 use super::command::{Command, Op, Origin, SessionRef};
+pub use super::message::ChatMessage;
+pub use super::outcome::Outcome;
 use super::session::{Admission, SessionConfig, Sessions};
 use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
 use crate::raft::Index;
 
 /// The room every node has from the start, so the seed's `msg Hello, Raft!` works with no set-up.
 pub const DEFAULT_ROOM: &str = "general";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatMessage {
-    /// 1-based position in the whole chat log (all rooms): assigned in order, never reused.
-    /// Without retention there are no gaps; with it, dropped messages leave holes.
-    pub position: u64,
-    /// The Raft index of the entry that carried it.
-    pub index: Index,
-    pub room: String,
-    pub nick: String,
-    pub text: String,
-    pub timestamp_ms: u64,
-}
-
-/// What applying one command did, for the client waiting on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Posted {
-        position: u64,
-    },
-    RoomCreated {
-        existed: bool,
-    },
-    /// A Set, Del or successful Cas; `revision` is the store's revision after it.
-    KvAck {
-        revision: u64,
-    },
-    /// A Cas whose expectation did not hold; `current` is the value it found.
-    CasFailed {
-        current: Option<String>,
-    },
-    /// A Del of a key that does not exist.
-    NotFound,
-    /// A command that does not decode or breaks a rule; the reason is one human line.
-    Rejected(String),
-    /// An `OpenSession`; the id is the log index of its entry.
-    SessionOpened {
-        session_id: u64,
-    },
-    /// The command's session is unknown or expired: nothing was applied; open a new session.
-    SessionExpired,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {

@@ -27,7 +27,7 @@
 mod conn;
 mod core;
 pub mod fake;
-pub mod proto;
+pub use crate::proto;
 mod session;
 
 use std::io;

@@ -108,8 +108,8 @@ impl Raft {
         let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
         if granted && !pre_vote {
             // Invariant: at most one vote per term.
-            debug_assert!(self.voted_for.is_none() || self.voted_for == Some(candidate));
-            debug_assert_eq!(term, self.term);
+            assert!(self.voted_for.is_none() || self.voted_for == Some(candidate));
+            assert_eq!(term, self.term);
             self.voted_for = Some(candidate);
             self.election_elapsed = 0;
         }

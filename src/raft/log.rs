@@ -293,7 +293,10 @@ impl RaftLog {
     /// later). Entries handed out before and not reported durable can no longer be: the caller
     /// forgets their durability reports.
     pub(super) fn install_snapshot(&mut self, snapshot: SnapshotMeta) {
-        debug_assert!(snapshot.index > self.commit_index);
+        assert!(
+            snapshot.index > self.commit_index,
+            "commit_index never decreases"
+        );
         self.entries.clear();
         self.offset = snapshot.index;
         self.offset_term = snapshot.term;

@@ -250,7 +250,7 @@ impl Raft {
             config,
         };
         raft.randomize_election_timeout();
-        raft.debug_check();
+        raft.check_invariants();
         raft
     }
 
@@ -262,7 +262,7 @@ impl Raft {
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
         }
         self.tick_forwarded_reads();
-        self.debug_check();
+        self.check_invariants();
     }
 
     /// Handles a message from a peer. Messages from unknown nodes, from this node, or for another
@@ -283,7 +283,7 @@ impl Raft {
             return;
         }
         self.step_current_term(from_pos, msg);
-        self.debug_check();
+        self.check_invariants();
     }
 
     /// A message from a higher term (§5.1: "if RPC request or response contains term T >
@@ -567,7 +567,7 @@ impl Raft {
             read_failures: std::mem::take(&mut self.read_failures),
             snapshot,
         };
-        self.debug_check();
+        self.check_invariants();
         rd
     }
 
@@ -587,10 +587,12 @@ impl Raft {
 
     /// Tells the core that Ready `number` (and every earlier one) is durable.
     ///
-    /// Numbers must increase and not exceed the last one issued (asserted in debug builds;
-    /// ignored otherwise). A leader now counts the durable entries toward its commit quorum.
+    /// Numbers must increase and not exceed the last one issued: a driver that breaks this has
+    /// lost track of what is durable, so it panics (in release builds too) rather than let a
+    /// leader count writes that may not be on disk. A leader now counts the durable entries
+    /// toward its commit quorum.
     pub fn advance(&mut self, number: u64) {
-        debug_assert!(
+        assert!(
             number > self.advanced_number && number <= self.ready_number,
             "advance({number}) out of order: last advanced {}, last issued {}",
             self.advanced_number,
@@ -610,7 +612,7 @@ impl Raft {
         if self.role == Role::Leader {
             self.maybe_commit();
         }
-        self.debug_check();
+        self.check_invariants();
     }
 
     pub fn id(&self) -> NodeId {
@@ -666,7 +668,7 @@ impl Raft {
     /// (freeing a hundred thousand payloads takes milliseconds); dropping the `Vec` is fine too.
     pub fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) -> Vec<Entry> {
         let (_, dropped) = self.log.compact(snapshot, first_kept);
-        self.debug_check();
+        self.check_invariants();
         dropped
     }
 
@@ -733,7 +735,7 @@ impl Raft {
 
     /// Starts a pre-vote round (§9.6): the role changes, the term and vote do not.
     pub(super) fn become_pre_candidate(&mut self) {
-        debug_assert_ne!(self.role, Role::Leader);
+        assert_ne!(self.role, Role::Leader);
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.fill(None);
@@ -744,7 +746,7 @@ impl Raft {
 
     /// Starts an election in the next term, voting for ourselves (§5.2).
     pub(super) fn become_candidate(&mut self) {
-        debug_assert_ne!(self.role, Role::Leader);
+        assert_ne!(self.role, Role::Leader);
         self.reset(self.term.saturating_add(1));
         self.role = Role::Candidate;
         self.voted_for = Some(self.id);
@@ -754,8 +756,8 @@ impl Raft {
     /// Won the election: every follower starts in probe at our last index + 1, and a no-op of
     /// this term is appended so earlier entries can commit (§5.4.2) and reads can start (§6.4).
     pub(super) fn become_leader(&mut self) {
-        debug_assert_eq!(self.role, Role::Candidate);
-        debug_assert_eq!(self.voted_for, Some(self.id));
+        assert_eq!(self.role, Role::Candidate);
+        assert_eq!(self.voted_for, Some(self.id));
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader = Some(self.id);
@@ -771,7 +773,7 @@ impl Raft {
     /// What every role change shares: adopt `term` (clearing the vote if it is new), forget the
     /// leader and the campaign, restart the election clock with a fresh random timeout.
     fn reset(&mut self, term: Term) {
-        debug_assert!(term >= self.term, "term must never decrease");
+        assert!(term >= self.term, "term must never decrease");
         if term != self.term {
             self.term = term;
             self.voted_for = None;
@@ -845,8 +847,11 @@ impl Raft {
         }
     }
 
-    /// The invariants every public entry point leaves behind (debug builds only).
-    fn debug_check(&self) {
+    /// The invariants every public entry point leaves behind: the O(1) contracts always (a
+    /// broken one means the core's own state is wrong, and going on could break safety), the
+    /// sweeps over the log and the followers' progress in debug builds only.
+    fn check_invariants(&self) {
+        self.check_contracts();
         if !cfg!(debug_assertions) {
             return;
         }
@@ -858,17 +863,7 @@ impl Raft {
                 "a snapshot to report is the log's snapshot"
             );
         }
-        debug_assert!(self.advanced_number <= self.ready_number);
-        debug_assert!(self.emitted_hard.term <= self.term, "term never decreases");
-        if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {
-            debug_assert_eq!(
-                self.voted_for, self.emitted_hard.voted_for,
-                "at most one vote per term"
-            );
-        }
         if self.role == Role::Leader {
-            debug_assert_eq!(self.leader, Some(self.id));
-            debug_assert_eq!(self.voted_for, Some(self.id));
             let last_index = self.log.last_index();
             for (pos, pr) in self.progress.iter().enumerate() {
                 if Some(pos) == self.self_pos {
@@ -881,8 +876,33 @@ impl Raft {
                 }
             }
         }
-        if self.role == Role::Candidate {
-            debug_assert_eq!(self.voted_for, Some(self.id));
+    }
+
+    /// Cheap contracts, checked in release builds too: Ready numbering, terms never going back,
+    /// at most one vote per term, and the roles' own invariants (a leader leads and voted for
+    /// itself in its term; a candidate voted for itself).
+    fn check_contracts(&self) {
+        assert!(self.advanced_number <= self.ready_number);
+        assert!(self.emitted_hard.term <= self.term, "term never decreases");
+        if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {
+            assert_eq!(
+                self.voted_for, self.emitted_hard.voted_for,
+                "at most one vote per term"
+            );
+        }
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, Some(self.id), "a leader leads");
+                assert_eq!(self.voted_for, Some(self.id), "a leader voted for itself");
+            }
+            Role::Candidate => {
+                assert_eq!(
+                    self.voted_for,
+                    Some(self.id),
+                    "a candidate voted for itself"
+                );
+            }
+            Role::Follower | Role::PreCandidate => {}
         }
     }
 }

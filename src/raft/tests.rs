@@ -1420,69 +1420,7 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
     let mut wire: Vec<Message> = Vec::new();
     let mut proposals = 0u32;
     for _ in 0..steps {
-        match rng.gen_range(0..100) {
-            0..=49 => {
-                for _ in 0..rng.gen_range(1..=8) {
-                    if wire.is_empty() {
-                        break;
-                    }
-                    let msg = wire.swap_remove(rng.gen_range(0..wire.len()));
-                    let fate = rng.gen_range(0..100);
-                    if fate >= 10 && !net.cut.contains(&(msg.from, msg.to)) {
-                        if fate < 15 {
-                            wire.push(msg.clone());
-                        }
-                        if let Some(node) = net.nodes.get_mut(&msg.to).unwrap().as_mut() {
-                            node.raft.step(msg);
-                        }
-                    }
-                }
-            }
-            50..=64 => {
-                // One tick of the shared clock.
-                for node in net.nodes.values_mut().flatten() {
-                    node.raft.tick();
-                }
-            }
-            65..=74 => {
-                // A node whose clock runs fast.
-                let id = rng.gen_range(0..count);
-                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
-                    node.raft.tick();
-                }
-            }
-            75..=84 => {
-                for id in net.leaders() {
-                    proposals += 1;
-                    let _ = net.raft_mut(id).propose(&proposals.to_le_bytes());
-                }
-            }
-            85..=87 => {
-                let id = rng.gen_range(0..count);
-                let down = net.nodes.values().filter(|n| n.is_none()).count();
-                if net.nodes[&id].is_some() && down < 2 {
-                    net.crash(id);
-                    wire.retain(|m| m.to != id);
-                } else if net.nodes[&id].is_none() {
-                    net.restart(id);
-                }
-            }
-            88..=91 => {
-                let a = rng.gen_range(0..count);
-                let b = rng.gen_range(0..count);
-                if a != b {
-                    net.cut.insert((a, b));
-                    net.cut.insert((b, a));
-                }
-            }
-            92..=94 => net.heal(),
-            _ => {
-                let id = rng.gen_range(0..count);
-                if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
-                    let _ = node.raft.read_index(rng.gen());
-                }
-            }
-        }
+        random_fault(&mut net, &mut rng, &mut wire, &mut proposals);
         for id in 0..count {
             net.process_ready(id);
             if rng.gen_range(0..3) == 0 {
@@ -1490,33 +1428,120 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
             }
         }
         wire.extend(net.queue.drain(..));
-        for id in net.leaders() {
-            let raft = net.raft(id);
-            let previous = *leader_of_term.entry(raft.term()).or_insert(id);
-            assert_eq!(
-                previous,
-                id,
-                "seed {seed}: two leaders in term {}",
-                raft.term()
-            );
-            for (index, entry) in &net.applied_by_index {
-                if net.committed_by_term[index] >= raft.term() {
-                    continue; // Possibly committed in this leader's term or later.
+        check_safety(&net, seed, &mut leader_of_term);
+    }
+    heal_and_check_liveness(&mut net, wire, seed);
+    leader_of_term.len()
+}
+
+/// One random step of [`random_history`]: deliver (or drop, or duplicate) some messages, tick,
+/// propose, crash or restart a node, cut or heal links, or ask for a read.
+fn random_fault(
+    net: &mut Network,
+    rng: &mut rand::rngs::SmallRng,
+    wire: &mut Vec<Message>,
+    proposals: &mut u32,
+) {
+    use rand::Rng;
+    let count = net.nodes.len() as NodeId;
+    match rng.gen_range(0..100) {
+        0..=49 => {
+            for _ in 0..rng.gen_range(1..=8) {
+                if wire.is_empty() {
+                    break;
                 }
-                assert_eq!(
-                    raft.entries().get((*index - 1) as usize),
-                    Some(entry),
-                    "seed {seed}: leader {id} of term {} lacks committed entry {index}",
-                    raft.term()
-                );
+                let msg = wire.swap_remove(rng.gen_range(0..wire.len()));
+                let fate = rng.gen_range(0..100);
+                if fate >= 10 && !net.cut.contains(&(msg.from, msg.to)) {
+                    if fate < 15 {
+                        wire.push(msg.clone());
+                    }
+                    if let Some(node) = net.nodes.get_mut(&msg.to).unwrap().as_mut() {
+                        node.raft.step(msg);
+                    }
+                }
             }
         }
-        assert!(
-            net.violations.is_empty(),
-            "seed {seed}: {:?}",
-            net.violations
-        );
+        50..=64 => {
+            // One tick of the shared clock.
+            for node in net.nodes.values_mut().flatten() {
+                node.raft.tick();
+            }
+        }
+        65..=74 => {
+            // A node whose clock runs fast.
+            let id = rng.gen_range(0..count);
+            if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                node.raft.tick();
+            }
+        }
+        75..=84 => {
+            for id in net.leaders() {
+                *proposals += 1;
+                let _ = net.raft_mut(id).propose(&proposals.to_le_bytes());
+            }
+        }
+        85..=87 => {
+            let id = rng.gen_range(0..count);
+            let down = net.nodes.values().filter(|n| n.is_none()).count();
+            if net.nodes[&id].is_some() && down < 2 {
+                net.crash(id);
+                wire.retain(|m| m.to != id);
+            } else if net.nodes[&id].is_none() {
+                net.restart(id);
+            }
+        }
+        88..=91 => {
+            let a = rng.gen_range(0..count);
+            let b = rng.gen_range(0..count);
+            if a != b {
+                net.cut.insert((a, b));
+                net.cut.insert((b, a));
+            }
+        }
+        92..=94 => net.heal(),
+        _ => {
+            let id = rng.gen_range(0..count);
+            if let Some(node) = net.nodes.get_mut(&id).unwrap().as_mut() {
+                let _ = node.raft.read_index(rng.gen());
+            }
+        }
     }
+}
+
+/// Election Safety and Leader Completeness after a step, and no violation the network saw.
+fn check_safety(net: &Network, seed: u64, leader_of_term: &mut BTreeMap<Term, NodeId>) {
+    for id in net.leaders() {
+        let raft = net.raft(id);
+        let previous = *leader_of_term.entry(raft.term()).or_insert(id);
+        assert_eq!(
+            previous,
+            id,
+            "seed {seed}: two leaders in term {}",
+            raft.term()
+        );
+        for (index, entry) in &net.applied_by_index {
+            if net.committed_by_term[index] >= raft.term() {
+                continue; // Possibly committed in this leader's term or later.
+            }
+            assert_eq!(
+                raft.entries().get((*index - 1) as usize),
+                Some(entry),
+                "seed {seed}: leader {id} of term {} lacks committed entry {index}",
+                raft.term()
+            );
+        }
+    }
+    assert!(
+        net.violations.is_empty(),
+        "seed {seed}: {:?}",
+        net.violations
+    );
+}
+
+/// Faults stop, and the healed cluster must commit a new entry everywhere (liveness).
+fn heal_and_check_liveness(net: &mut Network, mut wire: Vec<Message>, seed: u64) {
+    let count = net.nodes.len() as NodeId;
     // Faults stop: everyone up, disks fast, links healed, messages in flight delivered in order.
     net.heal();
     net.sync_immediately = true;
@@ -1559,7 +1584,6 @@ fn random_history(seed: u64, steps: usize, configure: impl Fn(&mut Config)) -> u
         "seed {seed}: {:?}",
         net.violations
     );
-    leader_of_term.len()
 }
 
 #[test]

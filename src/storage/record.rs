@@ -2,8 +2,10 @@
 //!
 //! This file owns encoding and checking; it never touches a file and never decides what a bad
 //! record means (torn tail or corruption is recovery's call, with the whole segment in view).
-//! Nothing here panics on any input: every length is checked before it is used.
+//! Nothing here panics on any input: every length is checked before it is used (the reads and
+//! writes are `crate::codec`'s, little-endian).
 
+use crate::codec::{put_u32_le, put_u64_le, put_u8, CodecError, ReaderLe};
 use crate::raft::{Entry, EntryKind, HardState, Index, NodeId, Term};
 
 pub(crate) const MAGIC: [u8; 8] = *b"RCHATWAL";
@@ -56,15 +58,15 @@ impl SegmentHeader {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        put_u32_le(out, FORMAT_VERSION);
         out.extend_from_slice(&[0; 4]); // crc, filled below
-        out.extend_from_slice(&self.cluster_id.to_le_bytes());
-        out.extend_from_slice(&self.node_id.to_le_bytes());
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        out.extend_from_slice(&self.base_index.to_le_bytes());
+        put_u64_le(out, self.cluster_id);
+        put_u64_le(out, self.node_id);
+        put_u64_le(out, self.seq);
+        put_u64_le(out, self.base_index);
         let crc = crc32c::crc32c(&out[start + 16..start + HEADER_LEN]);
         out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
-        debug_assert_eq!(out.len() - start, HEADER_LEN);
+        assert_eq!(out.len() - start, HEADER_LEN);
     }
 
     /// `Err` says why the first `HEADER_LEN` bytes of `buf` are not a valid header.
@@ -78,9 +80,9 @@ impl SegmentHeader {
         if buf[..8] != MAGIC {
             return Err("bad segment magic".into());
         }
-        let mut r = Reader::new(&buf[8..HEADER_LEN]);
-        let version = r.u32()?;
-        let crc = r.u32()?;
+        let mut r = ReaderLe::new(&buf[8..HEADER_LEN]);
+        let version = r.u32("version").map_err(body_error)?;
+        let crc = r.u32("crc").map_err(body_error)?;
         if crc != crc32c::crc32c(&buf[16..HEADER_LEN]) {
             return Err("segment header checksum mismatch".into());
         }
@@ -90,10 +92,10 @@ impl SegmentHeader {
             ));
         }
         Ok(SegmentHeader {
-            cluster_id: r.u64()?,
-            node_id: r.u64()?,
-            seq: r.u64()?,
-            base_index: r.u64()?,
+            cluster_id: r.u64("cluster_id").map_err(body_error)?,
+            node_id: r.u64("node_id").map_err(body_error)?,
+            seq: r.u64("seq").map_err(body_error)?,
+            base_index: r.u64("base_index").map_err(body_error)?,
         })
     }
 }
@@ -122,32 +124,32 @@ pub(crate) enum Record<'a> {
 pub(crate) fn encode_entry(out: &mut Vec<u8>, entry: &Entry) {
     debug_assert!(entry.data.len() <= MAX_ENTRY_DATA_LEN);
     let start = begin_record(out, ENTRY_BODY_FIXED_LEN + entry.data.len(), TYPE_ENTRY);
-    out.extend_from_slice(&entry.term.to_le_bytes());
-    out.extend_from_slice(&entry.index.to_le_bytes());
-    out.push(entry.kind as u8);
+    put_u64_le(out, entry.term);
+    put_u64_le(out, entry.index);
+    put_u8(out, entry.kind as u8);
     out.extend_from_slice(&entry.data);
     finish_record(out, start);
 }
 
 pub(crate) fn encode_hard_state(out: &mut Vec<u8>, hs: &HardState) {
     let start = begin_record(out, HARD_STATE_BODY_LEN, TYPE_HARD_STATE);
-    out.extend_from_slice(&hs.term.to_le_bytes());
-    out.extend_from_slice(&hs.voted_for.unwrap_or(0).to_le_bytes());
-    out.push(hs.voted_for.is_some() as u8);
-    out.extend_from_slice(&hs.commit.to_le_bytes());
+    put_u64_le(out, hs.term);
+    put_u64_le(out, hs.voted_for.unwrap_or(0));
+    put_u8(out, hs.voted_for.is_some() as u8);
+    put_u64_le(out, hs.commit);
     finish_record(out, start);
-    debug_assert_eq!(out.len() - start, HARD_STATE_RECORD_LEN);
+    assert_eq!(out.len() - start, HARD_STATE_RECORD_LEN);
 }
 
 pub(crate) fn encode_truncate(out: &mut Vec<u8>, index: Index) {
     let start = begin_record(out, TRUNCATE_BODY_LEN, TYPE_TRUNCATE);
-    out.extend_from_slice(&index.to_le_bytes());
+    put_u64_le(out, index);
     finish_record(out, start);
 }
 
 pub(crate) fn encode_reset(out: &mut Vec<u8>, next_index: Index) {
     let start = begin_record(out, RESET_BODY_LEN, TYPE_RESET);
-    out.extend_from_slice(&next_index.to_le_bytes());
+    put_u64_le(out, next_index);
     finish_record(out, start);
 }
 
@@ -155,9 +157,9 @@ pub(crate) fn encode_reset(out: &mut Vec<u8>, next_index: Index) {
 fn begin_record(out: &mut Vec<u8>, body_len: usize, record_type: u8) -> usize {
     let start = out.len();
     out.reserve(RECORD_HEADER_LEN + body_len);
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    put_u32_le(out, body_len as u32);
     out.extend_from_slice(&[0; 4]); // crc, filled by finish_record
-    out.push(record_type);
+    put_u8(out, record_type);
     start
 }
 
@@ -216,13 +218,13 @@ pub(crate) fn check_frame(buf: &[u8]) -> Result<(usize, &[u8]), FrameError> {
 /// Decodes a body whose checksum already matched. `Err` here is never a torn write: the bytes
 /// are what some writer meant, and they make no sense.
 pub(crate) fn parse_body(body: &[u8]) -> Result<Record<'_>, String> {
-    let mut r = Reader::new(body);
-    let record_type = r.u8()?;
+    let mut r = ReaderLe::new(body);
+    let record_type = r.u8("record_type").map_err(body_error)?;
     let record = match record_type {
         TYPE_ENTRY => {
-            let term = r.u64()?;
-            let index = r.u64()?;
-            let kind_byte = r.u8()?;
+            let term = r.u64("term").map_err(body_error)?;
+            let index = r.u64("index").map_err(body_error)?;
+            let kind_byte = r.u8("kind_byte").map_err(body_error)?;
             let kind = EntryKind::from_u8(kind_byte)
                 .ok_or_else(|| format!("unknown entry kind {kind_byte}"))?;
             Record::Entry {
@@ -233,16 +235,16 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Record<'_>, String> {
             }
         }
         TYPE_HARD_STATE => {
-            let term = r.u64()?;
-            let vote = r.u64()?;
-            let has_vote = r.u8()?;
-            let commit = r.u64()?;
+            let term = r.u64("term").map_err(body_error)?;
+            let vote = r.u64("vote").map_err(body_error)?;
+            let has_vote = r.u8("has_vote").map_err(body_error)?;
+            let commit = r.u64("commit").map_err(body_error)?;
             let voted_for = match has_vote {
                 0 => None,
                 1 => Some(vote),
                 other => return Err(format!("bad vote flag {other}")),
             };
-            r.finish()?;
+            r.finish().map_err(body_error)?;
             Record::HardState(HardState {
                 term,
                 voted_for,
@@ -250,13 +252,13 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Record<'_>, String> {
             })
         }
         TYPE_TRUNCATE => {
-            let index = r.u64()?;
-            r.finish()?;
+            let index = r.u64("index").map_err(body_error)?;
+            r.finish().map_err(body_error)?;
             Record::Truncate { index }
         }
         TYPE_RESET => {
-            let next_index = r.u64()?;
-            r.finish()?;
+            let next_index = r.u64("next_index").map_err(body_error)?;
+            r.finish().map_err(body_error)?;
             Record::Reset { next_index }
         }
         other => return Err(format!("unknown record type {other}")),
@@ -264,51 +266,11 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Record<'_>, String> {
     Ok(record)
 }
 
-/// A bounds-checked little-endian cursor.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf }
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        match self.buf.split_first_chunk::<N>() {
-            Some((head, rest)) => {
-                self.buf = rest;
-                Ok(*head)
-            }
-            None => Err("record body too short".into()),
-        }
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
-    }
-
-    fn finish(&self) -> Result<(), String> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} unexpected bytes after the record",
-                self.buf.len()
-            ))
-        }
+/// A codec error told as this format has always told it (recovery's messages quote it).
+fn body_error(e: CodecError) -> String {
+    match e {
+        CodecError::TrailingBytes(n) => format!("{n} unexpected bytes after the record"),
+        _ => "record body too short".into(),
     }
 }
 

@@ -11,7 +11,7 @@ use super::{FsyncPolicy, StorageError, TornTail, WalOptions};
 use crate::raft::{Entry, HardState, Index};
 use std::collections::VecDeque;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where one entry's record lives, so a read is one pread of one record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,18 +36,7 @@ pub(crate) struct RecoveredLog {
 /// Replays the segments in `opts.dir`. No segments (`segments` empty) means a fresh log.
 pub(crate) fn recover(opts: &WalOptions) -> Result<RecoveredLog, StorageError> {
     let mut files = segment::list(&opts.dir)?;
-    for pair in files.windows(2) {
-        if pair[1].0 != pair[0].0 + 1 {
-            return Err(StorageError::corrupt(
-                &pair[1].2,
-                0,
-                format!(
-                    "segment seq {} follows seq {}: a segment is missing",
-                    pair[1].0, pair[0].0
-                ),
-            ));
-        }
-    }
+    check_consecutive(&files)?;
     let fsync = opts.fsync == FsyncPolicy::Always;
     let mut replay = Replay::default();
     let mut segments = VecDeque::with_capacity(files.len());
@@ -60,30 +49,14 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<RecoveredLog, StorageError> {
         let header = match SegmentHeader::decode(&buf) {
             Ok(header) => header,
             Err(reason) if is_last => {
-                // A crash while the segment was being created leaves a short or blank header.
-                // Only then may the file go: if anything valid follows, it is damage.
-                if let Some(next) = find_valid_record(&buf, 0) {
-                    return Err(StorageError::corrupt(
-                        &path,
-                        0,
-                        format!("{reason}, but a valid record follows at offset {next}"),
-                    ));
-                }
-                if pos == 0 && seq != 1 {
-                    // Every older segment is gone, so this one was the only home of the hard
-                    // state. Creation made it durable before any deletion: this is not a crash.
-                    return Err(StorageError::corrupt(&path, 0, reason));
-                }
-                fs::remove_file(&path)
-                    .map_err(|e| StorageError::io(format!("removing {}", path.display()), e))?;
-                if fsync {
-                    segment::sync_dir(&opts.dir)?;
-                }
-                torn_tail = Some(TornTail {
-                    file: path,
-                    offset: 0,
-                    bytes_cut: buf.len() as u64,
-                });
+                let first_of_several = pos == 0 && seq != 1;
+                torn_tail = Some(drop_torn_creation(
+                    opts,
+                    &path,
+                    &buf,
+                    reason,
+                    first_of_several,
+                )?);
                 break;
             }
             Err(reason) => return Err(StorageError::corrupt(&path, 0, reason)),
@@ -101,45 +74,121 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<RecoveredLog, StorageError> {
                 ),
             ));
         }
-
-        let mut offset = HEADER_LEN;
-        while offset < buf.len() {
-            match record::check_frame(&buf[offset..]) {
-                Ok((len, body)) => {
-                    let location = Location {
-                        seq,
-                        offset: offset as u64,
-                        len: len as u32,
-                    };
-                    let applied =
-                        record::parse_body(body).and_then(|record| replay.apply(record, location));
-                    if let Err(reason) = applied {
-                        return Err(StorageError::corrupt(&path, offset as u64, reason));
-                    }
-                    offset += len;
-                }
-                Err(why) if is_last => {
-                    if let Some(next) = find_valid_record(&buf, offset + 1) {
-                        return Err(StorageError::corrupt(
-                            &path,
-                            offset as u64,
-                            format!("{why}, but a valid record follows at offset {next}"),
-                        ));
-                    }
-                    cut_torn_tail(&path, offset as u64, fsync)?;
-                    torn_tail = Some(TornTail {
-                        file: path.clone(),
-                        offset: offset as u64,
-                        bytes_cut: (buf.len() - offset) as u64,
-                    });
-                    break;
-                }
-                Err(why) => return Err(corrupt_frame(&path, offset, why)),
-            }
+        let (end, torn) = replay_segment(&mut replay, &path, seq, &buf, is_last, fsync)?;
+        if torn.is_some() {
+            torn_tail = torn;
         }
-        segments.push_back(segment::open(path, seq, offset as u64)?);
+        segments.push_back(segment::open(path, seq, end as u64)?);
     }
+    finish(replay, segments, torn_tail)
+}
 
+/// Segment seqs must follow one another: a gap means a segment is missing.
+fn check_consecutive(files: &[(u64, Index, PathBuf)]) -> Result<(), StorageError> {
+    for pair in files.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            return Err(StorageError::corrupt(
+                &pair[1].2,
+                0,
+                format!(
+                    "segment seq {} follows seq {}: a segment is missing",
+                    pair[1].0, pair[0].0
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The last segment's header is not valid. A crash while the segment was being created leaves
+/// a short or blank header: only then may the file go (and only if nothing valid follows, and
+/// it is not the sole survivor of older segments, which held the hard state).
+fn drop_torn_creation(
+    opts: &WalOptions,
+    path: &Path,
+    buf: &[u8],
+    reason: String,
+    first_of_several: bool,
+) -> Result<TornTail, StorageError> {
+    if let Some(next) = find_valid_record(buf, 0) {
+        return Err(StorageError::corrupt(
+            path,
+            0,
+            format!("{reason}, but a valid record follows at offset {next}"),
+        ));
+    }
+    if first_of_several {
+        // Every older segment is gone, so this one was the only home of the hard state.
+        // Creation made it durable before any deletion: this is not a crash.
+        return Err(StorageError::corrupt(path, 0, reason));
+    }
+    fs::remove_file(path)
+        .map_err(|e| StorageError::io(format!("removing {}", path.display()), e))?;
+    if opts.fsync == FsyncPolicy::Always {
+        segment::sync_dir(&opts.dir)?;
+    }
+    Ok(TornTail {
+        file: path.to_path_buf(),
+        offset: 0,
+        bytes_cut: buf.len() as u64,
+    })
+}
+
+/// Replays the records of one segment after its header. Returns where the valid records end,
+/// and the torn tail cut there (only ever in the last segment).
+fn replay_segment(
+    replay: &mut Replay,
+    path: &Path,
+    seq: u64,
+    buf: &[u8],
+    is_last: bool,
+    fsync: bool,
+) -> Result<(usize, Option<TornTail>), StorageError> {
+    let mut offset = HEADER_LEN;
+    while offset < buf.len() {
+        match record::check_frame(&buf[offset..]) {
+            Ok((len, body)) => {
+                let location = Location {
+                    seq,
+                    offset: offset as u64,
+                    len: len as u32,
+                };
+                let applied =
+                    record::parse_body(body).and_then(|record| replay.apply(record, location));
+                if let Err(reason) = applied {
+                    return Err(StorageError::corrupt(path, offset as u64, reason));
+                }
+                offset += len;
+            }
+            Err(why) if is_last => {
+                if let Some(next) = find_valid_record(buf, offset + 1) {
+                    return Err(StorageError::corrupt(
+                        path,
+                        offset as u64,
+                        format!("{why}, but a valid record follows at offset {next}"),
+                    ));
+                }
+                cut_torn_tail(path, offset as u64, fsync)?;
+                let torn = TornTail {
+                    file: path.to_path_buf(),
+                    offset: offset as u64,
+                    bytes_cut: (buf.len() - offset) as u64,
+                };
+                return Ok((offset, Some(torn)));
+            }
+            Err(why) => return Err(corrupt_frame(path, offset, why)),
+        }
+    }
+    Ok((offset, None))
+}
+
+/// The recovered log from the replay: a fresh one without segments; otherwise the hard state
+/// must have been found (only the very first segment, torn at creation, may lack one).
+fn finish(
+    replay: Replay,
+    segments: VecDeque<Segment>,
+    torn_tail: Option<TornTail>,
+) -> Result<RecoveredLog, StorageError> {
     let Some(first_segment) = segments.front() else {
         // No segment at all, or only a first one whose creation was torn: a fresh log.
         return Ok(RecoveredLog {
@@ -153,7 +202,6 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<RecoveredLog, StorageError> {
     };
     let hard_state = match replay.hard_state {
         Some(hs) => hs,
-        // Only the very first segment may lack one, and only if its creation was torn.
         None if first_segment.seq == 1 => HardState::default(),
         None => {
             return Err(StorageError::corrupt(
@@ -163,7 +211,7 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<RecoveredLog, StorageError> {
             ))
         }
     };
-    debug_assert_eq!(replay.entries.len(), replay.locations.len());
+    assert_eq!(replay.entries.len(), replay.locations.len());
     Ok(RecoveredLog {
         segments,
         hard_state,

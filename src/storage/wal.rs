@@ -479,7 +479,10 @@ impl Wal {
         if let Some(target) = self.pending_target {
             return target;
         }
-        debug_assert!(self.pending.is_empty());
+        assert!(
+            self.pending.is_empty(),
+            "a batch without a target has no bytes yet"
+        );
         let active = self.active();
         let target = if active.len_bytes >= self.opts.segment_bytes {
             Target {
@@ -513,8 +516,10 @@ impl Wal {
             self.hard_state_written = hs;
         }
         let active = self.segments.back().expect("a Wal always has a segment");
-        debug_assert_eq!(active.seq, target.seq);
-        debug_assert_eq!(active.len_bytes, target.start_offset);
+        // The batch goes exactly at the end of the active segment: anything else would
+        // overwrite records or leave a hole.
+        assert_eq!(active.seq, target.seq);
+        assert_eq!(active.len_bytes, target.start_offset);
         if let Err(e) = active.file.write_all_at(&self.pending, target.start_offset) {
             let context = format!(
                 "writing {} bytes to {} at offset {}",

@@ -1,40 +1,21 @@
 //! Field primitives that every frame body and the handshake are built from: big-endian integers,
 //! strict booleans, optional `u64`s, length-delimited byte strings.
 //!
+//! The primitives themselves are `crate::codec`'s; this file names them as the frames use them
+//! and tells their errors as [`WireError`]s.
+//!
 //! Writers append to the caller's buffer and never fail. `Reader` walks a borrowed body and
 //! returns `WireError::Malformed` when the bytes run out or a value is out of range; it never
 //! panics, never allocates, and never reads past the slice it was given.
 
-use byteorder::{BigEndian, ByteOrder};
+use crate::codec::{CodecError, ReaderBe};
 
 use super::WireError;
 
-pub(super) fn put_u8(out: &mut Vec<u8>, value: u8) {
-    out.push(value);
-}
-
-pub(super) fn put_u16(out: &mut Vec<u8>, value: u16) {
-    let mut bytes = [0u8; 2];
-    BigEndian::write_u16(&mut bytes, value);
-    out.extend_from_slice(&bytes);
-}
-
-pub(super) fn put_u32(out: &mut Vec<u8>, value: u32) {
-    let mut bytes = [0u8; 4];
-    BigEndian::write_u32(&mut bytes, value);
-    out.extend_from_slice(&bytes);
-}
-
-pub(super) fn put_u64(out: &mut Vec<u8>, value: u64) {
-    let mut bytes = [0u8; 8];
-    BigEndian::write_u64(&mut bytes, value);
-    out.extend_from_slice(&bytes);
-}
-
-/// A boolean is one byte, 0 or 1; a decoder rejects anything else.
-pub(super) fn put_bool(out: &mut Vec<u8>, value: bool) {
-    put_u8(out, u8::from(value));
-}
+pub(super) use crate::codec::{
+    put_flag as put_bool, put_u16_be as put_u16, put_u32_be as put_u32, put_u64_be as put_u64,
+    put_u8,
+};
 
 /// An `Option<u64>` is a tag byte, 0 (`None`, nothing follows) or 1 (`Some`, a `u64` follows).
 pub(super) fn put_option_u64(out: &mut Vec<u8>, value: Option<u64>) {
@@ -55,73 +36,74 @@ pub(super) fn option_u64_bytes(value: Option<u64>) -> usize {
     }
 }
 
-/// A cursor over a borrowed body. Every read checks the remaining length first.
+/// A cursor over a borrowed body: the shared [`ReaderBe`], its errors told as `wire` tells them.
 pub(super) struct Reader<'a> {
-    rest: &'a [u8],
+    inner: ReaderBe<'a>,
 }
 
 const TRUNCATED: WireError = WireError::Malformed("body ends inside a field");
 
+fn malformed(e: CodecError) -> WireError {
+    match e {
+        CodecError::Truncated { .. } => TRUNCATED,
+        CodecError::BadTag { field: "bool", .. } => {
+            WireError::Malformed("boolean is neither 0 nor 1")
+        }
+        CodecError::BadTag { .. } => WireError::Malformed("option tag is neither 0 nor 1"),
+        CodecError::NotUtf8 { .. } => WireError::Malformed("string is not UTF-8"),
+        CodecError::TrailingBytes(_) => WireError::Malformed("trailing bytes after the last field"),
+    }
+}
+
 impl<'a> Reader<'a> {
     pub(super) fn new(body: &'a [u8]) -> Reader<'a> {
-        Reader { rest: body }
+        Reader {
+            inner: ReaderBe::new(body),
+        }
     }
 
     /// Bytes not yet read.
     pub(super) fn remaining(&self) -> usize {
-        self.rest.len()
+        self.inner.remaining()
     }
 
     /// The next `len` bytes, borrowed; `Malformed` if fewer remain.
     pub(super) fn bytes(&mut self, len: usize) -> Result<&'a [u8], WireError> {
-        if self.rest.len() < len {
-            return Err(TRUNCATED);
-        }
-        let (head, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Ok(head)
+        self.inner.take(len, "bytes").map_err(malformed)
     }
 
     /// Everything not yet read, borrowed; the reader is then empty.
     pub(super) fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.rest)
+        self.inner.rest()
     }
 
     pub(super) fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.bytes(1)?[0])
+        self.inner.u8("u8").map_err(malformed)
     }
 
     pub(super) fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(BigEndian::read_u32(self.bytes(4)?))
+        self.inner.u32("u32").map_err(malformed)
     }
 
     pub(super) fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(BigEndian::read_u64(self.bytes(8)?))
+        self.inner.u64("u64").map_err(malformed)
     }
 
     pub(super) fn bool(&mut self) -> Result<bool, WireError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(WireError::Malformed("boolean is neither 0 nor 1")),
-        }
+        self.inner.flag("bool").map_err(malformed)
     }
 
     pub(super) fn option_u64(&mut self) -> Result<Option<u64>, WireError> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => Ok(Some(self.u64()?)),
-            _ => Err(WireError::Malformed("option tag is neither 0 nor 1")),
+        if self.inner.flag("option").map_err(malformed)? {
+            self.u64().map(Some)
+        } else {
+            Ok(None)
         }
     }
 
     /// A body must be consumed exactly: trailing bytes mean the peer and we disagree on layout.
     pub(super) fn finish(self) -> Result<(), WireError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::Malformed("trailing bytes after the last field"))
-        }
+        self.inner.finish().map_err(malformed)
     }
 }
 

@@ -295,64 +295,6 @@ fn parse_body(frame_type: PeerFrameType, body: &[u8]) -> Result<PeerFrame<'_>, W
     let mut reader = Reader::new(body);
     let r = &mut reader;
     let frame = match frame_type {
-        T::RequestVote => raft(r, |r| {
-            Ok(MessageBody::RequestVote {
-                pre_vote: r.bool()?,
-                last_log_index: r.u64()?,
-                last_log_term: r.u64()?,
-            })
-        })?,
-        T::RequestVoteResponse => raft(r, |r| {
-            Ok(MessageBody::RequestVoteResponse {
-                pre_vote: r.bool()?,
-                granted: r.bool()?,
-            })
-        })?,
-        T::AppendEntries => raft(r, |r| {
-            Ok(MessageBody::AppendEntries {
-                prev_log_index: r.u64()?,
-                prev_log_term: r.u64()?,
-                leader_commit: r.u64()?,
-                entries: parse_entries(r)?,
-            })
-        })?,
-        T::AppendEntriesResponse => raft(r, |r| {
-            Ok(MessageBody::AppendEntriesResponse {
-                success: r.bool()?,
-                match_index: r.u64()?,
-                reject_hint: RejectHint {
-                    conflict_term: r.u64()?,
-                    conflict_index: r.u64()?,
-                },
-            })
-        })?,
-        T::Heartbeat => raft(r, |r| {
-            Ok(MessageBody::Heartbeat {
-                leader_commit: r.u64()?,
-                read_round: r.u64()?,
-            })
-        })?,
-        T::HeartbeatResponse => raft(r, |r| {
-            Ok(MessageBody::HeartbeatResponse {
-                read_round: r.u64()?,
-            })
-        })?,
-        T::ReadIndex => raft(r, |r| Ok(MessageBody::ReadIndex { ctx: r.u64()? }))?,
-        T::ReadIndexResponse => raft(r, |r| {
-            Ok(MessageBody::ReadIndexResponse {
-                ctx: r.u64()?,
-                index: r.option_u64()?,
-            })
-        })?,
-        T::TimeoutNow => raft(r, |_| Ok(MessageBody::TimeoutNow))?,
-        T::InstallSnapshot => raft(r, |r| {
-            Ok(MessageBody::InstallSnapshot {
-                snapshot: SnapshotMeta {
-                    index: r.u64()?,
-                    term: r.u64()?,
-                },
-            })
-        })?,
         T::Propose => PeerFrame::Propose {
             origin_req: r.u64()?,
             data: r.rest(),
@@ -378,9 +320,62 @@ fn parse_body(frame_type: PeerFrameType, body: &[u8]) -> Result<PeerFrame<'_>, W
             },
             received: r.u64()?,
         },
+        raft_type => raft(r, |r| raft_body(raft_type, r))?,
     };
     reader.finish()?;
     Ok(frame)
+}
+
+/// The fields of a Raft message's body, after its `from`, `to` and `term`.
+fn raft_body(frame_type: PeerFrameType, r: &mut Reader<'_>) -> Result<MessageBody, WireError> {
+    use PeerFrameType as T;
+    Ok(match frame_type {
+        T::RequestVote => MessageBody::RequestVote {
+            pre_vote: r.bool()?,
+            last_log_index: r.u64()?,
+            last_log_term: r.u64()?,
+        },
+        T::RequestVoteResponse => MessageBody::RequestVoteResponse {
+            pre_vote: r.bool()?,
+            granted: r.bool()?,
+        },
+        T::AppendEntries => MessageBody::AppendEntries {
+            prev_log_index: r.u64()?,
+            prev_log_term: r.u64()?,
+            leader_commit: r.u64()?,
+            entries: parse_entries(r)?,
+        },
+        T::AppendEntriesResponse => MessageBody::AppendEntriesResponse {
+            success: r.bool()?,
+            match_index: r.u64()?,
+            reject_hint: RejectHint {
+                conflict_term: r.u64()?,
+                conflict_index: r.u64()?,
+            },
+        },
+        T::Heartbeat => MessageBody::Heartbeat {
+            leader_commit: r.u64()?,
+            read_round: r.u64()?,
+        },
+        T::HeartbeatResponse => MessageBody::HeartbeatResponse {
+            read_round: r.u64()?,
+        },
+        T::ReadIndex => MessageBody::ReadIndex { ctx: r.u64()? },
+        T::ReadIndexResponse => MessageBody::ReadIndexResponse {
+            ctx: r.u64()?,
+            index: r.option_u64()?,
+        },
+        T::TimeoutNow => MessageBody::TimeoutNow,
+        T::InstallSnapshot => MessageBody::InstallSnapshot {
+            snapshot: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+        },
+        T::Propose | T::ProposeRejected | T::SnapshotChunk | T::SnapshotAck => {
+            return Err(WireError::Malformed("not a Raft message type"))
+        }
+    })
 }
 
 /// A Raft message: the `from`, `to`, `term` every one starts with, then `body`'s fields.

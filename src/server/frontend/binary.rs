@@ -1,4 +1,4 @@
-//! The binary front-end (the protocol in `client::proto`): many requests in flight per
+//! The binary front-end (the protocol in `proto`): many requests in flight per
 //! connection, answers in any order naming their request id, exactly-once writes through the
 //! state machine's client sessions.
 //!
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::chat::validate;
 use crate::chat::{Op, Outcome, SessionRef};
-use crate::client::proto::{
+use crate::proto::{
     self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq,
 };
 use crate::raft::Role;

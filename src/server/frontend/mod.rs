@@ -3,7 +3,7 @@
 //! below them, never on each other or on the node above.
 //!
 //! - [`telnet`]: command lines, `ack`/`end`/`err` replies, live delivery to rooms.
-//! - [`binary`]: the binary client protocol (`client::proto`): pipelined, exactly-once.
+//! - [`binary`]: the binary client protocol (`proto`): pipelined, exactly-once.
 //! - [`peer`]: inbound links from other members: handshake, then Raft and snapshot frames.
 
 pub mod binary;
