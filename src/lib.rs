@@ -25,6 +25,8 @@
 //! - [`server`]: the single-threaded mio event loop per node that ties them together; the other
 //!   threads are the fsync helper, the snapshot writer (while one is written) and the janitor
 //!   that deletes what compaction left behind.
+//! - [`tls`]: TLS building blocks (rustls with ring): certificate files with precise errors,
+//!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream.
 //! - [`client`]: the binary client protocol's codec and a blocking client library with
 //!   exactly-once retries (used by the load generator and the tests).
 //!
@@ -42,4 +44,5 @@ pub mod client;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod wire;
