@@ -72,6 +72,11 @@ pub enum TlsFileError {
         ca: PathBuf,
         detail: String,
     },
+    /// The node's own certificate does not name it (CN `node-<its id>`).
+    WrongIdentity {
+        path: PathBuf,
+        detail: String,
+    },
     /// rustls refused to build a configuration from otherwise valid files.
     Config(String),
 }
@@ -117,6 +122,7 @@ impl fmt::Display for TlsFileError {
                 cert.display(),
                 ca.display()
             ),
+            WrongIdentity { path, detail } => write!(f, "{}: {detail}", path.display()),
             Config(e) => write!(f, "TLS configuration refused: {e}"),
         }
     }

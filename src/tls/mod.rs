@@ -1,7 +1,8 @@
 //! TLS building blocks for the node's single mio loop: certificate files loaded with precise
 //! errors and turned into rustls configurations ([`config`]), the node id carried by a peer
 //! certificate ([`identity`]), a non-blocking TLS session over any `Read + Write` stream
-//! ([`stream`]) and certificate generation for local clusters and tests ([`gen`]).
+//! ([`stream`]), a node's configurations built and reloaded as one ([`node`]) and certificate
+//! generation for local clusters and tests ([`gen`]).
 //!
 //! Everything here uses rustls with the `ring` provider (never aws-lc-rs, which compiles C).
 //! This module never opens sockets, never spawns threads and never touches the event loop:
@@ -15,10 +16,12 @@
 pub mod config;
 pub mod gen;
 pub mod identity;
+pub mod node;
 pub mod stream;
 
 pub use config::{ClientCertPolicy, TlsFileError, TlsFiles, TlsMaterial};
 pub use identity::{node_id_of, IdentityError};
+pub use node::{ClientTlsMode, NodeTls, NodeTlsOptions};
 pub use stream::{looks_like_client_hello, ReadOutcome, TlsStream};
 
 /// The crypto provider every configuration in this module is built on: rustls' `ring` provider.
