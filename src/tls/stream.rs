@@ -113,7 +113,8 @@ impl<S: Read + Write> TlsStream<S> {
 
     /// Copies available plaintext into `buf`, reading and processing TLS records from the
     /// socket as needed (which may also advance the handshake and queue records to write:
-    /// this call writes what it can of them at once).
+    /// this call writes what it can of them at once). It returns as soon as it has data, so
+    /// with mio's edge-triggered readiness call it until `WouldBlock` or `Closed`.
     pub fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
         if buf.is_empty() {
             return Ok(ReadOutcome::Data(0));
@@ -149,13 +150,14 @@ impl<S: Read + Write> TlsStream<S> {
         }
     }
 
-    /// Processes received records; on a protocol error sends the alert rustls queued.
+    /// Processes received records; on a protocol error sends the alert rustls queued. Writes
+    /// what the records called for (handshake messages) at once, best effort: a write error
+    /// here must not hide plaintext already received, and it shows again on the transport's
+    /// own `flush_tls` (which it calls while `wants_write`).
     fn process(&mut self) -> io::Result<()> {
-        if let Err(e) = self.conn.process_new_packets() {
-            let _ = self.flush_tls();
-            return Err(invalid_data(e));
-        }
-        self.flush_tls().map(|_| ())
+        let processed = self.conn.process_new_packets();
+        let _ = self.flush_tls();
+        processed.map(|_| ()).map_err(invalid_data)
     }
 
     /// Queues plaintext for sending (encrypted once the handshake is done) and writes what

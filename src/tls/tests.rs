@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
 
 use super::config::*;
@@ -403,4 +404,36 @@ fn write_plaintext_is_bounded() {
         queued >= PLAINTEXT_BUFFER_BYTES_MAX / 2,
         "queued only {queued}"
     );
+}
+
+#[test]
+fn expired_certificate_is_refused_in_the_handshake_too() {
+    let (_dir, certs) = certs();
+    // Loading refuses it; a dialler that skipped loading's checks is refused by the peer.
+    let files = certs.expired_node(2).unwrap();
+    let stale = TlsMaterial {
+        certs: rustls_pki_types::CertificateDer::pem_file_iter(&files.cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        key: load_key(&files.key).unwrap(),
+        roots: load_ca(&certs.ca_path()).unwrap(),
+        files,
+    };
+    let client = peer_client_config(&stale).unwrap();
+    let server = node_server_config(&node(&certs, 1), ClientCertPolicy::Required).unwrap();
+    let (mut c, mut s) = pair(client, peer_server_name(1), server);
+    assert_server_refused(handshake(&mut c, &mut s), "certificate expired");
+}
+
+#[test]
+fn dialling_a_peer_by_a_non_node_name_is_refused() {
+    let (_dir, certs) = certs();
+    let client = peer_client_config(&node(&certs, 2)).unwrap();
+    let server = node_server_config(&node(&certs, 1), ClientCertPolicy::Required).unwrap();
+    let (mut c, mut s) = pair(client, ServerName::try_from("localhost").unwrap(), server);
+    match handshake(&mut c, &mut s) {
+        Err(Failed::Client(e)) => assert!(e.to_string().contains("not node-<id>"), "{e}"),
+        other => panic!("expected the dialler to refuse, got {other:?}"),
+    }
 }
