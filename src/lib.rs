@@ -32,6 +32,8 @@
 //! - [`client`]: a blocking client library with exactly-once retries (used by the load
 //!   generator and the tests); `client::proto` re-exports [`proto`].
 //! - [`codec`]: the length-checked reader and the writers every binary format is built from.
+//! - [`tls`]: TLS building blocks (rustls with ring): certificate files with precise errors,
+//!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream.
 //!
 //! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
 //! cluster), `tools/loadgen.rs` (the load generator). Scripts in `tools/`: `perf.sh` (the
@@ -49,4 +51,5 @@ pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod wire;
