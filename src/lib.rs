@@ -42,4 +42,5 @@ pub mod client;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod web;
 pub mod wire;
