@@ -3,3 +3,4 @@
 //! bytes or values out, no sockets, no clock, no global state; the server's front-end drives them.
 
 pub mod http;
+pub mod ws;
