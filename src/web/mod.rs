@@ -3,4 +3,5 @@
 //! bytes or values out, no sockets, no clock, no global state; the server's front-end drives them.
 
 pub mod http;
+pub mod json;
 pub mod ws;
