@@ -39,6 +39,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod storage;
