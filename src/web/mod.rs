@@ -4,4 +4,5 @@
 
 pub mod http;
 pub mod json;
+pub mod page;
 pub mod ws;
