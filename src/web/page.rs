@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained() {
-        for external in ["http://", "https://", "src=", "<link", "@import"] {
+        for external in ["http://", "https://", "src=", "href=\"/", "@import", "url("] {
             assert!(!PAGE_HTML.contains(external), "{external}");
         }
         // It speaks the JSON protocol over /ws.
