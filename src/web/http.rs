@@ -21,6 +21,9 @@ pub const HEADER_LINE_BYTES_MAX: usize = 4096;
 pub const HEAD_BYTES_MAX: usize = 8192;
 /// The most header lines accepted; more is 431.
 pub const HEADERS_MAX: usize = 64;
+/// How long a connection may take to send a whole head before the front-end answers 408 and
+/// closes (a request that never finishes must not hold a connection slot forever).
+pub const HEAD_DEADLINE_MS: u64 = 10_000;
 /// The longest method token accepted (the longest standard one, `OPTIONS`, is 7).
 const METHOD_BYTES_MAX: usize = 16;
 

@@ -25,6 +25,9 @@ use super::http::{Invalid, Request};
 
 /// The most payload bytes one client frame may carry; more is close 1009.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// The largest client frame on the wire (14 header bytes at most): a connection's read buffer
+/// never needs to hold more than this to make progress, so the front-end may cap it here.
+pub const FRAME_BYTES_MAX: usize = FRAME_PAYLOAD_BYTES_MAX + 14;
 /// The most bytes one reassembled client message may carry; more is close 1009.
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// RFC 6455 §5.5: control frames carry at most this many payload bytes.
