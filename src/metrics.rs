@@ -99,6 +99,8 @@ pub struct WalMetrics {
     pub entries_per_sync: Histogram,
     pub entries_per_sync_max: u64,
     pub syncs_in_flight: u64,
+    /// Writes handed to the fsync thread; several may share one sync (`ReplicaStats::sync_jobs`).
+    pub sync_requests: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -196,6 +198,7 @@ impl Default for Metrics {
                 entries_per_sync: Histogram::exponential(1.0, 2.0, 13),
                 entries_per_sync_max: 0,
                 syncs_in_flight: 0,
+                sync_requests: 0,
             },
             snapshot: SnapshotMetrics {
                 saves: 0,
@@ -363,6 +366,12 @@ impl Metrics {
                     "raftchat_disk_wal_syncs_in_flight",
                     "WAL syncs requested and not yet completed.",
                     w.syncs_in_flight,
+                ),
+                (
+                    COUNTER,
+                    "raftchat_disk_wal_sync_requests_total",
+                    "Writes handed to the fsync thread (several may share one sync).",
+                    w.sync_requests,
                 ),
             ],
         );

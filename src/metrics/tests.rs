@@ -148,6 +148,7 @@ fn busy_metrics() -> Metrics {
     m.wal.bytes_written = 4096;
     m.wal.entries_written = 42;
     m.wal.syncs_in_flight = 1;
+    m.wal.sync_requests = 9;
     m.record_sync(5, Duration::from_micros(1500));
     m.record_sync(1, Duration::from_millis(20));
     m.snapshot.saves = 1;
@@ -204,6 +205,7 @@ fn every_family_is_declared_and_parses() {
         ("raftchat_disk_wal_entries_per_sync", "histogram"),
         ("raftchat_disk_wal_entries_per_sync_max", "gauge"),
         ("raftchat_disk_wal_syncs_in_flight", "gauge"),
+        ("raftchat_disk_wal_sync_requests_total", "counter"),
         ("raftchat_snapshot_saves_total", "counter"),
         ("raftchat_snapshot_save_duration_seconds", "histogram"),
         ("raftchat_snapshot_install_sent_total", "counter"),
