@@ -47,9 +47,11 @@
 pub mod chat;
 pub mod client;
 pub mod codec;
+pub mod metrics;
 pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod web;
 pub mod wire;
