@@ -4,11 +4,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use raftchat::client::fake::{self, FakeCluster};
 use raftchat::client::Request;
 
 use crate::args::{parse_args, Config, Parsed};
 use crate::run::run;
+use fake::FakeCluster;
+
+/// The in-memory fake cluster, shared with the client library's tests.
+#[path = "../../tests/client_fake/mod.rs"]
+mod fake;
 
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
