@@ -36,7 +36,7 @@
 //!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream.
 //!
 //! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
-//! cluster), `tools/loadgen.rs` (the load generator). Scripts in `tools/`: `perf.sh` (the
+//! cluster), `tools/loadgen/` (the load generator). Scripts in `tools/`: `perf.sh` (the
 //! README's performance table), `memory.sh`, `screen_test.sh` (telnet in tmux).
 //!
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded

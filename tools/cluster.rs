@@ -5,8 +5,10 @@
 //! Each node is a child process (this binary re-executed in node mode, so nothing else needs
 //! to be built first). Node output is prefixed with `[nN]`. A node that exits is reported, never
 //! silently restarted. Ctrl-C (SIGINT) or SIGTERM stops every node cleanly.
+//! It never touches the nodes' data itself and never talks to them over the network.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,12 +16,58 @@ use std::time::{Duration, Instant};
 
 const NODE_MODE: &str = "--run-node";
 
+/// What the command line asks for.
+struct ClusterArgs {
+    nodes: u64,
+    base_port: u64,
+    data_dir: String,
+    fsync: String,
+    log_level: String,
+    /// Everything after `--`, passed to every node.
+    node_args: Vec<String>,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(NODE_MODE) {
         run_node(&args[1..]);
         return;
     }
+    let usage = options().usage(
+        "Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR] [-- SERVER OPTIONS]\n\n\
+         Anything after `--` is passed to every node (e.g. `-- --snapshot-entries 50000`).",
+    );
+    let fail = |msg: String| -> ! {
+        eprintln!("cluster: {msg}\n\n{usage}");
+        std::process::exit(2)
+    };
+    let cluster = match parse_args(&args) {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => {
+            print!("{usage}");
+            return;
+        }
+        Err(message) => fail(message),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            fail(format!("cannot install signal handler: {e}"));
+        }
+    }
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| fail(format!("cannot find own executable: {e}")));
+    let mut children = spawn_nodes(&exe, &cluster, &stop);
+    if !stop.load(Ordering::SeqCst) {
+        print_banner(&cluster);
+    }
+    let mut failed = watch_until_stopped(&mut children, &stop);
+    failed |= stop_all(&mut children);
+    std::thread::sleep(Duration::from_millis(50));
+    std::process::exit(if failed { 1 } else { 0 });
+}
+
+fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
     opts.optopt("", "nodes", "number of nodes (default 3)", "N");
     opts.optopt(
@@ -42,101 +90,54 @@ fn main() {
     );
     opts.optopt("", "log-level", "node log level (default info)", "LEVEL");
     opts.optflag("h", "help", "print this help");
-    let usage = opts.usage(
-        "Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR] [-- SERVER OPTIONS]\n\n\
-         Anything after `--` is passed to every node (e.g. `-- --snapshot-entries 50000`).",
-    );
-    let fail = |msg: String| -> ! {
-        eprintln!("cluster: {msg}\n\n{usage}");
-        std::process::exit(2)
-    };
-    let matches = opts.parse(&args).unwrap_or_else(|e| fail(e.to_string()));
+    opts
+}
+
+/// The command line; `Ok(None)` for `--help`.
+fn parse_args(args: &[String]) -> Result<Option<ClusterArgs>, String> {
+    let matches = options().parse(args).map_err(|e| e.to_string())?;
     if matches.opt_present("help") {
-        print!("{usage}");
-        return;
+        return Ok(None);
     }
     let passthrough = args
         .iter()
         .position(|a| a == "--")
         .map_or(0, |at| args.len() - at - 1);
     if matches.free.len() > passthrough {
-        fail(format!("unexpected argument '{}'", matches.free[0]));
+        return Err(format!("unexpected argument '{}'", matches.free[0]));
     }
-    let node_args = matches.free.clone();
-    let num = |name: &str, default: u64| -> u64 {
-        matches.opt_str(name).map_or(default, |v| {
+    let num = |name: &str, default: u64| -> Result<u64, String> {
+        matches.opt_str(name).map_or(Ok(default), |v| {
             v.parse()
-                .unwrap_or_else(|_| fail(format!("--{name}: '{v}' is not a number")))
+                .map_err(|_| format!("--{name}: '{v}' is not a number"))
         })
     };
-    let nodes = num("nodes", 3);
-    let base_port = num("base-port", 20000);
+    let nodes = num("nodes", 3)?;
+    let base_port = num("base-port", 20000)?;
     if nodes == 0 || nodes > 64 || base_port == 0 || base_port + nodes > 65536 {
-        fail(format!(
+        return Err(format!(
             "--nodes {nodes} --base-port {base_port} is out of range"
         ));
     }
-    let data_dir = matches
-        .opt_str("data-dir")
-        .unwrap_or_else(|| "data".to_string());
-    let fsync = matches
-        .opt_str("fsync")
-        .unwrap_or_else(|| "always".to_string());
-    let log_level = matches
-        .opt_str("log-level")
-        .unwrap_or_else(|| "info".to_string());
+    let text = |name: &str, default: &str| matches.opt_str(name).unwrap_or(default.to_string());
+    Ok(Some(ClusterArgs {
+        nodes,
+        base_port,
+        data_dir: text("data-dir", "data"),
+        fsync: text("fsync", "always"),
+        log_level: text("log-level", "info"),
+        node_args: matches.free.clone(),
+    }))
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            fail(format!("cannot install signal handler: {e}"));
-        }
-    }
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| fail(format!("cannot find own executable: {e}")));
-    let mut children: Vec<Option<Child>> = Vec::new();
-    for id in 0..nodes {
-        let port = base_port + id;
-        let spawned = Command::new(&exe)
-            .arg(NODE_MODE)
-            .args([id.to_string(), nodes.to_string(), port.to_string()])
-            .args([
-                "--data-dir",
-                &format!("{data_dir}/node-{id}"),
-                "--fsync",
-                &fsync,
-                "--log-level",
-                &log_level,
-            ])
-            .args(&node_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        match spawned {
+/// Starts every node, streaming its output; on a failure to start, sets `stop` and starts no
+/// more.
+fn spawn_nodes(exe: &Path, cluster: &ClusterArgs, stop: &AtomicBool) -> Vec<Option<Child>> {
+    let mut children = Vec::new();
+    for id in 0..cluster.nodes {
+        match spawn_node(exe, cluster, id) {
             Ok(mut child) => {
-                let prefix = format!("[n{id}] ");
-                for pipe in [
-                    child
-                        .stdout
-                        .take()
-                        .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-                    child
-                        .stderr
-                        .take()
-                        .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let prefix = prefix.clone();
-                    std::thread::spawn(move || {
-                        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                            let mut out = std::io::stdout().lock();
-                            let _ = writeln!(out, "{prefix}{line}");
-                        }
-                    });
-                }
+                stream_output(&mut child, id);
                 children.push(Some(child));
             }
             Err(e) => {
@@ -146,17 +147,76 @@ fn main() {
             }
         }
     }
-    if !stop.load(Ordering::SeqCst) {
-        println!("raftchat: {nodes}-node cluster starting, data in {data_dir}/node-<id>");
-        for id in 0..nodes {
-            println!(
-                "  node {id}: 127.0.0.1:{}    telnet 127.0.0.1 {}",
-                base_port + id,
-                base_port + id
-            );
-        }
-        println!("Type `msg Hello, Raft!` and `get chatLog` in a telnet session. Ctrl-C stops every node.");
+    children
+}
+
+/// Node `id`: this binary in node mode, its output piped.
+fn spawn_node(exe: &Path, cluster: &ClusterArgs, id: u64) -> io::Result<Child> {
+    let port = cluster.base_port + id;
+    Command::new(exe)
+        .arg(NODE_MODE)
+        .args([id.to_string(), cluster.nodes.to_string(), port.to_string()])
+        .args([
+            "--data-dir",
+            &format!("{}/node-{id}", cluster.data_dir),
+            "--fsync",
+            &cluster.fsync,
+            "--log-level",
+            &cluster.log_level,
+        ])
+        .args(&cluster.node_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// Copies the child's stdout and stderr to our stdout, each line prefixed with `[nN]`.
+fn stream_output(child: &mut Child, id: u64) {
+    let prefix = format!("[n{id}] ");
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let prefix = prefix.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{prefix}{line}");
+            }
+        });
     }
+}
+
+fn print_banner(cluster: &ClusterArgs) {
+    let (nodes, base_port) = (cluster.nodes, cluster.base_port);
+    println!(
+        "raftchat: {nodes}-node cluster starting, data in {}/node-<id>",
+        cluster.data_dir
+    );
+    for id in 0..nodes {
+        println!(
+            "  node {id}: 127.0.0.1:{}    telnet 127.0.0.1 {}",
+            base_port + id,
+            base_port + id
+        );
+    }
+    println!(
+        "Type `msg Hello, Raft!` and `get chatLog` in a telnet session. Ctrl-C stops every node."
+    );
+}
+
+/// Waits for a signal or for every node to exit, reporting each exit; true if one failed.
+fn watch_until_stopped(children: &mut [Option<Child>], stop: &AtomicBool) -> bool {
     let mut failed = false;
     while !stop.load(Ordering::SeqCst) && children.iter().any(Option::is_some) {
         for (id, slot) in children.iter_mut().enumerate() {
@@ -170,37 +230,43 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Stop everyone: SIGTERM first (a clean stop), SIGKILL if a node hangs.
+    failed
+}
+
+/// Stops everyone: SIGTERM first (a clean stop), SIGKILL if a node hangs for 5 s. True if a
+/// node failed or had to be killed.
+fn stop_all(children: &mut [Option<Child>]) -> bool {
     for child in children.iter().flatten() {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut failed = false;
     for (id, slot) in children.iter_mut().enumerate() {
         let Some(child) = slot else { continue };
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    println!("cluster: node {id} stopped ({status})");
-                    failed |= !status.success();
-                    break;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    eprintln!("cluster: node {id} did not stop in time; killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    failed = true;
-                    break;
-                }
+        failed |= wait_or_kill(child, id, deadline);
+    }
+    failed
+}
+
+/// Waits for node `id` to exit until `deadline`, then kills it; true if it failed or was killed.
+fn wait_or_kill(child: &mut Child, id: usize, deadline: Instant) -> bool {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                println!("cluster: node {id} stopped ({status})");
+                return !status.success();
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                eprintln!("cluster: node {id} did not stop in time; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                return true;
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(50));
-    std::process::exit(if failed { 1 } else { 0 });
 }
 
 /// Node mode: exactly what `server` does.

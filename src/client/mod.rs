@@ -10,7 +10,6 @@
 //! - [`Session`]: the two above driven over blocking sockets, with failover and retries that
 //!   keep the SAME session and seq.
 //! - [`status`], [`read_log_all`], [`read_log_pages`], [`cluster_status`]: one-shot reads.
-//! - [`fake`]: an in-memory stand-in cluster speaking the protocol, for tests.
 //!
 //! This module never runs inside a node and knows nothing of Raft beyond what answers say.
 //!
@@ -26,7 +25,6 @@
 
 mod conn;
 mod core;
-pub mod fake;
 pub use crate::proto;
 mod session;
 
@@ -186,6 +184,3 @@ pub fn leader_and_term(statuses: &[io::Result<NodeStatus>]) -> (Option<u64>, u64
         .or_else(|| in_term().find_map(|s| s.leader));
     (leader, term)
 }
-
-#[cfg(test)]
-mod tests;

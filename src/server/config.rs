@@ -63,8 +63,19 @@ pub const DEFAULT_LOG_KEEP_ENTRIES: u64 = 10_000;
 /// `--wal-segment-bytes` default: 64 MiB.
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 
+/// The option table, one group at a time.
 fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
+    network_options(&mut opts);
+    timing_options(&mut opts);
+    storage_options(&mut opts);
+    testing_options(&mut opts);
+    opts.optflag("h", "help", "print this help");
+    opts
+}
+
+/// Addresses, the data directory and durability.
+fn network_options(opts: &mut getopts::Options) {
     opts.optopt(
         "",
         "peers",
@@ -90,6 +101,10 @@ fn options() -> getopts::Options {
          acknowledged messages can be lost on a crash; for experiments only)",
         "always|never",
     );
+}
+
+/// Timing and logging.
+fn timing_options(opts: &mut getopts::Options) {
     opts.optopt(
         "",
         "election-timeout-ms",
@@ -114,6 +129,9 @@ fn options() -> getopts::Options {
         "error, warn, info (default), debug or trace",
         "LEVEL",
     );
+}
+
+fn storage_options(opts: &mut getopts::Options) {
     opts.optopt(
         "",
         "snapshot-entries",
@@ -142,6 +160,9 @@ fn options() -> getopts::Options {
          (default 67108864 = 64 MiB)",
         "BYTES",
     );
+}
+
+fn testing_options(opts: &mut getopts::Options) {
     opts.optflag(
         "",
         "testing-stale-reads",
@@ -152,8 +173,6 @@ fn options() -> getopts::Options {
         "testing-early-ack",
         "TEST ONLY, UNSAFE: acknowledge messages before they are durable or committed",
     );
-    opts.optflag("h", "help", "print this help");
-    opts
 }
 
 /// The usage text shown by `--help` and after an argument error.
@@ -199,102 +218,12 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     if matches.opt_present("help") {
         return Ok(Command::Help(usage()));
     }
-    let [id, count, port] = match matches.free.as_slice() {
-        [a, b, c] => [a, b, c],
-        free => {
-            return Err(format!(
-                "expected <id> <count> <port>, got {} argument(s)",
-                free.len()
-            ))
-        }
-    };
-    let id = parse_num("id", id)?;
-    let count = parse_num("count", count)?;
-    let port = parse_num("port", port)?;
-    if count == 0 || count > NODES_MAX {
-        return Err(format!(
-            "count must be between 1 and {NODES_MAX}, got {count}"
-        ));
-    }
-    if id >= count {
-        return Err(format!("id must be less than count ({count}), got {id}"));
-    }
-    let members: Vec<SocketAddr> = match matches.opt_str("peers") {
-        Some(list) => {
-            let members = list
-                .split(',')
-                .map(|a| resolve(a.trim()))
-                .collect::<Result<Vec<_>, _>>()?;
-            if members.len() as u64 != count {
-                return Err(format!(
-                    "--peers lists {} addresses but count is {count}",
-                    members.len()
-                ));
-            }
-            members
-        }
-        None => {
-            let base = port.checked_sub(id).filter(|_| port <= 65535).ok_or_else(|| {
-                format!("port must be between id and 65535 (node j listens on port - id + j), got {port}")
-            })?;
-            if base + count - 1 > 65535 {
-                return Err(format!(
-                    "ports {base}..{} do not fit below 65536",
-                    base + count - 1
-                ));
-            }
-            (0..count)
-                .map(|j| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), (base + j) as u16))
-                .collect()
-        }
-    };
-    let own = members[id as usize];
-    let listen = match matches.opt_str("bind") {
-        Some(text) => match text.parse::<SocketAddr>() {
-            Ok(addr) => addr,
-            Err(_) => SocketAddr::new(
-                text.parse::<IpAddr>()
-                    .map_err(|_| format!("--bind: '{text}' is not an address"))?,
-                own.port(),
-            ),
-        },
-        None => own,
-    };
-    let fsync = match matches.opt_str("fsync").as_deref() {
-        None | Some("always") => FsyncPolicy::Always,
-        Some("never") => FsyncPolicy::Never,
-        Some(other) => {
-            return Err(format!(
-                "--fsync must be 'always' or 'never', got '{other}'"
-            ))
-        }
-    };
-    let num_opt = |name: &str, default: u64| -> Result<u64, String> {
-        match matches.opt_str(name) {
-            Some(text) => parse_num(&format!("--{name}"), &text),
-            None => Ok(default),
-        }
-    };
-    let election_timeout_ms = num_opt("election-timeout-ms", 1000)?;
-    let heartbeat_ms = num_opt("heartbeat-ms", 100)?;
-    let request_timeout_ms = num_opt("request-timeout-ms", 5000)?;
-    if heartbeat_ms == 0 || election_timeout_ms < 2 * heartbeat_ms {
-        return Err(format!(
-            "--election-timeout-ms ({election_timeout_ms}) must be at least twice --heartbeat-ms ({heartbeat_ms}), which must be > 0"
-        ));
-    }
-    if request_timeout_ms == 0 {
-        return Err("--request-timeout-ms must be > 0".to_string());
-    }
-    let snapshot_entries = num_opt("snapshot-entries", DEFAULT_SNAPSHOT_ENTRIES)?;
-    let log_keep_entries = num_opt("log-keep-entries", DEFAULT_LOG_KEEP_ENTRIES)?;
-    let retain_messages = num_opt("retain-messages", 0)?;
-    let wal_segment_bytes = num_opt("wal-segment-bytes", DEFAULT_WAL_SEGMENT_BYTES)?;
-    if wal_segment_bytes < 4096 {
-        return Err(format!(
-            "--wal-segment-bytes must be at least 4096, got {wal_segment_bytes}"
-        ));
-    }
+    let (id, count, port) = parse_positional(&matches.free)?;
+    let members = parse_members(&matches, id, count, port)?;
+    let listen = parse_listen(&matches, members[id as usize])?;
+    let fsync = parse_fsync(&matches)?;
+    let (election_timeout_ms, heartbeat_ms, request_timeout_ms) = parse_timing(&matches)?;
+    let storage = parse_storage(&matches)?;
     let log_level = match matches.opt_str("log-level") {
         Some(text) => text
             .parse::<log::LevelFilter>()
@@ -318,12 +247,149 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         log_level,
         testing_stale_reads: matches.opt_present("testing-stale-reads"),
         testing_early_ack: matches.opt_present("testing-early-ack"),
-        snapshot_entries,
-        log_keep_entries,
-        retain_messages,
-        wal_segment_bytes,
+        snapshot_entries: storage.snapshot_entries,
+        log_keep_entries: storage.log_keep_entries,
+        retain_messages: storage.retain_messages,
+        wal_segment_bytes: storage.wal_segment_bytes,
         cluster_id,
     }))
+}
+
+/// `<id> <count> <port>`, checked against each other.
+fn parse_positional(free: &[String]) -> Result<(u64, u64, u64), String> {
+    let [id, count, port] = match free {
+        [a, b, c] => [a, b, c],
+        free => {
+            return Err(format!(
+                "expected <id> <count> <port>, got {} argument(s)",
+                free.len()
+            ))
+        }
+    };
+    let id = parse_num("id", id)?;
+    let count = parse_num("count", count)?;
+    let port = parse_num("port", port)?;
+    if count == 0 || count > NODES_MAX {
+        return Err(format!(
+            "count must be between 1 and {NODES_MAX}, got {count}"
+        ));
+    }
+    if id >= count {
+        return Err(format!("id must be less than count ({count}), got {id}"));
+    }
+    Ok((id, count, port))
+}
+
+/// Every member's address: `--peers`, or `count` loopback ports around `port`.
+fn parse_members(
+    matches: &getopts::Matches,
+    id: u64,
+    count: u64,
+    port: u64,
+) -> Result<Vec<SocketAddr>, String> {
+    if let Some(list) = matches.opt_str("peers") {
+        let members = list
+            .split(',')
+            .map(|a| resolve(a.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if members.len() as u64 != count {
+            return Err(format!(
+                "--peers lists {} addresses but count is {count}",
+                members.len()
+            ));
+        }
+        return Ok(members);
+    }
+    let base = port
+        .checked_sub(id)
+        .filter(|_| port <= 65535)
+        .ok_or_else(|| {
+            format!(
+                "port must be between id and 65535 (node j listens on port - id + j), got {port}"
+            )
+        })?;
+    if base + count - 1 > 65535 {
+        return Err(format!(
+            "ports {base}..{} do not fit below 65536",
+            base + count - 1
+        ));
+    }
+    Ok((0..count)
+        .map(|j| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), (base + j) as u16))
+        .collect())
+}
+
+/// `--bind`: an address, or an IP on this node's own port; by default the member address.
+fn parse_listen(matches: &getopts::Matches, own: SocketAddr) -> Result<SocketAddr, String> {
+    let Some(text) = matches.opt_str("bind") else {
+        return Ok(own);
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => Ok(addr),
+        Err(_) => Ok(SocketAddr::new(
+            text.parse::<IpAddr>()
+                .map_err(|_| format!("--bind: '{text}' is not an address"))?,
+            own.port(),
+        )),
+    }
+}
+
+fn parse_fsync(matches: &getopts::Matches) -> Result<FsyncPolicy, String> {
+    match matches.opt_str("fsync").as_deref() {
+        None | Some("always") => Ok(FsyncPolicy::Always),
+        Some("never") => Ok(FsyncPolicy::Never),
+        Some(other) => Err(format!(
+            "--fsync must be 'always' or 'never', got '{other}'"
+        )),
+    }
+}
+
+/// The value of `--name`, or `default` when absent.
+fn num_opt(matches: &getopts::Matches, name: &str, default: u64) -> Result<u64, String> {
+    match matches.opt_str(name) {
+        Some(text) => parse_num(&format!("--{name}"), &text),
+        None => Ok(default),
+    }
+}
+
+/// `(election_timeout_ms, heartbeat_ms, request_timeout_ms)`, checked against each other.
+fn parse_timing(matches: &getopts::Matches) -> Result<(u64, u64, u64), String> {
+    let election_timeout_ms = num_opt(matches, "election-timeout-ms", 1000)?;
+    let heartbeat_ms = num_opt(matches, "heartbeat-ms", 100)?;
+    let request_timeout_ms = num_opt(matches, "request-timeout-ms", 5000)?;
+    if heartbeat_ms == 0 || election_timeout_ms < 2 * heartbeat_ms {
+        return Err(format!(
+            "--election-timeout-ms ({election_timeout_ms}) must be at least twice --heartbeat-ms ({heartbeat_ms}), which must be > 0"
+        ));
+    }
+    if request_timeout_ms == 0 {
+        return Err("--request-timeout-ms must be > 0".to_string());
+    }
+    Ok((election_timeout_ms, heartbeat_ms, request_timeout_ms))
+}
+
+/// The snapshot, log and retention options.
+struct StorageOptions {
+    snapshot_entries: u64,
+    log_keep_entries: u64,
+    retain_messages: u64,
+    wal_segment_bytes: u64,
+}
+
+fn parse_storage(matches: &getopts::Matches) -> Result<StorageOptions, String> {
+    let storage = StorageOptions {
+        snapshot_entries: num_opt(matches, "snapshot-entries", DEFAULT_SNAPSHOT_ENTRIES)?,
+        log_keep_entries: num_opt(matches, "log-keep-entries", DEFAULT_LOG_KEEP_ENTRIES)?,
+        retain_messages: num_opt(matches, "retain-messages", 0)?,
+        wal_segment_bytes: num_opt(matches, "wal-segment-bytes", DEFAULT_WAL_SEGMENT_BYTES)?,
+    };
+    if storage.wal_segment_bytes < 4096 {
+        return Err(format!(
+            "--wal-segment-bytes must be at least 4096, got {}",
+            storage.wal_segment_bytes
+        ));
+    }
+    Ok(storage)
 }
 
 #[cfg(test)]

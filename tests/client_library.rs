@@ -4,8 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::fake::{FakeCluster, Fault};
-use super::*;
+mod client_fake;
+
+use client_fake::{FakeCluster, Fault};
+use raftchat::client::*;
 
 fn policy() -> RetryPolicy {
     RetryPolicy {

@@ -6,7 +6,11 @@
 //! others answer `NotLeaderNotStored` with a hint unless `forward` is set. Faults are a queue
 //! consumed by the next mutating requests, so a test states exactly which request sees which
 //! failure, e.g. "apply this post but lose its answer" ([`Fault::ApplyThenTimeout`]).
-//! It is never used outside tests and the load generator's self-test.
+//! It is never used outside tests and the load generator's self-test (which includes this file
+//! with `#[path]`); it is not part of the library.
+
+// Each test crate that includes this file uses part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -17,8 +21,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::proto::{self, Answer, ErrorKind, LogMessage, NodeStatus, Request, Role, SessionSeq};
-use crate::chat::validate;
+use raftchat::chat::validate;
+use raftchat::client::is_timeout;
+use raftchat::client::proto::{
+    self, Answer, ErrorKind, LogMessage, NodeStatus, Request, Role, SessionSeq,
+};
 
 /// What happens to one mutating request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,7 +408,7 @@ fn serve(
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => input.extend_from_slice(&chunk[..n]),
-            Err(e) if super::conn::is_timeout(&e) => continue,
+            Err(e) if is_timeout(&e) => continue,
             Err(e) => return Err(e),
         }
         if !greeted {

@@ -1,0 +1,108 @@
+//! How a connection survives: opening a session, failing over to another node with the same
+//! session and seqs, and starting a new session when the cluster forgot the old one.
+
+use std::io;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Poll};
+use raftchat::client::{connect_stream, NodePicker, Session, SessionCore};
+
+use super::{log_debug, Plan, Worker, TOKEN};
+
+/// Turns the blocking session's connection into a registered non-blocking mio stream.
+pub fn into_mio(poll: &Poll, stream: std::net::TcpStream) -> io::Result<TcpStream> {
+    stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(stream);
+    poll.registry()
+        .register(&mut stream, TOKEN, Interest::READABLE | Interest::WRITABLE)?;
+    Ok(stream)
+}
+
+/// Opens a session on `first` (failing over as needed) and hands it to a mio stream.
+pub fn open_session(
+    plan: &Plan,
+    first: usize,
+    poll: &Poll,
+) -> Result<(SessionCore, NodePicker, TcpStream), String> {
+    let session = Session::open(&plan.nodes, first, plan.policy)
+        .map_err(|e| format!("cannot open a session: {e}"))?;
+    let (core, picker, conn) = session.into_parts();
+    let conn = conn.ok_or("session without a connection")?;
+    let (stream, leftover) = conn.into_parts().map_err(|e| e.to_string())?;
+    debug_assert!(
+        leftover.is_empty(),
+        "nothing was pipelined before the hand-over"
+    );
+    let stream = into_mio(poll, stream).map_err(|e| e.to_string())?;
+    Ok((core, picker, stream))
+}
+
+impl Worker {
+    pub fn connection_lost(&mut self, error: io::Error) -> Result<(), String> {
+        self.core.stats.connection_errors += 1;
+        log_debug(self.conn, &format!("connection lost: {error}"));
+        self.failover(None)
+    }
+
+    /// Reconnects (leader hint first, else round-robin) and re-sends every pending request
+    /// with its seq. Connecting blocks this connection's thread only.
+    pub fn failover(&mut self, leader_hint: Option<u64>) -> Result<(), String> {
+        self.generation += 1;
+        // Reads are not retried (they changed nothing): the ones in flight count as failed.
+        self.result.failures.other_answer += self.reads.len() as u64;
+        self.reads.clear();
+        let _ = self.poll.registry().deregister(&mut self.stream);
+        self.input.clear();
+        self.deferred_until = None;
+        let mut hint = leader_hint;
+        loop {
+            let Some((target, pause)) = self.picker.failover(hint.take(), Instant::now()) else {
+                self.result.failures.unavailable += 1;
+                return Err(format!(
+                    "connection {}: no node answered for {:?}",
+                    self.conn, self.plan.policy.retry_budget
+                ));
+            };
+            std::thread::sleep(pause);
+            let connected =
+                connect_stream(self.plan.nodes[target], self.plan.policy.connect_timeout)
+                    .and_then(|s| into_mio(&self.poll, s));
+            match connected {
+                Ok(stream) => {
+                    log_debug(self.conn, &format!("now on node {target}"));
+                    self.stream = stream;
+                    self.core.reconnected();
+                    self.core.stats.reconnects += 1;
+                    self.last_progress = Instant::now();
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.core.stats.connection_errors += 1;
+                    log_debug(self.conn, &format!("cannot connect to node {target}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// The cluster forgot the session: what was in flight may or may not be in the log. Opens
+    /// a new session and carries on.
+    pub fn session_expired(&mut self) -> Result<(), String> {
+        self.result.failures.session_expired += 1;
+        for seq in self.core.abandon() {
+            if let Some((n, _)) = self.in_flight.remove(&seq) {
+                self.result.unknown.push(n);
+            }
+        }
+        debug_assert!(self.in_flight.is_empty());
+        self.result.session.add(&self.core.stats);
+        let _ = self.poll.registry().deregister(&mut self.stream);
+        self.input.clear();
+        self.deferred_until = None;
+        self.generation += 1;
+        let (core, picker, stream) = open_session(&self.plan, self.picker.current(), &self.poll)?;
+        (self.core, self.picker, self.stream) = (core, picker, stream);
+        self.last_progress = Instant::now();
+        Ok(())
+    }
+}
