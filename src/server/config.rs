@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Write-ahead log segment size in bytes: the log is dropped a whole segment at a time
     /// after a snapshot, so this bounds what a compacted log still holds.
     pub wal_segment_bytes: u64,
+    /// The listen backlog: connections the kernel queues before `accept` (capped by
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Derived from the member list, so nodes started with the same arguments agree on it and a
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
@@ -61,6 +64,7 @@ pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 /// `--log-keep-entries` default.
 pub const DEFAULT_LOG_KEEP_ENTRIES: u64 = 10_000;
 /// `--wal-segment-bytes` default: 64 MiB.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// The option table, one group at a time.
@@ -87,6 +91,12 @@ fn network_options(opts: &mut getopts::Options) {
         "bind",
         "address to listen on (default: this node's member address)",
         "ADDR",
+    );
+    opts.optopt(
+        "",
+        "listen-backlog",
+        "connections the kernel queues for accept (default 4096; capped by net.core.somaxconn)",
+        "N",
     );
     opts.optopt(
         "",
@@ -251,6 +261,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         log_keep_entries: storage.log_keep_entries,
         retain_messages: storage.retain_messages,
         wal_segment_bytes: storage.wal_segment_bytes,
+        listen_backlog: parse_backlog(&matches)?,
         cluster_id,
     }))
 }
@@ -332,6 +343,14 @@ fn parse_listen(matches: &getopts::Matches, own: SocketAddr) -> Result<SocketAdd
             own.port(),
         )),
     }
+}
+
+fn parse_backlog(matches: &getopts::Matches) -> Result<u32, String> {
+    let backlog = num_opt(matches, "listen-backlog", DEFAULT_LISTEN_BACKLOG.into())?;
+    u32::try_from(backlog)
+        .ok()
+        .filter(|b| (1..=i32::MAX as u32).contains(b))
+        .ok_or_else(|| format!("--listen-backlog must be 1..={}, got {backlog}", i32::MAX))
 }
 
 fn parse_fsync(matches: &getopts::Matches) -> Result<FsyncPolicy, String> {
@@ -419,6 +438,18 @@ mod tests {
         assert_eq!(cfg.log_keep_entries, DEFAULT_LOG_KEEP_ENTRIES);
         let cfg = run("1 3 20001 --snapshot-entries 0 --log-keep-entries 5");
         assert_eq!((cfg.snapshot_entries, cfg.log_keep_entries), (0, 5));
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_to_4096_and_refuses_zero() {
+        assert_eq!(run("0 3 20000").listen_backlog, 4096);
+        assert_eq!(run("0 3 20000 --listen-backlog 128").listen_backlog, 128);
+        let args: Vec<String> = "0 3 20000 --listen-backlog 0"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let err = parse_args(&args).err().expect("refused");
+        assert!(err.contains("--listen-backlog"), "{err}");
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl Node {
             cluster_id: cfg.cluster_id,
             node_id: cfg.id,
         };
-        let (transport, waker) = Transport::bind(cfg.listen, &cfg.members, hello)?;
+        let (transport, waker) =
+            Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
         let replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
         let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|source| ServerError::Io {
             context: "cannot install signal handlers".into(),

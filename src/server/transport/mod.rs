@@ -111,11 +111,23 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
     move |source| ServerError::Io { context, source }
 }
 
+/// A non-blocking listener with `SO_REUSEADDR` (as mio's own `bind`) and our backlog.
+fn listen_on(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 impl Transport {
     /// Binds `listen` and prepares links to `members` (indexed by node id). Returns the waker
     /// helper threads use to wake the loop.
     pub fn bind(
         listen: SocketAddr,
+        backlog: u32,
         members: &[SocketAddr],
         hello: Handshake,
     ) -> Result<(Transport, Arc<Waker>), ServerError> {
@@ -123,7 +135,7 @@ impl Transport {
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?);
         let mut listener =
-            TcpListener::bind(listen).map_err(io_err(format!("cannot listen on {listen}")))?;
+            listen_on(listen, backlog).map_err(io_err(format!("cannot listen on {listen}")))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("cannot register listener"))?;
