@@ -448,7 +448,9 @@ mod tests {
             .split(' ')
             .map(String::from)
             .collect();
-        let err = parse_args(&args).err().expect("refused");
+        let Err(err) = parse_args(&args) else {
+            panic!("--listen-backlog 0 was accepted");
+        };
         assert!(err.contains("--listen-backlog"), "{err}");
     }
 
