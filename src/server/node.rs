@@ -18,9 +18,10 @@ use super::error::ServerError;
 use super::frontend::binary::Binary;
 use super::frontend::peer::{self, PEER_INPUT_BYTES_MAX};
 use super::frontend::telnet::Telnet;
+use super::frontend::web::{Web, HTTP_PREFIX};
 use super::replica::{Event, Output, Replica, ReplicaOptions};
 use super::requests::Expired;
-use super::services::{Failure, PendingRead, ReplyTo, Services};
+use super::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use super::transport::{ConnRef, Proto, ReadOutcome, Source, Transport};
 use crate::chat::{Applied, Outcome};
 use crate::raft::{Role, SoftState};
@@ -38,6 +39,7 @@ pub struct Node {
     svc: Services,
     telnet: Telnet,
     binary: Binary,
+    web: Web,
     signals: Signals,
     /// Reused between turns: what the replica produced.
     out: Output,
@@ -74,6 +76,7 @@ impl Node {
             svc: Services::new(cfg, transport, replica),
             telnet: Telnet::default(),
             binary: Binary::default(),
+            web: Web::default(),
             signals,
             out: Output::default(),
             tick,
@@ -190,10 +193,10 @@ impl Node {
                 ReadOutcome::Open => return,
                 ReadOutcome::Full => continue,
                 ReadOutcome::Closed => {
-                    // A telnet client may send its commands and half-close (`… | nc`): answer
-                    // what it sent, then close. Anything else is simply gone.
+                    // A telnet or HTTP client may send its request and half-close (`… | nc`):
+                    // answer what it sent, then close. Anything else is simply gone.
                     match self.svc.transport.get_mut(conn) {
-                        Some(c) if c.proto == Proto::Telnet => {
+                        Some(c) if matches!(c.proto, Proto::Telnet | Proto::Http) => {
                             c.closing = true;
                             self.svc.transport.mark_dirty(key);
                         }
@@ -224,6 +227,7 @@ impl Node {
                 self.read_resumed();
             }
             Some(Proto::Binary) => self.binary.handle_input(&mut self.svc, conn),
+            Some(Proto::Http | Proto::WebSocket) => self.web.handle_input(&mut self.svc, conn),
             Some(Proto::Unknown) | None => {}
         }
     }
@@ -241,7 +245,13 @@ impl Node {
         if input.is_empty() {
             return false;
         }
-        if input[0] != 0 {
+        if HTTP_PREFIX.starts_with(&input[..input.len().min(HTTP_PREFIX.len())]) {
+            // `G`, `GE`, `GET`: wait for the fourth byte; `GET ` is HTTP.
+            if input.len() < HTTP_PREFIX.len() {
+                return false;
+            }
+            self.web.open(&mut self.svc, conn);
+        } else if input[0] != 0 {
             self.telnet.open(&mut self.svc, conn);
         } else if input.len() < PEER_MAGIC.len() {
             return false;
@@ -385,11 +395,19 @@ impl Node {
             Some(ReplyTo::Binary { conn, req_id }) => {
                 Binary::answer(&mut self.svc, conn, req_id, &applied.outcome)
             }
+            Some(ReplyTo::Web {
+                conn,
+                id,
+                join_room,
+            }) => self
+                .web
+                .answer(&mut self.svc, conn, id, join_room, &applied.outcome),
             None => {}
         }
         // A retried request answered again must not be delivered twice.
         if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {
             self.telnet.push_message(&mut self.svc, *position);
+            self.web.push_message(&mut self.svc, *position);
         }
     }
 
@@ -406,13 +424,17 @@ impl Node {
                 self.read_resumed();
             }
             ReplyTo::Binary { conn, req_id } => Binary::fail(&mut self.svc, conn, req_id, failure),
+            ReplyTo::Web { conn, id, .. } => Web::fail(&mut self.svc, conn, id, failure),
         }
     }
 
     fn fail_read(&mut self, read: PendingRead, failure: &Failure) {
-        match read.query.binary_req_id() {
-            Some(req_id) => Binary::fail(&mut self.svc, read.conn, req_id, failure),
-            None => {
+        match (read.query.binary_req_id(), read.query) {
+            (Some(req_id), _) => Binary::fail(&mut self.svc, read.conn, req_id, failure),
+            (None, Query::WebRooms { id } | Query::WebHistory { id, .. }) => {
+                Web::fail(&mut self.svc, read.conn, id, failure)
+            }
+            (None, _) => {
                 self.telnet.fail(&mut self.svc, read.conn, failure);
                 self.read_resumed();
             }
@@ -425,6 +447,8 @@ impl Node {
         for read in self.svc.table.take_servable(applied) {
             if read.query.binary_req_id().is_some() {
                 Binary::serve(&mut self.svc, read.conn, read.query);
+            } else if read.query.is_web() {
+                Web::serve(&mut self.svc, read.conn, read.query);
             } else {
                 self.telnet.serve(&mut self.svc, read.conn, read.query);
                 self.read_resumed();
@@ -488,6 +512,7 @@ impl Node {
         for conn in self.svc.transport.take_closed() {
             self.telnet.closed(conn);
             self.binary.closed(conn);
+            self.web.closed(conn);
         }
     }
 }

@@ -25,6 +25,12 @@ pub enum ReplyTo {
     },
     /// A binary request with its client-chosen id.
     Binary { conn: ConnRef, req_id: u64 },
+    /// A WebSocket request with its optional client-chosen id; for `join`, the room to enter.
+    Web {
+        conn: ConnRef,
+        id: Option<u64>,
+        join_room: Option<String>,
+    },
 }
 
 /// A linearizable read, served once the state machine reached the read index.
@@ -58,6 +64,16 @@ pub enum Query {
         req_id: u64,
         prefix: String,
     },
+    /// WebSocket: the rooms, answered with the client's optional id.
+    WebRooms {
+        id: Option<u64>,
+    },
+    /// WebSocket: a room's latest `n` messages.
+    WebHistory {
+        id: Option<u64>,
+        room: String,
+        n: usize,
+    },
 }
 
 impl Query {
@@ -69,6 +85,11 @@ impl Query {
             | Query::KeyList { req_id, .. } => Some(*req_id),
             _ => None,
         }
+    }
+
+    /// True for queries that came from a WebSocket session.
+    pub fn is_web(&self) -> bool {
+        matches!(self, Query::WebRooms { .. } | Query::WebHistory { .. })
     }
 }
 

@@ -9,9 +9,7 @@ use std::collections::HashMap;
 
 use crate::chat::validate;
 use crate::chat::{Op, Outcome, SessionRef};
-use crate::proto::{
-    self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq,
-};
+use crate::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq};
 use crate::raft::Role;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};

@@ -1,0 +1,141 @@
+//! The web front-end on real processes: the chat page, `/metrics`, `/health` and error statuses
+//! over plain HTTP on the shared client port, and telnet still served next to them. Never
+//! reaches beyond 127.0.0.1; every node started is killed when the cluster drops.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{wait_for, Cluster, DEADLINE};
+
+/// A whole HTTP exchange: sends `request` raw, reads until the server closes.
+fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("response until close");
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, head.to_string(), body.to_string())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    exchange(addr, request.as_bytes())
+}
+
+#[test]
+fn page_unknown_paths_and_garbage_get_the_right_status_and_telnet_keeps_working() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let addr = cluster.addrs[1];
+    let (status, head, body) = get(addr, "/");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(body.contains("const NODE = 1;"), "the page names its node");
+    assert!(
+        body.contains(&format!("\"{}\"", cluster.addrs[2])),
+        "members listed"
+    );
+    let (status, _, _) = get(addr, "/nope");
+    assert_eq!(status, 404);
+    let (status, _, body) = exchange(addr, b"GET \x01\x02 garbage\r\n\r\n");
+    assert_eq!(status, 400, "{body}");
+    // Telnet on the same node is undisturbed, `get chatLog` included.
+    cluster.post(1, "still telnet");
+    assert!(cluster
+        .chat_log(1)
+        .iter()
+        .any(|line| line.contains("still telnet")));
+}
+
+/// Sample lines of a Prometheus text body, after checking each has its HELP and TYPE first.
+fn samples(body: &str) -> Vec<(String, f64)> {
+    let mut helped = std::collections::HashSet::new();
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap().to_string());
+        } else {
+            let (name_labels, value) = line.rsplit_once(' ').expect("name and value");
+            let name = name_labels.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(helped.contains(family), "no HELP before {line}");
+            assert!(typed.contains(family), "no TYPE before {line}");
+            out.push((
+                name_labels.to_string(),
+                value.parse().expect("numeric value"),
+            ));
+        }
+    }
+    out
+}
+
+fn sample(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+        .1
+}
+
+#[test]
+fn metrics_are_well_formed_and_counters_grow_with_traffic() {
+    let cluster = Cluster::start(3, &[]);
+    let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
+    let addr = cluster.addrs[leader];
+    let (status, head, body) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let first = samples(&body);
+    assert_eq!(sample(&first, "raftchat_server_is_leader"), 1.0);
+    assert_eq!(sample(&first, "raftchat_server_has_leader"), 1.0);
+    for i in 0..5 {
+        cluster.post(leader, &format!("counted {i}"));
+    }
+    let (_, _, body) = get(addr, "/metrics");
+    let second = samples(&body);
+    for name in [
+        "raftchat_disk_wal_syncs_total",
+        "raftchat_disk_wal_write_bytes_total",
+        "raftchat_server_commit_index",
+    ] {
+        assert!(
+            sample(&second, name) > sample(&first, name),
+            "{name} grew: {} -> {}",
+            sample(&first, name),
+            sample(&second, name)
+        );
+    }
+}
+
+#[test]
+fn health_is_ok_on_every_node_of_a_healthy_cluster() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    for &addr in &cluster.addrs {
+        let body = wait_for("a 200 from /health", DEADLINE, || {
+            let (status, _, body) = get(addr, "/health");
+            (status == 200).then_some(body)
+        });
+        let verdict: serde_json::Value = serde_json::from_str(body.trim()).expect("json");
+        assert_eq!(verdict["health"], true, "{body}");
+    }
+}
