@@ -139,3 +139,110 @@ fn health_is_ok_on_every_node_of_a_healthy_cluster() {
         assert_eq!(verdict["health"], true, "{body}");
     }
 }
+
+type WsClient = tungstenite::WebSocket<TcpStream>;
+
+/// A WebSocket client (tungstenite, blocking) on `addr`'s `/ws`.
+fn ws_connect(addr: SocketAddr) -> WsClient {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (socket, response) =
+        tungstenite::client(format!("ws://{addr}/ws"), stream).expect("WebSocket handshake");
+    assert_eq!(response.status().as_u16(), 101);
+    socket
+}
+
+/// Reads JSON messages until one satisfies `wanted`; panics on timeout or close.
+fn ws_wait(
+    socket: &mut WsClient,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let message = socket
+            .read()
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+        if let tungstenite::Message::Text(text) = message {
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON from server");
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+}
+
+fn ws_send(socket: &mut WsClient, value: serde_json::Value) {
+    socket
+        .send(tungstenite::Message::Text(value.to_string()))
+        .expect("send");
+}
+
+/// Posts `text` from the WebSocket, retrying refused posts; returns the acknowledged position.
+fn ws_post(socket: &mut WsClient, text: &str) -> u64 {
+    for id in 100.. {
+        ws_send(
+            socket,
+            serde_json::json!({"type": "msg", "id": id, "text": text}),
+        );
+        let reply = ws_wait(socket, "the post's reply", |v| v["id"] == id);
+        if reply["type"] == "ack" {
+            assert_eq!(reply["req"], "msg", "{reply}");
+            return reply["pos"].as_u64().expect("ack carries pos");
+        }
+        assert!(id < 130, "post never acknowledged: {reply}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_websocket_client_and_a_telnet_client_on_different_nodes_see_each_other() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut socket = ws_connect(cluster.addrs[1]);
+    let hello = ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
+    assert_eq!(hello["node"], 1);
+    assert_eq!(hello["members"].as_array().map(Vec::len), Some(3));
+    ws_send(
+        &mut socket,
+        serde_json::json!({"type": "nick", "id": 1, "nick": "webby"}),
+    );
+    let ack = ws_wait(&mut socket, "nick ack", |v| v["id"] == 1);
+    assert_eq!(ack["type"], "ack", "{ack}");
+
+    let mut telnet = cluster.client(0);
+    assert_eq!(
+        telnet.command("nick telly").unwrap().final_line,
+        "ack nick telly"
+    );
+    let telnet_pos = cluster.post(0, "warm-up");
+    assert!(telnet_pos > 0);
+    let reply = telnet.command("msg hello from telnet").unwrap();
+    assert!(reply.final_line.starts_with("ack "), "{reply:?}");
+    let pushed = ws_wait(&mut socket, "the telnet message", |v| {
+        v["type"] == "msg" && v["text"] == "hello from telnet"
+    });
+    assert_eq!(pushed["nick"], "telly");
+    assert_eq!(pushed["room"], "general");
+
+    let pos = ws_post(&mut socket, "hello from the browser");
+    let line = telnet.wait_push("hello from the browser");
+    assert!(line.contains("<webby> hello from the browser"), "{line}");
+    // The acknowledged position is the message's place in the log, and history shows it.
+    ws_send(
+        &mut socket,
+        serde_json::json!({"type": "history", "id": 7, "room": "general", "n": 10}),
+    );
+    let history = ws_wait(&mut socket, "history", |v| v["id"] == 7);
+    let messages = history["messages"].as_array().expect("messages");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["pos"] == pos && m["text"] == "hello from the browser"),
+        "{history}"
+    );
+    assert!(messages.iter().any(|m| m["text"] == "hello from telnet"));
+    socket.close(None).ok();
+}
