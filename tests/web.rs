@@ -246,3 +246,73 @@ fn a_websocket_client_and_a_telnet_client_on_different_nodes_see_each_other() {
     assert!(messages.iter().any(|m| m["text"] == "hello from telnet"));
     socket.close(None).ok();
 }
+
+#[test]
+fn a_websocket_session_pipelines_past_its_in_flight_bound_and_joins_rooms() {
+    let cluster = Cluster::start(3, &[]);
+    let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
+    let mut socket = ws_connect(cluster.addrs[leader]);
+    ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
+    ws_post(&mut socket, "warm-up");
+    // More requests than a session may have in flight (256): reading pauses, then resumes.
+    const SENT: u64 = 600;
+    for id in 0..SENT {
+        let request = serde_json::json!({"type": "msg", "id": id, "text": format!("p{id}")});
+        socket
+            .write(tungstenite::Message::Text(request.to_string()))
+            .expect("queue");
+    }
+    socket.flush().expect("send");
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < SENT as usize {
+        let reply = ws_wait(&mut socket, "a pipelined reply", |v| v["req"] == "msg");
+        assert_eq!(reply["type"], "ack", "{reply}");
+        assert!(acked.insert(reply["id"].as_u64().expect("id")), "{reply}");
+    }
+    ws_send(
+        &mut socket,
+        serde_json::json!({"type": "join", "id": 1, "room": "lobby"}),
+    );
+    let joined = ws_wait(&mut socket, "join ack", |v| v["id"] == 1);
+    assert_eq!(joined["room"], "lobby", "{joined}");
+    ws_send(&mut socket, serde_json::json!({"type": "rooms", "id": 2}));
+    let rooms = ws_wait(&mut socket, "rooms", |v| v["id"] == 2);
+    let names: Vec<&str> = rooms["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"lobby") && names.contains(&"general"),
+        "{rooms}"
+    );
+}
+
+#[test]
+fn an_unmasked_client_frame_is_closed_with_protocol_error_and_others_keep_chatting() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let addr = cluster.addrs[0];
+    let mut raw = TcpStream::connect(addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let handshake = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    raw.write_all(handshake.as_bytes()).unwrap();
+    // An unmasked text frame "hi" (clients must mask).
+    raw.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    let mut received = Vec::new();
+    raw.read_to_end(&mut received).expect("the server closes");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    // The last frame is a close (0x88) with code 1002.
+    let close_at = received
+        .windows(2)
+        .rposition(|w| w[0] == 0x88)
+        .expect("a close frame");
+    let code = u16::from_be_bytes([received[close_at + 2], received[close_at + 3]]);
+    assert_eq!(code, 1002);
+    let mut socket = ws_connect(addr);
+    ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
+    ws_post(&mut socket, "still here");
+}

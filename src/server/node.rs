@@ -184,6 +184,7 @@ impl Node {
             let input_max = match c.proto {
                 Proto::Telnet if self.telnet.input_paused(key) => return,
                 Proto::Binary if self.binary.pause_if_full(conn, pending_output) => return,
+                Proto::WebSocket if self.web.input_paused(key) => return,
                 Proto::Peer { .. } => PEER_INPUT_BYTES_MAX,
                 _ => CLIENT_INPUT_BYTES_MAX,
             };
@@ -279,9 +280,12 @@ impl Node {
         true
     }
 
-    /// Telnet sessions whose typed-ahead queue drained: read what waits on their sockets.
+    /// Telnet sessions whose typed-ahead queue drained, and WebSocket sessions whose in-flight
+    /// requests dropped below their bound: read what waits on their sockets.
     fn read_resumed(&mut self) {
-        for key in self.telnet.take_resumed() {
+        let mut resumed = self.telnet.take_resumed();
+        resumed.extend(self.web.take_resumed());
+        for key in resumed {
             self.read_conn(key);
         }
     }
@@ -399,9 +403,11 @@ impl Node {
                 conn,
                 id,
                 join_room,
-            }) => self
-                .web
-                .answer(&mut self.svc, conn, id, join_room, &applied.outcome),
+            }) => {
+                self.web
+                    .answer(&mut self.svc, conn, id, join_room, &applied.outcome);
+                self.read_resumed();
+            }
             None => {}
         }
         // A retried request answered again must not be delivered twice.
@@ -424,7 +430,10 @@ impl Node {
                 self.read_resumed();
             }
             ReplyTo::Binary { conn, req_id } => Binary::fail(&mut self.svc, conn, req_id, failure),
-            ReplyTo::Web { conn, id, .. } => Web::fail(&mut self.svc, conn, id, failure),
+            ReplyTo::Web { conn, id, .. } => {
+                self.web.fail(&mut self.svc, conn, id, failure);
+                self.read_resumed();
+            }
         }
     }
 
@@ -432,7 +441,8 @@ impl Node {
         match (read.query.binary_req_id(), read.query) {
             (Some(req_id), _) => Binary::fail(&mut self.svc, read.conn, req_id, failure),
             (None, Query::WebRooms { id } | Query::WebHistory { id, .. }) => {
-                Web::fail(&mut self.svc, read.conn, id, failure)
+                self.web.fail(&mut self.svc, read.conn, id, failure);
+                self.read_resumed();
             }
             (None, _) => {
                 self.telnet.fail(&mut self.svc, read.conn, failure);
@@ -448,7 +458,8 @@ impl Node {
             if read.query.binary_req_id().is_some() {
                 Binary::serve(&mut self.svc, read.conn, read.query);
             } else if read.query.is_web() {
-                Web::serve(&mut self.svc, read.conn, read.query);
+                self.web.serve(&mut self.svc, read.conn, read.query);
+                self.read_resumed();
             } else {
                 self.telnet.serve(&mut self.svc, read.conn, read.query);
                 self.read_resumed();

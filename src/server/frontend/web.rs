@@ -24,6 +24,9 @@ use crate::web::{page, ws};
 pub const HTTP_PREFIX: &[u8] = b"GET ";
 /// A WebSocket client whose unsent output passes this bound is too slow for live delivery.
 const WS_OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// Requests a session may have in flight; past this its socket is not read until some finish
+/// (one read buffer of requests may start past it: the bound is checked before each read).
+const WS_IN_FLIGHT_MAX: usize = 256;
 
 /// One browser's chat session on an upgraded connection.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ struct WsSession {
     room: String,
     /// Rooms whose messages are pushed live.
     joined: Vec<String>,
+    /// Writes and reads started and not yet answered.
+    in_flight: usize,
 }
 
 impl WsSession {
@@ -43,6 +48,7 @@ impl WsSession {
             nick: "anonymous".to_string(),
             room: DEFAULT_ROOM.to_string(),
             joined: vec![DEFAULT_ROOM.to_string()],
+            in_flight: 0,
         }
     }
 }
@@ -61,6 +67,8 @@ enum WebConn {
 #[derive(Default)]
 pub struct Web {
     conns: HashMap<usize, (ConnRef, WebConn)>,
+    /// Sessions whose in-flight requests dropped below the bound: read their sockets again.
+    resumed: Vec<usize>,
 }
 
 impl Web {
@@ -84,6 +92,48 @@ impl Web {
         match self.state(conn)? {
             WebConn::WebSocket(session) => Some(session),
             WebConn::Http { .. } => None,
+        }
+    }
+
+    /// True while a session has [`WS_IN_FLIGHT_MAX`] requests in flight: do not read it.
+    pub fn input_paused(&self, key: usize) -> bool {
+        matches!(
+            self.conns.get(&key),
+            Some((_, WebConn::WebSocket(s))) if s.in_flight >= WS_IN_FLIGHT_MAX
+        )
+    }
+
+    /// Sessions to read again (their in-flight requests dropped below the bound).
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// One in-flight request of `conn` finished.
+    fn finished(&mut self, conn: ConnRef) {
+        if let Some(session) = self.session(conn) {
+            let was_paused = session.in_flight >= WS_IN_FLIGHT_MAX;
+            session.in_flight = session.in_flight.saturating_sub(1);
+            if was_paused && session.in_flight < WS_IN_FLIGHT_MAX {
+                self.resumed.push(conn.key);
+            }
+        }
+    }
+
+    /// Counts a started request, or answers its immediate failure.
+    fn started(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        id: Option<u64>,
+        result: Result<u64, Failure>,
+    ) {
+        match result {
+            Ok(_) => {
+                if let Some(session) = self.session(conn) {
+                    session.in_flight += 1;
+                }
+            }
+            Err(failure) => send_text(svc, conn, &wsjson::encode_err(id, failure.text())),
         }
     }
 
@@ -231,11 +281,13 @@ impl Web {
             WsRequest::Msg { room, text } => {
                 let room = room.unwrap_or_else(|| session.room.clone());
                 let nick = session.nick.clone();
-                write(svc, conn, id, Op::Post { room, nick, text }, None);
+                let started = write(svc, conn, id, Op::Post { room, nick, text }, None);
+                self.started(svc, conn, id, started);
             }
             WsRequest::Join { room } => {
                 let op = Op::CreateRoom { room: room.clone() };
-                write(svc, conn, id, op, Some(room));
+                let started = write(svc, conn, id, op, Some(room));
+                self.started(svc, conn, id, started);
             }
             WsRequest::Nick { nick } => {
                 session.nick = nick.clone();
@@ -246,10 +298,14 @@ impl Web {
                 let reply = session.leave(id, &room);
                 send_text(svc, conn, &reply);
             }
-            WsRequest::Rooms => read(svc, conn, id, Query::WebRooms { id }),
+            WsRequest::Rooms => {
+                let started = read(svc, conn, Query::WebRooms { id });
+                self.started(svc, conn, id, started);
+            }
             WsRequest::History { room, n } => {
                 let room = room.unwrap_or_else(|| session.room.clone());
-                read(svc, conn, id, Query::WebHistory { id, room, n });
+                let started = read(svc, conn, Query::WebHistory { id, room, n });
+                self.started(svc, conn, id, started);
             }
         }
     }
@@ -264,6 +320,7 @@ impl Web {
         join_room: Option<String>,
         outcome: &Outcome,
     ) {
+        self.finished(conn);
         let reply = match outcome {
             Outcome::Posted { position } => {
                 wsjson::encode_ack(id, "msg", &[("pos", json!(position))])
@@ -281,13 +338,17 @@ impl Web {
         send_text(svc, conn, &reply);
     }
 
-    /// A failed WebSocket request.
-    pub fn fail(svc: &mut Services, conn: ConnRef, id: Option<u64>, failure: &Failure) {
+    /// A failed in-flight WebSocket request.
+    pub fn fail(&mut self, svc: &mut Services, conn: ConnRef, id: Option<u64>, failure: &Failure) {
+        self.finished(conn);
         send_text(svc, conn, &wsjson::encode_err(id, failure.text()));
     }
 
     /// Answers a WebSocket read whose read index has been applied.
-    pub fn serve(svc: &mut Services, conn: ConnRef, query: Query) {
+    pub fn serve(&mut self, svc: &mut Services, conn: ConnRef, query: Query) {
+        if query.is_web() {
+            self.finished(conn);
+        }
         let reply = match query {
             Query::WebRooms { id } => wsjson::encode_rooms(id, &svc.replica.sm().rooms()),
             Query::WebHistory { id, room, n } => {
@@ -384,21 +445,23 @@ fn close_ws(svc: &mut Services, conn: ConnRef, code: u16, reason: &str) {
     }
 }
 
-fn write(svc: &mut Services, conn: ConnRef, id: Option<u64>, op: Op, join_room: Option<String>) {
+fn write(
+    svc: &mut Services,
+    conn: ConnRef,
+    id: Option<u64>,
+    op: Op,
+    join_room: Option<String>,
+) -> Result<u64, Failure> {
     let reply = ReplyTo::Web {
         conn,
         id,
         join_room,
     };
-    if let Err(failure) = svc.start_write(op, None, reply) {
-        Web::fail(svc, conn, id, &failure);
-    }
+    svc.start_write(op, None, reply)
 }
 
-fn read(svc: &mut Services, conn: ConnRef, id: Option<u64>, query: Query) {
-    if let Err(failure) = svc.start_read(PendingRead { conn, query }) {
-        Web::fail(svc, conn, id, &failure);
-    }
+fn read(svc: &mut Services, conn: ConnRef, query: Query) -> Result<u64, Failure> {
+    svc.start_read(PendingRead { conn, query })
 }
 
 /// The response to a routed plain-HTTP request.
