@@ -116,6 +116,7 @@ fn metrics_are_well_formed_and_counters_grow_with_traffic() {
         "raftchat_disk_wal_syncs_total",
         "raftchat_disk_wal_write_bytes_total",
         "raftchat_server_commit_index",
+        "raftchat_server_proposals_applied_total",
     ] {
         assert!(
             sample(&second, name) > sample(&first, name),

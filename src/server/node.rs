@@ -351,6 +351,9 @@ impl Node {
                         .origin
                         .filter(|o| o.node == self.svc.cfg.id)
                         .map(|o| o.req);
+                    if ours.is_some() {
+                        self.svc.writes.applied += 1;
+                    }
                     let answered = self.svc.table.on_applied(index, ours, &mut overwritten);
                     for reply in overwritten.drain(..) {
                         let failure =
@@ -424,6 +427,7 @@ impl Node {
     }
 
     fn fail_reply(&mut self, reply: ReplyTo, failure: &Failure) {
+        self.svc.writes.failed += 1;
         match reply {
             ReplyTo::Telnet { conn, .. } => {
                 self.telnet.fail(&mut self.svc, conn, failure);

@@ -156,6 +156,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes this node started for its clients (proposed here or forwarded), and how they ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteCounts {
+    /// `start_write` succeeded: proposed or forwarded.
+    pub started: u64,
+    /// Their entries were applied here (forwarded ones included).
+    pub applied: u64,
+    /// Answered with a failure after starting (a timed-out write may still be applied later).
+    pub failed: u64,
+}
+
 pub struct Services {
     pub cfg: ServerConfig,
     pub transport: Transport,
@@ -165,6 +176,8 @@ pub struct Services {
     pub early_acks: Vec<u64>,
     /// A stale read or an early ack was queued: serve them before sleeping.
     pub dirty_soon: bool,
+    /// For `/metrics`.
+    pub writes: WriteCounts,
     /// Scratch buffer for encoding commands.
     scratch: Vec<u8>,
 }
@@ -181,6 +194,7 @@ impl Services {
             table: RequestTable::new(now_ms() * 1000, timeout),
             early_acks: Vec::new(),
             dirty_soon: false,
+            writes: WriteCounts::default(),
             scratch: Vec::new(),
         }
     }
@@ -240,6 +254,7 @@ impl Services {
                     }
                 }
                 self.table.insert_write(req, reply, forward_to);
+                self.writes.started += 1;
                 Ok(req)
             }
             Err(e) => Err(Failure::NotStored(format!(

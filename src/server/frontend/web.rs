@@ -502,8 +502,9 @@ fn health_input(svc: &Services) -> HealthInput {
     }
 }
 
-/// Fills a [`Metrics`] from what the replica and the transport count. Families with nothing
-/// behind them yet (latency histograms, per-request counters) stay at zero.
+/// Fills a [`Metrics`] from what the replica, the services and the transport count. Families
+/// with nothing behind them yet (latency histograms, match lag, per-request counters) stay at
+/// zero.
 fn metrics_of(svc: &Services) -> Metrics {
     let replica = &svc.replica;
     let stats = replica.stats();
@@ -515,6 +516,14 @@ fn metrics_of(svc: &Services) -> Metrics {
     server.leader_changes_seen = stats.leader_changes;
     server.commit_index = replica.commit_index();
     server.apply_index = replica.sm().applied_index();
+    // Known when applied, which follows commit within the same turn or the next.
+    let writes = svc.writes;
+    server.proposals_committed = writes.applied;
+    server.proposals_applied = writes.applied;
+    server.proposals_failed = writes.failed;
+    server.proposals_pending = writes
+        .started
+        .saturating_sub(writes.applied + writes.failed);
     let wal = &mut m.wal;
     wal.bytes_written = replica.wal_bytes_written();
     wal.syncs = stats.syncs;
