@@ -18,9 +18,10 @@ use super::error::ServerError;
 use super::frontend::binary::Binary;
 use super::frontend::peer::{self, PEER_INPUT_BYTES_MAX};
 use super::frontend::telnet::Telnet;
+use super::frontend::web::{Web, HTTP_PREFIX};
 use super::replica::{Event, Output, Replica, ReplicaOptions};
 use super::requests::Expired;
-use super::services::{Failure, PendingRead, ReplyTo, Services};
+use super::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use super::transport::{ConnRef, Proto, ReadOutcome, Source, Transport};
 use crate::chat::{Applied, Outcome};
 use crate::raft::{Role, SoftState};
@@ -38,6 +39,7 @@ pub struct Node {
     svc: Services,
     telnet: Telnet,
     binary: Binary,
+    web: Web,
     signals: Signals,
     /// Reused between turns: what the replica produced.
     out: Output,
@@ -75,6 +77,7 @@ impl Node {
             svc: Services::new(cfg, transport, replica),
             telnet: Telnet::default(),
             binary: Binary::default(),
+            web: Web::default(),
             signals,
             out: Output::default(),
             tick,
@@ -182,6 +185,7 @@ impl Node {
             let input_max = match c.proto {
                 Proto::Telnet if self.telnet.input_paused(key) => return,
                 Proto::Binary if self.binary.pause_if_full(conn, pending_output) => return,
+                Proto::WebSocket if self.web.input_paused(key) => return,
                 Proto::Peer { .. } => PEER_INPUT_BYTES_MAX,
                 _ => CLIENT_INPUT_BYTES_MAX,
             };
@@ -191,10 +195,10 @@ impl Node {
                 ReadOutcome::Open => return,
                 ReadOutcome::Full => continue,
                 ReadOutcome::Closed => {
-                    // A telnet client may send its commands and half-close (`… | nc`): answer
-                    // what it sent, then close. Anything else is simply gone.
+                    // A telnet or HTTP client may send its request and half-close (`… | nc`):
+                    // answer what it sent, then close. Anything else is simply gone.
                     match self.svc.transport.get_mut(conn) {
-                        Some(c) if c.proto == Proto::Telnet => {
+                        Some(c) if matches!(c.proto, Proto::Telnet | Proto::Http) => {
                             c.closing = true;
                             self.svc.transport.mark_dirty(key);
                         }
@@ -225,6 +229,7 @@ impl Node {
                 self.read_resumed();
             }
             Some(Proto::Binary) => self.binary.handle_input(&mut self.svc, conn),
+            Some(Proto::Http | Proto::WebSocket) => self.web.handle_input(&mut self.svc, conn),
             Some(Proto::Unknown) | None => {}
         }
     }
@@ -242,7 +247,13 @@ impl Node {
         if input.is_empty() {
             return false;
         }
-        if input[0] != 0 {
+        if HTTP_PREFIX.starts_with(&input[..input.len().min(HTTP_PREFIX.len())]) {
+            // `G`, `GE`, `GET`: wait for the fourth byte; `GET ` is HTTP.
+            if input.len() < HTTP_PREFIX.len() {
+                return false;
+            }
+            self.web.open(&mut self.svc, conn);
+        } else if input[0] != 0 {
             self.telnet.open(&mut self.svc, conn);
         } else if input.len() < PEER_MAGIC.len() {
             return false;
@@ -270,9 +281,12 @@ impl Node {
         true
     }
 
-    /// Telnet sessions whose typed-ahead queue drained: read what waits on their sockets.
+    /// Telnet sessions whose typed-ahead queue drained, and WebSocket sessions whose in-flight
+    /// requests dropped below their bound: read what waits on their sockets.
     fn read_resumed(&mut self) {
-        for key in self.telnet.take_resumed() {
+        let mut resumed = self.telnet.take_resumed();
+        resumed.extend(self.web.take_resumed());
+        for key in resumed {
             self.read_conn(key);
         }
     }
@@ -338,6 +352,9 @@ impl Node {
                         .origin
                         .filter(|o| o.node == self.svc.cfg.id)
                         .map(|o| o.req);
+                    if ours.is_some() {
+                        self.svc.writes.applied += 1;
+                    }
                     let answered = self.svc.table.on_applied(index, ours, &mut overwritten);
                     for reply in overwritten.drain(..) {
                         let failure =
@@ -386,11 +403,21 @@ impl Node {
             Some(ReplyTo::Binary { conn, req_id }) => {
                 Binary::answer(&mut self.svc, conn, req_id, &applied.outcome)
             }
+            Some(ReplyTo::Web {
+                conn,
+                id,
+                join_room,
+            }) => {
+                self.web
+                    .answer(&mut self.svc, conn, id, join_room, &applied.outcome);
+                self.read_resumed();
+            }
             None => {}
         }
         // A retried request answered again must not be delivered twice.
         if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {
             self.telnet.push_message(&mut self.svc, *position);
+            self.web.push_message(&mut self.svc, *position);
         }
     }
 
@@ -401,19 +428,28 @@ impl Node {
     }
 
     fn fail_reply(&mut self, reply: ReplyTo, failure: &Failure) {
+        self.svc.writes.failed += 1;
         match reply {
             ReplyTo::Telnet { conn, .. } => {
                 self.telnet.fail(&mut self.svc, conn, failure);
                 self.read_resumed();
             }
             ReplyTo::Binary { conn, req_id } => Binary::fail(&mut self.svc, conn, req_id, failure),
+            ReplyTo::Web { conn, id, .. } => {
+                self.web.fail(&mut self.svc, conn, id, failure);
+                self.read_resumed();
+            }
         }
     }
 
     fn fail_read(&mut self, read: PendingRead, failure: &Failure) {
-        match read.query.binary_req_id() {
-            Some(req_id) => Binary::fail(&mut self.svc, read.conn, req_id, failure),
-            None => {
+        match (read.query.binary_req_id(), read.query) {
+            (Some(req_id), _) => Binary::fail(&mut self.svc, read.conn, req_id, failure),
+            (None, Query::WebRooms { id } | Query::WebHistory { id, .. }) => {
+                self.web.fail(&mut self.svc, read.conn, id, failure);
+                self.read_resumed();
+            }
+            (None, _) => {
                 self.telnet.fail(&mut self.svc, read.conn, failure);
                 self.read_resumed();
             }
@@ -426,6 +462,9 @@ impl Node {
         for read in self.svc.table.take_servable(applied) {
             if read.query.binary_req_id().is_some() {
                 Binary::serve(&mut self.svc, read.conn, read.query);
+            } else if read.query.is_web() {
+                self.web.serve(&mut self.svc, read.conn, read.query);
+                self.read_resumed();
             } else {
                 self.telnet.serve(&mut self.svc, read.conn, read.query);
                 self.read_resumed();
@@ -489,6 +528,7 @@ impl Node {
         for conn in self.svc.transport.take_closed() {
             self.telnet.closed(conn);
             self.binary.closed(conn);
+            self.web.closed(conn);
         }
     }
 }

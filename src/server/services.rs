@@ -25,6 +25,12 @@ pub enum ReplyTo {
     },
     /// A binary request with its client-chosen id.
     Binary { conn: ConnRef, req_id: u64 },
+    /// A WebSocket request with its optional client-chosen id; for `join`, the room to enter.
+    Web {
+        conn: ConnRef,
+        id: Option<u64>,
+        join_room: Option<String>,
+    },
 }
 
 /// A linearizable read, served once the state machine reached the read index.
@@ -58,6 +64,16 @@ pub enum Query {
         req_id: u64,
         prefix: String,
     },
+    /// WebSocket: the rooms, answered with the client's optional id.
+    WebRooms {
+        id: Option<u64>,
+    },
+    /// WebSocket: a room's latest `n` messages.
+    WebHistory {
+        id: Option<u64>,
+        room: String,
+        n: usize,
+    },
 }
 
 impl Query {
@@ -69,6 +85,11 @@ impl Query {
             | Query::KeyList { req_id, .. } => Some(*req_id),
             _ => None,
         }
+    }
+
+    /// True for queries that came from a WebSocket session.
+    pub fn is_web(&self) -> bool {
+        matches!(self, Query::WebRooms { .. } | Query::WebHistory { .. })
     }
 }
 
@@ -135,6 +156,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes this node started for its clients (proposed here or forwarded), and how they ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteCounts {
+    /// `start_write` succeeded: proposed or forwarded.
+    pub started: u64,
+    /// Their entries were applied here (forwarded ones included).
+    pub applied: u64,
+    /// Answered with a failure after starting (a timed-out write may still be applied later).
+    pub failed: u64,
+}
+
 pub struct Services {
     pub cfg: ServerConfig,
     pub transport: Transport,
@@ -144,6 +176,8 @@ pub struct Services {
     pub early_acks: Vec<u64>,
     /// A stale read or an early ack was queued: serve them before sleeping.
     pub dirty_soon: bool,
+    /// For `/metrics`.
+    pub writes: WriteCounts,
     /// Scratch buffer for encoding commands.
     scratch: Vec<u8>,
 }
@@ -160,6 +194,7 @@ impl Services {
             table: RequestTable::new(now_ms() * 1000, timeout),
             early_acks: Vec::new(),
             dirty_soon: false,
+            writes: WriteCounts::default(),
             scratch: Vec::new(),
         }
     }
@@ -219,6 +254,7 @@ impl Services {
                     }
                 }
                 self.table.insert_write(req, reply, forward_to);
+                self.writes.started += 1;
                 Ok(req)
             }
             Err(e) => Err(Failure::NotStored(format!(

@@ -5,7 +5,9 @@
 //! - [`telnet`]: command lines, `ack`/`end`/`err` replies, live delivery to rooms.
 //! - [`binary`]: the binary client protocol (`proto`): pipelined, exactly-once.
 //! - [`peer`]: inbound links from other members: handshake, then Raft and snapshot frames.
+//! - [`web`]: HTTP (chat page, `/metrics`, `/health`) and WebSocket chat sessions.
 
 pub mod binary;
 pub mod peer;
 pub mod telnet;
+pub mod web;

@@ -531,8 +531,9 @@ impl Telnet {
             return;
         }
         match query {
-            // Binary queries are answered by `binary`; none reaches a telnet session.
+            // Binary and web queries are answered by their front-ends; none reaches telnet.
             Query::LogPage { .. } | Query::Value { .. } | Query::KeyList { .. } => {}
+            Query::WebRooms { .. } | Query::WebHistory { .. } => {}
             Query::ChatLog => {
                 let last_position = svc.replica.sm().last_position();
                 if let Some(session) = self.session(conn) {

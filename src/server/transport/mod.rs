@@ -63,6 +63,10 @@ pub enum Proto {
     Peer {
         node: NodeId,
     },
+    /// An HTTP/1.1 client (page, metrics, health), one request per connection.
+    Http,
+    /// A WebSocket chat session, after a `GET /ws` upgrade.
+    WebSocket,
 }
 
 pub struct Conn {
@@ -278,6 +282,11 @@ impl Transport {
 
     pub fn get_mut(&mut self, conn: ConnRef) -> Option<&mut Conn> {
         self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)
+    }
+
+    /// The protocol of every accepted connection (for the metrics endpoint).
+    pub fn protocols(&self) -> impl Iterator<Item = Proto> + '_ {
+        self.conns.iter().map(|(_, c)| c.proto)
     }
 
     pub fn by_key(&self, key: usize) -> Option<&Conn> {

@@ -1,0 +1,549 @@
+//! The web front-end: HTTP/1.1 on the client port (the chat page, `/metrics`, `/health`) and,
+//! after `GET /ws`, the WebSocket chat sessions.
+//!
+//! It owns the per-connection web state and turns request heads into responses with the pure
+//! pieces in `crate::web` (head parser, page, health verdict) and `crate::metrics`. Every plain
+//! HTTP response closes the connection (`Connection: close`): one request per connection. It
+//! never parses a byte itself and never reaches into Raft: what it reports comes from the
+//! replica's public counters.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::super::services::{Failure, PendingRead, Query, ReplyTo, Services};
+use super::super::transport::{ConnRef, Proto};
+use crate::chat::{Op, Outcome, DEFAULT_ROOM};
+use crate::metrics::Metrics;
+use crate::web::health::{health, HealthInput};
+use crate::web::http::{self, Check, Invalid, Route};
+use crate::web::json::{self as wsjson, Envelope, WsRequest};
+use crate::web::{page, ws};
+
+/// The first bytes that select HTTP on the shared client port.
+pub const HTTP_PREFIX: &[u8] = b"GET ";
+/// A WebSocket client whose unsent output passes this bound is too slow for live delivery.
+const WS_OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// Requests a session may have in flight; past this its socket is not read until some finish
+/// (one read buffer of requests may start past it: the bound is checked before each read).
+const WS_IN_FLIGHT_MAX: usize = 256;
+
+/// One browser's chat session on an upgraded connection.
+#[derive(Debug)]
+struct WsSession {
+    decoder: ws::Decoder,
+    nick: String,
+    /// Where `msg` without a room posts.
+    room: String,
+    /// Rooms whose messages are pushed live.
+    joined: Vec<String>,
+    /// Writes and reads started and not yet answered.
+    in_flight: usize,
+}
+
+impl WsSession {
+    fn new() -> WsSession {
+        WsSession {
+            decoder: ws::Decoder::new(),
+            nick: "anonymous".to_string(),
+            room: DEFAULT_ROOM.to_string(),
+            joined: vec![DEFAULT_ROOM.to_string()],
+            in_flight: 0,
+        }
+    }
+}
+
+/// Per-connection web state.
+#[derive(Debug)]
+enum WebConn {
+    /// Waiting for a request head; `answered` once the response is queued (then closing).
+    Http {
+        answered: bool,
+    },
+    WebSocket(WsSession),
+}
+
+/// Every web connection on the node, by connection key.
+#[derive(Default)]
+pub struct Web {
+    conns: HashMap<usize, (ConnRef, WebConn)>,
+    /// Sessions whose in-flight requests dropped below the bound: read their sockets again.
+    resumed: Vec<usize>,
+}
+
+impl Web {
+    /// Takes over a connection whose first bytes are [`HTTP_PREFIX`].
+    pub fn open(&mut self, svc: &mut Services, conn: ConnRef) {
+        if let Some(c) = svc.transport.get_mut(conn) {
+            c.proto = Proto::Http;
+            let state = WebConn::Http { answered: false };
+            self.conns.insert(conn.key, (conn, state));
+        }
+    }
+
+    fn state(&mut self, conn: ConnRef) -> Option<&mut WebConn> {
+        self.conns
+            .get_mut(&conn.key)
+            .filter(|(r, _)| *r == conn)
+            .map(|(_, state)| state)
+    }
+
+    fn session(&mut self, conn: ConnRef) -> Option<&mut WsSession> {
+        match self.state(conn)? {
+            WebConn::WebSocket(session) => Some(session),
+            WebConn::Http { .. } => None,
+        }
+    }
+
+    /// True while a session has [`WS_IN_FLIGHT_MAX`] requests in flight: do not read it.
+    pub fn input_paused(&self, key: usize) -> bool {
+        matches!(
+            self.conns.get(&key),
+            Some((_, WebConn::WebSocket(s))) if s.in_flight >= WS_IN_FLIGHT_MAX
+        )
+    }
+
+    /// Sessions to read again (their in-flight requests dropped below the bound).
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// One in-flight request of `conn` finished.
+    fn finished(&mut self, conn: ConnRef) {
+        if let Some(session) = self.session(conn) {
+            let was_paused = session.in_flight >= WS_IN_FLIGHT_MAX;
+            session.in_flight = session.in_flight.saturating_sub(1);
+            if was_paused && session.in_flight < WS_IN_FLIGHT_MAX {
+                self.resumed.push(conn.key);
+            }
+        }
+    }
+
+    /// Counts a started request, or answers its immediate failure.
+    fn started(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        id: Option<u64>,
+        result: Result<u64, Failure>,
+    ) {
+        match result {
+            Ok(_) => {
+                if let Some(session) = self.session(conn) {
+                    session.in_flight += 1;
+                }
+            }
+            Err(failure) => send_text(svc, conn, &wsjson::encode_err(id, failure.text())),
+        }
+    }
+
+    /// Handles what arrived on an HTTP or WebSocket connection.
+    pub fn handle_input(&mut self, svc: &mut Services, conn: ConnRef) {
+        match self.state(conn) {
+            Some(WebConn::Http { answered: false }) => self.handle_http(svc, conn),
+            Some(WebConn::WebSocket(_)) => self.handle_frames(svc, conn),
+            Some(WebConn::Http { answered: true }) => {
+                // One request per connection: what follows the first is ignored.
+                if let Some(c) = svc.transport.get_mut(conn) {
+                    let n = c.buffers.input().len();
+                    c.buffers.consume(n);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// A request head: answered and closed, or upgraded to a WebSocket session.
+    fn handle_http(&mut self, svc: &mut Services, conn: ConnRef) {
+        let Some(c) = svc.transport.get(conn) else {
+            return;
+        };
+        let input = c.buffers.input();
+        let len = match http::check(input) {
+            Check::Incomplete => return,
+            Check::Invalid(invalid) => return self.refuse(svc, conn, invalid),
+            Check::Complete(len) => len,
+        };
+        let routed = http::parse(&input[..len]).and_then(|req| {
+            let route = http::route(&req)?;
+            let accept = match route {
+                Route::WebSocket => Some(ws::check_handshake(&req)?),
+                _ => None,
+            };
+            Ok((route, accept))
+        });
+        if let Some(c) = svc.transport.get_mut(conn) {
+            c.buffers.consume(len);
+        }
+        match routed {
+            Err(invalid) => self.refuse(svc, conn, invalid),
+            Ok((_, Some(accept))) => self.upgrade(svc, conn, &accept),
+            Ok((route, None)) => {
+                let response = respond(svc, route);
+                self.answered(svc, conn, &response);
+            }
+        }
+    }
+
+    fn refuse(&mut self, svc: &mut Services, conn: ConnRef, invalid: Invalid) {
+        let mut out = Vec::new();
+        http::write_error(&mut out, invalid);
+        self.answered(svc, conn, &out);
+    }
+
+    /// Queues a whole response and closes once it is sent.
+    fn answered(&mut self, svc: &mut Services, conn: ConnRef, response: &[u8]) {
+        if let Some(state) = self.state(conn) {
+            *state = WebConn::Http { answered: true };
+        }
+        if let Some(out) = svc.transport.output(conn) {
+            out.extend_from_slice(response);
+        }
+        if let Some(c) = svc.transport.get_mut(conn) {
+            c.closing = true;
+        }
+    }
+
+    /// `101 Switching Protocols`, then `hello`; frames already received are handled.
+    fn upgrade(&mut self, svc: &mut Services, conn: ConnRef, accept: &str) {
+        let Some(state) = self.state(conn) else {
+            return;
+        };
+        *state = WebConn::WebSocket(WsSession::new());
+        if let Some(c) = svc.transport.get_mut(conn) {
+            c.proto = Proto::WebSocket;
+        }
+        if let Some(out) = svc.transport.output(conn) {
+            ws::write_handshake_response(out, accept);
+        }
+        let members: Vec<String> = svc.cfg.members.iter().map(|a| a.to_string()).collect();
+        send_text(svc, conn, &wsjson::encode_hello(svc.cfg.id, &members));
+        self.handle_frames(svc, conn);
+    }
+
+    /// Decodes the frames received so far and handles their events.
+    fn handle_frames(&mut self, svc: &mut Services, conn: ConnRef) {
+        let Some(c) = svc.transport.get_mut(conn) else {
+            return;
+        };
+        let Some((_, WebConn::WebSocket(session))) =
+            self.conns.get_mut(&conn.key).filter(|(r, _)| *r == conn)
+        else {
+            return;
+        };
+        let decoded = session.decoder.decode_all(c.buffers.input());
+        match decoded {
+            Ok((events, used)) => {
+                c.buffers.consume(used);
+                for event in events {
+                    self.on_event(svc, conn, event);
+                }
+            }
+            Err(failure) => close_ws(svc, conn, failure.code, failure.reason),
+        }
+    }
+
+    fn on_event(&mut self, svc: &mut Services, conn: ConnRef, event: ws::Event) {
+        if svc.transport.get(conn).is_none_or(|c| c.closing) {
+            return;
+        }
+        match event {
+            ws::Event::Text(text) => match wsjson::decode_request(&text) {
+                Ok(envelope) => self.handle_request(svc, conn, envelope),
+                Err(e) => send_text(svc, conn, &wsjson::encode_err(e.id, &e.reason)),
+            },
+            ws::Event::Binary(_) => {
+                close_ws(svc, conn, ws::CLOSE_UNSUPPORTED_DATA, "text frames only")
+            }
+            ws::Event::Ping(payload) => {
+                if let Some(out) = svc.transport.output(conn) {
+                    ws::encode_pong(out, &payload);
+                }
+            }
+            ws::Event::Pong(_) => {}
+            ws::Event::Close { code, .. } => {
+                if let Some(out) = svc.transport.output(conn) {
+                    ws::encode_close_reply(out, code);
+                }
+                if let Some(c) = svc.transport.get_mut(conn) {
+                    c.closing = true;
+                }
+            }
+        }
+    }
+
+    fn handle_request(&mut self, svc: &mut Services, conn: ConnRef, envelope: Envelope) {
+        let Some(session) = self.session(conn) else {
+            return;
+        };
+        let id = envelope.id;
+        match envelope.request {
+            WsRequest::Msg { room, text } => {
+                let room = room.unwrap_or_else(|| session.room.clone());
+                let nick = session.nick.clone();
+                let started = write(svc, conn, id, Op::Post { room, nick, text }, None);
+                self.started(svc, conn, id, started);
+            }
+            WsRequest::Join { room } => {
+                let op = Op::CreateRoom { room: room.clone() };
+                let started = write(svc, conn, id, op, Some(room));
+                self.started(svc, conn, id, started);
+            }
+            WsRequest::Nick { nick } => {
+                session.nick = nick.clone();
+                let ack = wsjson::encode_ack(id, "nick", &[("nick", json!(nick))]);
+                send_text(svc, conn, &ack);
+            }
+            WsRequest::Leave { room } => {
+                let reply = session.leave(id, &room);
+                send_text(svc, conn, &reply);
+            }
+            WsRequest::Rooms => {
+                let started = read(svc, conn, Query::WebRooms { id });
+                self.started(svc, conn, id, started);
+            }
+            WsRequest::History { room, n } => {
+                let room = room.unwrap_or_else(|| session.room.clone());
+                let started = read(svc, conn, Query::WebHistory { id, room, n });
+                self.started(svc, conn, id, started);
+            }
+        }
+    }
+
+    /// The reply to a WebSocket write whose entry was applied (only then: a message shown as
+    /// sent is committed).
+    pub fn answer(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        id: Option<u64>,
+        join_room: Option<String>,
+        outcome: &Outcome,
+    ) {
+        self.finished(conn);
+        let reply = match outcome {
+            Outcome::Posted { position } => {
+                wsjson::encode_ack(id, "msg", &[("pos", json!(position))])
+            }
+            Outcome::RoomCreated { .. } => {
+                let room = join_room.unwrap_or_default();
+                if let Some(session) = self.session(conn) {
+                    session.join(&room);
+                }
+                wsjson::encode_ack(id, "join", &[("room", json!(room))])
+            }
+            Outcome::Rejected(reason) => wsjson::encode_err(id, reason),
+            other => wsjson::encode_err(id, &format!("unexpected outcome {other:?}")),
+        };
+        send_text(svc, conn, &reply);
+    }
+
+    /// A failed in-flight WebSocket request.
+    pub fn fail(&mut self, svc: &mut Services, conn: ConnRef, id: Option<u64>, failure: &Failure) {
+        self.finished(conn);
+        send_text(svc, conn, &wsjson::encode_err(id, failure.text()));
+    }
+
+    /// Answers a WebSocket read whose read index has been applied.
+    pub fn serve(&mut self, svc: &mut Services, conn: ConnRef, query: Query) {
+        if query.is_web() {
+            self.finished(conn);
+        }
+        let reply = match query {
+            Query::WebRooms { id } => wsjson::encode_rooms(id, &svc.replica.sm().rooms()),
+            Query::WebHistory { id, room, n } => {
+                let sm = svc.replica.sm();
+                if !sm.room_exists(&room) {
+                    wsjson::encode_err(id, &format!("unknown room #{room}"))
+                } else {
+                    let messages: Vec<_> = sm.room_history(&room, n).into_iter().cloned().collect();
+                    wsjson::encode_history(id, &room, &messages)
+                }
+            }
+            // Other queries belong to telnet and binary sessions.
+            _ => return,
+        };
+        send_text(svc, conn, &reply);
+    }
+
+    /// Live delivery of a newly applied message to the sessions that joined its room.
+    pub fn push_message(&mut self, svc: &mut Services, position: u64) {
+        let Some(message) = svc.replica.sm().message(position) else {
+            return;
+        };
+        let mut frame = Vec::new();
+        ws::encode_text(&mut frame, &wsjson::encode_message(message));
+        let mut too_slow = Vec::new();
+        for (conn, state) in self.conns.values() {
+            let WebConn::WebSocket(session) = state else {
+                continue;
+            };
+            if !session.joined.contains(&message.room) {
+                continue;
+            }
+            let Some(out) = svc.transport.output_bulk(*conn) else {
+                continue;
+            };
+            out.extend_from_slice(&frame);
+            if out.len() > WS_OUTPUT_BYTES_MAX {
+                too_slow.push(*conn);
+            }
+        }
+        for conn in too_slow {
+            log::info!("node {}: closing a WebSocket that fell behind", svc.cfg.id);
+            svc.transport.close(conn.key);
+            self.closed(conn);
+        }
+    }
+
+    /// Drops the state of a closed connection.
+    pub fn closed(&mut self, conn: ConnRef) {
+        if self.conns.get(&conn.key).is_some_and(|(r, _)| *r == conn) {
+            self.conns.remove(&conn.key);
+        }
+    }
+}
+
+impl WsSession {
+    fn join(&mut self, room: &str) {
+        if !self.joined.iter().any(|r| r == room) {
+            self.joined.push(room.to_string());
+        }
+        self.room = room.to_string();
+    }
+
+    /// `leave`: the reply (an error if the session was not in the room).
+    fn leave(&mut self, id: Option<u64>, room: &str) -> String {
+        let Some(pos) = self.joined.iter().position(|r| r == room) else {
+            return wsjson::encode_err(id, &format!("not in #{room}: join it first"));
+        };
+        self.joined.remove(pos);
+        if self.room == room {
+            self.room = self
+                .joined
+                .last()
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_ROOM.to_string());
+        }
+        wsjson::encode_ack(id, "leave", &[("room", json!(room))])
+    }
+}
+
+fn send_text(svc: &mut Services, conn: ConnRef, text: &str) {
+    if let Some(out) = svc.transport.output(conn) {
+        ws::encode_text(out, text);
+    }
+}
+
+/// Sends a close frame and closes once it is out.
+fn close_ws(svc: &mut Services, conn: ConnRef, code: u16, reason: &str) {
+    if let Some(out) = svc.transport.output(conn) {
+        ws::encode_close(out, code, reason);
+    }
+    if let Some(c) = svc.transport.get_mut(conn) {
+        c.closing = true;
+    }
+}
+
+fn write(
+    svc: &mut Services,
+    conn: ConnRef,
+    id: Option<u64>,
+    op: Op,
+    join_room: Option<String>,
+) -> Result<u64, Failure> {
+    let reply = ReplyTo::Web {
+        conn,
+        id,
+        join_room,
+    };
+    svc.start_write(op, None, reply)
+}
+
+fn read(svc: &mut Services, conn: ConnRef, query: Query) -> Result<u64, Failure> {
+    svc.start_read(PendingRead { conn, query })
+}
+
+/// The response to a routed plain-HTTP request.
+fn respond(svc: &Services, route: Route) -> Vec<u8> {
+    let mut out = Vec::new();
+    match route {
+        Route::Page => {
+            let members: Vec<String> = svc.cfg.members.iter().map(|a| a.to_string()).collect();
+            let body = page::render(svc.cfg.id, &members);
+            let content_type = "text/html; charset=utf-8";
+            http::write_response(&mut out, 200, content_type, &[], body.as_bytes(), false);
+        }
+        Route::Metrics => {
+            let mut body = String::new();
+            metrics_of(svc).encode(&mut body);
+            let content_type = "text/plain; version=0.0.4; charset=utf-8";
+            http::write_response(&mut out, 200, content_type, &[], body.as_bytes(), false);
+        }
+        Route::Health => {
+            let (status, body) = health(&health_input(svc));
+            let content_type = "application/json";
+            http::write_response(&mut out, status, content_type, &[], body.as_bytes(), false);
+        }
+        // Upgrades are answered by `upgrade`; a failed handshake by `refuse`.
+        Route::WebSocket => {}
+    }
+    out
+}
+
+fn health_input(svc: &Services) -> HealthInput {
+    let replica = &svc.replica;
+    HealthInput {
+        node: svc.cfg.id,
+        leader: replica.leader(),
+        term: replica.term(),
+        commit_index: replica.commit_index(),
+        apply_index: replica.sm().applied_index(),
+    }
+}
+
+/// Fills a [`Metrics`] from what the replica, the services and the transport count. Families
+/// with nothing behind them yet (latency histograms, match lag, per-request counters) stay at
+/// zero.
+fn metrics_of(svc: &Services) -> Metrics {
+    let replica = &svc.replica;
+    let stats = replica.stats();
+    let mut m = Metrics::new();
+    let server = &mut m.server;
+    server.has_leader = replica.leader().is_some();
+    server.is_leader = replica.is_leader();
+    server.term = replica.term();
+    server.leader_changes_seen = stats.leader_changes;
+    server.commit_index = replica.commit_index();
+    server.apply_index = replica.sm().applied_index();
+    // Known when applied, which follows commit within the same turn or the next.
+    let writes = svc.writes;
+    server.proposals_committed = writes.applied;
+    server.proposals_applied = writes.applied;
+    server.proposals_failed = writes.failed;
+    server.proposals_pending = writes
+        .started
+        .saturating_sub(writes.applied + writes.failed);
+    let wal = &mut m.wal;
+    wal.bytes_written = replica.wal_bytes_written();
+    wal.syncs = stats.syncs;
+    wal.entries_synced = stats.entries_synced;
+    wal.entries_per_sync_max = stats.entries_per_sync_max;
+    wal.syncs_in_flight = replica.syncs_in_flight() as u64;
+    wal.sync_requests = stats.sync_jobs;
+    m.snapshot.saves = stats.snapshots_taken;
+    m.snapshot.install_received = stats.snapshots_installed;
+    m.peers.append_entries_sent = stats.append_entries_sent;
+    m.peers.entries_sent = stats.append_entries_entries;
+    let connections = &mut m.clients.connections;
+    for proto in svc.transport.protocols() {
+        match proto {
+            Proto::Telnet => connections.telnet += 1,
+            Proto::Binary => connections.binary += 1,
+            Proto::Http => connections.http += 1,
+            Proto::WebSocket => connections.websocket += 1,
+            Proto::Unknown | Proto::Peer { .. } => {}
+        }
+    }
+    m
+}
