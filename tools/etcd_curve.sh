@@ -2,7 +2,8 @@
 # The same closed-loop curve as tools/curve.sh, for etcd: starts a 3-member etcd cluster on
 # loopback ports in a temp dir (removed on exit), puts 100-byte values with one request in
 # flight per connection at each C, RUNS times (default 3), and prints the same markdown table
-# (median msgs/s, p50, p99; entries/sync and CPU are raftchat's own counters: n/a here) and
+# (median msgs/s, p50, p99, the members' CPU µs per put with etcd_load.py; entries/sync is
+# raftchat's own counter: n/a here) and
 # writes target/curve/etcd_closed_loop.svg. The load is etcd's own `benchmark put` tool when it
 # is on PATH (TOTAL puts per run), else tools/etcd_load.py over the v3 HTTP gateway (a Python
 # client: above a few thousand puts/s it measures itself as much as etcd; the table says which).
@@ -70,7 +71,7 @@ for c in $CONNS; do
         --val-size 100 --total "$TOTAL" --sequential-keys 2>>"$data/load.log" | bench_json "$c" >>"$runs" || true
     else
       python3 tools/etcd_load.py --endpoints "$endpoints" --connections "$c" \
-        --duration "$DURATION" --warmup 1 2>>"$data/load.log" >>"$runs" || true
+        --duration "$DURATION" --warmup 1 --pids "$(IFS=,; echo "${pids[*]}")" 2>>"$data/load.log" >>"$runs" || true
     fi
   done
 done

@@ -9,11 +9,14 @@ it only talks HTTP to the endpoints it is given.
 
 Python's GIL caps this client near a few thousand puts/s on one core: at high connection
 counts it measures the client as much as etcd (the output's "client" field says which client).
+With --pids (the members' process ids) it adds the members' CPU time per measured put, from
+/proc/<pid>/stat (utime + stime) over the measured interval.
 """
 import argparse
 import base64
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -66,6 +69,24 @@ def worker(endpoint, conn_id, size, start, warmup_end, end, out):
     out[conn_id] = (latencies, errors)
 
 
+def cpu_ticks(pids):
+    """utime + stime of the pids, in clock ticks; None if one cannot be read."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return None
+    return total
+
+
+def sleep_until(t):
+    while (left := t - time.monotonic()) > 0:
+        time.sleep(left)
+
+
 def percentile(sorted_values, q):
     if not sorted_values:
         return 0.0
@@ -79,6 +100,7 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--pids", default="", help="etcd member pids: adds cpu_us_per_msg")
     args = ap.parse_args()
     endpoints = args.endpoints.split(",")
     start = time.monotonic() + 0.2
@@ -90,12 +112,17 @@ def main():
                for i in range(args.connections)]
     for t in threads:
         t.start()
+    pids = [int(p) for p in args.pids.split(",") if p]
+    sleep_until(warmup_end)
+    ticks_before = cpu_ticks(pids) if pids else None
+    sleep_until(end)
+    ticks_after = cpu_ticks(pids) if pids else None
     for t in threads:
         t.join()
     latencies = sorted(l for lat, _ in out for l in lat)
     errors = sum(e for _, e in out)
     ms = lambda s: round(s * 1000, 3)
-    print(json.dumps({
+    report = {
         "connections": args.connections, "pipeline": 1, "size": args.size,
         "client": "etcd_load.py (HTTP gateway)", "committed": len(latencies),
         "elapsed_s": args.duration, "msgs_per_s": round(len(latencies) / args.duration, 1),
@@ -103,7 +130,11 @@ def main():
                        "p99": ms(percentile(latencies, 0.99)),
                        "max": ms(latencies[-1] if latencies else 0.0)},
         "errors": errors,
-    }))
+    }
+    if ticks_before is not None and ticks_after is not None and latencies:
+        cpu_s = (ticks_after - ticks_before) / os.sysconf("SC_CLK_TCK")
+        report["cpu_us_per_msg"] = round(cpu_s * 1e6 / len(latencies), 1)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
