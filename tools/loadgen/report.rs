@@ -7,6 +7,7 @@ use std::time::Duration;
 use raftchat::client::SessionStats;
 
 use crate::args::Config;
+use crate::cost::Cost;
 use crate::results::Failures;
 use crate::verify::VerifyReport;
 use crate::worker::GAP_MIN_US;
@@ -35,6 +36,8 @@ pub struct Report {
     pub end_view: (Option<u64>, u64),
     pub fatal: Vec<String>,
     pub verify: Option<VerifyReport>,
+    /// Entries per sync and CPU per message, where they could be seen.
+    pub cost: Cost,
 }
 
 pub fn ms(us: u64) -> f64 {
@@ -82,6 +85,7 @@ impl Report {
     pub fn text(&self, config: &Config) -> String {
         let mut out = String::new();
         self.write_load(&mut out, config);
+        write_cost(&mut out, &self.cost);
         self.write_health(&mut out);
         if let Some(v) = &self.verify {
             write_verify(&mut out, v);
@@ -169,6 +173,23 @@ impl Report {
         for e in &self.fatal {
             let _ = writeln!(out, "failed      {e}");
         }
+    }
+}
+
+/// The cost line, and a line per figure that could not be seen.
+fn write_cost(out: &mut String, cost: &Cost) {
+    let mut parts = Vec::new();
+    if let Some(e) = cost.entries_per_sync {
+        parts.push(format!("leader {e:.2} entries per sync"));
+    }
+    if let Some(c) = cost.cpu_us_per_msg {
+        parts.push(format!("node CPU {c:.1} µs per committed message"));
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(out, "cost        {}", parts.join(", "));
+    }
+    for note in &cost.notes {
+        let _ = writeln!(out, "cost        {note}");
     }
 }
 
