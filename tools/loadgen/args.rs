@@ -32,6 +32,8 @@ pub struct Config {
     pub verify: bool,
     pub target: Target,
     pub op: OpKind,
+    /// Node processes whose CPU time is counted; empty: found by listening port.
+    pub pids: Vec<u32>,
 }
 
 /// What each request does: post a chat message (the default), or exercise the key-value state.
@@ -118,6 +120,12 @@ fn options() -> getopts::Options {
         "post (default): chat messages; set, get (linearizable) or mixed: the key-value state",
         "post|set|get|mixed",
     );
+    opts.optopt(
+        "",
+        "pids",
+        "node processes whose CPU time to count (default: the local processes listening on the nodes' ports)",
+        "PID,...",
+    );
     opts.optflag("", "json", "print the report as one JSON object");
     opts.optflag(
         "",
@@ -163,6 +171,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         verify: matches.opt_present("verify"),
         target,
         op,
+        pids: parse_pids(&matches)?,
     }))
 }
 
@@ -256,6 +265,19 @@ fn parse_limits(matches: &getopts::Matches) -> Result<(Option<u64>, Option<Durat
         duration = Some(DEFAULT_DURATION);
     }
     Ok((count, duration))
+}
+
+/// `--pids`: a comma-separated list of process ids.
+fn parse_pids(matches: &getopts::Matches) -> Result<Vec<u32>, String> {
+    let Some(list) = matches.opt_str("pids") else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(|p| match p.trim().parse::<u32>() {
+            Ok(pid) if pid > 0 => Ok(pid),
+            _ => Err(format!("--pids: '{p}' is not a process id")),
+        })
+        .collect()
 }
 
 fn parse_target_and_op(matches: &getopts::Matches) -> Result<(Target, OpKind), String> {
@@ -386,5 +408,14 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad} is refused");
         }
         assert!(matches!(parse_args(&args("--help")), Ok(Parsed::Help(_))));
+    }
+
+    #[test]
+    fn pids_to_measure() {
+        assert!(parse("").unwrap().pids.is_empty(), "found by port");
+        assert_eq!(parse("--pids 12,345").unwrap().pids, vec![12, 345]);
+        for bad in ["--pids 0", "--pids 12,x", "--pids ", "--pids -3"] {
+            assert!(parse(bad).is_err(), "{bad} is refused");
+        }
     }
 }

@@ -35,6 +35,7 @@ impl Report {
         let mut o = String::from("{");
         write_config(&mut o, config);
         self.json_load(&mut o, config);
+        self.json_cost(&mut o);
         self.json_health(&mut o);
         match &self.verify {
             None => o.push_str("\"verify\":null"),
@@ -69,6 +70,19 @@ impl Report {
             ms(l.p999_us),
             ms(l.max_us)
         );
+    }
+
+    /// `entries_per_sync` and `cpu_us_per_msg` where seen (keys left out where not), and
+    /// `cost_notes` saying why.
+    fn json_cost(&self, o: &mut String) {
+        if let Some(e) = self.cost.entries_per_sync {
+            let _ = write!(o, "\"entries_per_sync\":{e:.3},");
+        }
+        if let Some(c) = self.cost.cpu_us_per_msg {
+            let _ = write!(o, "\"cpu_us_per_msg\":{c:.3},");
+        }
+        let notes: Vec<String> = self.cost.notes.iter().map(|n| json_str(n)).collect();
+        let _ = write!(o, "\"cost_notes\":[{}],", notes.join(","));
     }
 
     /// Errors, recovery, the longest gap, the cluster's view and fatal failures.

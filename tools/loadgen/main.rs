@@ -24,11 +24,16 @@
 //!
 //! The modules: [`args`] (the command line), [`text`] (message texts), [`worker`] (one
 //! connection's mio loop and its session), [`run`] (starting the connections, collecting their
-//! results; [`results`] what each reports), [`verify`] (checking the logs), [`report`] and [`json`] (the two outputs).
+//! results; [`results`] what each reports), [`verify`] (checking the logs), [`report`] and [`json`] (the two outputs),
+//! [`cost`] (entries per sync and CPU per message, from [`counters`] over telnet `status` and
+//! [`procstat`] over /proc). Only /proc is read; nothing is written there.
 //! This binary never runs inside a node and never writes anywhere but stdout and stderr.
 
 mod args;
+mod cost;
+mod counters;
 mod json;
+mod procstat;
 mod report;
 mod results;
 mod run;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use raftchat::client::SessionStats;
 
 use crate::args::Config;
+use crate::cost::Cost;
 use crate::results::Failures;
 use crate::verify::VerifyReport;
 use crate::worker::GAP_MIN_US;
@@ -35,6 +36,8 @@ pub struct Report {
     pub end_view: (Option<u64>, u64),
     pub fatal: Vec<String>,
     pub verify: Option<VerifyReport>,
+    /// Entries per sync and CPU per message, where they could be seen.
+    pub cost: Cost,
 }
 
 pub fn ms(us: u64) -> f64 {
@@ -82,6 +85,7 @@ impl Report {
     pub fn text(&self, config: &Config) -> String {
         let mut out = String::new();
         self.write_load(&mut out, config);
+        write_cost(&mut out, &self.cost);
         self.write_health(&mut out);
         if let Some(v) = &self.verify {
             write_verify(&mut out, v);
@@ -112,9 +116,12 @@ impl Report {
             self.elapsed.as_secs_f64(),
             self.committed_total
         );
+        let cpu = self.cost.cpu_us_per_msg.map_or(String::new(), |c| {
+            format!(", node CPU {c:.1} µs per message")
+        });
         let _ = writeln!(
             out,
-            "throughput  {:.0} msgs/s, {:.2} MB/s of text",
+            "throughput  {:.0} msgs/s, {:.2} MB/s of text{cpu}",
             self.msgs_per_s(),
             self.mb_per_s(config)
         );
@@ -169,6 +176,20 @@ impl Report {
         for e in &self.fatal {
             let _ = writeln!(out, "failed      {e}");
         }
+    }
+}
+
+/// The leader's entries per sync (CPU per message is on the throughput line), and a line
+/// per figure that could not be seen.
+fn write_cost(out: &mut String, cost: &Cost) {
+    if let Some(e) = cost.entries_per_sync {
+        let _ = writeln!(
+            out,
+            "group commit leader {e:.2} entries per sync over the run"
+        );
+    }
+    for note in &cost.notes {
+        let _ = writeln!(out, "cost        {note}");
     }
 }
 

@@ -15,6 +15,8 @@ use raftchat::client::{
 };
 
 use crate::args::{Config, Target};
+use crate::cost::{cost, find_pids, snapshot, Cost, NodePids, Snapshot};
+use crate::procstat::clk_tck;
 use crate::report::{Percentiles, Report};
 use crate::results::{empty_result, Failures, WorkerResult};
 use crate::text::run_tag;
@@ -24,6 +26,9 @@ use crate::worker::{Plan, Progress, Worker, GAP_MIN_US, LATENCY_MAX_US};
 /// A leader (if any) and a term, as the nodes reported them.
 type View = (Option<u64>, u64);
 
+/// The node processes found and the cost counters when measuring began.
+type Before = (NodePids, Snapshot);
+
 pub fn run(config: &Config) -> Result<Report, String> {
     let (nodes, start_view) = find_cluster(config)?;
     let run_id: u32 = rand::random();
@@ -32,10 +37,12 @@ pub fn run(config: &Config) -> Result<Report, String> {
         Target::Leader => start_view.0.map_or(0, |l| l as usize % nodes.len()),
         Target::Any => conn % nodes.len(),
     };
-    let (start, results) = run_connections(config, &plan, first_node)?;
+    let (start, results, (pids, before)) = run_connections(config, &plan, first_node)?;
     let end = Instant::now();
+    let after = snapshot(&nodes, &pids);
     let mut report = merge_results(&results)?;
     report.elapsed = end.saturating_duration_since(start + config.warmup);
+    report.cost = cost(&before, &after, report.committed_measured, clk_tck());
     report.start_view = start_view;
     report.end_view = leader_and_term(&cluster_status(&nodes));
     report.verify = config.verify.then(|| {
@@ -96,13 +103,14 @@ struct StartLine {
     finished: AtomicUsize,
 }
 
-/// Runs every connection on its own thread, all starting at once; returns the start time and
-/// their results in connection order.
+/// Runs every connection on its own thread, all starting at once; returns the start time,
+/// their results in connection order, and the node processes and the cluster's cost counters
+/// when measuring began (looked for on another thread, so the load starts without waiting).
 fn run_connections(
     config: &Config,
     plan: &Plan,
     first_node: impl Fn(usize) -> usize,
-) -> Result<(Instant, Vec<WorkerResult>), String> {
+) -> Result<(Instant, Vec<WorkerResult>, Before), String> {
     let connections = config.connections;
     let progress: Vec<Arc<Progress>> = (0..connections)
         .map(|_| Arc::new(Progress::default()))
@@ -128,6 +136,15 @@ fn run_connections(
     line.barrier.wait();
     let start = Instant::now();
     let _ = line.start.set(start);
+    let before = {
+        let (nodes, given, warmup) = (plan.nodes.clone(), config.pids.clone(), config.warmup);
+        std::thread::spawn(move || {
+            let pids = find_pids(&nodes, &given);
+            std::thread::sleep((start + warmup).saturating_duration_since(Instant::now()));
+            let before = snapshot(&nodes, &pids);
+            (pids, before)
+        })
+    };
     print_progress_until_done(start, &progress, &line.finished, connections);
     let mut results = Vec::new();
     for thread in threads {
@@ -137,7 +154,10 @@ fn run_connections(
                 .map_err(|_| "a connection thread panicked".to_string())?,
         );
     }
-    Ok((start, results))
+    let before = before
+        .join()
+        .map_err(|_| "the counter reader panicked".to_string())?;
+    Ok((start, results, before))
 }
 
 /// One connection's thread: opens its session, waits for the others, runs.
@@ -213,6 +233,7 @@ fn merge_results(results: &[WorkerResult]) -> Result<Report, String> {
         end_view: (None, 0),
         fatal,
         verify: None,
+        cost: Cost::default(),
     })
 }
 

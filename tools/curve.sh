@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The closed-loop curve: starts a fresh local 3-node cluster (--fsync always) like perf.sh,
+# runs `loadgen --pipeline 1` RUNS times (default 3) at each connection count, prints the
+# markdown table of medians (msgs/s, p50, p99, leader entries/sync, node CPU µs/msg) and
+# writes target/curve/closed_loop.svg (and the raw runs in target/curve/closed_loop.jsonl).
+#
+#   bash tools/curve.sh                          # DURATION=5 RUNS=3 over C = 1 2 4 ... 256
+#   DURATION=1 RUNS=1 CONNS="1 16" bash tools/curve.sh    # a smoke run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-1 2 4 8 16 32 64 256}
+FSYNC=${FSYNC:-always}
+out=target/curve
+cargo build --release --quiet --bin cluster --bin loadgen
+mkdir -p "$out"
+base=${BASE_PORT:-24100}
+data=$(mktemp -d)
+target/release/cluster --base-port "$base" --data-dir "$data" --fsync "$FSYNC" --log-level warn -- ${SERVER_ARGS:-} >"$data/cluster.log" 2>&1 &
+cluster=$!
+trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
+nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
+sleep 3
+runs="$out/closed_loop.jsonl"
+: >"$runs"
+for c in $CONNS; do
+  for _ in $(seq 1 "$RUNS"); do
+    target/release/loadgen --nodes "$nodes" --connections "$c" --pipeline 1 \
+      --duration "$DURATION" --warmup 1 --json 2>>"$data/loadgen.log" | tail -1 >>"$runs" || true
+  done
+done
+echo "closed loop, 100-byte messages, 3 nodes, --fsync $FSYNC, medians of $RUNS runs of ${DURATION} s"
+echo
+python3 tools/curve.py --table "$runs:raftchat"
+python3 tools/curve.py --out "$out/closed_loop.svg" "$runs:raftchat"
+echo
+echo "wrote $out/closed_loop.svg"
