@@ -9,5 +9,6 @@
 
 pub mod binary;
 pub mod peer;
+pub mod rooms;
 pub mod telnet;
 pub mod web;

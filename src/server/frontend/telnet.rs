@@ -16,6 +16,8 @@ use crate::chat::{Op, Outcome, DEFAULT_ROOM};
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
+use super::rooms::RoomSet;
+
 /// A client whose unsent output passes this bound is too slow to follow live delivery.
 const OUTPUT_BYTES_MAX: usize = 4 << 20;
 /// Live-delivery lines held back behind a listing, at most.
@@ -42,8 +44,7 @@ struct Session {
     splitter: LineSplitter,
     queued: VecDeque<Result<Vec<u8>, String>>,
     nick: String,
-    room: String,
-    joined: Vec<String>,
+    rooms: RoomSet,
     /// The request id of the command in flight, if any.
     busy: Option<u64>,
     listing: Option<Listing>,
@@ -60,8 +61,7 @@ impl Session {
             splitter: LineSplitter::new(),
             queued: VecDeque::new(),
             nick: "anonymous".to_string(),
-            room: DEFAULT_ROOM.to_string(),
-            joined: vec![DEFAULT_ROOM.to_string()],
+            rooms: RoomSet::default(),
             busy: None,
             listing: None,
             held_pushes: VecDeque::new(),
@@ -135,7 +135,7 @@ impl Telnet {
     /// Drops the session at `key` and its room memberships.
     fn forget(&mut self, key: usize) {
         if let Some(session) = self.sessions.remove(&key) {
-            for room in &session.joined {
+            for room in session.rooms.joined() {
                 self.leave_index(key, room);
             }
         }
@@ -274,7 +274,7 @@ impl Telnet {
         };
         match request {
             Request::Msg { room, text } => {
-                let room = room.unwrap_or_else(|| session.room.clone());
+                let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let nick = session.nick.clone();
                 self.submit_write(svc, conn, Op::Post { room, nick, text }, None);
             }
@@ -305,7 +305,7 @@ impl Telnet {
             }
             Request::GetChatLog => self.submit_read(svc, conn, Query::ChatLog),
             Request::History { room, n } => {
-                let room = room.unwrap_or_else(|| session.room.clone());
+                let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 self.submit_read(svc, conn, Query::History { room, n })
             }
             Request::Rooms => self.submit_read(svc, conn, Query::Rooms),
@@ -425,10 +425,7 @@ impl Telnet {
             Outcome::RoomCreated { .. } => {
                 let room = join_room.unwrap_or_default();
                 if let Some(session) = self.session(conn) {
-                    if !session.joined.contains(&room) {
-                        session.joined.push(room.clone());
-                    }
-                    session.room = room.clone();
+                    session.rooms.enter(&room);
                     self.join_index(conn.key, &room);
                 }
                 format!("ack joined {}, posting there now", quoted_room(&room))
@@ -659,21 +656,13 @@ impl Telnet {
 impl Session {
     /// `leave <room>`: the reply line (`Err` if the session was not in it).
     fn leave(&mut self, room: &str) -> Result<String, String> {
-        let Some(pos) = self.joined.iter().position(|r| r == room) else {
+        if !self.rooms.leave(room) {
             return Err(format!("err not in {}: `join` it first", quoted_room(room)));
-        };
-        self.joined.remove(pos);
-        if self.room == room {
-            self.room = self
-                .joined
-                .last()
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_ROOM.to_string());
         }
         Ok(format!(
             "ack left {}, posting to {}",
             quoted_room(room),
-            quoted_room(&self.room)
+            quoted_room(self.rooms.current())
         ))
     }
 }

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::super::services::{Failure, PendingRead, Query, ReplyTo, Services};
-use super::super::transport::{ConnRef, Proto};
-use crate::chat::{Op, Outcome, DEFAULT_ROOM};
+use super::rooms::RoomSet;
+use crate::chat::{Op, Outcome};
 use crate::metrics::Metrics;
+use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
+use crate::server::transport::{ConnRef, Proto};
 use crate::web::health::{health, HealthInput};
 use crate::web::http::{self, Check, Invalid, Route};
 use crate::web::json::{self as wsjson, Envelope, WsRequest};
@@ -33,10 +34,8 @@ const WS_IN_FLIGHT_MAX: usize = 256;
 struct WsSession {
     decoder: ws::Decoder,
     nick: String,
-    /// Where `msg` without a room posts.
-    room: String,
-    /// Rooms whose messages are pushed live.
-    joined: Vec<String>,
+    /// Rooms whose messages are pushed live, and where `msg` without a room posts.
+    rooms: RoomSet,
     /// Writes and reads started and not yet answered.
     in_flight: usize,
 }
@@ -46,8 +45,7 @@ impl WsSession {
         WsSession {
             decoder: ws::Decoder::new(),
             nick: "anonymous".to_string(),
-            room: DEFAULT_ROOM.to_string(),
-            joined: vec![DEFAULT_ROOM.to_string()],
+            rooms: RoomSet::default(),
             in_flight: 0,
         }
     }
@@ -279,7 +277,7 @@ impl Web {
         let id = envelope.id;
         match envelope.request {
             WsRequest::Msg { room, text } => {
-                let room = room.unwrap_or_else(|| session.room.clone());
+                let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let nick = session.nick.clone();
                 let started = write(svc, conn, id, Op::Post { room, nick, text }, None);
                 self.started(svc, conn, id, started);
@@ -303,7 +301,7 @@ impl Web {
                 self.started(svc, conn, id, started);
             }
             WsRequest::History { room, n } => {
-                let room = room.unwrap_or_else(|| session.room.clone());
+                let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let started = read(svc, conn, Query::WebHistory { id, room, n });
                 self.started(svc, conn, id, started);
             }
@@ -328,7 +326,7 @@ impl Web {
             Outcome::RoomCreated { .. } => {
                 let room = join_room.unwrap_or_default();
                 if let Some(session) = self.session(conn) {
-                    session.join(&room);
+                    session.rooms.enter(&room);
                 }
                 wsjson::encode_ack(id, "join", &[("room", json!(room))])
             }
@@ -378,7 +376,7 @@ impl Web {
             let WebConn::WebSocket(session) = state else {
                 continue;
             };
-            if !session.joined.contains(&message.room) {
+            if !session.rooms.contains(&message.room) {
                 continue;
             }
             let Some(out) = svc.transport.output_bulk(*conn) else {
@@ -405,25 +403,10 @@ impl Web {
 }
 
 impl WsSession {
-    fn join(&mut self, room: &str) {
-        if !self.joined.iter().any(|r| r == room) {
-            self.joined.push(room.to_string());
-        }
-        self.room = room.to_string();
-    }
-
     /// `leave`: the reply (an error if the session was not in the room).
     fn leave(&mut self, id: Option<u64>, room: &str) -> String {
-        let Some(pos) = self.joined.iter().position(|r| r == room) else {
+        if !self.rooms.leave(room) {
             return wsjson::encode_err(id, &format!("not in #{room}: join it first"));
-        };
-        self.joined.remove(pos);
-        if self.room == room {
-            self.room = self
-                .joined
-                .last()
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_ROOM.to_string());
         }
         wsjson::encode_ack(id, "leave", &[("room", json!(room))])
     }
