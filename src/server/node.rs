@@ -24,7 +24,7 @@ use super::requests::Expired;
 use super::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use super::transport::{ConnRef, Proto, ReadOutcome, Source, Transport};
 use crate::chat::{Applied, Outcome};
-use crate::raft::{Role, SoftState};
+use crate::raft::SoftState;
 use crate::wire::{self, Handshake, CLIENT_MAGIC, PEER_MAGIC};
 
 /// How long a stopping node keeps flushing replies before it exits.
@@ -389,7 +389,6 @@ impl Node {
                 Failure::Unknown("leader changed: outcome unknown, it may still be stored".into());
             self.fail_reply(reply, &failure);
         }
-        debug_assert!(new.role != Role::Leader || new.leader == Some(self.svc.cfg.id));
     }
 
     /// Answers the client waiting on an applied entry, and pushes posted messages to listeners.

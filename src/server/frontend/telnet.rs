@@ -463,19 +463,17 @@ impl Telnet {
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
-            let Some(out) = svc.transport.output_bulk(session.conn) else {
+            let Some(buffers) = svc.transport.output_bulk(session.conn) else {
                 continue;
             };
             if session.listing.is_some() {
                 session.held_pushes.push_back(position);
             } else {
-                out.extend_from_slice(&line);
+                buffers.output().extend_from_slice(&line);
             }
-            let pending = svc
-                .transport
-                .get(session.conn)
-                .map_or(0, |c| c.buffers.pending_output());
-            if pending > OUTPUT_BYTES_MAX || session.held_pushes.len() > HELD_PUSHES_MAX {
+            if buffers.pending_output() > OUTPUT_BYTES_MAX
+                || session.held_pushes.len() > HELD_PUSHES_MAX
+            {
                 too_slow.push(session.conn);
             }
         }

@@ -382,8 +382,8 @@ impl Web {
             let Some(out) = svc.transport.output_bulk(*conn) else {
                 continue;
             };
-            out.extend_from_slice(&frame);
-            if out.len() > WS_OUTPUT_BYTES_MAX {
+            out.output().extend_from_slice(&frame);
+            if out.pending_output() > WS_OUTPUT_BYTES_MAX {
                 too_slow.push(*conn);
             }
         }

@@ -295,9 +295,12 @@ impl Transport {
 
     /// The output buffer of `conn`, queued for this turn's flush.
     pub fn output(&mut self, conn: ConnRef) -> Option<&mut Vec<u8>> {
-        self.get(conn)?;
-        self.mark_dirty(conn.key);
-        self.get_mut(conn).map(|c| c.buffers.output())
+        let c = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)?;
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(conn.key);
+        }
+        Some(c.buffers.output())
     }
 
     pub fn close(&mut self, key: usize) {
@@ -310,15 +313,15 @@ impl Transport {
         }
     }
 
-    /// The output buffer of `conn` for live delivery: flushed after the replies, a bounded
+    /// The buffers of `conn` for live delivery: flushed after the replies, a bounded
     /// number of connections per turn (`take_dirty_bulk`).
-    pub fn output_bulk(&mut self, conn: ConnRef) -> Option<&mut Vec<u8>> {
+    pub fn output_bulk(&mut self, conn: ConnRef) -> Option<&mut Buffers> {
         let c = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id)?;
         if !c.dirty_bulk {
             c.dirty_bulk = true;
             self.dirty_bulk.push_back(conn.key);
         }
-        Some(c.buffers.output())
+        Some(&mut c.buffers)
     }
 
     /// Up to `max` connections with live-delivery output, oldest first (their marks cleared).
