@@ -95,6 +95,7 @@ impl Replica {
             sm,
             applied_bytes_since_snapshot: 0,
             unsynced: VecDeque::new(),
+            written_vote: None,
             soft,
             stats: Default::default(),
             durable_index,

@@ -130,6 +130,45 @@ fn a_single_replica_applies_its_proposals_and_keeps_them_across_a_restart() {
 }
 
 #[test]
+fn a_ready_that_only_moves_the_commit_index_costs_no_fdatasync() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut h = open(options(dir.path(), 0, 1));
+    elect_single(&mut h.replica);
+    let mut out = Output::default();
+    let jobs_before = h.replica.stats().sync_jobs;
+    // One entry at a time, as one closed-loop client sends: each entry is written and synced,
+    // and the Ready that then commits it (a new commit index, same term and vote) is not.
+    for i in 0..20u64 {
+        h.replica.propose(&post(0, i, "one")).expect("leader");
+        for _ in 0..TURNS_MAX {
+            turn(&mut h.replica, &mut out);
+            if h.replica.sm().message_count() == i + 1 {
+                break;
+            }
+        }
+        assert_eq!(h.replica.sm().message_count(), i + 1, "entry {i} applied");
+    }
+    assert_eq!(
+        h.replica.stats().sync_jobs - jobs_before,
+        20,
+        "one fdatasync per entry, none for the commit index"
+    );
+    // The commit index still reaches the disk, riding with the next write: a restart after
+    // more entries applies without a leader up to at least the earlier commits.
+    let commit = h.replica.commit_index();
+    h.replica.propose(&post(0, 99, "last")).expect("leader");
+    turn(&mut h.replica, &mut out);
+    drop(h);
+    let mut h = open(options(dir.path(), 0, 1));
+    turn(&mut h.replica, &mut Output::default());
+    assert!(
+        h.replica.sm().message_count() >= commit - 1,
+        "a restart applies the persisted commit index (commit {commit}, applied {})",
+        h.replica.sm().message_count()
+    );
+}
+
+#[test]
 fn a_snapshot_compacts_the_log_and_a_restart_loads_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut opts = options(dir.path(), 0, 1);
