@@ -106,7 +106,12 @@ impl Node {
                     Source::Signals => self.on_signal(),
                     Source::Waker => {} // a sync finished: `drive` collects it below
                     Source::Link(j) => self.svc.transport.on_link_event(j, Instant::now()),
-                    Source::Conn(key) => self.on_conn_event(key),
+                    Source::Conn(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            self.svc.transport.note_read_closed(key);
+                        }
+                        self.on_conn_event(key)
+                    }
                 }
             }
             self.on_timers(Instant::now());

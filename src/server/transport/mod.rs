@@ -365,6 +365,14 @@ impl Transport {
         !self.dirty.is_empty() || !self.dirty_bulk.is_empty()
     }
 
+    /// Remembers that the poller saw the peer's side of `key` close (see
+    /// [`Buffers::note_read_closed`]).
+    pub fn note_read_closed(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.buffers.note_read_closed();
+        }
+    }
+
     /// Reads until `WouldBlock`, EOF, or `input_bytes_max` unconsumed bytes.
     pub fn read(&mut self, key: usize, input_bytes_max: usize) -> ReadOutcome {
         match self.conns.get_mut(key) {

@@ -34,8 +34,8 @@ impl Worker {
         }
     }
 
-    pub fn read_in(&mut self) -> Result<(), String> {
-        match self.input.read_from(&mut self.stream) {
+    pub fn read_in(&mut self, read_closed: bool) -> Result<(), String> {
+        match self.input.read_from(&mut self.stream, read_closed) {
             Ok(true) => {}
             Ok(false) => {
                 // Answers that arrived before the close still count; if one of them already

@@ -28,8 +28,9 @@ impl Input {
         self.end = 0;
     }
 
-    /// Reads until the socket would block. `Ok(false)`: the peer closed.
-    pub fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+    /// Reads until the socket would block. `Ok(false)`: the peer closed. `read_closed`: the
+    /// poller saw the peer's side close, so read to EOF even after a short read.
+    pub fn read_from(&mut self, stream: &mut TcpStream, read_closed: bool) -> io::Result<bool> {
         loop {
             if self.start == self.end {
                 self.clear();
@@ -46,8 +47,14 @@ impl Input {
                     self.buf.resize(want, 0);
                 }
             }
+            let asked = self.buf.len() - self.end;
             match stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Ok(false),
+                // A short read emptied the socket (edge-triggered: new data wakes us again).
+                Ok(n) if n < asked && !read_closed => {
+                    self.end += n;
+                    return Ok(true);
+                }
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -227,7 +227,8 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("poll: {e}")),
             }
-            self.read_in()?;
+            let read_closed = events.iter().any(|e| e.is_read_closed() || e.is_error());
+            self.read_in(read_closed)?;
             self.check_request_timeout()?;
         }
     }
