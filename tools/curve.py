@@ -35,7 +35,7 @@ def read_runs(lines, x_field):
             x = float(run[x_field])
             point = (float(run["msgs_per_s"]), float(run["latency_ms"]["p50"]),
                      float(run["latency_ms"]["p99"]), optional(run, "entries_per_sync"),
-                     optional(run, "cpu_us_per_msg"))
+                     optional(run, "cpu_us_per_msg"), optional(run["latency_ms"], "p99.9"))
         except (ValueError, KeyError, TypeError) as e:
             print(f"curve.py: line {number} skipped: {e!r}", file=sys.stderr)
             continue
@@ -57,9 +57,9 @@ def median_of(values):
 
 
 def medians(by_x):
-    """[(x, msgs_per_s, p50_ms, p99_ms, entries_per_sync, cpu_us_per_msg, runs)] sorted by x,
-    each figure the median over its runs."""
-    return [(x, *(median_of(p[i] for p in runs) for i in range(5)), len(runs))
+    """[(x, msgs_per_s, p50_ms, p99_ms, entries_per_sync, cpu_us_per_msg, p999_ms, runs)]
+    sorted by x, each figure the median over its runs."""
+    return [(x, *(median_of(p[i] for p in runs) for i in range(6)), len(runs))
             for x, runs in sorted(by_x.items())]
 
 
@@ -67,11 +67,12 @@ def table(label, rows, x_field):
     """The markdown table of one series."""
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
-    out = [f"| {x_field} ({label}) | msgs/s | p50 ms | p99 ms | entries/sync | CPU µs/msg | runs |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for x, rate, p50, p99, eps, cpu, runs in rows:
-        out.append(f"| {x:g} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {fmt(eps, '.2f')} "
-                   f"| {fmt(cpu, '.1f')} | {runs} |")
+    out = [f"| {x_field} ({label}) | msgs/s | p50 ms | p99 ms | p99.9 ms | entries/sync "
+           "| CPU µs/msg | runs |",
+           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for x, rate, p50, p99, eps, cpu, p999, runs in rows:
+        out.append(f"| {x:g} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {fmt(p999, '.2f')} "
+                   f"| {fmt(eps, '.2f')} | {fmt(cpu, '.1f')} | {runs} |")
     return "\n".join(out)
 
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub op: OpKind,
     /// Node processes whose CPU time is counted; empty: found by listening port.
     pub pids: Vec<u32>,
+    /// Threads the connections are spread over (each a mio loop over its share).
+    pub threads: usize,
 }
 
 /// What each request does: post a chat message (the default), or exercise the key-value state.
@@ -126,6 +128,12 @@ fn options() -> getopts::Options {
         "node processes whose CPU time to count (default: the local processes listening on the nodes' ports)",
         "PID,...",
     );
+    opts.optopt(
+        "",
+        "threads",
+        "threads the connections are spread over, each one mio loop (default: one per core)",
+        "N",
+    );
     opts.optflag("", "json", "print the report as one JSON object");
     opts.optflag(
         "",
@@ -172,7 +180,18 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         target,
         op,
         pids: parse_pids(&matches)?,
+        threads: parse_threads(&matches)?,
     }))
+}
+
+/// `--threads`, by default one per core.
+fn parse_threads(matches: &getopts::Matches) -> Result<usize, String> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    match number::<usize>(matches, "threads")? {
+        None => Ok(cores),
+        Some(t) if (1..=1024).contains(&t) => Ok(t),
+        Some(t) => Err(format!("--threads {t}: expected 1..=1024")),
+    }
 }
 
 /// The value of `--name` as a `T`, if given.

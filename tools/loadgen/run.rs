@@ -1,5 +1,5 @@
-//! A whole run: find the cluster and its leader, start one thread per connection behind a
-//! barrier, print progress each second, then merge the results into a [`Report`] and verify.
+//! A whole run: find the cluster and its leader, start the connections on a few shard
+//! threads behind a barrier, print progress each second, then merge the results into a [`Report`] and verify.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use crate::report::{Percentiles, Report};
 use crate::results::{empty_result, Failures, WorkerResult};
 use crate::text::run_tag;
 use crate::verify::Verifier;
+use crate::worker::shard::{Assignment, Shard};
 use crate::worker::{Plan, Progress, Worker, GAP_MIN_US, LATENCY_MAX_US};
 
 /// A leader (if any) and a term, as the nodes reported them.
@@ -96,42 +97,47 @@ fn base_plan(config: &Config, nodes: &[SocketAddr], run_id: u32) -> Plan {
     }
 }
 
-/// What connections need to start together and say when they are done.
+/// What the shards need to start together and say when connections are done.
 struct StartLine {
     barrier: Barrier,
     start: OnceLock<Instant>,
     finished: AtomicUsize,
 }
 
-/// Runs every connection on its own thread, all starting at once; returns the start time,
-/// their results in connection order, and the node processes and the cluster's cost counters
-/// when measuring began (looked for on another thread, so the load starts without waiting).
+/// Runs the connections on `config.threads` shards (connection `c` on shard `c % threads`),
+/// all starting at once; returns the start time, their results in connection order, and the
+/// node processes and the cluster's cost counters when measuring began (looked for on
+/// another thread, so the load starts without waiting).
 fn run_connections(
     config: &Config,
     plan: &Plan,
     first_node: impl Fn(usize) -> usize,
 ) -> Result<(Instant, Vec<WorkerResult>, Before), String> {
     let connections = config.connections;
+    let threads = config.threads.clamp(1, connections);
     let progress: Vec<Arc<Progress>> = (0..connections)
         .map(|_| Arc::new(Progress::default()))
         .collect();
     let line = Arc::new(StartLine {
-        barrier: Barrier::new(connections + 1),
+        barrier: Barrier::new(threads + 1),
         start: OnceLock::new(),
         finished: AtomicUsize::new(0),
     });
-    let mut threads = Vec::new();
-    for (conn, progress) in progress.iter().enumerate() {
-        let mut plan = plan.clone();
-        if let Some(interval) = plan.interval {
-            plan.phase = interval.mul_f64(conn as f64 / connections as f64);
+    let mut handles = Vec::new();
+    for shard in 0..threads {
+        let mut work = Vec::new();
+        for conn in (shard..connections).step_by(threads) {
+            let mut plan = plan.clone();
+            if let Some(interval) = plan.interval {
+                plan.phase = interval.mul_f64(conn as f64 / connections as f64);
+            }
+            plan.quota = config.count.map(|c| {
+                c / connections as u64 + u64::from((conn as u64) < c % connections as u64)
+            });
+            work.push((conn, first_node(conn), plan, Arc::clone(&progress[conn])));
         }
-        plan.quota = config
-            .count
-            .map(|c| c / connections as u64 + u64::from((conn as u64) < c % connections as u64));
-        let first = first_node(conn);
-        let thread = spawn_connection(conn, first, plan, Arc::clone(progress), Arc::clone(&line));
-        threads.push(thread.map_err(|e| format!("cannot start a thread: {e}"))?);
+        let handle = spawn_shard(shard, work, Arc::clone(&line));
+        handles.push(handle.map_err(|e| format!("cannot start a thread: {e}"))?);
     }
     line.barrier.wait();
     let start = Instant::now();
@@ -147,45 +153,55 @@ fn run_connections(
     };
     print_progress_until_done(start, &progress, &line.finished, connections);
     let mut results = Vec::new();
-    for thread in threads {
-        results.push(
-            thread
+    for handle in handles {
+        results.extend(
+            handle
                 .join()
-                .map_err(|_| "a connection thread panicked".to_string())?,
+                .map_err(|_| "a load thread panicked".to_string())?,
         );
     }
+    results.sort_by_key(|r| r.conn);
     let before = before
         .join()
         .map_err(|_| "the counter reader panicked".to_string())?;
     Ok((start, results, before))
 }
 
-/// One connection's thread: opens its session, waits for the others, runs.
-fn spawn_connection(
-    conn: usize,
-    first: usize,
-    plan: Plan,
-    progress: Arc<Progress>,
+/// One shard's thread: opens its connections' sessions, waits for the other shards, runs.
+fn spawn_shard(
+    shard: usize,
+    work: Vec<(usize, usize, Plan, Arc<Progress>)>,
     line: Arc<StartLine>,
-) -> io::Result<JoinHandle<WorkerResult>> {
+) -> io::Result<JoinHandle<Vec<WorkerResult>>> {
     std::thread::Builder::new()
-        .name(format!("lg-{conn}"))
+        .name(format!("lg-{shard}"))
         .spawn(move || {
-            let worker = Worker::new(conn, first, plan, progress);
+            let assignments: Vec<Assignment> = work
+                .iter()
+                .map(|(conn, first, _, _)| Assignment {
+                    conn: *conn,
+                    first: *first,
+                })
+                .collect();
+            let mut work = work.into_iter();
+            let opened = Shard::open(&assignments, |a, registry, token| {
+                let (_, _, plan, progress) = work.next().ok_or("no work for a connection")?;
+                Worker::new(a.conn, a.first, plan, progress, registry, token)
+            });
             line.barrier.wait();
-            let result = match worker {
-                Ok(worker) => {
-                    let start = *line.start.wait();
-                    if worker.has_nothing_to_send() {
-                        empty_result(conn, None)
-                    } else {
-                        worker.run(start)
-                    }
-                }
-                Err(e) => empty_result(conn, Some(e)),
+            let done = || {
+                line.finished.fetch_add(1, Ordering::SeqCst);
             };
-            line.finished.fetch_add(1, Ordering::SeqCst);
-            result
+            match opened {
+                Ok(shard) => shard.run(*line.start.wait(), done),
+                Err(e) => assignments
+                    .iter()
+                    .map(|a| {
+                        done();
+                        empty_result(a.conn, Some(format!("cannot make a poller: {e}")))
+                    })
+                    .collect(),
+            }
         })
 }
 

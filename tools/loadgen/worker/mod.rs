@@ -1,13 +1,14 @@
-//! One connection: a thread running a small mio loop around a [`SessionCore`], pipelining
-//! requests (closed loop) or sending them on a schedule (open loop), and counting what comes
-//! back. It never reads another connection's state; [`Progress`] is the only thing shared.
+//! One connection: a [`SessionCore`] on a non-blocking socket, pipelining requests (closed
+//! loop) or sending them on a schedule (open loop), and counting what comes back. A
+//! [`shard`] thread runs many of them on one mio poll. A connection never reads another's
+//! state; [`Progress`] is the only thing shared.
 
 mod answers;
 mod input;
 mod recovery;
+pub mod shard;
 
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
-use mio::{Events, Poll, Token};
+use mio::{Registry, Token};
 use raftchat::chat::DEFAULT_ROOM;
 use raftchat::client::proto::Request;
 use raftchat::client::{Mutation, NodePicker, RetryPolicy, SessionCore, SessionStats};
@@ -71,7 +72,9 @@ pub struct Worker {
     start: Instant,
     core: SessionCore,
     picker: NodePicker,
-    poll: Poll,
+    /// The shard's poll registry and this connection's token in it.
+    registry: Arc<Registry>,
+    token: Token,
     stream: TcpStream,
     input: Input,
     /// seq → (message number, the time its latency counts from).
@@ -83,23 +86,13 @@ pub struct Worker {
     sent_measured: u64,
     last_progress: Instant,
     deferred_until: Option<Instant>,
+    /// The next open-loop send.
+    next_send: Instant,
+    /// Set once sending is over: answers still in flight are awaited until then.
+    drain_deadline: Option<Instant>,
     /// Counts connections; bumped whenever the session moves to a new one.
     generation: u64,
     result: WorkerResult,
-}
-
-const TOKEN: Token = Token(0);
-
-/// How long to wait in epoll to wake at `wake`. epoll counts whole milliseconds (mio rounds
-/// up), which would make open-loop sends up to 1 ms late; so wait the whole milliseconds in
-/// epoll, and sleep (a high-resolution timer) through the last fraction, then only peek.
-fn poll_timeout(wake: Instant) -> Duration {
-    let left = wake.saturating_duration_since(Instant::now());
-    let whole_ms = Duration::from_millis(left.as_millis() as u64);
-    if whole_ms.is_zero() {
-        std::thread::sleep(left);
-    }
-    whole_ms
 }
 
 impl Worker {
@@ -108,9 +101,10 @@ impl Worker {
         first: usize,
         plan: Plan,
         progress: Arc<Progress>,
+        registry: Arc<Registry>,
+        token: Token,
     ) -> Result<Worker, String> {
-        let poll = Poll::new().map_err(|e| e.to_string())?;
-        let (core, picker, stream) = open_session(&plan, first, &poll)?;
+        let (core, picker, stream) = open_session(&plan, first, &registry, token)?;
         let histogram =
             Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).map_err(|e| e.to_string())?;
         let now = Instant::now();
@@ -121,7 +115,8 @@ impl Worker {
             start: now,
             core,
             picker,
-            poll,
+            registry,
+            token,
             stream,
             input: Input::new(),
             in_flight: HashMap::new(),
@@ -131,6 +126,8 @@ impl Worker {
             sent_measured: 0,
             last_progress: now,
             deferred_until: None,
+            next_send: now,
+            drain_deadline: None,
             generation: 0,
             result: WorkerResult {
                 conn,
@@ -149,12 +146,18 @@ impl Worker {
         })
     }
 
-    pub fn run(mut self, start: Instant) -> WorkerResult {
+    /// Starts the clock: the warmup, the measurement and the open-loop schedule count from
+    /// `start`.
+    pub fn begin(&mut self, start: Instant) {
         self.start = start;
         self.last_progress = start;
-        if let Err(e) = self.run_loop() {
-            self.result.fatal = Some(e);
-        }
+        self.next_send = start + self.plan.phase;
+    }
+
+    /// The connection's result once it is done (`fatal`: why it stopped early, if it did).
+    pub fn finish(mut self, fatal: Option<String>) -> WorkerResult {
+        self.result.fatal = fatal;
+        let _ = self.registry.deregister(&mut self.stream);
         self.result
             .unknown
             .extend(self.in_flight.drain().map(|(_, (n, _))| n));
@@ -185,52 +188,51 @@ impl Worker {
                 .is_some_and(|d| now >= self.measure_start() + d)
     }
 
-    fn run_loop(&mut self) -> Result<(), String> {
-        let mut events = Events::with_capacity(16);
-        let mut next_send = self.start + self.plan.phase;
-        let mut drain_deadline: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            if drain_deadline.is_none() {
-                if self.sending_done(now) {
-                    drain_deadline = Some(now + DRAIN_TIMEOUT);
-                } else if let Some(interval) = self.plan.interval {
-                    while next_send <= now
-                        && self.requests_in_flight() < self.plan.pipeline
-                        && !self.sending_done(next_send)
-                    {
-                        self.submit(next_send)?;
-                        next_send += interval;
-                    }
-                } else {
-                    while self.requests_in_flight() < self.plan.pipeline && !self.sending_done(now)
-                    {
-                        self.submit(now)?;
-                    }
+    /// Sends what is due and writes it out. Returns when to be stepped again, or `None`
+    /// once this connection is done (every answer in, or the drain deadline passed).
+    pub fn step(&mut self) -> Result<Option<Instant>, String> {
+        let now = Instant::now();
+        if self.drain_deadline.is_none() {
+            if self.sending_done(now) {
+                self.drain_deadline = Some(now + DRAIN_TIMEOUT);
+            } else if let Some(interval) = self.plan.interval {
+                while self.next_send <= now
+                    && self.requests_in_flight() < self.plan.pipeline
+                    && !self.sending_done(self.next_send)
+                {
+                    self.submit(self.next_send)?;
+                    self.next_send += interval;
+                }
+            } else {
+                while self.requests_in_flight() < self.plan.pipeline && !self.sending_done(now) {
+                    self.submit(now)?;
                 }
             }
-            if self.deferred_until.is_some_and(|t| now >= t) {
-                self.deferred_until = None;
-                self.core.resend_deferred();
-            }
-            self.write_out()?;
-            self.publish();
-            if let Some(deadline) = drain_deadline {
-                if self.requests_in_flight() == 0 || now >= deadline {
-                    return Ok(());
-                }
-            }
-
-            let wake = self.wake_time(next_send, drain_deadline);
-            match self.poll.poll(&mut events, Some(poll_timeout(wake))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("poll: {e}")),
-            }
-            let read_closed = events.iter().any(|e| e.is_read_closed() || e.is_error());
-            self.read_in(read_closed)?;
-            self.check_request_timeout()?;
         }
+        if self.deferred_until.is_some_and(|t| now >= t) {
+            self.deferred_until = None;
+            self.core.resend_deferred();
+        }
+        self.write_out()?;
+        self.publish();
+        if let Some(deadline) = self.drain_deadline {
+            if self.requests_in_flight() == 0 || now >= deadline {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.wake_time(self.next_send, self.drain_deadline)))
+    }
+
+    /// The poller reported this connection's socket: read the answers (`read_closed`: the
+    /// peer's side closed, read to EOF), then check the request timeout.
+    pub fn on_ready(&mut self, read_closed: bool) -> Result<(), String> {
+        self.read_in(read_closed)?;
+        self.check_request_timeout()
+    }
+
+    /// The wake time from [`Worker::step`] came: fail over if the node has gone quiet.
+    pub fn on_timer(&mut self) -> Result<(), String> {
+        self.check_request_timeout()
     }
 
     /// When the loop must wake next: the request timeout, the next open-loop send, the end of

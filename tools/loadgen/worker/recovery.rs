@@ -5,17 +5,20 @@ use std::io;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use mio::{Interest, Poll};
+use mio::{Interest, Registry, Token};
 use raftchat::client::{connect_stream, NodePicker, Session, SessionCore};
 
-use super::{log_debug, Plan, Worker, TOKEN};
+use super::{log_debug, Plan, Worker};
 
 /// Turns the blocking session's connection into a registered non-blocking mio stream.
-pub fn into_mio(poll: &Poll, stream: std::net::TcpStream) -> io::Result<TcpStream> {
+pub fn into_mio(
+    registry: &Registry,
+    token: Token,
+    stream: std::net::TcpStream,
+) -> io::Result<TcpStream> {
     stream.set_nonblocking(true)?;
     let mut stream = TcpStream::from_std(stream);
-    poll.registry()
-        .register(&mut stream, TOKEN, Interest::READABLE | Interest::WRITABLE)?;
+    registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
     Ok(stream)
 }
 
@@ -23,7 +26,8 @@ pub fn into_mio(poll: &Poll, stream: std::net::TcpStream) -> io::Result<TcpStrea
 pub fn open_session(
     plan: &Plan,
     first: usize,
-    poll: &Poll,
+    registry: &Registry,
+    token: Token,
 ) -> Result<(SessionCore, NodePicker, TcpStream), String> {
     let session = Session::open(&plan.nodes, first, plan.policy)
         .map_err(|e| format!("cannot open a session: {e}"))?;
@@ -34,7 +38,7 @@ pub fn open_session(
         leftover.is_empty(),
         "nothing was pipelined before the hand-over"
     );
-    let stream = into_mio(poll, stream).map_err(|e| e.to_string())?;
+    let stream = into_mio(registry, token, stream).map_err(|e| e.to_string())?;
     Ok((core, picker, stream))
 }
 
@@ -46,13 +50,14 @@ impl Worker {
     }
 
     /// Reconnects (leader hint first, else round-robin) and re-sends every pending request
-    /// with its seq. Connecting blocks this connection's thread only.
+    /// with its seq. Connecting blocks the shard's thread: the other connections on it wait
+    /// (in a failover they are usually reconnecting too).
     pub fn failover(&mut self, leader_hint: Option<u64>) -> Result<(), String> {
         self.generation += 1;
         // Reads are not retried (they changed nothing): the ones in flight count as failed.
         self.result.failures.other_answer += self.reads.len() as u64;
         self.reads.clear();
-        let _ = self.poll.registry().deregister(&mut self.stream);
+        let _ = self.registry.deregister(&mut self.stream);
         self.input.clear();
         self.deferred_until = None;
         let mut hint = leader_hint;
@@ -67,7 +72,7 @@ impl Worker {
             std::thread::sleep(pause);
             let connected =
                 connect_stream(self.plan.nodes[target], self.plan.policy.connect_timeout)
-                    .and_then(|s| into_mio(&self.poll, s));
+                    .and_then(|s| into_mio(&self.registry, self.token, s));
             match connected {
                 Ok(stream) => {
                     log_debug(self.conn, &format!("now on node {target}"));
@@ -96,11 +101,16 @@ impl Worker {
         }
         debug_assert!(self.in_flight.is_empty());
         self.result.session.add(&self.core.stats);
-        let _ = self.poll.registry().deregister(&mut self.stream);
+        let _ = self.registry.deregister(&mut self.stream);
         self.input.clear();
         self.deferred_until = None;
         self.generation += 1;
-        let (core, picker, stream) = open_session(&self.plan, self.picker.current(), &self.poll)?;
+        let (core, picker, stream) = open_session(
+            &self.plan,
+            self.picker.current(),
+            &self.registry,
+            self.token,
+        )?;
         (self.core, self.picker, self.stream) = (core, picker, stream);
         self.last_progress = Instant::now();
         Ok(())
