@@ -447,3 +447,42 @@ fn a_binary_client_over_its_rate_gets_overloaded_errors_not_silence() {
     assert!((5..=7).contains(&posted), "{answers:?}");
     assert_eq!(posted + limited.len(), SENT as usize, "{answers:?}");
 }
+
+#[test]
+fn a_busy_client_whose_reads_end_mid_frame_is_not_taken_for_a_slow_loris() {
+    let cluster = Cluster::start(1, &["--partial-line-timeout-secs", "1"]);
+    let addr = cluster.addrs[0];
+    cluster.wait_leader(&[0]);
+    let mut conn = binary_conn(addr);
+    // 1,019-byte frames sent 100 bytes every 10 ms for about 3 s: almost every read ends inside
+    // a frame (none ends on a boundary), but requests keep completing.
+    let mut stream = Vec::new();
+    let mut frames = 0u64;
+    while stream.len() < 30_000 {
+        frames += 1;
+        let key = format!("{frames:0>1000}");
+        Request::Get {
+            req_id: frames,
+            key,
+        }
+        .encode(&mut stream);
+    }
+    let frame_len = stream.len() / frames as usize;
+    assert!(stream.len() % 100 != 0 && frame_len > 100, "{frame_len}");
+    for chunk in stream.chunks(100) {
+        conn.write_all(chunk).expect("still connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (answers, closed) = read_answers(&mut conn, frames as usize);
+    assert!(
+        !closed,
+        "closed after {} of {frames} answers",
+        answers.len()
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Answer::KvValue { value: None, .. })),
+        "{answers:?}"
+    );
+}

@@ -276,14 +276,16 @@ impl Limits {
         }
     }
 
-    /// Input arrived and was handled; `partial` says an unfinished request is still waiting.
-    pub fn on_input(&mut self, conn: ConnRef, partial: bool, now: Instant) {
+    /// Input arrived and was handled. `partial`: an unfinished request is still waiting;
+    /// `progress`: at least one whole request was handled, so the unfinished one is new (a
+    /// busy client whose reads end mid-frame is not a slow-loris).
+    pub fn on_input(&mut self, conn: ConnRef, partial: bool, progress: bool, now: Instant) {
         if let Some(t) = self.tracked(conn) {
             t.last_input = now;
-            t.partial_since = if partial {
-                Some(t.partial_since.unwrap_or(now))
-            } else {
-                None
+            t.partial_since = match (partial, progress) {
+                (false, _) => None,
+                (true, true) => Some(now),
+                (true, false) => Some(t.partial_since.unwrap_or(now)),
             };
         }
     }
@@ -435,16 +437,19 @@ mod tests {
         for key in 0..3 {
             limits.on_accept(conn(key), ip(1), t0);
         }
-        // conn 0 sends half a line and trickles more; conn 1 finishes its lines; 2 is silent.
-        limits.on_input(conn(0), true, t0);
-        limits.on_input(conn(0), true, t0 + Duration::from_secs(2));
-        limits.on_input(conn(1), false, t0 + Duration::from_secs(2));
+        // conn 0 sends half a line and trickles more; conn 1 finishes its lines (ending each
+        // read mid-line, as a busy client does); 2 is silent.
+        limits.on_input(conn(0), true, false, t0);
+        limits.on_input(conn(0), true, false, t0 + Duration::from_secs(2));
+        limits.on_input(conn(1), true, false, t0);
+        limits.on_input(conn(1), true, true, t0 + Duration::from_secs(2));
         assert!(limits.sweep(t0 + Duration::from_secs(2)).is_empty());
         let due = limits.sweep(t0 + Duration::from_secs(4));
         assert_eq!(due, vec![(conn(0), CloseReason::PartialInput)]);
+        limits.on_input(conn(1), false, true, t0 + Duration::from_secs(4));
         let due = limits.sweep(t0 + Duration::from_secs(11));
         assert_eq!(due, vec![(conn(2), CloseReason::Idle)]);
-        let due = limits.sweep(t0 + Duration::from_secs(13));
+        let due = limits.sweep(t0 + Duration::from_secs(14));
         assert_eq!(due, vec![(conn(1), CloseReason::Idle)]);
         assert_eq!(limits.counters.partial_closed, 1);
         assert_eq!(limits.counters.idle_closed, 2);

@@ -196,9 +196,12 @@ impl Node {
                 _ => CLIENT_INPUT_BYTES_MAX,
             };
             let outcome = self.svc.transport.read(key, input_max);
+            let unhandled = self.unhandled_input(conn);
             self.handle_input(conn);
-            let partial = self.has_partial_input(conn);
-            self.svc.limits.on_input(conn, partial, Instant::now());
+            let left = self.unhandled_input(conn);
+            self.svc
+                .limits
+                .on_input(conn, left > 0, left < unhandled, Instant::now());
             match outcome {
                 ReadOutcome::Open => return,
                 ReadOutcome::Full => continue,
@@ -326,14 +329,15 @@ impl Node {
         false
     }
 
-    /// An unfinished line, binary frame or HTTP head is waiting (for the slow-loris limit).
-    fn has_partial_input(&self, conn: ConnRef) -> bool {
+    /// Input bytes not yet handled as a whole request (a line in telnet's splitter, a binary
+    /// frame, an HTTP head), for the slow-loris limit.
+    fn unhandled_input(&self, conn: ConnRef) -> usize {
         let buffered = self
             .svc
             .transport
             .get(conn)
-            .map(|c| c.buffers.input().len());
-        buffered.is_some_and(|n| n > 0) || self.telnet.partial_line(conn.key)
+            .map_or(0, |c| c.buffers.input().len());
+        buffered + self.telnet.partial_line_bytes(conn.key)
     }
 
     /// Closes the clients the limits' sweep found idle or holding half a request too long.

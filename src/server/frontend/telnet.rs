@@ -177,11 +177,11 @@ impl Telnet {
         self.sessions.get(&key).is_some_and(Session::input_paused)
     }
 
-    /// True while part of a line waits for its newline (for the slow-loris limit).
-    pub fn partial_line(&self, key: usize) -> bool {
+    /// Bytes of a line waiting for its newline (for the slow-loris limit).
+    pub fn partial_line_bytes(&self, key: usize) -> usize {
         self.sessions
             .get(&key)
-            .is_some_and(|s| s.splitter.buffered_bytes() > 0)
+            .map_or(0, |s| s.splitter.buffered_bytes())
     }
 
     /// A command in flight, lines waiting, or a listing streaming.
