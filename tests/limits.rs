@@ -486,3 +486,47 @@ fn a_busy_client_whose_reads_end_mid_frame_is_not_taken_for_a_slow_loris() {
         "{answers:?}"
     );
 }
+
+#[test]
+fn a_websocket_session_over_its_rate_gets_an_error_json_for_each_refused_message() {
+    let cluster = Cluster::start(1, &["--msg-rate", "1", "--msg-burst", "3"]);
+    let addr = cluster.addrs[0];
+    cluster.wait_leader(&[0]);
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let (mut socket, _) =
+        tungstenite::client(format!("ws://{addr}/ws"), stream).expect("WebSocket handshake");
+    const SENT: u64 = 10;
+    for id in 0..SENT {
+        let request = serde_json::json!({"type": "msg", "id": id, "text": format!("w{id}")});
+        socket
+            .send(tungstenite::Message::Text(request.to_string()))
+            .expect("send");
+    }
+    let (mut acked, mut limited) = (0, 0);
+    while acked + limited < SENT {
+        let message = socket.read().expect("a reply");
+        let tungstenite::Message::Text(text) = message else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        if value["id"].is_null() {
+            continue; // hello, live delivery
+        }
+        match value["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("err") => {
+                let reason = value["reason"].as_str().unwrap_or_default();
+                assert!(
+                    reason.starts_with("rate limited: not stored, try again in "),
+                    "{value}"
+                );
+                limited += 1;
+            }
+            _ => panic!("unexpected reply {value}"),
+        }
+    }
+    assert!((3..=5).contains(&acked), "{acked} acked, {limited} limited");
+}
