@@ -127,7 +127,8 @@ fn bad_chat_input_gets_one_line_errors_and_stores_nothing() {
 
 #[test]
 fn a_slow_reader_is_disconnected_without_disturbing_others() {
-    let cluster = Cluster::start(3, &[]);
+    // One writer posts 5,000 messages: past the telnet rate limit's default (server::limits).
+    let cluster = Cluster::start(3, &["--msg-rate", "0"]);
     cluster.wait_leader(&[0, 1, 2]);
     // The slow client joins the default room and then never reads.
     let mut slow = TcpStream::connect(cluster.addrs[1]).unwrap();

@@ -250,7 +250,8 @@ fn a_websocket_client_and_a_telnet_client_on_different_nodes_see_each_other() {
 
 #[test]
 fn a_websocket_session_pipelines_past_its_in_flight_bound_and_joins_rooms() {
-    let cluster = Cluster::start(3, &[]);
+    // 600 messages at once: past the WebSocket rate limit's default burst (server::limits).
+    let cluster = Cluster::start(3, &["--msg-rate", "0"]);
     let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
     let mut socket = ws_connect(cluster.addrs[leader]);
     ws_wait(&mut socket, "hello", |v| v["type"] == "hello");

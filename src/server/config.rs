@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+use super::limits::{self, LimitConfig};
 use crate::storage::FsyncPolicy;
 
 /// Everything a node needs to start, after validation.
@@ -49,6 +50,9 @@ pub struct ServerConfig {
     /// Derived from the member list, so nodes started with the same arguments agree on it and a
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
+    /// Connection counts, timeouts and message rates (`--max-conns` ...; see `server::limits`).
+    /// Boxed so `Command` stays small.
+    pub limits: Box<LimitConfig>,
 }
 
 /// What the command line asked for: run a node, or print help.
@@ -73,6 +77,7 @@ fn options() -> getopts::Options {
     network_options(&mut opts);
     timing_options(&mut opts);
     storage_options(&mut opts);
+    limit_options(&mut opts);
     testing_options(&mut opts);
     opts.optflag("h", "help", "print this help");
     opts
@@ -172,6 +177,90 @@ fn storage_options(opts: &mut getopts::Options) {
     );
 }
 
+/// Limits that protect everyone (`server::limits`): each has a default; 0 turns it off.
+fn limit_options(opts: &mut getopts::Options) {
+    let limits: [(&str, &str, &str); 8] = [
+        (
+            "max-conns",
+            "client connections this node serves in total; more are refused with one `err` \
+             line (default 10000; 0 = no limit; peers never count)",
+            "N",
+        ),
+        (
+            "max-conns-per-ip",
+            "client connections from one source address (default 4096, high for loopback \
+             benchmarks: lower it on a public node; 0 = no limit)",
+            "N",
+        ),
+        (
+            "idle-timeout-secs",
+            "close a client that sent nothing for this long (default 3600; 0 = never)",
+            "SECS",
+        ),
+        (
+            "partial-line-timeout-secs",
+            "close a connection holding an unfinished line, binary frame or HTTP head this \
+             long (slow-loris; default 30; 0 = never)",
+            "SECS",
+        ),
+        (
+            "msg-rate",
+            "telnet and WebSocket: messages per second per connection; over it `err rate \
+             limited: not stored, try again in <ms>` (default 50; 0 = unlimited)",
+            "N",
+        ),
+        (
+            "msg-burst",
+            "telnet and WebSocket: messages a connection may post at once (default 100)",
+            "N",
+        ),
+        (
+            "binary-msg-rate",
+            "binary clients: messages per second per connection (default 0 = unlimited: \
+             programs such as loadgen; set it when untrusted programs connect)",
+            "N",
+        ),
+        (
+            "binary-msg-burst",
+            "binary clients: messages a connection may post at once (default 1000)",
+            "N",
+        ),
+    ];
+    for (name, help, hint) in limits {
+        opts.optopt("", name, help, hint);
+    }
+}
+
+/// The limit flags, each with its default.
+fn parse_limits(matches: &getopts::Matches) -> Result<LimitConfig, String> {
+    let burst = |name: &str, default: u64| match num_opt(matches, name, default)? {
+        0 => Err(format!("--{name} must be at least 1")),
+        n => Ok(n),
+    };
+    Ok(LimitConfig {
+        max_conns: num_opt(matches, "max-conns", limits::DEFAULT_MAX_CONNS)?,
+        max_conns_per_ip: num_opt(
+            matches,
+            "max-conns-per-ip",
+            limits::DEFAULT_MAX_CONNS_PER_IP,
+        )?,
+        idle_timeout: limits::secs(num_opt(
+            matches,
+            "idle-timeout-secs",
+            limits::DEFAULT_IDLE_TIMEOUT_SECS,
+        )?),
+        partial_timeout: limits::secs(num_opt(
+            matches,
+            "partial-line-timeout-secs",
+            limits::DEFAULT_PARTIAL_TIMEOUT_SECS,
+        )?),
+        msg_rate: num_opt(matches, "msg-rate", limits::DEFAULT_MSG_RATE)?,
+        msg_burst: burst("msg-burst", limits::DEFAULT_MSG_BURST)?,
+        binary_msg_rate: num_opt(matches, "binary-msg-rate", limits::DEFAULT_BINARY_MSG_RATE)?,
+        binary_msg_burst: burst("binary-msg-burst", limits::DEFAULT_BINARY_MSG_BURST)?,
+    })
+}
+
 fn testing_options(opts: &mut getopts::Options) {
     opts.optflag(
         "",
@@ -263,6 +352,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         wal_segment_bytes: storage.wal_segment_bytes,
         listen_backlog: parse_backlog(&matches)?,
         cluster_id,
+        limits: Box::new(parse_limits(&matches)?),
     }))
 }
 
@@ -509,6 +599,32 @@ mod tests {
             let err = parse_args(&args(bad)).expect_err(bad);
             assert!(!err.contains('\n'), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn every_limit_has_a_default_and_a_flag_and_zero_turns_timeouts_off() {
+        assert_eq!(*run("0 3 20000").limits, LimitConfig::default());
+        let cfg = run(
+            "0 3 20000 --max-conns 5 --max-conns-per-ip 2 --idle-timeout-secs 0 \
+             --partial-line-timeout-secs 4 --msg-rate 0 --msg-burst 7 --binary-msg-rate 9 \
+             --binary-msg-burst 11",
+        );
+        let want = LimitConfig {
+            max_conns: 5,
+            max_conns_per_ip: 2,
+            idle_timeout: None,
+            partial_timeout: Some(std::time::Duration::from_secs(4)),
+            msg_rate: 0,
+            msg_burst: 7,
+            binary_msg_rate: 9,
+            binary_msg_burst: 11,
+        };
+        assert_eq!(*cfg.limits, want);
+        for bad in ["0 3 20000 --msg-burst 0", "0 3 20000 --max-conns lots"] {
+            let err = parse_args(&args(bad)).expect_err(bad);
+            assert!(!err.contains('\n'), "{bad}: {err}");
+        }
+        assert!(usage().contains("--partial-line-timeout-secs"));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod config;
 mod error;
 mod frontend;
+pub mod limits;
 mod node;
 mod replica;
 mod requests;

@@ -19,6 +19,7 @@ use super::frontend::binary::Binary;
 use super::frontend::peer::{self, PEER_INPUT_BYTES_MAX};
 use super::frontend::telnet::Telnet;
 use super::frontend::web::{Web, HTTP_PREFIX};
+use super::limits::{ClientKind, CloseReason};
 use super::replica::{Event, Output, Replica, ReplicaOptions};
 use super::requests::Expired;
 use super::services::{Failure, PendingRead, Query, ReplyTo, Services};
@@ -102,7 +103,7 @@ impl Node {
             self.svc.transport.poll(&mut events, timeout)?;
             for event in events.iter() {
                 match Transport::source(event.token()) {
-                    Source::Listener => self.svc.transport.accept(),
+                    Source::Listener => self.accept(),
                     Source::Signals => self.on_signal(),
                     Source::Waker => {} // a sync finished: `drive` collects it below
                     Source::Link(j) => self.svc.transport.on_link_event(j, Instant::now()),
@@ -147,7 +148,12 @@ impl Node {
     fn next_wakeup(&self, now: Instant) -> Instant {
         let mut at = self.next_tick;
         let transport = &self.svc.transport;
-        for candidate in [self.svc.table.next_deadline(), transport.next_wakeup()] {
+        let limits = self.svc.limits.next_wakeup();
+        for candidate in [
+            self.svc.table.next_deadline(),
+            transport.next_wakeup(),
+            limits,
+        ] {
             at = candidate.map_or(at, |c| at.min(c));
         }
         if self.stopping {
@@ -195,7 +201,12 @@ impl Node {
                 _ => CLIENT_INPUT_BYTES_MAX,
             };
             let outcome = self.svc.transport.read(key, input_max);
+            let unhandled = self.unhandled_input(conn);
             self.handle_input(conn);
+            let left = self.unhandled_input(conn);
+            self.svc
+                .limits
+                .on_input(conn, left > 0, left < unhandled, Instant::now());
             match outcome {
                 ReadOutcome::Open => return,
                 ReadOutcome::Full => continue,
@@ -257,8 +268,14 @@ impl Node {
             if input.len() < HTTP_PREFIX.len() {
                 return false;
             }
+            if !self.admit(conn, ClientKind::Person) {
+                return false;
+            }
             self.web.open(&mut self.svc, conn);
         } else if input[0] != 0 {
+            if !self.admit(conn, ClientKind::Person) {
+                return false;
+            }
             self.telnet.open(&mut self.svc, conn);
         } else if input.len() < PEER_MAGIC.len() {
             return false;
@@ -267,6 +284,7 @@ impl Node {
                 Ok(None) => return false,
                 Ok(Some((hello, used))) => {
                     c.buffers.consume(used);
+                    self.svc.limits.exempt(conn);
                     return peer::accept_handshake(&mut self.svc, conn, hello);
                 }
                 Err(e) => {
@@ -279,11 +297,72 @@ impl Node {
                 }
             }
         } else if input[..4] == CLIENT_MAGIC {
+            if !self.admit(conn, ClientKind::Program) {
+                return false;
+            }
             self.binary.open(&mut self.svc, conn);
         } else {
+            if !self.admit(conn, ClientKind::Person) {
+                return false;
+            }
             self.telnet.open(&mut self.svc, conn);
         }
         true
+    }
+
+    /// Accepts every pending connection; the limits start its timers.
+    fn accept(&mut self) {
+        let now = Instant::now();
+        for (conn, from) in self.svc.transport.accept() {
+            self.svc.limits.on_accept(conn, from.ip(), now);
+        }
+    }
+
+    /// Counts a connection classified as a client, or refuses it: one `err` line, then closed.
+    fn admit(&mut self, conn: ConnRef, kind: ClientKind) -> bool {
+        let Err(line) = self.svc.limits.admit(conn, kind, Instant::now()) else {
+            return true;
+        };
+        log::debug!("node {}: refused a client: {line}", self.svc.cfg.id);
+        if let Some(out) = self.svc.transport.output(conn) {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(c) = self.svc.transport.get_mut(conn) {
+            c.closing = true;
+        }
+        false
+    }
+
+    /// Input bytes not yet handled as a whole request (a line in telnet's splitter, a binary
+    /// frame, an HTTP head), for the slow-loris limit.
+    fn unhandled_input(&self, conn: ConnRef) -> usize {
+        let buffered = self
+            .svc
+            .transport
+            .get(conn)
+            .map_or(0, |c| c.buffers.input().len());
+        buffered + self.telnet.partial_line_bytes(conn.key)
+    }
+
+    /// Closes the clients the limits' sweep found idle or holding half a request too long.
+    fn sweep_limits(&mut self, now: Instant) {
+        for (conn, reason) in self.svc.limits.sweep(now) {
+            if self.svc.transport.get(conn).is_none() {
+                continue;
+            }
+            let why = match reason {
+                CloseReason::Idle => "idle past --idle-timeout-secs",
+                CloseReason::PartialInput => {
+                    "an unfinished request past --partial-line-timeout-secs"
+                }
+            };
+            log::info!(
+                "node {}: closing a client connection: {why}",
+                self.svc.cfg.id
+            );
+            self.svc.transport.close(conn.key);
+        }
     }
 
     /// Telnet sessions whose typed-ahead queue drained, and WebSocket sessions whose in-flight
@@ -320,8 +399,12 @@ impl Node {
         }
         self.svc.transport.connect_links(now);
         for conn in self.svc.transport.due_greetings(now) {
-            self.telnet.greet(&mut self.svc, conn);
+            let refused = self.svc.transport.get(conn).is_none_or(|c| c.closing);
+            if !refused && self.admit(conn, ClientKind::Person) {
+                self.telnet.greet(&mut self.svc, conn);
+            }
         }
+        self.sweep_limits(now);
     }
 
     /// Runs the replica driver and routes what it produced.
@@ -533,6 +616,7 @@ impl Node {
             self.telnet.closed(conn);
             self.binary.closed(conn);
             self.web.closed(conn);
+            self.svc.limits.closed(conn);
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ServerConfig;
+use super::limits::Limits;
 use super::replica::Replica;
 use super::requests::RequestTable;
 use super::transport::{ConnRef, Transport};
@@ -178,6 +179,8 @@ pub struct Services {
     pub dirty_soon: bool,
     /// For `/metrics`.
     pub writes: WriteCounts,
+    /// Connection counts, timeouts and message rates (`server::limits`).
+    pub limits: Limits,
     /// Scratch buffer for encoding commands.
     scratch: Vec<u8>,
 }
@@ -185,7 +188,9 @@ pub struct Services {
 impl Services {
     pub fn new(cfg: ServerConfig, transport: Transport, replica: Replica) -> Services {
         let timeout = std::time::Duration::from_millis(cfg.request_timeout_ms);
+        let limits = Limits::new((*cfg.limits).clone(), Instant::now());
         Services {
+            limits,
             cfg,
             transport,
             replica,

@@ -47,7 +47,8 @@ impl Harness {
     /// [`Harness::start`] with extra server arguments (a test-only mode, say).
     pub fn start_with(nodes: usize, extra_args: &[&str]) -> Harness {
         let proxy = Proxy::new(nodes);
-        let args: Vec<&str> = ["--request-timeout-ms", "2000"]
+        // Closed-loop telnet clients may post faster than the default per-connection rate.
+        let args: Vec<&str> = ["--request-timeout-ms", "2000", "--msg-rate", "0"]
             .into_iter()
             .chain(extra_args.iter().copied())
             .collect();

@@ -153,6 +153,7 @@ impl Binary {
         c.buffers = buffers;
         if let Some(e) = error {
             log::info!("node {}: closing a binary client: {e}", svc.cfg.id);
+            svc.limits.counters.bad_frames += 1;
             let answer = Answer::Error {
                 req_id: 0,
                 kind: ErrorKind::Rejected,
@@ -178,6 +179,17 @@ impl Binary {
                 nick,
                 text,
             } => {
+                if let Err(wait) = svc.limits.take_msg(conn, std::time::Instant::now()) {
+                    let message = crate::server::limits::rate_limited_text(wait);
+                    let (kind, leader_hint) = (ErrorKind::Overloaded, None);
+                    let answer = Answer::Error {
+                        req_id,
+                        kind,
+                        leader_hint,
+                        message,
+                    };
+                    return Self::send_answer(svc, conn, &answer);
+                }
                 let checked = validate::validate_room(&room)
                     .and_then(|_| validate::validate_nick(&nick))
                     .and_then(|_| validate::validate_text(&text));

@@ -10,9 +10,11 @@
 //! reads go through [`Services`], and the node hands answers back here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 use crate::chat::telnet::{self, LineSplitter, Request};
 use crate::chat::{Op, Outcome, DEFAULT_ROOM};
+use crate::server::limits;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -175,6 +177,13 @@ impl Telnet {
         self.sessions.get(&key).is_some_and(Session::input_paused)
     }
 
+    /// Bytes of a line waiting for its newline (for the slow-loris limit).
+    pub fn partial_line_bytes(&self, key: usize) -> usize {
+        self.sessions
+            .get(&key)
+            .map_or(0, |s| s.splitter.buffered_bytes())
+    }
+
     /// A command in flight, lines waiting, or a listing streaming.
     pub fn has_work(&self, key: usize) -> bool {
         self.sessions.get(&key).is_some_and(Session::has_work)
@@ -274,6 +283,10 @@ impl Telnet {
         };
         match request {
             Request::Msg { room, text } => {
+                if let Err(wait) = svc.limits.take_msg(conn, Instant::now()) {
+                    let line = format!("err {}", limits::rate_limited_text(wait));
+                    return Self::write_line(svc, conn, &line);
+                }
                 let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let nick = session.nick.clone();
                 self.submit_write(svc, conn, Op::Post { room, nick, text }, None);
@@ -372,6 +385,17 @@ impl Telnet {
                 "entries_per_append_mean {:.2}",
                 stats.entries_per_append_mean()
             ),
+        ]);
+        let limits = svc.limits.counters;
+        lines.extend([
+            format!("clients {}", svc.limits.client_count()),
+            format!("refused_conns_total {}", limits.refused_total),
+            format!("refused_conns_per_ip {}", limits.refused_per_ip),
+            format!("idle_closed {}", limits.idle_closed),
+            format!("partial_closed {}", limits.partial_closed),
+            format!("rate_limited {}", limits.rate_limited),
+            format!("slow_disconnects {}", limits.slow_disconnects),
+            format!("bad_frames {}", limits.bad_frames),
         ]);
         for peer in &status.peers {
             lines.push(format!(
@@ -492,6 +516,7 @@ impl Telnet {
             "node {}: disconnecting a client that fell behind live delivery",
             svc.cfg.id
         );
+        svc.limits.counters.slow_disconnects += 1;
         c.buffers.clear();
         c.buffers
             .output()

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::rooms::RoomSet;
 use crate::chat::{Op, Outcome};
 use crate::metrics::Metrics;
+use crate::server::limits;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 use crate::web::health::{health, HealthInput};
@@ -279,7 +280,10 @@ impl Web {
             WsRequest::Msg { room, text } => {
                 let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let nick = session.nick.clone();
-                let started = write(svc, conn, id, Op::Post { room, nick, text }, None);
+                let started = match svc.limits.take_msg(conn, std::time::Instant::now()) {
+                    Err(wait) => Err(Failure::NotStored(limits::rate_limited_text(wait))),
+                    Ok(()) => write(svc, conn, id, Op::Post { room, nick, text }, None),
+                };
                 self.started(svc, conn, id, started);
             }
             WsRequest::Join { room } => {
@@ -393,6 +397,7 @@ impl Web {
         }
         for conn in too_slow {
             log::info!("node {}: closing a WebSocket that fell behind", svc.cfg.id);
+            svc.limits.counters.slow_disconnects += 1;
             svc.transport.close(conn.key);
             self.closed(conn);
         }

@@ -210,25 +210,27 @@ impl Transport {
     }
 
     /// Accepts every pending connection; each is greeted after `GREETING_DELAY` if silent.
-    pub fn accept(&mut self) {
+    /// Returns the new connections with their source addresses (for `server::limits`).
+    pub fn accept(&mut self) -> Vec<(ConnRef, SocketAddr)> {
+        let mut accepted = Vec::new();
         loop {
             let Some(listener) = self.listener.as_ref() else {
-                return;
+                return accepted;
             };
             match listener.accept() {
-                Ok((stream, _)) => self.add_conn(stream),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok((stream, from)) => accepted.extend(self.add_conn(stream).map(|c| (c, from))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return accepted,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: stop accepting this turn, keep serving.
                     log::warn!("node {}: accept failed: {e}", self.id);
-                    return;
+                    return accepted;
                 }
             }
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream) {
+    fn add_conn(&mut self, mut stream: TcpStream) -> Option<ConnRef> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -237,7 +239,7 @@ impl Transport {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("node {}: cannot register connection: {e}", self.id);
-            return;
+            return None;
         }
         let _ = stream.set_nodelay(true);
         let id = self.next_conn_id;
@@ -253,6 +255,7 @@ impl Transport {
             dirty: false,
             dirty_bulk: false,
         });
+        Some(ConnRef { key, id })
     }
 
     /// Silent connections whose greeting time has come, still unclassified.
