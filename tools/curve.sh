@@ -6,12 +6,16 @@
 #
 #   bash tools/curve.sh                          # DURATION=5 RUNS=3 over C = 1 2 4 ... 256
 #   DURATION=1 RUNS=1 CONNS="1 16" bash tools/curve.sh    # a smoke run
+#   PIPELINE=64 CONNS=64 bash tools/curve.sh                # pipelined 64 x 64 (own files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
-CONNS=${CONNS:-1 2 4 8 16 32 64 256}
+CONNS=${CONNS:-1 2 4 8 16 32 64 256 1024}
 FSYNC=${FSYNC:-always}
+PIPELINE=${PIPELINE:-1}
+name=closed_loop
+if [ "$PIPELINE" != 1 ]; then name="pipelined_$PIPELINE"; fi
 out=target/curve
 cargo build --release --quiet --bin cluster --bin loadgen
 mkdir -p "$out"
@@ -22,17 +26,17 @@ cluster=$!
 trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
 nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
 sleep 3
-runs="$out/closed_loop.jsonl"
+runs="$out/$name.jsonl"
 : >"$runs"
 for c in $CONNS; do
   for _ in $(seq 1 "$RUNS"); do
-    target/release/loadgen --nodes "$nodes" --connections "$c" --pipeline 1 \
+    target/release/loadgen --nodes "$nodes" --connections "$c" --pipeline "$PIPELINE" \
       --duration "$DURATION" --warmup 1 --json 2>>"$data/loadgen.log" | tail -1 >>"$runs" || true
   done
 done
-echo "closed loop, 100-byte messages, 3 nodes, --fsync $FSYNC, medians of $RUNS runs of ${DURATION} s"
+echo "$name, 100-byte messages, 3 nodes, --fsync $FSYNC, medians of $RUNS runs of ${DURATION} s"
 echo
 python3 tools/curve.py --table "$runs:raftchat"
-python3 tools/curve.py --out "$out/closed_loop.svg" "$runs:raftchat"
+python3 tools/curve.py --out "$out/$name.svg" "$runs:raftchat"
 echo
-echo "wrote $out/closed_loop.svg"
+echo "wrote $out/$name.svg"

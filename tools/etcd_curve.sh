@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
-CONNS=${CONNS:-1 2 4 8 16 32 64 256}
+CONNS=${CONNS:-1 2 4 8 16 32 64 256 1024}
 TOTAL=${TOTAL:-20000}
 if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   echo "etcd_curve.sh: etcd and etcdctl are not installed. On Debian/Ubuntu:" >&2
