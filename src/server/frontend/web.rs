@@ -485,9 +485,7 @@ fn health_input(svc: &Services) -> HealthInput {
     }
 }
 
-/// Fills a [`Metrics`] from what the replica, the services and the transport count. Families
-/// with nothing behind them yet (latency histograms, match lag, per-request counters) stay at
-/// zero.
+/// Fills a [`Metrics`] from what the replica, the services and the transport count.
 fn metrics_of(svc: &Services) -> Metrics {
     let replica = &svc.replica;
     let stats = replica.stats();
@@ -514,10 +512,23 @@ fn metrics_of(svc: &Services) -> Metrics {
     wal.entries_per_sync_max = stats.entries_per_sync_max;
     wal.syncs_in_flight = replica.syncs_in_flight() as u64;
     wal.sync_requests = stats.sync_jobs;
+    wal.fsync_seconds = stats.fsync_seconds.clone();
+    wal.entries_per_sync = stats.entries_per_sync.0.clone();
+    wal.entries_written = stats.entries_written;
     m.snapshot.saves = stats.snapshots_taken;
+    m.snapshot.save_seconds = stats.snapshot_seconds.clone();
     m.snapshot.install_received = stats.snapshots_installed;
     m.peers.append_entries_sent = stats.append_entries_sent;
     m.peers.entries_sent = stats.append_entries_entries;
+    m.snapshot.install_sent = stats.snapshots_sent;
+    m.peers.round_trip_seconds = stats.round_trip_seconds.clone();
+    let status = replica.status();
+    for peer in &status.peers {
+        let lag = status.last_index.saturating_sub(peer.match_index);
+        m.peers.match_lag.insert(peer.id, lag);
+    }
+    m.clients.requests = svc.requests.requests.clone();
+    m.clients.request_seconds = svc.requests.request_seconds.clone();
     let connections = &mut m.clients.connections;
     for proto in svc.transport.protocols() {
         match proto {
