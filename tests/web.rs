@@ -418,3 +418,62 @@ fn an_unmasked_client_frame_is_closed_with_protocol_error_and_others_keep_chatti
     ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
     ws_post(&mut socket, "still here");
 }
+
+/// The close code of the last close frame (0x88) the server sent on a raw socket.
+fn close_code(received: &[u8]) -> u16 {
+    let close_at = received
+        .windows(2)
+        .rposition(|w| w[0] == 0x88)
+        .expect("a close frame");
+    u16::from_be_bytes([received[close_at + 2], received[close_at + 3]])
+}
+
+#[test]
+fn slow_huge_oversized_and_non_upgrade_requests_are_refused_and_others_keep_chatting() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let addr = cluster.addrs[0];
+    // A slow-loris: half a head, then nothing. The node must answer 408 and close it.
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    let opened = std::time::Instant::now();
+    // A huge header: 431.
+    let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let (status, _, _) = exchange(addr, huge.as_bytes());
+    assert_eq!(status, 431);
+    // /ws without an upgrade: 426, naming the version spoken.
+    let (status, head, _) = get(addr, "/ws");
+    assert_eq!(status, 426, "{head}");
+    assert!(head.contains("\r\nSec-WebSocket-Version: 13"), "{head}");
+    // A WebSocket frame announcing 1 MiB of payload: closed with 1009 before it is sent.
+    let mut big = TcpStream::connect(addr).expect("connect");
+    big.set_read_timeout(Some(DEADLINE)).unwrap();
+    let handshake = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    big.write_all(handshake.as_bytes()).unwrap();
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]); // the mask
+    frame.extend_from_slice(&[0; 1024]); // the start of the payload
+    big.write_all(&frame).unwrap();
+    let mut received = Vec::new();
+    big.read_to_end(&mut received).expect("the server closes");
+    assert!(received.starts_with(b"HTTP/1.1 101 "));
+    assert_eq!(close_code(&received), 1009);
+    // Meanwhile WebSocket and telnet clients chat on the same node, undisturbed.
+    let mut socket = ws_connect(addr);
+    ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
+    ws_post(&mut socket, "undisturbed");
+    cluster.post(0, "telnet undisturbed");
+    // The slow-loris gets its 408 once its head is overdue, not before.
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).expect("closed by the server");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(5),
+        "408 after {:?}",
+        opened.elapsed()
+    );
+}

@@ -300,6 +300,7 @@ impl Node {
                 self.next_tick = now + self.tick;
             }
         }
+        self.web.expire_heads(&mut self.svc, now);
         for expired in self.svc.table.expire(now) {
             match expired {
                 Expired::Write(reply) => {

@@ -7,7 +7,8 @@
 //! never parses a byte itself and never reaches into Raft: what it reports comes from the
 //! replica's public counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -61,10 +62,16 @@ enum WebConn {
     WebSocket(WsSession),
 }
 
+/// How long a connection may take to send its whole request head; then 408 and closed (a
+/// slow-loris client holds a connection, never the loop).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Every web connection on the node, by connection key.
 #[derive(Default)]
 pub struct Web {
     conns: HashMap<usize, (ConnRef, WebConn)>,
+    /// Connections in the order they opened, with the time their head is due by.
+    head_deadlines: VecDeque<(Instant, ConnRef)>,
     /// Sessions whose in-flight requests dropped below the bound: read their sockets again.
     resumed: Vec<usize>,
 }
@@ -76,6 +83,26 @@ impl Web {
             c.proto = Proto::Http;
             let state = WebConn::Http { answered: false };
             self.conns.insert(conn.key, (conn, state));
+            self.head_deadlines
+                .push_back((Instant::now() + HEAD_TIMEOUT, conn));
+        }
+    }
+
+    /// Answers 408 and closes every connection whose request head is overdue (called from the
+    /// loop's timers).
+    pub fn expire_heads(&mut self, svc: &mut Services, now: Instant) {
+        while let Some(&(due, conn)) = self.head_deadlines.front() {
+            if due > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if let Some(WebConn::Http { answered: false }) = self.state(conn) {
+                self.refuse(
+                    svc,
+                    conn,
+                    Invalid::new(408, "request head not received in time"),
+                );
+            }
         }
     }
 
