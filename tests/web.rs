@@ -60,40 +60,61 @@ fn page_unknown_paths_and_garbage_get_the_right_status_and_telnet_keeps_working(
         .any(|line| line.contains("still telnet")));
 }
 
+/// One sample line of a Prometheus text body: series (name and labels), value, family type.
+struct Sample {
+    series: String,
+    value: f64,
+    kind: String,
+}
+
 /// Sample lines of a Prometheus text body, after checking each has its HELP and TYPE first.
-fn samples(body: &str) -> Vec<(String, f64)> {
+fn samples(body: &str) -> Vec<Sample> {
     let mut helped = std::collections::HashSet::new();
-    let mut typed = std::collections::HashSet::new();
+    let mut typed = std::collections::HashMap::new();
     let mut out = Vec::new();
     for line in body.lines().filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             helped.insert(rest.split(' ').next().unwrap().to_string());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split(' ').next().unwrap().to_string());
+            let (family, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(family.to_string(), kind.to_string());
         } else {
             let (name_labels, value) = line.rsplit_once(' ').expect("name and value");
             let name = name_labels.split('{').next().unwrap();
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains_key(*f)))
                 .unwrap_or(name);
             assert!(helped.contains(family), "no HELP before {line}");
-            assert!(typed.contains(family), "no TYPE before {line}");
-            out.push((
-                name_labels.to_string(),
-                value.parse().expect("numeric value"),
-            ));
+            let kind = typed
+                .get(family)
+                .unwrap_or_else(|| panic!("no TYPE before {line}"));
+            out.push(Sample {
+                series: name_labels.to_string(),
+                value: value.parse().expect("numeric value"),
+                kind: kind.clone(),
+            });
         }
     }
     out
 }
 
-fn sample(samples: &[(String, f64)], name: &str) -> f64 {
+fn sample(samples: &[Sample], series: &str) -> f64 {
     samples
         .iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no sample {name}"))
-        .1
+        .find(|s| s.series == series)
+        .unwrap_or_else(|| panic!("no sample {series}"))
+        .value
+}
+
+/// The sum of every series of `name` (whatever its labels).
+fn total(samples: &[Sample], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.series == name || s.series.starts_with(&format!("{name}{{")))
+        .map(|s| s.value)
+        .sum()
 }
 
 #[test]
@@ -110,11 +131,15 @@ fn metrics_are_well_formed_and_counters_grow_with_traffic() {
     for i in 0..5 {
         cluster.post(leader, &format!("counted {i}"));
     }
+    // A follower's posts are forwarded; its own request counters see them too.
+    let follower = (leader + 1) % 3;
+    cluster.post(follower, "counted on a follower");
     let (_, _, body) = get(addr, "/metrics");
     let second = samples(&body);
     for name in [
         "raftchat_disk_wal_syncs_total",
         "raftchat_disk_wal_write_bytes_total",
+        "raftchat_disk_wal_entries_written_total",
         "raftchat_server_commit_index",
         "raftchat_server_proposals_applied_total",
     ] {
@@ -124,6 +149,54 @@ fn metrics_are_well_formed_and_counters_grow_with_traffic() {
             sample(&first, name),
             sample(&second, name)
         );
+    }
+    // The histograms are measured, not declared: fsyncs, request latency, peer round trips.
+    for name in [
+        "raftchat_disk_wal_fsync_duration_seconds_count",
+        "raftchat_disk_wal_entries_per_sync_count",
+        "raftchat_client_request_duration_seconds_count",
+        "raftchat_network_peer_round_trip_time_seconds_count",
+    ] {
+        assert!(total(&second, name) > 0.0, "{name} counted something");
+    }
+    assert!(
+        sample(&second, "raftchat_disk_wal_fsync_duration_seconds_sum") > 0.0,
+        "fsyncs take time"
+    );
+    assert!(
+        sample(
+            &second,
+            "raftchat_client_requests_total{kind=\"write\",outcome=\"ok\"}"
+        ) >= 5.0,
+        "the five posts are counted as answered writes"
+    );
+    // The leader knows each follower's match lag; both followers have an RTT series.
+    for id in (0..3u64).filter(|&id| id != leader as u64) {
+        let lag = format!("raftchat_network_peer_match_lag_entries{{peer=\"{id}\"}}");
+        sample(&second, &lag);
+        let rtt = format!("raftchat_network_peer_round_trip_time_seconds_count{{peer=\"{id}\"}}");
+        assert!(sample(&second, &rtt) > 0.0, "{rtt}");
+    }
+    let follower_body = get(cluster.addrs[follower], "/metrics").2;
+    let on_follower = samples(&follower_body);
+    assert!(
+        total(
+            &on_follower,
+            "raftchat_client_request_duration_seconds_count"
+        ) > 0.0,
+        "the follower timed its forwarded write"
+    );
+    // Counters and histogram series never go down from one scrape to the next.
+    for s in first.iter().filter(|s| s.kind != "gauge") {
+        if let Some(later) = second.iter().find(|l| l.series == s.series) {
+            assert!(
+                later.value >= s.value,
+                "{} went down: {} -> {}",
+                s.series,
+                s.value,
+                later.value
+            );
+        }
     }
 }
 
@@ -139,6 +212,34 @@ fn health_is_ok_on_every_node_of_a_healthy_cluster() {
         let verdict: serde_json::Value = serde_json::from_str(body.trim()).expect("json");
         assert_eq!(verdict["health"], true, "{body}");
     }
+}
+
+/// `/health` of node 0 once it is cut off from the others (both SIGSTOPped, the leader among
+/// them or not): it loses its leader and answers 503; with them back it is 200 again.
+#[test]
+fn health_flips_to_503_on_a_node_cut_off_from_the_others_and_back() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let addr = cluster.addrs[0];
+    wait_for("a 200 from /health", DEADLINE, || {
+        (get(addr, "/health").0 == 200).then_some(())
+    });
+    cluster.pause(1);
+    cluster.pause(2);
+    let body = wait_for("a 503 from a node cut off", DEADLINE, || {
+        let (status, _, body) = get(addr, "/health");
+        (status == 503).then_some(body)
+    });
+    let verdict: serde_json::Value = serde_json::from_str(body.trim()).expect("json");
+    assert_eq!(verdict["health"], false, "{body}");
+    assert_eq!(verdict["leader"], serde_json::Value::Null, "{body}");
+    cluster.resume(1);
+    cluster.resume(2);
+    wait_for(
+        "a 200 from /health once the others are back",
+        DEADLINE,
+        || (get(addr, "/health").0 == 200).then_some(()),
+    );
 }
 
 type WsClient = tungstenite::WebSocket<TcpStream>;
@@ -317,4 +418,63 @@ fn an_unmasked_client_frame_is_closed_with_protocol_error_and_others_keep_chatti
     let mut socket = ws_connect(addr);
     ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
     ws_post(&mut socket, "still here");
+}
+
+/// The close code of the last close frame (0x88) the server sent on a raw socket.
+fn close_code(received: &[u8]) -> u16 {
+    let close_at = received
+        .windows(2)
+        .rposition(|w| w[0] == 0x88)
+        .expect("a close frame");
+    u16::from_be_bytes([received[close_at + 2], received[close_at + 3]])
+}
+
+#[test]
+fn slow_huge_oversized_and_non_upgrade_requests_are_refused_and_others_keep_chatting() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let addr = cluster.addrs[0];
+    // A slow-loris: half a head, then nothing. The node must answer 408 and close it.
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    let opened = std::time::Instant::now();
+    // A huge header: 431.
+    let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let (status, _, _) = exchange(addr, huge.as_bytes());
+    assert_eq!(status, 431);
+    // /ws without an upgrade: 426, naming the version spoken.
+    let (status, head, _) = get(addr, "/ws");
+    assert_eq!(status, 426, "{head}");
+    assert!(head.contains("\r\nSec-WebSocket-Version: 13"), "{head}");
+    // A WebSocket frame announcing 1 MiB of payload: closed with 1009 before it is sent.
+    let mut big = TcpStream::connect(addr).expect("connect");
+    big.set_read_timeout(Some(DEADLINE)).unwrap();
+    let handshake = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    big.write_all(handshake.as_bytes()).unwrap();
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]); // the mask
+    frame.extend_from_slice(&[0; 1024]); // the start of the payload
+    big.write_all(&frame).unwrap();
+    let mut received = Vec::new();
+    big.read_to_end(&mut received).expect("the server closes");
+    assert!(received.starts_with(b"HTTP/1.1 101 "));
+    assert_eq!(close_code(&received), 1009);
+    // Meanwhile WebSocket and telnet clients chat on the same node, undisturbed.
+    let mut socket = ws_connect(addr);
+    ws_wait(&mut socket, "hello", |v| v["type"] == "hello");
+    ws_post(&mut socket, "undisturbed");
+    cluster.post(0, "telnet undisturbed");
+    // The slow-loris gets its 408 once its head is overdue, not before.
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).expect("closed by the server");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(5),
+        "408 after {:?}",
+        opened.elapsed()
+    );
 }

@@ -384,6 +384,7 @@ impl Node {
                 self.next_tick = now + self.tick;
             }
         }
+        self.web.expire_heads(&mut self.svc, now);
         for expired in self.svc.table.expire(now) {
             match expired {
                 Expired::Write(reply) => {
@@ -440,8 +441,9 @@ impl Node {
                         .origin
                         .filter(|o| o.node == self.svc.cfg.id)
                         .map(|o| o.req);
-                    if ours.is_some() {
+                    if let Some(req) = ours {
                         self.svc.writes.applied += 1;
+                        self.svc.record_request(req, "write", "ok");
                     }
                     let answered = self.svc.table.on_applied(index, ours, &mut overwritten);
                     for reply in overwritten.drain(..) {
@@ -516,6 +518,7 @@ impl Node {
 
     fn fail_reply(&mut self, reply: ReplyTo, failure: &Failure) {
         self.svc.writes.failed += 1;
+        self.svc.requests.count_request("write", "failed");
         match reply {
             ReplyTo::Telnet { conn, .. } => {
                 self.telnet.fail(&mut self.svc, conn, failure);
@@ -530,6 +533,7 @@ impl Node {
     }
 
     fn fail_read(&mut self, read: PendingRead, failure: &Failure) {
+        self.svc.requests.count_request("read", "failed");
         match (read.query.binary_req_id(), read.query) {
             (Some(req_id), _) => Binary::fail(&mut self.svc, read.conn, req_id, failure),
             (None, Query::WebRooms { id } | Query::WebHistory { id, .. }) => {
@@ -547,6 +551,7 @@ impl Node {
     fn serve_reads(&mut self) {
         let applied = self.svc.replica.sm().applied_index();
         for read in self.svc.table.take_servable(applied) {
+            self.svc.requests.count_request("read", "ok");
             if read.query.binary_req_id().is_some() {
                 Binary::serve(&mut self.svc, read.conn, read.query);
             } else if read.query.is_web() {

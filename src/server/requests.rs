@@ -74,6 +74,17 @@ impl<W, R> RequestTable<W, R> {
         self.next_req
     }
 
+    /// When request `req` started, while its deadline is still queued (for request latency).
+    /// Ids and deadlines are queued in the same order, so a binary search finds it.
+    pub fn started_at(&self, req: u64) -> Option<Instant> {
+        let i = self
+            .deadlines
+            .binary_search_by_key(&req, |&(_, r)| r)
+            .ok()?;
+        let (deadline, _) = self.deadlines.get(i)?;
+        deadline.checked_sub(self.timeout)
+    }
+
     /// The earliest deadline, for the loop's poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.front().map(|(at, _)| *at)

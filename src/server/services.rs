@@ -181,6 +181,8 @@ pub struct Services {
     pub writes: WriteCounts,
     /// Connection counts, timeouts and message rates (`server::limits`).
     pub limits: Limits,
+    /// For `/metrics`: requests answered, by kind and outcome, and their latency.
+    pub requests: crate::metrics::ClientMetrics,
     /// Scratch buffer for encoding commands.
     scratch: Vec<u8>,
 }
@@ -200,6 +202,7 @@ impl Services {
             early_acks: Vec::new(),
             dirty_soon: false,
             writes: WriteCounts::default(),
+            requests: Default::default(),
             scratch: Vec::new(),
         }
     }
@@ -266,6 +269,16 @@ impl Services {
                 "{}: not stored, try again",
                 describe(e)
             ))),
+        }
+    }
+
+    /// Counts an answered request `req` of `kind` (and its latency while its start is known).
+    pub fn record_request(&mut self, req: u64, kind: &'static str, outcome: &'static str) {
+        match self.table.started_at(req) {
+            Some(started) => self
+                .requests
+                .record_request(kind, outcome, started.elapsed()),
+            None => self.requests.count_request(kind, outcome),
         }
     }
 

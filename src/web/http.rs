@@ -35,7 +35,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    const fn new(status: u16, reason: &'static str) -> Self {
+    pub const fn new(status: u16, reason: &'static str) -> Self {
         Invalid { status, reason }
     }
 }
@@ -343,10 +343,11 @@ pub fn write_response(
 /// close` (the server closes after sending it) and `Allow: GET` on a 405.
 pub fn write_error(out: &mut Vec<u8>, invalid: Invalid) {
     let body = format!("{} {}\n", invalid.status, invalid.reason);
-    let extra: &[(&str, &str)] = if invalid.status == 405 {
-        &[("Allow", "GET")]
-    } else {
-        &[]
+    let extra: &[(&str, &str)] = match invalid.status {
+        405 => &[("Allow", "GET")],
+        // RFC 6455 §4.4: the versions this server speaks.
+        426 => &[("Sec-WebSocket-Version", "13")],
+        _ => &[],
     };
     let content_type = "text/plain; charset=utf-8";
     write_response(
@@ -364,6 +365,18 @@ mod tests {
     use super::*;
 
     const GET: &[u8] = b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade:  websocket \r\n\r\n";
+
+    #[test]
+    fn upgrade_required_names_the_websocket_version() {
+        let mut out = Vec::new();
+        write_error(&mut out, Invalid::new(426, "upgrade required"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{text}");
+    }
 
     fn invalid(buf: &[u8]) -> u16 {
         match check(buf) {

@@ -7,7 +7,8 @@
 //! never parses a byte itself and never reaches into Raft: what it reports comes from the
 //! replica's public counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -62,10 +63,16 @@ enum WebConn {
     WebSocket(WsSession),
 }
 
+/// How long a connection may take to send its whole request head; then 408 and closed (a
+/// slow-loris client holds a connection, never the loop).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Every web connection on the node, by connection key.
 #[derive(Default)]
 pub struct Web {
     conns: HashMap<usize, (ConnRef, WebConn)>,
+    /// Connections in the order they opened, with the time their head is due by.
+    head_deadlines: VecDeque<(Instant, ConnRef)>,
     /// Sessions whose in-flight requests dropped below the bound: read their sockets again.
     resumed: Vec<usize>,
 }
@@ -77,6 +84,26 @@ impl Web {
             c.proto = Proto::Http;
             let state = WebConn::Http { answered: false };
             self.conns.insert(conn.key, (conn, state));
+            self.head_deadlines
+                .push_back((Instant::now() + HEAD_TIMEOUT, conn));
+        }
+    }
+
+    /// Answers 408 and closes every connection whose request head is overdue (called from the
+    /// loop's timers).
+    pub fn expire_heads(&mut self, svc: &mut Services, now: Instant) {
+        while let Some(&(due, conn)) = self.head_deadlines.front() {
+            if due > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if let Some(WebConn::Http { answered: false }) = self.state(conn) {
+                self.refuse(
+                    svc,
+                    conn,
+                    Invalid::new(408, "request head not received in time"),
+                );
+            }
         }
     }
 
@@ -494,9 +521,7 @@ fn health_input(svc: &Services) -> HealthInput {
     }
 }
 
-/// Fills a [`Metrics`] from what the replica, the services and the transport count. Families
-/// with nothing behind them yet (latency histograms, match lag, per-request counters) stay at
-/// zero.
+/// Fills a [`Metrics`] from what the replica, the services and the transport count.
 fn metrics_of(svc: &Services) -> Metrics {
     let replica = &svc.replica;
     let stats = replica.stats();
@@ -523,10 +548,23 @@ fn metrics_of(svc: &Services) -> Metrics {
     wal.entries_per_sync_max = stats.entries_per_sync_max;
     wal.syncs_in_flight = replica.syncs_in_flight() as u64;
     wal.sync_requests = stats.sync_jobs;
+    wal.fsync_seconds = stats.fsync_seconds.clone();
+    wal.entries_per_sync = stats.entries_per_sync.0.clone();
+    wal.entries_written = stats.entries_written;
     m.snapshot.saves = stats.snapshots_taken;
+    m.snapshot.save_seconds = stats.snapshot_seconds.clone();
     m.snapshot.install_received = stats.snapshots_installed;
     m.peers.append_entries_sent = stats.append_entries_sent;
     m.peers.entries_sent = stats.append_entries_entries;
+    m.snapshot.install_sent = stats.snapshots_sent;
+    m.peers.round_trip_seconds = stats.round_trip_seconds.clone();
+    let status = replica.status();
+    for peer in &status.peers {
+        let lag = status.last_index.saturating_sub(peer.match_index);
+        m.peers.match_lag.insert(peer.id, lag);
+    }
+    m.clients.requests = svc.requests.requests.clone();
+    m.clients.request_seconds = svc.requests.request_seconds.clone();
     let connections = &mut m.clients.connections;
     for proto in svc.transport.protocols() {
         match proto {

@@ -25,7 +25,7 @@ mod syncer;
 mod tests;
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::chat::{Applied, SessionConfig, StateMachine};
 use crate::raft::{
@@ -181,6 +181,14 @@ impl Replica {
             );
             return;
         }
+        if let MessageBody::AppendEntriesResponse { .. } | MessageBody::HeartbeatResponse { .. } =
+            msg.body
+        {
+            if let Some(sent) = self.stats.awaiting_response.remove(&msg.from) {
+                let rtt = self.stats.round_trip_seconds.entry(msg.from).or_default();
+                rtt.observe_duration(sent.elapsed());
+            }
+        }
         self.raft.step(msg);
     }
 
@@ -261,6 +269,7 @@ impl Replica {
             if let Some(took) = took {
                 let entries = durable.saturating_sub(self.durable_index);
                 self.stats.on_sync(entries, took);
+                self.stats.entries_per_sync.0.observe(entries as f64);
                 self.durable_index = durable;
             }
             let oldest = self.unsynced.iter_mut().find(|u| u.syncing);
@@ -312,6 +321,7 @@ impl Replica {
         if syncing {
             if !rd.entries.is_empty() {
                 self.wal.append(&rd.entries)?;
+                self.stats.entries_written += rd.entries.len() as u64;
             }
             let job = self.wal.write_buffered()?;
             self.syncer.submit(job);
@@ -368,7 +378,16 @@ impl Replica {
                 // The data travels as chunks (`snapshot.rs`); the follower steps the
                 // InstallSnapshot itself once the whole file is in.
                 self.snapshots.want_send(msg.to, msg.term, Instant::now());
+                self.stats.snapshots_sent += 1;
                 continue;
+            }
+            if let MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } = msg.body {
+                // One older than a few heartbeats was lost (or its peer was away): start over.
+                let now = Instant::now();
+                let sent = self.stats.awaiting_response.entry(msg.to).or_insert(now);
+                if now.duration_since(*sent) > Duration::from_secs(2) {
+                    *sent = now;
+                }
             }
             if let MessageBody::AppendEntries { entries, .. } = &msg.body {
                 self.stats.append_entries_sent += 1;
@@ -482,6 +501,7 @@ impl Replica {
         );
         self.snapshots.start_write(meta, capture);
         self.stats.snapshots_taken += 1;
+        self.stats.snapshot_started = Some(started);
     }
 
     /// A snapshot the helper thread finished: the core and the log may forget what it covers,
@@ -490,6 +510,11 @@ impl Replica {
         let Some((meta, written)) = self.snapshots.take_written() else {
             return Ok(());
         };
+        if let Some(started) = self.stats.snapshot_started.take() {
+            self.stats
+                .snapshot_seconds
+                .observe_duration(started.elapsed());
+        }
         let file = match written {
             Ok(file) => file,
             Err(e) => {

@@ -3,7 +3,10 @@
 //! AppendEntries). One place, plain numbers: `status` prints them and the metrics endpoint
 //! exports them.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{EntriesPerSync, Histogram};
 
 #[derive(Clone, Debug, Default)]
 pub struct ReplicaStats {
@@ -15,6 +18,12 @@ pub struct ReplicaStats {
     pub entries_per_sync_max: u64,
     /// Total time spent in fdatasync.
     pub sync_time: Duration,
+    /// Log entries appended to the write-ahead log.
+    pub entries_written: u64,
+    /// Entries made durable per fdatasync.
+    pub entries_per_sync: EntriesPerSync,
+    /// fdatasync durations (the metrics endpoint's `raftchat_disk_wal_fsync_duration_seconds`).
+    pub fsync_seconds: Histogram,
     /// Writes handed to the fsync thread (several may share one sync).
     pub sync_jobs: u64,
     /// AppendEntries messages sent (heartbeats included).
@@ -25,6 +34,16 @@ pub struct ReplicaStats {
     pub leader_changes: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Capture-to-written durations of the snapshots taken.
+    pub snapshot_seconds: Histogram,
+    /// When the snapshot being written was started.
+    pub snapshot_started: Option<Instant>,
+    /// InstallSnapshots the core asked to send (each streamed as chunks).
+    pub snapshots_sent: u64,
+    /// Per peer: AppendEntries/Heartbeat send to its response (the oldest unanswered one).
+    pub round_trip_seconds: BTreeMap<u64, Histogram>,
+    /// Per peer: when the oldest unanswered AppendEntries or Heartbeat was sent.
+    pub awaiting_response: BTreeMap<u64, Instant>,
 }
 
 impl ReplicaStats {
@@ -34,6 +53,7 @@ impl ReplicaStats {
         self.entries_synced += entries;
         self.entries_per_sync_max = self.entries_per_sync_max.max(entries);
         self.sync_time += took;
+        self.fsync_seconds.observe_duration(took);
     }
 
     pub fn entries_per_sync_mean(&self) -> f64 {
@@ -68,5 +88,6 @@ mod tests {
         assert_eq!(stats.entries_per_sync_max, 15);
         assert_eq!(stats.entries_per_sync_mean(), 8.0);
         assert_eq!(stats.sync_time, Duration::from_micros(500));
+        assert_eq!(stats.fsync_seconds.count, 2);
     }
 }
