@@ -1,11 +1,9 @@
-//! Byte plumbing for one non-blocking TCP stream: a bounded input buffer filled until
+//! Byte plumbing for one non-blocking stream (TCP or TLS plaintext): a bounded input buffer filled until
 //! `WouldBlock`, and an output buffer drained on writability with partial writes kept.
 //!
 //! Owns no protocol: what the bytes mean is decided by the caller (telnet, peer, ...).
 
 use std::io::{self, Read, Write};
-
-use mio::net::TcpStream;
 
 /// Bytes read per `read` call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -36,7 +34,7 @@ pub struct Buffers {
 
 impl Buffers {
     /// Reads until `WouldBlock`, EOF, an error, or `input_bytes_max` unconsumed bytes.
-    pub fn read_from(&mut self, stream: &mut TcpStream, input_bytes_max: usize) -> ReadOutcome {
+    pub fn read_from(&mut self, stream: &mut impl Read, input_bytes_max: usize) -> ReadOutcome {
         loop {
             if self.input_end - self.input_pos >= input_bytes_max {
                 return ReadOutcome::Full;
@@ -92,7 +90,7 @@ impl Buffers {
     }
 
     /// Writes until the output is empty or the socket would block. `Err` means the peer is gone.
-    pub fn write_to(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    pub fn write_to(&mut self, stream: &mut impl Write) -> io::Result<()> {
         while self.output_pos < self.output.len() {
             match stream.write(&self.output[self.output_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
