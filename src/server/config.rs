@@ -50,7 +50,7 @@ pub struct ServerConfig {
     /// node of another cluster (or a stale data dir) is refused.
     pub cluster_id: u64,
     /// `--cert --key --ca`, `--client-tls`, `--client-cert-auth`: TLS for peers and clients.
-    pub tls: Option<crate::tls::NodeTlsOptions>,
+    pub tls: Option<Box<crate::tls::NodeTlsOptions>>,
 }
 
 /// What the command line asked for: run a node, or print help.
@@ -298,7 +298,7 @@ fn tls_options(opts: &mut getopts::Options) {
 fn parse_tls(
     matches: &getopts::Matches,
     id: u64,
-) -> Result<Option<crate::tls::NodeTlsOptions>, String> {
+) -> Result<Option<Box<crate::tls::NodeTlsOptions>>, String> {
     use crate::tls::{ClientTlsMode, NodeTlsOptions, TlsFiles};
     let files = [
         matches.opt_str("cert"),
@@ -316,7 +316,7 @@ fn parse_tls(
             if client_cert_auth && client_tls == ClientTlsMode::Off {
                 return Err("--client-cert-auth needs --client-tls optional or required".into());
             }
-            Ok(Some(NodeTlsOptions {
+            Ok(Some(Box::new(NodeTlsOptions {
                 files: TlsFiles {
                     cert: PathBuf::from(cert),
                     key: PathBuf::from(key),
@@ -325,7 +325,7 @@ fn parse_tls(
                 own_id: id,
                 client_tls,
                 client_cert_auth,
-            }))
+            })))
         }
         [None, None, None] => {
             if client_tls.is_some_and(|m| m != ClientTlsMode::Off) || client_cert_auth {

@@ -59,7 +59,8 @@ impl Node {
             node_id: cfg.id,
         };
         // TLS files are checked before anything is opened (a bad one exits with status 2).
-        let tls = cfg.tls.clone().map(crate::tls::NodeTls::load).transpose();
+        let tls = cfg.tls.clone().map(|t| crate::tls::NodeTls::load(*t));
+        let tls = tls.transpose();
         let tls = tls.map_err(ServerError::Tls)?;
         let (mut transport, waker) =
             Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;

@@ -73,10 +73,21 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => match t.read_plaintext(buf)? {
-                tls::ReadOutcome::Data(n) => Ok(n),
-                tls::ReadOutcome::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
-                tls::ReadOutcome::Closed => Ok(0),
+            Stream::Tls(t) => match t.read_plaintext(buf) {
+                Ok(tls::ReadOutcome::Data(n)) => Ok(n),
+                Ok(tls::ReadOutcome::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(tls::ReadOutcome::Closed) => Ok(0),
+                Err(e) => {
+                    // Say why (no certificate, another CA's, garbage): the caller only closes.
+                    let peer = t.get_ref().peer_addr().map(|a| a.to_string());
+                    let peer = peer.unwrap_or_else(|_| "?".into());
+                    if t.is_handshaking() {
+                        log::warn!("refused a TLS connection from {peer}: {e}");
+                    } else {
+                        log::info!("closed a TLS connection from {peer}: {e}");
+                    }
+                    Err(e)
+                }
             },
             Stream::Detached => Err(detached()),
         }
