@@ -24,7 +24,7 @@ fn writes_loadable_node_and_client_certificates() {
         String::from_utf8_lossy(&out.stderr)
     );
     let ca = dir.path().join("ca.pem");
-    for id in 1..=2u64 {
+    for id in 0..2u64 {
         let files = TlsFiles {
             cert: dir.path().join(format!("node-{id}.pem")),
             key: dir.path().join(format!("node-{id}-key.pem")),

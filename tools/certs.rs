@@ -53,7 +53,7 @@ fn parse_args() -> (PathBuf, ClusterSpec) {
         "directory to write into (created if missing)",
         "DIR",
     );
-    opts.optopt("", "nodes", "node certificates for ids 1..=N", "N");
+    opts.optopt("", "nodes", "node certificates for ids 0..N-1", "N");
     opts.optopt(
         "",
         "clients",

@@ -1,6 +1,9 @@
 //! `cluster`: starts a local raftchat cluster in one command and streams its logs.
 //!
-//! `cargo run --release --bin cluster [-- --nodes 3 --base-port 20000 --data-dir data]`
+//! `cargo run --release --bin cluster [-- --nodes 3 --base-port 20000 --data-dir data --tls]`
+//!
+//! With `--tls` it writes a CA and node certificates (`raftchat::tls::gen`) to
+//! `<data-dir>/certs` once and starts every node with `--cert --key --ca`.
 //!
 //! Each node is a child process (this binary re-executed in node mode, so nothing else needs
 //! to be built first). Node output is prefixed with `[nN]`. A node that exits is reported, never
@@ -8,7 +11,7 @@
 //! It never touches the nodes' data itself and never talks to them over the network.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +28,8 @@ struct ClusterArgs {
     log_level: String,
     /// Everything after `--`, passed to every node.
     node_args: Vec<String>,
+    /// `--tls`: where the CA and node certificates are (written there if `ca.pem` is absent).
+    tls_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -53,6 +58,14 @@ fn main() {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
             fail(format!("cannot install signal handler: {e}"));
+        }
+    }
+    if let Some(dir) = &cluster.tls_dir {
+        if let Err(e) = ensure_certs(dir, cluster.nodes) {
+            fail(format!(
+                "cannot write certificates to {}: {e}",
+                dir.display()
+            ));
         }
     }
     let exe = std::env::current_exe()
@@ -89,6 +102,12 @@ fn options() -> getopts::Options {
         "POLICY",
     );
     opts.optopt("", "log-level", "node log level (default info)", "LEVEL");
+    opts.optflag(
+        "",
+        "tls",
+        "encrypt and mutually authenticate: writes a CA and node certificates to <data-dir>/certs \
+         (kept if ca.pem exists) and starts every node with them",
+    );
     opts.optflag("h", "help", "print this help");
     opts
 }
@@ -120,13 +139,18 @@ fn parse_args(args: &[String]) -> Result<Option<ClusterArgs>, String> {
         ));
     }
     let text = |name: &str, default: &str| matches.opt_str(name).unwrap_or(default.to_string());
+    let data_dir = text("data-dir", "data");
+    let tls_dir = matches
+        .opt_present("tls")
+        .then(|| Path::new(&data_dir).join("certs"));
     Ok(Some(ClusterArgs {
         nodes,
         base_port,
-        data_dir: text("data-dir", "data"),
+        data_dir,
         fsync: text("fsync", "always"),
         log_level: text("log-level", "info"),
         node_args: matches.free.clone(),
+        tls_dir,
     }))
 }
 
@@ -164,11 +188,48 @@ fn spawn_node(exe: &Path, cluster: &ClusterArgs, id: u64) -> io::Result<Child> {
             "--log-level",
             &cluster.log_level,
         ])
+        .args(tls_args(cluster, id))
         .args(&cluster.node_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
+}
+
+/// Writes a CA, node certificates and a `client-you` certificate into `dir` unless it
+/// already holds a CA (so a restarted cluster keeps its certificates).
+fn ensure_certs(dir: &Path, nodes: u64) -> Result<(), String> {
+    use raftchat::tls::gen::{write_cluster, ClusterSpec};
+    let node_missing = (0..nodes).any(|id| !dir.join(format!("node-{id}.pem")).exists());
+    if dir.join("ca.pem").exists() && !node_missing {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let spec = ClusterSpec {
+        nodes,
+        clients: vec!["you".to_string()],
+        extra_hosts: Vec::new(),
+        days: 365,
+    };
+    write_cluster(dir, &spec)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// `--cert --key --ca` for node `id` with `--tls`.
+fn tls_args(cluster: &ClusterArgs, id: u64) -> Vec<String> {
+    let Some(dir) = &cluster.tls_dir else {
+        return Vec::new();
+    };
+    let path = |name: String| dir.join(name).to_string_lossy().into_owned();
+    vec![
+        "--cert".into(),
+        path(format!("node-{id}.pem")),
+        "--key".into(),
+        path(format!("node-{id}-key.pem")),
+        "--ca".into(),
+        path("ca.pem".into()),
+    ]
 }
 
 /// Copies the child's stdout and stderr to our stdout, each line prefixed with `[nN]`.
@@ -208,6 +269,16 @@ fn print_banner(cluster: &ClusterArgs) {
             "  node {id}: 127.0.0.1:{}    telnet 127.0.0.1 {}",
             base_port + id,
             base_port + id
+        );
+    }
+    if let Some(dir) = &cluster.tls_dir {
+        let ca = dir.join("ca.pem");
+        println!(
+            "TLS on: peers use mutual TLS; clients connect with\n  \
+             openssl s_client -quiet -CAfile {ca} -connect 127.0.0.1:{base_port}\n  \
+             ncat --ssl --ssl-trustfile {ca} 127.0.0.1 {base_port}\n\
+             (plain telnet still works unless you pass `-- --client-tls required`)",
+            ca = ca.display()
         );
     }
     println!(

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// Connection counts, timeouts and message rates (`--max-conns` ...; see `server::limits`).
     /// Boxed so `Command` stays small.
     pub limits: Box<LimitConfig>,
+    /// `--cert --key --ca`, `--client-tls`, `--client-cert-auth`: TLS for peers and clients.
+    pub tls: Option<Box<crate::tls::NodeTlsOptions>>,
 }
 
 /// What the command line asked for: run a node, or print help.
@@ -79,6 +81,7 @@ fn options() -> getopts::Options {
     storage_options(&mut opts);
     limit_options(&mut opts);
     testing_options(&mut opts);
+    tls_options(&mut opts);
     opts.optflag("h", "help", "print this help");
     opts
 }
@@ -353,7 +356,77 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         listen_backlog: parse_backlog(&matches)?,
         cluster_id,
         limits: Box::new(parse_limits(&matches)?),
+        tls: parse_tls(&matches, id)?,
     }))
+}
+
+// ---- TLS flags (issue 17) ----
+
+/// `--cert --key --ca`, `--client-tls`, `--client-cert-auth`, in the style of etcd.
+fn tls_options(opts: &mut getopts::Options) {
+    opts.optopt(
+        "",
+        "cert",
+        "this node's certificate (PEM, CN node-<id>, signed by --ca): TLS on; peers must use it",
+        "FILE",
+    );
+    opts.optopt("", "key", "the private key of --cert (PEM)", "FILE");
+    opts.optopt("", "ca", "the cluster CA certificate (PEM)", "FILE");
+    opts.optopt(
+        "",
+        "client-tls",
+        "clients over TLS: off, optional (default with --cert) or required",
+        "MODE",
+    );
+    opts.optflag(
+        "",
+        "client-cert-auth",
+        "clients must present a certificate signed by --ca",
+    );
+}
+
+fn parse_tls(
+    matches: &getopts::Matches,
+    id: u64,
+) -> Result<Option<Box<crate::tls::NodeTlsOptions>>, String> {
+    use crate::tls::{ClientTlsMode, NodeTlsOptions, TlsFiles};
+    let files = [
+        matches.opt_str("cert"),
+        matches.opt_str("key"),
+        matches.opt_str("ca"),
+    ];
+    let client_tls = matches
+        .opt_str("client-tls")
+        .map(|m| m.parse::<ClientTlsMode>())
+        .transpose()?;
+    let client_cert_auth = matches.opt_present("client-cert-auth");
+    match files {
+        [Some(cert), Some(key), Some(ca)] => {
+            let client_tls = client_tls.unwrap_or(ClientTlsMode::Optional);
+            if client_cert_auth && client_tls == ClientTlsMode::Off {
+                return Err("--client-cert-auth needs --client-tls optional or required".into());
+            }
+            Ok(Some(Box::new(NodeTlsOptions {
+                files: TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                    ca: PathBuf::from(ca),
+                },
+                own_id: id,
+                client_tls,
+                client_cert_auth,
+            })))
+        }
+        [None, None, None] => {
+            if client_tls.is_some_and(|m| m != ClientTlsMode::Off) || client_cert_auth {
+                return Err(
+                    "--client-tls and --client-cert-auth need --cert, --key and --ca".into(),
+                );
+            }
+            Ok(None)
+        }
+        _ => Err("TLS needs all three of --cert, --key and --ca".into()),
+    }
 }
 
 /// `<id> <count> <port>`, checked against each other.
@@ -572,6 +645,29 @@ mod tests {
             .collect();
         assert!(ids.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(ids[0], run("0 3 21000").cluster_id);
+    }
+
+    #[test]
+    fn tls_flags_come_as_a_set() {
+        assert!(run("0 3 20000").tls.is_none());
+        let cfg = run("1 3 20000 --cert c.pem --key k.pem --ca ca.pem --client-tls required");
+        let tls = cfg.tls.expect("TLS options");
+        assert_eq!(tls.own_id, 1);
+        assert_eq!(tls.files.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_tls, crate::tls::ClientTlsMode::Required);
+        let default = run("1 3 20000 --cert c.pem --key k.pem --ca ca.pem").tls;
+        assert_eq!(
+            default.map(|t| t.client_tls),
+            Some(crate::tls::ClientTlsMode::Optional)
+        );
+        for bad in [
+            "0 3 20000 --cert c.pem --key k.pem",
+            "0 3 20000 --client-tls required",
+            "0 3 20000 --cert c --key k --ca a --client-tls maybe",
+        ] {
+            let args: Vec<String> = bad.split_whitespace().map(String::from).collect();
+            assert!(parse_args(&args).is_err(), "{bad}");
+        }
     }
 
     #[test]

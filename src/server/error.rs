@@ -12,6 +12,8 @@ pub enum ServerError {
     Storage(StorageError),
     /// A snapshot on disk or from a leader could not be loaded into the state machine.
     Snapshot(String),
+    /// A TLS file (`--cert --key --ca`) is missing, unreadable, expired or does not match.
+    Tls(crate::tls::TlsFileError),
 }
 
 impl std::fmt::Display for ServerError {
@@ -20,6 +22,7 @@ impl std::fmt::Display for ServerError {
             ServerError::Io { context, source } => write!(f, "{context}: {source}"),
             ServerError::Storage(e) => write!(f, "storage failed, node stopped: {e}"),
             ServerError::Snapshot(why) => write!(f, "snapshot unusable, node stopped: {why}"),
+            ServerError::Tls(e) => write!(f, "{e}"),
         }
     }
 }

@@ -33,7 +33,8 @@ pub use error::ServerError;
 pub use node::Node;
 
 /// The whole `server` command: parse `args` (without the program name), start logging, run the
-/// node. Returns the process exit status: 0 after a clean stop, 1 on a failure, 2 on bad arguments.
+/// node. Returns the process exit status: 0 after a clean stop, 1 on a failure, 2 on bad
+/// arguments or an unusable TLS file.
 pub fn run_cli(args: &[String]) -> i32 {
     let cfg = match parse_args(args) {
         Ok(Command::Run(cfg)) => cfg,
@@ -54,6 +55,11 @@ pub fn run_cli(args: &[String]) -> i32 {
     }
     match Node::start(cfg).and_then(|mut node| node.run()) {
         Ok(()) => 0,
+        Err(ServerError::Tls(e)) => {
+            // One line naming the file and what is wrong, like an argument error.
+            eprintln!("server: {e}");
+            2
+        }
         Err(e) => {
             log::error!("{e}");
             1

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use mio::Events;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::config::ServerConfig;
@@ -59,13 +59,19 @@ impl Node {
             cluster_id: cfg.cluster_id,
             node_id: cfg.id,
         };
-        let (transport, waker) =
+        // TLS files are checked before anything is opened (a bad one exits with status 2).
+        let tls = cfg.tls.clone().map(|t| crate::tls::NodeTls::load(*t));
+        let tls = tls.transpose();
+        let tls = tls.map_err(ServerError::Tls)?;
+        let (mut transport, waker) =
             Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
+        transport.set_tls(tls);
         let replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|source| ServerError::Io {
-            context: "cannot install signal handlers".into(),
-            source,
-        })?;
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| ServerError::Io {
+                context: "cannot install signal handlers".into(),
+                source,
+            })?;
         transport.register_signals(&mut signals)?;
         log::info!(
             "node {}: listening on {} ({} members)",
@@ -167,7 +173,11 @@ impl Node {
     }
 
     fn on_signal(&mut self) {
-        if self.signals.pending().next().is_some() && !self.stopping {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        if pending.contains(&SIGHUP) {
+            self.svc.transport.reload_tls();
+        }
+        if pending.iter().any(|s| *s != SIGHUP) && !self.stopping {
             log::info!("node {}: signal received, stopping", self.svc.cfg.id);
             self.stopping = true;
             self.svc.transport.stop_listening();

@@ -225,7 +225,7 @@ pub struct ClusterSpec {
 }
 
 /// Writes `ca.pem`, `ca-key.pem`, `node-<id>.pem` and `node-<id>-key.pem` for ids
-/// `1..=nodes`, and `client-<name>.pem` with its key; returns the paths written.
+/// `0..nodes` (the ids `server <id> <count>` takes), and `client-<name>.pem` with its key; returns the paths written.
 pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<Vec<PathBuf>, GenError> {
     let ca = CertAuthority::new("raftchat cluster CA", spec.days)?;
     let mut written = Vec::new();
@@ -233,7 +233,7 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<Vec<PathBuf>, Gen
     written.extend([files.cert, files.key]);
     let hosts = hosts_with_defaults(&spec.extra_hosts);
     let validity = Validity::days_from_now(spec.days);
-    for id in 1..=spec.nodes {
+    for id in 0..spec.nodes {
         let pem = ca.node(id, &hosts, validity)?;
         let files = write_pair(dir, &format!("{NODE_CN_PREFIX}{id}"), &pem)?;
         written.extend([files.cert, files.key]);

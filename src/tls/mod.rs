@@ -20,9 +20,9 @@ pub mod node;
 pub mod stream;
 
 pub use config::{ClientCertPolicy, TlsFileError, TlsFiles, TlsMaterial};
-pub use identity::{node_id_of, IdentityError};
+pub use identity::{check_peer_id, node_id_of, IdentityError};
 pub use node::{ClientTlsMode, NodeTls, NodeTlsOptions};
-pub use stream::{looks_like_client_hello, ReadOutcome, TlsStream};
+pub use stream::{looks_like_client_hello, ReadOutcome, TlsStream, TLS_HANDSHAKE_RECORD};
 
 /// The crypto provider every configuration in this module is built on: rustls' `ring` provider.
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {

@@ -69,7 +69,8 @@ pub struct NodeTls {
     pub options: NodeTlsOptions,
     /// Accepting peers: a certificate from the CA is required (then check its id).
     pub peer_server: Arc<ServerConfig>,
-    /// Accepting clients (used only when `client_tls` is not `Off`).
+    /// Every accepted TLS connection (peers and clients share the port): asks for a client
+    /// certificate, required with `--client-cert-auth`; peers must then present theirs.
     pub client_server: Arc<ServerConfig>,
     /// Dialling peers: name the peer with `config::peer_server_name(id)`.
     pub peer_client: Arc<ClientConfig>,
@@ -93,10 +94,12 @@ impl NodeTls {
                 ),
             });
         }
+        // One listener serves peers and clients, so a certificate is always asked for
+        // (verified against the CA when presented); peers are then held to theirs by id.
         let client_policy = if options.client_cert_auth {
             ClientCertPolicy::Required
         } else {
-            ClientCertPolicy::None
+            ClientCertPolicy::Optional
         };
         Ok(NodeTls {
             peer_server: node_server_config(&material, ClientCertPolicy::Required)?,

@@ -51,6 +51,8 @@ pub struct Cluster {
     /// The `--peers` list when it differs from `addrs` (peers dial these, e.g. a test proxy);
     /// then each node listens on its own `addrs[id]` via `--bind`.
     members: Option<Vec<SocketAddr>>,
+    /// With TLS: the directory holding `ca.pem` and `node-<id>.pem`/`node-<id>-key.pem`.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -71,6 +73,7 @@ impl Cluster {
                 .map(|s| s.to_string())
                 .collect(),
             members: None,
+            tls_dir: None,
         };
         for id in 0..count {
             cluster.spawn(id);
@@ -99,7 +102,48 @@ impl Cluster {
                 .map(|s| s.to_string())
                 .collect(),
             members: Some(members),
+            tls_dir: None,
         }
+    }
+
+    /// Like `start`, but every node runs with TLS: certificates from a fresh CA are written to
+    /// `<dir>/certs` (see `tls_dir`) and each node gets `--cert --key --ca` for its id.
+    pub fn start_tls(count: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::with_members(Vec::new(), extra_args);
+        let ports = free_ports(count);
+        cluster.addrs = ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        cluster.members = None;
+        cluster.children = (0..count).map(|_| None).collect();
+        let dir = cluster.dir.path().join("certs");
+        std::fs::create_dir_all(&dir).expect("certs dir");
+        let certs = raftchat::tls::gen::TestCerts::new(&dir).expect("test CA");
+        for id in 0..count {
+            certs.node(id as u64).expect("node certificate");
+        }
+        cluster.tls_dir = Some(dir);
+        for id in 0..count {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// `--cert --key --ca` for node `id` when the cluster runs with TLS.
+    pub fn tls_args(&self, id: usize) -> Vec<String> {
+        let Some(dir) = &self.tls_dir else {
+            return Vec::new();
+        };
+        let path = |name: String| dir.join(name).to_string_lossy().into_owned();
+        vec![
+            "--cert".into(),
+            path(format!("node-{id}.pem")),
+            "--key".into(),
+            path(format!("node-{id}-key.pem")),
+            "--ca".into(),
+            path("ca.pem".into()),
+        ]
     }
 
     /// The process id of node `id`, if it runs.
@@ -150,6 +194,7 @@ impl Cluster {
             })
             .args(["--data-dir", self.data_dir(id).to_str().unwrap()])
             .args(&self.extra_args)
+            .args(self.tls_args(id))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -445,4 +490,89 @@ pub fn load_messages(cluster: &Cluster, count: u64) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A client TLS configuration trusting the CA in `ca` (optionally presenting `identity`).
+pub fn tls_client_config(
+    ca: &std::path::Path,
+    identity: Option<&raftchat::tls::TlsFiles>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use raftchat::tls::config::{client_config, load_ca, CertRole};
+    let roots = load_ca(ca).expect("CA file");
+    let material = identity.map(|f| f.load(CertRole::Client).expect("client identity"));
+    client_config(roots, material.as_ref()).expect("client config")
+}
+
+/// A telnet-style client over TLS (rustls, blocking): lines in, replies out.
+pub struct TlsClient {
+    reader: BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    /// Connects and finishes the handshake (verifying the node as 127.0.0.1).
+    pub fn try_connect(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<TlsClient> {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(TlsClient {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(bytes)?;
+        stream.flush()
+    }
+
+    pub fn read_line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+
+    /// Sends `line` and reads up to the final line (listing lines returned, pushes skipped).
+    pub fn command(&mut self, line: &str) -> std::io::Result<Reply> {
+        self.send_raw(format!("{line}\n").as_bytes())?;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            if is_final(&line) {
+                return Ok(Reply {
+                    lines,
+                    final_line: line,
+                });
+            }
+            if !line.starts_with("msg ") && !line.starts_with("hello ") {
+                lines.push(line);
+            }
+        }
+    }
+}
+
+/// The cluster id nodes derive from their member list (as `server::config` does), so a test
+/// impostor's handshake is otherwise valid.
+pub fn cluster_id_of(members: &[SocketAddr]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let joined = members
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for byte in joined.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }

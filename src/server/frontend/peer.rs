@@ -24,7 +24,7 @@ pub fn accept_handshake(svc: &mut Services, conn: ConnRef, hello: Handshake) -> 
             hello.node_id
         ))
     } else {
-        None
+        svc.transport.check_peer(conn, hello.node_id).err()
     };
     if let Some(why) = refuse {
         log::warn!("node {}: refused a peer connection: {why}", svc.cfg.id);

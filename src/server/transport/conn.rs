@@ -1,11 +1,9 @@
-//! Byte plumbing for one non-blocking TCP stream: a bounded input buffer filled until
+//! Byte plumbing for one non-blocking stream (TCP or TLS plaintext): a bounded input buffer filled until
 //! `WouldBlock`, and an output buffer drained on writability with partial writes kept.
 //!
 //! Owns no protocol: what the bytes mean is decided by the caller (telnet, peer, ...).
 
 use std::io::{self, Read, Write};
-
-use mio::net::TcpStream;
 
 /// Bytes read per `read` call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -45,7 +43,15 @@ impl Buffers {
     }
 
     /// Reads until `WouldBlock`, EOF, an error, or `input_bytes_max` unconsumed bytes.
-    pub fn read_from(&mut self, stream: &mut TcpStream, input_bytes_max: usize) -> ReadOutcome {
+    /// `short_read_empties`: a read that returns less than asked means the socket's queue is
+    /// empty, so the loop may stop there. True of a plain TCP socket; not of a TLS session,
+    /// whose reads return one record's plaintext while more records wait in the socket.
+    pub fn read_from(
+        &mut self,
+        stream: &mut impl Read,
+        input_bytes_max: usize,
+        short_read_empties: bool,
+    ) -> ReadOutcome {
         loop {
             if self.input_end - self.input_pos >= input_bytes_max {
                 return ReadOutcome::Full;
@@ -72,7 +78,7 @@ impl Buffers {
                 // A short read emptied the socket's queue: anything arriving later raises a
                 // new edge-triggered event, so the read that would only say WouldBlock is
                 // skipped (a third of the loop's syscalls at one message per connection).
-                Ok(n) if n < asked && !self.read_closed => {
+                Ok(n) if n < asked && short_read_empties && !self.read_closed => {
                     self.input_end += n;
                     return ReadOutcome::Open;
                 }
@@ -109,7 +115,7 @@ impl Buffers {
     }
 
     /// Writes until the output is empty or the socket would block. `Err` means the peer is gone.
-    pub fn write_to(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    pub fn write_to(&mut self, stream: &mut impl Write) -> io::Result<()> {
         while self.output_pos < self.output.len() {
             match stream.write(&self.output[self.output_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -159,7 +165,7 @@ mod tests {
     fn read_until(b: &mut Buffers, s: &mut mio::net::TcpStream, want: usize) -> ReadOutcome {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let outcome = b.read_from(s, 1 << 20);
+            let outcome = b.read_from(s, 1 << 20, true);
             if b.input().len() >= want || outcome != ReadOutcome::Open {
                 return outcome;
             }
@@ -183,6 +189,6 @@ mod tests {
         assert_eq!(b.input(), b"status\n");
         b.consume(7);
         b.note_read_closed();
-        assert_eq!(b.read_from(&mut stream, 1 << 20), ReadOutcome::Closed);
+        assert_eq!(b.read_from(&mut stream, 1 << 20, true), ReadOutcome::Closed);
     }
 }

@@ -3,11 +3,16 @@
 //! the front-ends (telnet, binary, peer) above it.
 //!
 //! A connection's stream is one place (`Conn::stream`), read and written only through
-//! [`Transport::read`] and [`Transport::write`], so a TLS session can later stand where the TCP
-//! stream stands without the layers above noticing.
+//! [`Transport::read`] and [`Transport::write`]: plain TCP or a TLS session (`stream.rs`), so
+//! the layers above never notice which. With TLS configured (`tls.rs`) an accepted connection
+//! whose first byte starts a ClientHello becomes a TLS session; peers must use TLS and present
+//! a certificate naming the id in their handshake; plain clients are refused when
+//! `--client-tls required`; a handshake not done in `HANDSHAKE_TIMEOUT` is closed.
 
 mod conn;
 mod peers;
+mod stream;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +25,7 @@ use slab::Slab;
 
 pub use conn::{Buffers, ReadOutcome};
 use peers::PeerLink;
+use stream::Stream;
 
 use crate::raft::NodeId;
 use crate::wire::Handshake;
@@ -72,7 +78,11 @@ pub enum Proto {
 pub struct Conn {
     /// Unique for the process lifetime, so a reply never reaches a reused slab slot.
     pub id: u64,
-    stream: TcpStream,
+    stream: Stream,
+    /// With TLS configured: the first byte was looked at (a ClientHello wraps the stream in a
+    /// TLS session) and, once classified, whether this connection may stay (see `tls.rs`).
+    sniffed: bool,
+    vetted: bool,
     pub buffers: Buffers,
     pub proto: Proto,
     /// Close once the output is flushed.
@@ -108,6 +118,10 @@ pub struct Transport {
     greetings: std::collections::VecDeque<(Instant, ConnRef)>,
     /// Connections closed since the last `take_closed`, so front-ends drop their state.
     closed: Vec<ConnRef>,
+    /// `--cert --key --ca`: TLS for peers (required) and clients (`--client-tls`).
+    tls: Option<crate::tls::NodeTls>,
+    /// TLS connections to close if their handshake is not done by then, in accept order.
+    handshakes: std::collections::VecDeque<(Instant, ConnRef)>,
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
@@ -163,6 +177,8 @@ impl Transport {
             dirty_bulk: std::collections::VecDeque::new(),
             greetings: std::collections::VecDeque::new(),
             closed: Vec::new(),
+            tls: None,
+            handshakes: std::collections::VecDeque::new(),
         };
         Ok((transport, waker))
     }
@@ -248,7 +264,9 @@ impl Transport {
             .push_back((Instant::now() + GREETING_DELAY, ConnRef { key, id }));
         entry.insert(Conn {
             id,
-            stream,
+            stream: Stream::Plain(stream),
+            sniffed: self.tls.is_none(),
+            vetted: self.tls.is_none(),
             buffers: Buffers::default(),
             proto: Proto::Unknown,
             closing: false,
@@ -260,6 +278,7 @@ impl Transport {
 
     /// Silent connections whose greeting time has come, still unclassified.
     pub fn due_greetings(&mut self, now: Instant) -> Vec<ConnRef> {
+        self.expire_handshakes(now);
         let mut due = Vec::new();
         // Queued in accept order, so the front is always the earliest.
         while let Some(&(at, conn)) = self.greetings.front() {
@@ -267,7 +286,9 @@ impl Transport {
                 break;
             }
             self.greetings.pop_front();
-            if self.get(conn).is_some_and(|c| c.proto == Proto::Unknown) {
+            if self.get(conn).is_some_and(|c| c.proto == Proto::Unknown)
+                && self.greet_or_hold(conn, now)
+            {
                 due.push(conn);
             }
         }
@@ -308,7 +329,9 @@ impl Transport {
 
     pub fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(tcp) = conn.stream.tcp() {
+                let _ = self.poll.registry().deregister(tcp);
+            }
             if let Proto::Peer { node } = conn.proto {
                 log::info!("node {}: inbound link from node {node} closed", self.id);
             }
@@ -379,7 +402,18 @@ impl Transport {
     /// Reads until `WouldBlock`, EOF, or `input_bytes_max` unconsumed bytes.
     pub fn read(&mut self, key: usize, input_bytes_max: usize) -> ReadOutcome {
         match self.conns.get_mut(key) {
-            Some(c) => c.buffers.read_from(&mut c.stream, input_bytes_max),
+            Some(c) if !c.sniffed => match self.sniff(key) {
+                Some(outcome) => outcome,
+                None => self.read(key, input_bytes_max),
+            },
+            Some(c) => {
+                let plain = !c.stream.is_tls();
+                let outcome = c.buffers.read_from(&mut c.stream, input_bytes_max, plain);
+                if !c.vetted {
+                    self.vet(key);
+                }
+                outcome
+            }
             None => ReadOutcome::Closed,
         }
     }
@@ -387,7 +421,10 @@ impl Transport {
     /// Writes what the kernel takes now. `Err` means the peer is gone.
     pub fn write(&mut self, key: usize) -> io::Result<()> {
         match self.conns.get_mut(key) {
-            Some(c) => c.buffers.write_to(&mut c.stream),
+            Some(c) => {
+                c.stream.flush_tls()?;
+                c.buffers.write_to(&mut c.stream)
+            }
             None => Ok(()),
         }
     }
@@ -403,7 +440,8 @@ impl Transport {
     pub fn next_wakeup(&self) -> Option<Instant> {
         let links = self.links.iter().flatten().filter_map(PeerLink::wakeup);
         let greeting = self.greetings.front().map(|(at, _)| *at);
-        links.chain(greeting).min()
+        let handshake = self.handshakes.front().map(|(at, _)| *at);
+        links.chain(greeting).chain(handshake).min()
     }
 
     /// Sends `encode`'s frame on the link to `to`. Returns false if the link is down or full.
@@ -438,7 +476,8 @@ impl Transport {
         let registry = self.poll.registry();
         for link in self.links.iter_mut().flatten() {
             let token = Token(PEER_BASE + link.id as usize);
-            link.maybe_connect(registry, token, &self.hello, now);
+            let tls = self.tls.as_ref().map(|t| &t.peer_client);
+            link.maybe_connect(registry, token, &self.hello, tls, now);
         }
     }
 

@@ -6,13 +6,16 @@
 //! not keeping up anyway.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::conn::{Buffers, ReadOutcome};
+use super::stream::Stream;
 use crate::raft::NodeId;
+use crate::tls::{config::peer_server_name, TlsStream};
 use crate::wire::{self, Handshake};
 
 /// Unsent bytes one link may hold before it drops messages.
@@ -23,7 +26,8 @@ const BACKOFF_MAX_MS: u64 = 2000;
 pub struct PeerLink {
     pub id: NodeId,
     addr: SocketAddr,
-    stream: Option<TcpStream>,
+    /// Plain TCP, or with TLS configured a TLS session presenting this node's certificate.
+    stream: Option<Stream>,
     /// True once the TCP connect completed.
     connected: bool,
     buffers: Buffers,
@@ -65,6 +69,7 @@ impl PeerLink {
         registry: &Registry,
         token: Token,
         hello: &Handshake,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         now: Instant,
     ) {
         if self.stream.is_some() || now < self.retry_at {
@@ -80,7 +85,25 @@ impl PeerLink {
                     return;
                 }
                 let _ = stream.set_nodelay(true);
+                let stream = match tls {
+                    None => Stream::Plain(stream),
+                    Some(config) => {
+                        match TlsStream::client(
+                            Arc::clone(config),
+                            peer_server_name(self.id),
+                            stream,
+                        ) {
+                            Ok(t) => Stream::Tls(Box::new(t)),
+                            Err(e) => {
+                                self.note_down(&format!("TLS setup failed: {e}"));
+                                self.schedule_retry(now);
+                                return;
+                            }
+                        }
+                    }
+                };
                 self.buffers.clear();
+                // With TLS the handshake is plaintext queued until the TLS handshake is done.
                 wire::encode_handshake(hello, self.buffers.output());
                 self.stream = Some(stream);
                 self.connected = false;
@@ -114,7 +137,9 @@ impl PeerLink {
 
     fn reset(&mut self, registry: &Registry, why: &str, now: Instant) {
         if let Some(mut stream) = self.stream.take() {
-            let _ = registry.deregister(&mut stream);
+            if let Some(tcp) = stream.tcp() {
+                let _ = registry.deregister(tcp);
+            }
         }
         self.connected = false;
         self.buffers.clear();
@@ -124,7 +149,7 @@ impl PeerLink {
 
     /// Handles a readiness event on this link's socket.
     pub fn on_event(&mut self, registry: &Registry, now: Instant) {
-        let Some(stream) = self.stream.as_mut() else {
+        let Some(stream) = self.stream.as_mut().and_then(Stream::tcp) else {
             return;
         };
         if !self.connected {
@@ -148,8 +173,11 @@ impl PeerLink {
             }
         }
         // The peer never sends on this connection; reading only notices that it went away.
-        let stream = self.stream.as_mut().expect("checked above");
-        let outcome = self.buffers.read_from(stream, 4096);
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let plain = !stream.is_tls();
+        let outcome = self.buffers.read_from(stream, 4096, plain);
         let input_len = self.buffers.input().len();
         self.buffers.consume(input_len);
         if outcome == ReadOutcome::Closed {
@@ -168,7 +196,9 @@ impl PeerLink {
     }
 
     pub fn has_output(&self) -> bool {
-        self.connected && self.buffers.pending_output() > 0
+        self.connected
+            && (self.buffers.pending_output() > 0
+                || self.stream.as_ref().is_some_and(Stream::is_tls))
     }
 
     /// Writes what the kernel accepts now; the rest waits for writability.
@@ -176,8 +206,13 @@ impl PeerLink {
         if !self.connected {
             return;
         }
-        let stream = self.stream.as_mut().expect("connected links have a stream");
-        if let Err(e) = self.buffers.write_to(stream) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        if let Err(e) = stream
+            .flush_tls()
+            .and_then(|()| self.buffers.write_to(stream))
+        {
             self.reset(registry, &format!("write failed: {e}"), now);
         }
     }
