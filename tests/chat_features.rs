@@ -227,3 +227,40 @@ fn concurrent_cas_from_different_nodes_has_exactly_one_winner() {
     let value = c.command("get winner").unwrap();
     assert_eq!(value.lines.len(), 1);
 }
+
+#[test]
+fn typed_ahead_lines_are_answered_without_waiting_for_a_timer() {
+    // A paste of 1,000 lines: each is proposed when the one before it is answered, from inside
+    // the loop's answer path. The loop must run the next Ready at once rather than sleep in
+    // poll until some timer fires (that mistake took 150 ms a line here even with no tick
+    // due: 150 s for the paste, against half a second).
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--msg-rate",
+            "0",
+            "--heartbeat-ms",
+            "2000",
+            "--election-timeout-ms",
+            "4000",
+        ],
+    );
+    cluster.wait_leader(&[0]);
+    let mut client = cluster.client(0);
+    command_until(&mut client, "msg warm", "ack ");
+    let paste: String = (0..1000).map(|i| format!("msg pasted {i}\n")).collect();
+    client.send_raw(paste.as_bytes()).expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut acks = 0;
+    while acks < 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {acks} of 1,000 typed-ahead lines answered in 30 s"
+        );
+        let line = client.read_line().expect("answered");
+        assert!(!line.starts_with("err"), "{line}");
+        if line.starts_with("ack ") {
+            acks += 1;
+        }
+    }
+}

@@ -165,8 +165,9 @@ impl Node {
         if self.stopping {
             at = at.min(now + Duration::from_millis(10));
         }
-        if transport.has_dirty() {
-            // Output queued during the last flush (a resumed reader answered at once).
+        if transport.has_dirty() || self.svc.replica.wants_drive() {
+            // Output queued during the last flush (a resumed reader answered at once), or a
+            // proposal made while answering (the next queued telnet line): no sleeping.
             at = now;
         }
         at.max(now)

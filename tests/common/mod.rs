@@ -56,22 +56,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `count` nodes with `FAST_TIMING` plus `extra_args`.
+    /// Starts `count` nodes with `FAST_TIMING` (each timing flag `extra_args` names itself
+    /// is left out) plus `extra_args`.
     pub fn start(count: usize, extra_args: &[&str]) -> Cluster {
         let ports = free_ports(count);
         let addrs = ports
             .iter()
             .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
             .collect();
+        let timing = FAST_TIMING
+            .chunks(2)
+            .filter(|flag_value| !extra_args.contains(&flag_value[0]))
+            .flatten();
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             addrs,
             children: (0..count).map(|_| None).collect(),
-            extra_args: FAST_TIMING
-                .iter()
-                .chain(extra_args)
-                .map(|s| s.to_string())
-                .collect(),
+            extra_args: timing.chain(extra_args).map(|s| s.to_string()).collect(),
             members: None,
             tls_dir: None,
         };

@@ -252,6 +252,13 @@ impl Replica {
         }
     }
 
+    /// True when [`Replica::drive`] has work it could do now: something proposed or stepped
+    /// since the last drive (a telnet session's next typed-ahead line, proposed while its
+    /// previous one was answered). The loop must not sleep in `poll` then.
+    pub fn wants_drive(&self) -> bool {
+        self.raft.has_ready() && self.syncer.in_flight() < SYNCS_IN_FLIGHT_MAX
+    }
+
     /// Waits for every fsync in flight and acknowledges what it made durable (at shutdown,
     /// and in tests that need a deterministic point).
     pub fn wait_for_syncs(&mut self, out: &mut Output) -> Result<(), ServerError> {
