@@ -15,7 +15,8 @@
 //! u64  timestamp_ms
 //! u8   session marker: 0 (None) | 1 (Some) then
 //!        u64 session.id, u64 session.seq, u64 session.lowest_unacked_seq
-//! u8   op tag: 1 Post, 2 CreateRoom, 3 Set, 4 Del, 5 Cas, 6 OpenSession
+//! u8   op tag: 1 Post, 2 CreateRoom, 3 Set, 4 Del, 5 Cas, 6 OpenSession, 7 Register,
+//!             8 SetPassword (7 and 8: version 2 only)
 //! then the op's fields, in declaration order:
 //!   str      = u32 byte length, then that many bytes of UTF-8
 //!   opt str  = u8 0 (None) | u8 1 (Some) then str
@@ -45,6 +46,8 @@ const OP_SET: u8 = 3;
 const OP_DEL: u8 = 4;
 const OP_CAS: u8 = 5;
 const OP_OPEN_SESSION: u8 = 6;
+const OP_REGISTER: u8 = 7;
+const OP_SET_PASSWORD: u8 = 8;
 
 /// Bytes before the op's fields of a version 2 command without a session: version, origin,
 /// timestamp, session marker, op tag.
@@ -102,6 +105,17 @@ pub enum Op {
     },
     /// Open a client session; its id is the log index of this entry. Carries no session itself.
     OpenSession,
+    /// Create the account `nick` with the argon2 PHC string `hash` (computed before proposing:
+    /// apply never hashes). Rejected if `nick` is already registered.
+    Register {
+        nick: String,
+        hash: String,
+    },
+    /// Replace the password hash of the existing account `nick`.
+    SetPassword {
+        nick: String,
+        hash: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +180,16 @@ impl Command {
                 put_str(out, new);
             }
             Op::OpenSession => put_u8(out, OP_OPEN_SESSION),
+            Op::Register { nick, hash } => {
+                put_u8(out, OP_REGISTER);
+                put_str(out, nick);
+                put_str(out, hash);
+            }
+            Op::SetPassword { nick, hash } => {
+                put_u8(out, OP_SET_PASSWORD);
+                put_str(out, nick);
+                put_str(out, hash);
+            }
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
     }
@@ -184,6 +208,9 @@ impl Command {
                     str_len(key) + 1 + expected.as_deref().map_or(0, str_len) + str_len(new)
                 }
                 Op::OpenSession => 0,
+                Op::Register { nick, hash } | Op::SetPassword { nick, hash } => {
+                    str_len(nick) + str_len(hash)
+                }
             }
     }
 
@@ -236,6 +263,14 @@ impl Command {
                 new: r.str32("new")?.to_owned(),
             },
             OP_OPEN_SESSION if version == FORMAT_V2 => Op::OpenSession,
+            OP_REGISTER if version == FORMAT_V2 => Op::Register {
+                nick: r.str32("nick")?.to_owned(),
+                hash: r.str32("hash")?.to_owned(),
+            },
+            OP_SET_PASSWORD if version == FORMAT_V2 => Op::SetPassword {
+                nick: r.str32("nick")?.to_owned(),
+                hash: r.str32("hash")?.to_owned(),
+            },
             tag => return Err(ChatError::UnknownOp(tag)),
         };
         r.finish()?;

@@ -30,4 +30,6 @@ pub enum Outcome {
     },
     /// The command's session is unknown or expired: nothing was applied; open a new session.
     SessionExpired,
+    /// A `Register` or `SetPassword` was stored.
+    AccountSaved,
 }

@@ -10,18 +10,21 @@
 //! `Send + 'static`, so [`ChatSnapshot::write_to`] can run on a background thread while the
 //! event loop keeps applying entries.
 //!
-//! # Encoding (version 2, all integers little-endian)
+//! # Encoding (version 3, all integers little-endian)
 //!
 //! ```text
 //! body      = magic "RCHATSM1" | version u32 | applied_index u64 | clock_ms u64
 //!             | session_count u64 session* | revision u64 | key_count u64 kv*
 //!             | room_count u64 room* | retain_messages u64 | last_position u64
-//!             | message_count u64 message* | end magic "RCHATEND"
+//!             | message_count u64 message* | account_count u64 account*
+//!             | end magic "RCHATEND"
 //! session   = id u64 | last_active_ms u64 | lowest_retained_seq u64
 //!             | retained_count u64 (seq u64 | outcome)*
 //! outcome   = tag u8 | fields: 1 Posted position u64 | 2 RoomCreated existed u8
 //!             | 3 KvAck revision u64 | 4 CasFailed has u8 [string] | 5 NotFound
 //!             | 6 Rejected string | 7 SessionOpened session_id u64 | 8 SessionExpired
+//!             | 9 AccountSaved
+//! account   = nick string | argon2 PHC hash string   (sorted by nick)
 //! kv        = key string | value string | revision u64
 //! room      = name string                      (sorted, including rooms with no messages)
 //! message   = position u64 | index u64 | room u32 (into the room list) | nick string
@@ -31,6 +34,9 @@
 //!
 //! Room position lists are not stored: [`restore`] rebuilds them from the messages. Sessions,
 //! keys and rooms are in ascending order; restore insists on it, so an encoding is canonical.
+//!
+//! Version 3 adds the accounts section; a version 2 body (no accounts section) is still read,
+//! as a state with no accounts, so snapshots written before accounts existed stay loadable.
 //!
 //! Version 2 carries retention: only the retained messages are written, with their positions
 //! (strictly increasing, holes where messages were dropped), plus `last_position`, the highest
@@ -56,13 +62,18 @@ use std::io::{self, Read, Write};
 use super::chat_log::Chunk;
 use super::session::{Session, SessionConfig, Sessions};
 use super::state::{ChatLog, ChatMessage, KvValue, Outcome, StateMachine};
-use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
+use super::validate::{
+    validate_key, validate_nick, validate_password_hash, validate_room, validate_text,
+    validate_value,
+};
 use crate::raft::Index;
 
 const MAGIC: &[u8; 8] = b"RCHATSM1";
 const END_MAGIC: &[u8; 8] = b"RCHATEND";
-/// The encoding version this code writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The encoding version this code writes (it also reads `SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS`).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// The previous version: the same body without the accounts section.
+pub const SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS: u32 = 2;
 /// No string in a valid snapshot is longer (texts and values are at most 4 KiB; a `Rejected`
 /// reason quotes at most a few of those).
 const STRING_BYTES_MAX: u32 = 1 << 20;
@@ -85,6 +96,7 @@ pub struct ChatSnapshot {
     tail: Vec<ChatMessage>,
     last_position: u64,
     retain_messages: u64,
+    accounts: BTreeMap<String, String>,
 }
 
 /// Why a snapshot body could not be restored: one human line.
@@ -120,6 +132,7 @@ impl StateMachine {
             tail,
             last_position: self.chat_log.last_position(),
             retain_messages: self.retain_messages,
+            accounts: self.accounts.clone(),
         }
     }
 
@@ -164,6 +177,7 @@ impl ChatSnapshot {
         self.write_kv(&mut out, w)?;
         let room_ids = self.write_rooms(&mut out)?;
         self.write_messages(&mut out, w, &room_ids)?;
+        self.write_accounts(&mut out, w)?;
         out.extend_from_slice(END_MAGIC);
         w.write_all(&out)
     }
@@ -180,6 +194,17 @@ impl ChatSnapshot {
                 put_u64_le(out, seq);
                 write_outcome(out, outcome)?;
             }
+            flush_batch(out, w)?;
+        }
+        Ok(())
+    }
+
+    /// `account_count u64 (nick string | hash string)*`; see [`read_accounts`].
+    fn write_accounts(&self, out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
+        put_u64_le(out, self.accounts.len() as u64);
+        for (nick, hash) in &self.accounts {
+            write_str(out, nick)?;
+            write_str(out, hash)?;
             flush_batch(out, w)?;
         }
         Ok(())
@@ -298,6 +323,7 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
             put_u64_le(out, *session_id);
         }
         Outcome::SessionExpired => out.push(8),
+        Outcome::AccountSaved => out.push(9),
     }
     Ok(())
 }
@@ -384,6 +410,7 @@ impl<R: Read> Input<R> {
                 session_id: self.u64("opened session id")?,
             },
             8 => Outcome::SessionExpired,
+            9 => Outcome::AccountSaved,
             tag => return Err(RestoreError(format!("unknown outcome tag {tag}"))),
         })
     }
@@ -409,7 +436,7 @@ pub fn restore(
     };
     input.magic(MAGIC, "magic")?;
     let version = input.u32("version")?;
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
         return bad(format!("unknown snapshot format version {version}"));
     }
     let applied_index = input.u64("applied index")?;
@@ -424,9 +451,14 @@ pub fn restore(
         last_position: 0,
     };
     let (chat_log, positions) = read_messages(&mut input, &room_names, bounds)?;
+    let accounts = if version == SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
+        BTreeMap::new()
+    } else {
+        read_accounts(&mut input)?
+    };
     read_end(&mut input)?;
     let rooms = room_names.into_iter().zip(positions).collect();
-    Ok(StateMachine::from_parts(
+    let mut sm = StateMachine::from_parts(
         applied_index,
         chat_log,
         rooms,
@@ -434,7 +466,29 @@ pub fn restore(
         revision,
         sessions,
         retain_messages,
-    ))
+    );
+    sm.accounts = accounts;
+    Ok(sm)
+}
+
+/// The accounts, in ascending nick order; each nick and hash passes apply's validation.
+fn read_accounts<R: Read>(input: &mut Input<R>) -> Result<BTreeMap<String, String>, RestoreError> {
+    let count = input.count("account count", u64::MAX)?;
+    let mut accounts: BTreeMap<String, String> = BTreeMap::new();
+    for _ in 0..count {
+        let nick = input.string("account nick")?;
+        validate_nick(&nick).map_err(RestoreError)?;
+        if accounts
+            .last_key_value()
+            .is_some_and(|(previous, _)| nick <= *previous)
+        {
+            return bad(format!("account {nick:?} out of order"));
+        }
+        let hash = input.string("account hash")?;
+        validate_password_hash(&hash).map_err(RestoreError)?;
+        accounts.insert(nick, hash);
+    }
+    Ok(accounts)
 }
 
 fn bad<T>(reason: String) -> Result<T, RestoreError> {
@@ -844,6 +898,7 @@ mod tests {
             Outcome::Rejected("no: \u{e9}".into()),
             Outcome::SessionOpened { session_id: 3 },
             Outcome::SessionExpired,
+            Outcome::AccountSaved,
         ];
         let mut bytes = Vec::new();
         for outcome in &outcomes {
@@ -854,8 +909,68 @@ mod tests {
             assert_eq!(&input.outcome().unwrap(), outcome);
         }
         assert!(input.r.is_empty());
-        let mut bad = Input { r: &[9u8][..] };
-        assert_eq!(bad.outcome().unwrap_err().0, "unknown outcome tag 9");
+        let mut bad = Input { r: &[10u8][..] };
+        assert_eq!(bad.outcome().unwrap_err().0, "unknown outcome tag 10");
+    }
+
+    const HASH_A: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    const HASH_B: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0$b3RoZXJoYXNo";
+
+    #[test]
+    fn accounts_round_trip_and_a_version_2_body_still_loads() {
+        let mut sm = StateMachine::default();
+        let ops = [
+            Op::Register {
+                nick: "carol".into(),
+                hash: HASH_A.into(),
+            },
+            Op::Register {
+                nick: "alice".into(),
+                hash: HASH_A.into(),
+            },
+            Op::SetPassword {
+                nick: "alice".into(),
+                hash: HASH_B.into(),
+            },
+        ];
+        for (i, op) in ops.into_iter().enumerate() {
+            let index = i as u64 + 1;
+            let applied = sm.apply(index, &command(index, None, op));
+            assert_eq!(applied.outcome, Outcome::AccountSaved);
+        }
+        let bytes = encode(&sm);
+        let back = restored(&bytes, SessionConfig::default());
+        assert_eq!(back, sm);
+        assert_eq!(back.account_hash("alice"), Some(HASH_B));
+        assert_eq!(back.account_hash("carol"), Some(HASH_A));
+        assert_eq!(back.account_count(), 2);
+
+        // A hash that is not an argon2 PHC string is refused on restore.
+        let mut forged = bytes.clone();
+        let at = forged
+            .windows(HASH_B.len())
+            .position(|w| w == HASH_B.as_bytes())
+            .unwrap();
+        forged[at + 1] = b'X';
+        let err = StateMachine::restore(&mut &forged[..], SessionConfig::default(), 0);
+        assert!(err.unwrap_err().0.contains("bad password hash"));
+
+        // Version 2 (written before accounts existed): no accounts section, still restored.
+        let plain = busy_machine(40);
+        let mut v2 = encode(&plain);
+        v2[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS.to_le_bytes());
+        let end = v2.len() - END_MAGIC.len();
+        assert_eq!(
+            &v2[end - 8..end],
+            &0u64.to_le_bytes(),
+            "the empty account count"
+        );
+        v2.drain(end - 8..end);
+        assert_eq!(restored(&v2, SessionConfig::default()), plain);
+        // ... and a version 3 body without the section is truncated, not misread.
+        let mut cut = v2.clone();
+        cut[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        assert!(StateMachine::restore(&mut &cut[..], SessionConfig::default(), 0).is_err());
     }
 
     #[test]

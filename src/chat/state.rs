@@ -39,7 +39,10 @@ use super::command::{Command, Op, Origin, SessionRef};
 pub use super::message::ChatMessage;
 pub use super::outcome::Outcome;
 use super::session::{Admission, SessionConfig, Sessions};
-use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
+use super::validate::{
+    validate_key, validate_nick, validate_password_hash, validate_room, validate_text,
+    validate_value,
+};
 use crate::raft::Index;
 
 /// The room every node has from the start, so the seed's `msg Hello, Raft!` works with no set-up.
@@ -76,6 +79,9 @@ pub struct StateMachine {
     /// Messages kept per room (`--retain-messages`); 0 keeps everything. Node configuration,
     /// like the session limits: the same on every node, and recorded in snapshots.
     pub(super) retain_messages: u64,
+    /// Registered nick to its argon2 PHC password hash. Written by `Register`/`SetPassword`
+    /// with hashes computed before proposing, so applying never hashes (deterministic, cheap).
+    pub(super) accounts: BTreeMap<String, String>,
 }
 
 /// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
@@ -108,6 +114,7 @@ impl StateMachine {
             revision: 0,
             sessions: Sessions::new(config),
             retain_messages: 0,
+            accounts: BTreeMap::new(),
         }
     }
 
@@ -144,6 +151,7 @@ impl StateMachine {
             revision,
             sessions,
             retain_messages,
+            accounts: BTreeMap::new(),
         };
         sm.debug_assert_invariants();
         sm
@@ -313,6 +321,16 @@ impl StateMachine {
     }
 
     /// The session table, for status and snapshots.
+    /// The password hash of the registered nick, or `None` if `nick` is not registered.
+    pub fn account_hash(&self, nick: &str) -> Option<&str> {
+        self.accounts.get(nick).map(String::as_str)
+    }
+
+    /// How many accounts are registered.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }
@@ -325,6 +343,8 @@ impl StateMachine {
             Op::Del { key } => self.del(key),
             Op::Cas { key, expected, new } => self.cas(key, expected, new),
             Op::OpenSession => Ok(self.open_session(index)),
+            Op::Register { nick, hash } => self.register(nick, hash),
+            Op::SetPassword { nick, hash } => self.set_password(nick, hash),
         };
         result.unwrap_or_else(Outcome::Rejected)
     }
@@ -414,6 +434,28 @@ impl StateMachine {
             });
         }
         Ok(self.write(key, new))
+    }
+
+    fn register(&mut self, nick: String, hash: String) -> Result<Outcome, String> {
+        validate_nick(&nick)?;
+        validate_password_hash(&hash)?;
+        if self.accounts.contains_key(&nick) {
+            return Err(format!("nick {nick} is already registered"));
+        }
+        self.accounts.insert(nick, hash);
+        Ok(Outcome::AccountSaved)
+    }
+
+    fn set_password(&mut self, nick: String, hash: String) -> Result<Outcome, String> {
+        validate_nick(&nick)?;
+        validate_password_hash(&hash)?;
+        match self.accounts.get_mut(&nick) {
+            Some(stored) => {
+                *stored = hash;
+                Ok(Outcome::AccountSaved)
+            }
+            None => Err(format!("no account {nick}: register it first")),
+        }
     }
 
     /// A session's id is its entry's index: unique, and the same on every node.
@@ -534,6 +576,94 @@ pub(super) mod tests {
     }
 
     /// A state machine plus the next index, for terse tests.
+    const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    const PHC2: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0$b3RoZXJoYXNo";
+
+    #[test]
+    fn accounts_register_once_and_change_password() {
+        let mut h = Harness::new();
+        let register = |nick: &str, hash: &str| Op::Register {
+            nick: nick.into(),
+            hash: hash.into(),
+        };
+        assert_eq!(h.apply(register("alice", PHC)), Outcome::AccountSaved);
+        assert_eq!(h.sm.account_hash("alice"), Some(PHC));
+        let before = h.sm.clone();
+        let rejected = [
+            register("alice", PHC2),
+            register("al ice", PHC),
+            register("bob", "plaintext-password"),
+            register("bob", &format!("$argon2id${}", "x".repeat(300))),
+            Op::SetPassword {
+                nick: "nobody".into(),
+                hash: PHC2.into(),
+            },
+            Op::SetPassword {
+                nick: "alice".into(),
+                hash: "md5:abc".into(),
+            },
+        ];
+        for op in rejected {
+            let outcome = h.apply(op.clone());
+            assert!(
+                matches!(outcome, Outcome::Rejected(_)),
+                "{op:?}: {outcome:?}"
+            );
+            // A rejected command changes nothing but the applied index.
+            // (and the log clock, which every entry advances)
+            let mut expected = before.clone();
+            expected.applied_index = h.sm.applied_index;
+            expected.sessions.advance_clock(h.sm.sessions.clock_ms());
+            assert_eq!(h.sm, expected, "{op:?}");
+        }
+        assert_eq!(
+            h.apply(register("alice", PHC2)),
+            Outcome::Rejected("nick alice is already registered".into())
+        );
+        let change = Op::SetPassword {
+            nick: "alice".into(),
+            hash: PHC2.into(),
+        };
+        assert_eq!(h.apply(change), Outcome::AccountSaved);
+        assert_eq!(h.sm.account_hash("alice"), Some(PHC2));
+        assert_eq!(h.sm.account_hash("bob"), None);
+        assert_eq!(h.sm.account_count(), 1);
+    }
+
+    /// Random account commands (valid and not, fixed seeds): two machines fed the same entries
+    /// agree, and every rejected command leaves the state as it was.
+    #[test]
+    fn random_account_commands_are_deterministic() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let nicks = ["alice", "bob", "c", "bad nick", ""];
+        let hashes = [PHC, PHC2, "$argon2", "nope", "$argon2id$ spaced"];
+        for seed in 0..4u64 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut a = StateMachine::default();
+            let mut b = StateMachine::default();
+            for index in 1..=300u64 {
+                let nick = nicks[rng.gen_range(0..nicks.len())].to_string();
+                let hash = hashes[rng.gen_range(0..hashes.len())].to_string();
+                let op = if rng.gen_bool(0.5) {
+                    Op::Register { nick, hash }
+                } else {
+                    Op::SetPassword { nick, hash }
+                };
+                let data = encode(op, 1, index, 1_700_000_000_000 + index);
+                let before = a.clone();
+                let applied = a.apply(index, &data);
+                assert_eq!(applied, b.apply(index, &data));
+                if matches!(applied.outcome, Outcome::Rejected(_)) {
+                    let mut expected = before;
+                    expected.applied_index = index;
+                    expected.sessions.advance_clock(a.sessions.clock_ms());
+                    assert_eq!(a, expected);
+                }
+                assert_eq!(a, b);
+            }
+        }
+    }
+
     struct Harness {
         sm: StateMachine,
         next_index: Index,

@@ -61,6 +61,13 @@ impl Node {
         };
         let (transport, waker) =
             Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
+        let mut telnet = Telnet::default();
+        telnet
+            .start_accounts(std::sync::Arc::clone(&waker))
+            .map_err(|source| ServerError::Io {
+                context: "cannot start the account worker thread".into(),
+                source,
+            })?;
         let replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
         let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|source| ServerError::Io {
             context: "cannot install signal handlers".into(),
@@ -76,7 +83,7 @@ impl Node {
         let tick = Duration::from_millis(cfg.heartbeat_ms);
         Ok(Node {
             svc: Services::new(cfg, transport, replica),
-            telnet: Telnet::default(),
+            telnet,
             binary: Binary::default(),
             web: Web::default(),
             signals,
@@ -105,7 +112,8 @@ impl Node {
                 match Transport::source(event.token()) {
                     Source::Listener => self.accept(),
                     Source::Signals => self.on_signal(),
-                    Source::Waker => {} // a sync finished: `drive` collects it below
+                    // A sync finished (`drive` collects it below) or a password hash did.
+                    Source::Waker => self.telnet.drain_accounts(&mut self.svc),
                     Source::Link(j) => self.svc.transport.on_link_event(j, Instant::now()),
                     Source::Conn(key) => {
                         if event.is_read_closed() || event.is_error() {

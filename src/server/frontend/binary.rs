@@ -328,6 +328,7 @@ impl Binary {
             Outcome::RoomCreated { .. } => {
                 error(ErrorKind::Rejected, "rooms are created over telnet")
             }
+            Outcome::AccountSaved => error(ErrorKind::Rejected, "accounts are managed over telnet"),
         };
         Self::send_answer(svc, conn, &answer);
     }
