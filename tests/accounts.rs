@@ -266,3 +266,118 @@ fn an_account_reaches_a_node_through_a_snapshot_install() {
         "err login failed: wrong nick or password"
     );
 }
+
+#[test]
+fn room_owners_kick_and_private_rooms_work_across_nodes_and_restarts() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut alice = cluster.client(0);
+    command_until(
+        &mut alice,
+        "register alice s3cret-pw",
+        "ack registered alice",
+    );
+    assert_eq!(
+        final_line(&mut alice, "join secret"),
+        "ack joined #secret, posting there now"
+    );
+    assert_eq!(final_line(&mut alice, "private"), "ack #secret is private");
+    assert_eq!(
+        final_line(&mut alice, "topic Secret plans"),
+        "ack topic of #secret set"
+    );
+
+    // bob, on another node: refused until invited.
+    let mut bob = cluster.client(1);
+    command_until(&mut bob, "register bob b0b-passwd", "ack registered bob");
+    assert_eq!(
+        final_line(&mut bob, "join secret"),
+        "err #secret is private: ask an owner for an invitation"
+    );
+    assert_eq!(
+        final_line(&mut bob, "msg #secret let me in"),
+        "err #secret is private: join it first"
+    );
+    // Not an owner of #general (no one is), nor of #secret.
+    assert!(final_line(&mut bob, "op bob").starts_with("err #general has no owner"));
+    let mut anonymous = cluster.client(2);
+    assert_eq!(
+        final_line(&mut anonymous, "kick alice"),
+        "err login first: only a room's owners can do that"
+    );
+    assert_eq!(
+        final_line(&mut anonymous, "join secret"),
+        "err #secret is private: ask an owner for an invitation"
+    );
+
+    assert_eq!(
+        final_line(&mut alice, "invite bob"),
+        "ack invited bob to #secret"
+    );
+    assert_eq!(
+        final_line(&mut bob, "join secret"),
+        "ack joined #secret, posting there now"
+    );
+    command_until(&mut bob, "topic", "ack topic #secret: Secret plans");
+    assert_eq!(
+        final_line(&mut bob, "private"),
+        "err only an owner of #secret can do that"
+    );
+    assert!(final_line(&mut bob, "msg hello from bob").starts_with("ack "));
+    let push = alice.wait_push("hello from bob");
+    assert!(push.contains("#secret <bob> hello from bob"), "{push}");
+
+    // The kick applies on every node: bob's session on node 1 leaves the room, and the
+    // invitation is gone.
+    assert_eq!(
+        final_line(&mut alice, "kick bob"),
+        "ack kicked bob from #secret"
+    );
+    command_until(
+        &mut bob,
+        "msg #secret still here?",
+        "err #secret is private: join it first",
+    );
+    assert_eq!(
+        final_line(&mut bob, "join secret"),
+        "err #secret is private: ask an owner for an invitation"
+    );
+    assert_eq!(
+        final_line(&mut alice, "kick alice"),
+        "err alice is an owner of #secret: owners cannot be kicked"
+    );
+
+    // Owners, privacy and topic survive a full restart.
+    for id in 0..3 {
+        assert!(cluster.stop(id).success());
+    }
+    for id in 0..3 {
+        cluster.spawn(id);
+    }
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut bob = cluster.client(2);
+    command_until(&mut bob, "login bob b0b-passwd", "ack logged in as bob");
+    command_until(
+        &mut bob,
+        "join secret",
+        "err #secret is private: ask an owner for an invitation",
+    );
+    let mut alice = cluster.client(1);
+    command_until(
+        &mut alice,
+        "login alice s3cret-pw",
+        "ack logged in as alice",
+    );
+    assert_eq!(
+        final_line(&mut alice, "join secret"),
+        "ack joined #secret, posting there now"
+    );
+    assert_eq!(
+        final_line(&mut alice, "topic"),
+        "ack topic #secret: Secret plans"
+    );
+    assert_eq!(
+        final_line(&mut alice, "op bob"),
+        "ack bob is an owner of #secret"
+    );
+}

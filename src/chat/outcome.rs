@@ -32,4 +32,11 @@ pub enum Outcome {
     SessionExpired,
     /// A `Register` or `SetPassword` was stored.
     AccountSaved,
+    /// A `RoomAdmin` other than a kick was applied.
+    RoomUpdated,
+    /// `nick` was kicked out of `room`: every node takes its sessions out of the room.
+    Kicked {
+        room: String,
+        nick: String,
+    },
 }

@@ -32,10 +32,10 @@
 //!   partition the chat log's live messages; with retention `n > 0` none is longer than `n`.
 //! - every key's revision is in `1..=revision`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub(crate) use super::chat_log::{ChatLog, CHUNK_LEN};
-use super::command::{Command, Op, Origin, SessionRef};
+use super::command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use super::message::ChatMessage;
 pub use super::outcome::Outcome;
 use super::session::{Admission, SessionConfig, Sessions};
@@ -66,6 +66,25 @@ pub(crate) struct KvValue {
     pub(crate) revision: u64,
 }
 
+/// A room's owners and settings; only rooms created by a logged-in account have one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomMeta {
+    /// The creator and everyone it (or another owner) made an owner with `op`.
+    pub ops: BTreeSet<String>,
+    /// Empty: no topic.
+    pub topic: String,
+    /// Join by invitation only.
+    pub private: bool,
+    pub invited: BTreeSet<String>,
+}
+
+impl RoomMeta {
+    /// Whether `nick` may join: anyone in a public room, owners and invited nicks otherwise.
+    pub fn admits(&self, nick: &str) -> bool {
+        !self.private || self.ops.contains(nick) || self.invited.contains(nick)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateMachine {
     pub(super) applied_index: Index,
@@ -82,6 +101,8 @@ pub struct StateMachine {
     /// Registered nick to its argon2 PHC password hash. Written by `Register`/`SetPassword`
     /// with hashes computed before proposing, so applying never hashes (deterministic, cheap).
     pub(super) accounts: BTreeMap<String, String>,
+    /// Owners and settings of rooms created by logged-in accounts (`JoinRoom`).
+    pub(super) room_meta: BTreeMap<String, RoomMeta>,
 }
 
 /// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
@@ -115,6 +136,7 @@ impl StateMachine {
             sessions: Sessions::new(config),
             retain_messages: 0,
             accounts: BTreeMap::new(),
+            room_meta: BTreeMap::new(),
         }
     }
 
@@ -152,6 +174,7 @@ impl StateMachine {
             sessions,
             retain_messages,
             accounts: BTreeMap::new(),
+            room_meta: BTreeMap::new(),
         };
         sm.debug_assert_invariants();
         sm
@@ -326,6 +349,11 @@ impl StateMachine {
         self.accounts.get(nick).map(String::as_str)
     }
 
+    /// The owners and settings of `room`, if it has an owner.
+    pub fn room_meta(&self, room: &str) -> Option<&RoomMeta> {
+        self.room_meta.get(room)
+    }
+
     /// How many accounts are registered.
     pub fn account_count(&self) -> usize {
         self.accounts.len()
@@ -345,6 +373,8 @@ impl StateMachine {
             Op::OpenSession => Ok(self.open_session(index)),
             Op::Register { nick, hash } => self.register(nick, hash),
             Op::SetPassword { nick, hash } => self.set_password(nick, hash),
+            Op::JoinRoom { room, nick } => self.join_room(room, nick),
+            Op::RoomAdmin { room, by, action } => self.room_admin(room, by, action),
         };
         result.unwrap_or_else(Outcome::Rejected)
     }
@@ -390,8 +420,74 @@ impl StateMachine {
         Ok(Outcome::Posted { position })
     }
 
+    fn join_room(&mut self, room: String, nick: String) -> Result<Outcome, String> {
+        validate_room(&room)?;
+        validate_nick(&nick)?;
+        if !self.rooms.contains_key(&room) {
+            self.rooms.insert(room.clone(), VecDeque::new());
+            let meta = RoomMeta {
+                ops: BTreeSet::from([nick]),
+                ..RoomMeta::default()
+            };
+            self.room_meta.insert(room, meta);
+            return Ok(Outcome::RoomCreated { existed: false });
+        }
+        match self.room_meta.get(&room) {
+            Some(meta) if !meta.admits(&nick) => Err(private_room(&room)),
+            _ => Ok(Outcome::RoomCreated { existed: true }),
+        }
+    }
+
+    fn room_admin(
+        &mut self,
+        room: String,
+        by: String,
+        action: RoomAction,
+    ) -> Result<Outcome, String> {
+        validate_room(&room)?;
+        validate_nick(&by)?;
+        match &action {
+            RoomAction::Op(nick) | RoomAction::Kick(nick) | RoomAction::Invite(nick) => {
+                validate_nick(nick)?
+            }
+            RoomAction::Topic(text) => validate_text(text)?,
+            RoomAction::Private => {}
+        }
+        let Some(meta) = self.room_meta.get_mut(&room) else {
+            return Err(format!(
+                "#{room} has no owner: only rooms created by a logged-in account do"
+            ));
+        };
+        if !meta.ops.contains(&by) {
+            return Err(format!("only an owner of #{room} can do that"));
+        }
+        match action {
+            RoomAction::Op(nick) => {
+                meta.ops.insert(nick);
+            }
+            RoomAction::Kick(nick) => {
+                if meta.ops.contains(&nick) {
+                    return Err(format!(
+                        "{nick} is an owner of #{room}: owners cannot be kicked"
+                    ));
+                }
+                meta.invited.remove(&nick);
+                return Ok(Outcome::Kicked { room, nick });
+            }
+            RoomAction::Topic(text) => meta.topic = text,
+            RoomAction::Private => meta.private = true,
+            RoomAction::Invite(nick) => {
+                meta.invited.insert(nick);
+            }
+        }
+        Ok(Outcome::RoomUpdated)
+    }
+
     fn create_room(&mut self, room: String) -> Result<Outcome, String> {
         validate_room(&room)?;
+        if self.room_meta.get(&room).is_some_and(|meta| meta.private) {
+            return Err(private_room(&room));
+        }
         let existed = self.rooms.contains_key(&room);
         if !existed {
             self.rooms.insert(room, VecDeque::new());
@@ -550,6 +646,10 @@ impl StateMachine {
     }
 }
 
+fn private_room(room: &str) -> String {
+    format!("#{room} is private: ask an owner for an invitation")
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -628,6 +728,82 @@ pub(super) mod tests {
         assert_eq!(h.sm.account_hash("alice"), Some(PHC2));
         assert_eq!(h.sm.account_hash("bob"), None);
         assert_eq!(h.sm.account_count(), 1);
+    }
+
+    #[test]
+    fn room_owners_ops_kick_topic_and_private_rooms() {
+        let mut h = Harness::new();
+        let join = |room: &str, nick: &str| Op::JoinRoom {
+            room: room.into(),
+            nick: nick.into(),
+        };
+        let admin = |by: &str, action: RoomAction| Op::RoomAdmin {
+            room: "rust".into(),
+            by: by.into(),
+            action,
+        };
+        assert_eq!(
+            h.apply(join("rust", "alice")),
+            Outcome::RoomCreated { existed: false }
+        );
+        let meta = h.sm.room_meta("rust").unwrap();
+        assert!(meta.ops.contains("alice") && !meta.private);
+        // Only owners administer; the default room and anonymous rooms have no owner.
+        let not_owner = h.apply(admin("bob", RoomAction::Private));
+        assert_eq!(
+            not_owner,
+            Outcome::Rejected("only an owner of #rust can do that".into())
+        );
+        assert_eq!(
+            h.apply(admin("alice", RoomAction::Op("bob".into()))),
+            Outcome::RoomUpdated
+        );
+        let topic = RoomAction::Topic("Rust and Raft".into());
+        assert_eq!(h.apply(admin("bob", topic)), Outcome::RoomUpdated);
+        assert_eq!(h.sm.room_meta("rust").unwrap().topic, "Rust and Raft");
+        assert_eq!(
+            h.apply(admin("alice", RoomAction::Private)),
+            Outcome::RoomUpdated
+        );
+        // Private: strangers and anonymous joins are refused, invited nicks and owners admitted.
+        let refused = Outcome::Rejected("#rust is private: ask an owner for an invitation".into());
+        assert_eq!(h.apply(join("rust", "carol")), refused);
+        assert_eq!(
+            h.apply(Op::CreateRoom {
+                room: "rust".into()
+            }),
+            refused
+        );
+        assert_eq!(
+            h.apply(join("rust", "bob")),
+            Outcome::RoomCreated { existed: true }
+        );
+        let invite = RoomAction::Invite("carol".into());
+        assert_eq!(h.apply(admin("alice", invite)), Outcome::RoomUpdated);
+        assert_eq!(
+            h.apply(join("rust", "carol")),
+            Outcome::RoomCreated { existed: true }
+        );
+        // A kick takes the invitation back; owners cannot be kicked.
+        assert_eq!(
+            h.apply(admin("alice", RoomAction::Kick("carol".into()))),
+            Outcome::Kicked {
+                room: "rust".into(),
+                nick: "carol".into()
+            }
+        );
+        assert_eq!(h.apply(join("rust", "carol")), refused);
+        assert!(matches!(
+            h.apply(admin("bob", RoomAction::Kick("alice".into()))),
+            Outcome::Rejected(_)
+        ));
+        let general = Op::RoomAdmin {
+            room: DEFAULT_ROOM.into(),
+            by: "alice".into(),
+            action: RoomAction::Private,
+        };
+        assert!(matches!(h.apply(general), Outcome::Rejected(_)));
+        assert!(h.sm.room_meta(DEFAULT_ROOM).is_none());
     }
 
     /// Random account commands (valid and not, fixed seeds): two machines fed the same entries

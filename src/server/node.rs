@@ -509,6 +509,10 @@ impl Node {
             }
             None => {}
         }
+        // A kick takes the nick's sessions out of the room on every node.
+        if let (Outcome::Kicked { room, nick }, false) = (&applied.outcome, applied.duplicate) {
+            self.telnet.kick(room, nick);
+        }
         // A retried request answered again must not be delivered twice.
         if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {
             self.telnet.push_message(&mut self.svc, *position);

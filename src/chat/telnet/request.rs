@@ -93,6 +93,14 @@ pub enum Request {
         old: String,
         new: String,
     },
+    /// Room owners, on the current room: `op <nick>`, `kick <nick>`, `invite <nick>`.
+    RoomOp(String),
+    Kick(String),
+    Invite(String),
+    /// `topic` shows the current room's topic; `topic <text>` (owners) sets it.
+    Topic(Option<String>),
+    /// `private`: the current room admits only owners and invited nicks.
+    Private,
 }
 
 /// Parses one line, given without its terminator. Strips a trailing `\r` and any telnet
@@ -130,6 +138,12 @@ pub const HELP_TEXT: &str = concat!(
     "help   logout                   leave your account\r\n",
     "help   passwd <old> <new>       change your password           passwd s3cret-pw n3w-pw\r\n",
     "help                            (a registered nick posts only when its owner is logged in)\r\n",
+    "help   op <nick>                make a nick an owner of the room op bob\r\n",
+    "help   kick <nick>              put a nick out of the room     kick mallory\r\n",
+    "help   topic [<text>]           show or set the room's topic   topic Rust and Raft\r\n",
+    "help   private                  the room admits invited only\r\n",
+    "help   invite <nick>            let a nick join a private room invite bob\r\n",
+    "help                            (owners only: a room's creator, logged in, owns it)\r\n",
     "help   status                   this node's role, term and leader\r\n",
     "help   transfer <node>          hand leadership to a node      transfer 1\r\n",
     "help   help                     this text\r\n",
@@ -253,6 +267,27 @@ fn parse_text(text: &str) -> Result<Request, String> {
                 new: new.to_string(),
             })
         }
+        "op" => {
+            let nick = one_word(args, "usage: op <nick>, e.g. op bob")?;
+            validate_nick(nick)?;
+            Ok(Request::RoomOp(nick.to_string()))
+        }
+        "kick" => {
+            let nick = one_word(args, "usage: kick <nick>, e.g. kick mallory")?;
+            validate_nick(nick)?;
+            Ok(Request::Kick(nick.to_string()))
+        }
+        "invite" => {
+            let nick = one_word(args, "usage: invite <nick>, e.g. invite bob")?;
+            validate_nick(nick)?;
+            Ok(Request::Invite(nick.to_string()))
+        }
+        "topic" if args.is_empty() => Ok(Request::Topic(None)),
+        "topic" => {
+            validate_text(args)?;
+            Ok(Request::Topic(Some(args.to_string())))
+        }
+        "private" => no_args(args, Request::Private, "usage: private (no arguments)"),
         "help" => Ok(Request::Help),
         "status" => no_args(args, Request::Status, "usage: status (no arguments)"),
         "quit" => no_args(args, Request::Quit, "usage: quit (no arguments)"),
@@ -669,7 +704,8 @@ mod tests {
         // Every command is documented, and every example in it parses.
         for command in [
             "msg", "get", "history", "nick", "join", "leave", "rooms", "set", "del", "keys", "cas",
-            "status", "transfer", "help", "quit", "register", "login", "logout", "passwd",
+            "status", "transfer", "help", "quit", "register", "login", "logout", "passwd", "op",
+            "kick", "topic", "private", "invite",
         ] {
             assert!(
                 lines
@@ -695,6 +731,10 @@ mod tests {
             "register alice s3cret-pw",
             "login alice s3cret-pw",
             "passwd s3cret-pw n3w-pw",
+            "op bob",
+            "kick mallory",
+            "topic Rust and Raft",
+            "invite bob",
         ] {
             assert!(HELP_TEXT.contains(example), "{example}");
             assert!(parse(example).is_ok(), "{example}");
@@ -732,6 +772,19 @@ mod tests {
         assert!(err(&format!("login alice {}", "p".repeat(129))).starts_with("bad password"));
         assert!(err("logout now").starts_with("usage: logout"));
         assert!(err("passwd only-one").starts_with("usage: passwd"));
+        assert_eq!(parse("op bob"), Ok(Request::RoomOp("bob".into())));
+        assert_eq!(parse("kick bob"), Ok(Request::Kick("bob".into())));
+        assert_eq!(parse("invite bob"), Ok(Request::Invite("bob".into())));
+        assert_eq!(parse("topic"), Ok(Request::Topic(None)));
+        assert_eq!(
+            parse("topic Rust and  Raft"),
+            Ok(Request::Topic(Some("Rust and  Raft".into())))
+        );
+        assert_eq!(parse("private"), Ok(Request::Private));
+        assert!(err("private now").starts_with("usage: private"));
+        assert!(err("kick").starts_with("usage: kick"));
+        assert!(err("op a b").starts_with("usage: op"));
+        assert!(err("invite b!").starts_with("bad nick"));
         // A rejected line never echoes the password back.
         assert!(!err("register alice short").contains("short"));
     }
@@ -742,7 +795,12 @@ mod tests {
     #[test]
     fn random_account_lines_never_panic() {
         use rand::{rngs::SmallRng, Rng, SeedableRng};
-        let words: [&[u8]; 14] = [
+        let words: [&[u8]; 19] = [
+            b"op",
+            b"kick",
+            b"topic",
+            b"private",
+            b"invite",
             b"register",
             b"login",
             b"logout",

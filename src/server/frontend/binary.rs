@@ -328,7 +328,10 @@ impl Binary {
             Outcome::RoomCreated { .. } => {
                 error(ErrorKind::Rejected, "rooms are created over telnet")
             }
-            Outcome::AccountSaved => error(ErrorKind::Rejected, "accounts are managed over telnet"),
+            Outcome::AccountSaved | Outcome::RoomUpdated | Outcome::Kicked { .. } => error(
+                ErrorKind::Rejected,
+                "accounts and rooms are managed over telnet",
+            ),
         };
         Self::send_answer(svc, conn, &answer);
     }

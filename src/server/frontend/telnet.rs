@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::chat::telnet::{self, LineSplitter, Request};
-use crate::chat::{Op, Outcome, DEFAULT_ROOM};
+use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
 use crate::server::accounts::{AccountWorker, Done, Job, Verdict, Work};
 use crate::server::limits;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
@@ -77,10 +77,12 @@ struct AccountJob {
     action: AccountAction,
 }
 
-/// An account write in flight on a session, for the words of its `ack`.
+/// An account or room write in flight on a session, for the words of its `ack`.
 enum AccountWrite {
     Registered(String),
     PasswordChanged,
+    /// A room owner's command: the `ack` line to write once applied.
+    Room(String),
 }
 
 /// `get chatLog` being written out a chunk at a time: the messages at positions
@@ -331,6 +333,28 @@ impl Telnet {
         }
     }
 
+    /// `nick` was kicked out of `room` (applied on this node): its sessions here leave it.
+    pub fn kick(&mut self, room: &str, nick: &str) {
+        let Some(keys) = self.members.get(room) else {
+            return;
+        };
+        let kicked: Vec<usize> = keys
+            .iter()
+            .copied()
+            .filter(|key| {
+                self.sessions
+                    .get(key)
+                    .is_some_and(|s| s.nick == nick || s.login.as_deref() == Some(nick))
+            })
+            .collect();
+        for key in kicked {
+            if let Some(session) = self.sessions.get_mut(&key) {
+                session.rooms.leave(room);
+            }
+            self.leave_index(key, room);
+        }
+    }
+
     /// Why this session may not post as its current nick now, if it may not.
     fn post_refusal(svc: &Services, session: &Session) -> Option<String> {
         if svc.cfg.require_login && session.login.is_none() {
@@ -538,12 +562,71 @@ impl Telnet {
                     return Self::write_line(svc, conn, &format!("err {reason}"));
                 }
                 let room = room.unwrap_or_else(|| session.rooms.current().to_string());
+                let private = svc
+                    .replica
+                    .sm()
+                    .room_meta(&room)
+                    .is_some_and(|meta| meta.private);
+                if private && !session.rooms.contains(&room) {
+                    let line = format!("err {} is private: join it first", quoted_room(&room));
+                    return Self::write_line(svc, conn, &line);
+                }
                 let nick = session.nick.clone();
                 self.submit_write(svc, conn, Op::Post { room, nick, text }, None);
             }
             Request::Join(room) => {
-                let op = Op::CreateRoom { room: room.clone() };
+                // A logged-in account owns the rooms it creates, and may join private rooms
+                // that invited it.
+                let op = match &session.login {
+                    Some(nick) => Op::JoinRoom {
+                        room: room.clone(),
+                        nick: nick.clone(),
+                    },
+                    None => Op::CreateRoom { room: room.clone() },
+                };
                 self.submit_write(svc, conn, op, Some(room));
+            }
+            Request::Topic(None) => {
+                let room = session.rooms.current().to_string();
+                let line = match svc.replica.sm().room_meta(&room) {
+                    Some(meta) if !meta.topic.is_empty() => {
+                        format!("ack topic {}: {}", quoted_room(&room), meta.topic)
+                    }
+                    _ => format!("ack {} has no topic", quoted_room(&room)),
+                };
+                Self::write_line(svc, conn, &line);
+            }
+            Request::RoomOp(_)
+            | Request::Kick(_)
+            | Request::Invite(_)
+            | Request::Topic(Some(_))
+            | Request::Private => {
+                let Some(by) = session.login.clone() else {
+                    let line = "err login first: only a room's owners can do that";
+                    return Self::write_line(svc, conn, line);
+                };
+                let room = session.rooms.current().to_string();
+                let shown = quoted_room(&room);
+                let (action, ack) = match request {
+                    Request::RoomOp(nick) => {
+                        let ack = format!("ack {nick} is an owner of {shown}");
+                        (RoomAction::Op(nick), ack)
+                    }
+                    Request::Kick(nick) => {
+                        let ack = format!("ack kicked {nick} from {shown}");
+                        (RoomAction::Kick(nick), ack)
+                    }
+                    Request::Invite(nick) => {
+                        let ack = format!("ack invited {nick} to {shown}");
+                        (RoomAction::Invite(nick), ack)
+                    }
+                    Request::Topic(Some(text)) => {
+                        (RoomAction::Topic(text), format!("ack topic of {shown} set"))
+                    }
+                    _ => (RoomAction::Private, format!("ack {shown} is private")),
+                };
+                let op = Op::RoomAdmin { room, by, action };
+                self.account_write(svc, conn, op, AccountWrite::Room(ack));
             }
             Request::Leave(room) => {
                 let line = match session.leave(&room) {
@@ -767,7 +850,11 @@ impl Telnet {
                     format!("ack registered {nick}, logged in as {nick}")
                 }
                 Some(AccountWrite::PasswordChanged) => "ack password changed".to_string(),
-                None => "ack account saved".to_string(),
+                _ => "ack account saved".to_string(),
+            },
+            Outcome::RoomUpdated | Outcome::Kicked { .. } => match account_write {
+                Some(AccountWrite::Room(line)) => line,
+                _ => "ack room updated".to_string(),
             },
         };
         self.finish(svc, conn, &line);
