@@ -381,3 +381,37 @@ fn room_owners_kick_and_private_rooms_work_across_nodes_and_restarts() {
         "ack bob is an owner of #secret"
     );
 }
+
+#[test]
+fn a_binary_client_cannot_post_as_a_registered_nick_or_into_a_private_room() {
+    use raftchat::client::{RetryPolicy, Session, SessionError};
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_leader(&[0]);
+    let mut alice = cluster.client(0);
+    command_until(
+        &mut alice,
+        "register alice s3cret-pw",
+        "ack registered alice",
+    );
+    command_until(&mut alice, "join secret", "ack joined #secret");
+    assert_eq!(final_line(&mut alice, "private"), "ack #secret is private");
+
+    let policy = RetryPolicy {
+        retry_budget: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    };
+    let mut session = Session::open(&cluster.addrs, 0, policy).expect("binary session");
+    let refused = |result: Result<u64, SessionError>| match result {
+        Err(e) => e.to_string(),
+        Ok(position) => panic!("stored at {position}"),
+    };
+    let as_alice = refused(session.post_blocking("general", "alice", "i am alice"));
+    assert!(as_alice.contains("nick alice is registered"), "{as_alice}");
+    let private = refused(session.post_blocking("secret", "eve", "peek"));
+    assert!(private.contains("#secret is private"), "{private}");
+    // Unregistered nicks in public rooms post as before.
+    assert_eq!(
+        session.post_blocking("general", "eve", "hello").ok(),
+        Some(1)
+    );
+}
