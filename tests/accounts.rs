@@ -160,6 +160,15 @@ fn wrong_passwords_are_refused_then_rate_limited_and_logged_without_the_password
     // After the wait, the right password works again.
     let line = command_until(&mut other, "login carol c4rol-pass", "ack");
     assert_eq!(line, "ack logged in as carol");
+    // Guessing the old password with passwd counts against the same limit.
+    for _ in 0..3 {
+        assert_eq!(
+            final_line(&mut other, "passwd wrong-old1 n3w-pass"),
+            "err login failed: wrong nick or password"
+        );
+    }
+    let refused = final_line(&mut other, "passwd c4rol-pass n3w-pass");
+    assert!(refused.starts_with("err login refused"), "{refused}");
 
     let log = std::fs::read_to_string(cluster.log_path(0)).unwrap_or_default();
     assert!(

@@ -304,17 +304,22 @@ impl Telnet {
         per_nick.max(per_conn)
     }
 
+    /// The `err` line (and a log line) when the failure limit refuses a try for `nick` now.
+    fn login_refusal_line(&mut self, svc: &Services, conn: ConnRef, nick: &str) -> Option<String> {
+        let wait = self.login_refused_for(conn, nick)?;
+        log::warn!(
+            "node {}: login for nick {nick} on connection {} refused: too many failures",
+            svc.cfg.id,
+            conn.id
+        );
+        Some(format!(
+            "err login refused: too many failures, try again in {} ms",
+            wait.as_millis().max(1)
+        ))
+    }
+
     fn login(&mut self, svc: &mut Services, conn: ConnRef, nick: String, password: String) {
-        if let Some(wait) = self.login_refused_for(conn, &nick) {
-            log::warn!(
-                "node {}: login for nick {nick} on connection {} refused: too many failures",
-                svc.cfg.id,
-                conn.id
-            );
-            let line = format!(
-                "err login refused: too many failures, try again in {} ms",
-                wait.as_millis().max(1)
-            );
+        if let Some(line) = self.login_refusal_line(svc, conn, &nick) {
             return Self::write_line(svc, conn, &line);
         }
         match svc.replica.sm().account_hash(&nick) {
@@ -673,6 +678,10 @@ impl Telnet {
                 let Some(nick) = session.login.clone() else {
                     return Self::write_line(svc, conn, "err not logged in: login first");
                 };
+                // Guessing the old password counts, and is limited, like a login.
+                if let Some(line) = self.login_refusal_line(svc, conn, &nick) {
+                    return Self::write_line(svc, conn, &line);
+                }
                 let Some(hash) = svc.replica.sm().account_hash(&nick) else {
                     return Self::write_line(svc, conn, &format!("err no account {nick}"));
                 };
