@@ -208,6 +208,8 @@ fn accounts_survive_a_full_restart() {
     );
     for id in 0..3 {
         wait_registered(&cluster, id, "frank");
+        let s = status(&cluster, id).expect("status");
+        assert_eq!(field(&s, "accounts"), 1);
     }
     for id in 0..3 {
         assert!(cluster.stop(id).success());

@@ -754,6 +754,7 @@ impl Telnet {
             format!("messages {}", sm.message_count()),
             format!("last_position {}", sm.last_position()),
             format!("retain_messages {}", sm.retain_messages()),
+            format!("accounts {}", sm.account_count()),
         ];
         let stats = svc.replica.stats();
         lines.extend([
