@@ -15,7 +15,10 @@
 //! u64  timestamp_ms
 //! u8   session marker: 0 (None) | 1 (Some) then
 //!        u64 session.id, u64 session.seq, u64 session.lowest_unacked_seq
-//! u8   op tag: 1 Post, 2 CreateRoom, 3 Set, 4 Del, 5 Cas, 6 OpenSession
+//! u8   op tag: 1 Post, 2 CreateRoom, 3 Set, 4 Del, 5 Cas, 6 OpenSession, 7 Register,
+//!             8 SetPassword, 9 JoinRoom, 10 RoomAdmin (7 and up: version 2 only)
+//! RoomAdmin's action: u8 tag (1 Op, 2 Kick, 3 Topic, 4 Private, 5 Invite) then one str (the
+//!   nick, the topic, or empty for Private)
 //! then the op's fields, in declaration order:
 //!   str      = u32 byte length, then that many bytes of UTF-8
 //!   opt str  = u8 0 (None) | u8 1 (Some) then str
@@ -45,6 +48,41 @@ const OP_SET: u8 = 3;
 const OP_DEL: u8 = 4;
 const OP_CAS: u8 = 5;
 const OP_OPEN_SESSION: u8 = 6;
+const OP_REGISTER: u8 = 7;
+const OP_SET_PASSWORD: u8 = 8;
+const OP_JOIN_ROOM: u8 = 9;
+const OP_ROOM_ADMIN: u8 = 10;
+
+const ACTION_OP: u8 = 1;
+const ACTION_KICK: u8 = 2;
+const ACTION_TOPIC: u8 = 3;
+const ACTION_PRIVATE: u8 = 4;
+const ACTION_INVITE: u8 = 5;
+
+/// What a room owner does to a room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomAction {
+    /// Make `nick` an owner too.
+    Op(String),
+    /// Take `nick` out of the room (and its invitation) on every node.
+    Kick(String),
+    Topic(String),
+    /// Only owners and invited nicks may join from now on.
+    Private,
+    Invite(String),
+}
+
+impl RoomAction {
+    fn tag_and_text(&self) -> (u8, &str) {
+        match self {
+            RoomAction::Op(nick) => (ACTION_OP, nick),
+            RoomAction::Kick(nick) => (ACTION_KICK, nick),
+            RoomAction::Topic(text) => (ACTION_TOPIC, text),
+            RoomAction::Private => (ACTION_PRIVATE, ""),
+            RoomAction::Invite(nick) => (ACTION_INVITE, nick),
+        }
+    }
+}
 
 /// Bytes before the op's fields of a version 2 command without a session: version, origin,
 /// timestamp, session marker, op tag.
@@ -102,6 +140,29 @@ pub enum Op {
     },
     /// Open a client session; its id is the log index of this entry. Carries no session itself.
     OpenSession,
+    /// Create the account `nick` with the argon2 PHC string `hash` (computed before proposing:
+    /// apply never hashes). Rejected if `nick` is already registered.
+    Register {
+        nick: String,
+        hash: String,
+    },
+    /// Replace the password hash of the existing account `nick`.
+    SetPassword {
+        nick: String,
+        hash: String,
+    },
+    /// The logged-in account `nick` joins `room`, creating it (with `nick` as its owner) if new;
+    /// a private room admits only its owners and invited nicks.
+    JoinRoom {
+        room: String,
+        nick: String,
+    },
+    /// The logged-in account `by`, an owner of `room`, changes it.
+    RoomAdmin {
+        room: String,
+        by: String,
+        action: RoomAction,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +227,29 @@ impl Command {
                 put_str(out, new);
             }
             Op::OpenSession => put_u8(out, OP_OPEN_SESSION),
+            Op::Register { nick, hash } => {
+                put_u8(out, OP_REGISTER);
+                put_str(out, nick);
+                put_str(out, hash);
+            }
+            Op::SetPassword { nick, hash } => {
+                put_u8(out, OP_SET_PASSWORD);
+                put_str(out, nick);
+                put_str(out, hash);
+            }
+            Op::JoinRoom { room, nick } => {
+                put_u8(out, OP_JOIN_ROOM);
+                put_str(out, room);
+                put_str(out, nick);
+            }
+            Op::RoomAdmin { room, by, action } => {
+                put_u8(out, OP_ROOM_ADMIN);
+                put_str(out, room);
+                put_str(out, by);
+                let (tag, text) = action.tag_and_text();
+                put_u8(out, tag);
+                put_str(out, text);
+            }
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
     }
@@ -184,6 +268,13 @@ impl Command {
                     str_len(key) + 1 + expected.as_deref().map_or(0, str_len) + str_len(new)
                 }
                 Op::OpenSession => 0,
+                Op::Register { nick, hash } | Op::SetPassword { nick, hash } => {
+                    str_len(nick) + str_len(hash)
+                }
+                Op::JoinRoom { room, nick } => str_len(room) + str_len(nick),
+                Op::RoomAdmin { room, by, action } => {
+                    str_len(room) + str_len(by) + 1 + str_len(action.tag_and_text().1)
+                }
             }
     }
 
@@ -236,6 +327,34 @@ impl Command {
                 new: r.str32("new")?.to_owned(),
             },
             OP_OPEN_SESSION if version == FORMAT_V2 => Op::OpenSession,
+            OP_REGISTER if version == FORMAT_V2 => Op::Register {
+                nick: r.str32("nick")?.to_owned(),
+                hash: r.str32("hash")?.to_owned(),
+            },
+            OP_SET_PASSWORD if version == FORMAT_V2 => Op::SetPassword {
+                nick: r.str32("nick")?.to_owned(),
+                hash: r.str32("hash")?.to_owned(),
+            },
+            OP_JOIN_ROOM if version == FORMAT_V2 => Op::JoinRoom {
+                room: r.str32("room")?.to_owned(),
+                nick: r.str32("nick")?.to_owned(),
+            },
+            OP_ROOM_ADMIN if version == FORMAT_V2 => {
+                let room = r.str32("room")?.to_owned();
+                let by = r.str32("by")?.to_owned();
+                let tag = r.u8("action")?;
+                let text = r.str32("action text")?.to_owned();
+                let action = match tag {
+                    ACTION_OP => RoomAction::Op(text),
+                    ACTION_KICK => RoomAction::Kick(text),
+                    ACTION_TOPIC => RoomAction::Topic(text),
+                    ACTION_PRIVATE if text.is_empty() => RoomAction::Private,
+                    ACTION_INVITE => RoomAction::Invite(text),
+                    // An unknown action (or Private with text) is not a command of this format.
+                    _ => return Err(ChatError::UnknownOp(OP_ROOM_ADMIN)),
+                };
+                Op::RoomAdmin { room, by, action }
+            }
             tag => return Err(ChatError::UnknownOp(tag)),
         };
         r.finish()?;
@@ -319,6 +438,43 @@ mod tests {
                 key: "lock".into(),
                 expected: Some("n1".into()),
                 new: "".into(),
+            },
+            Op::Register {
+                nick: "alice".into(),
+                hash: "$argon2id$v=19$x".into(),
+            },
+            Op::SetPassword {
+                nick: "alice".into(),
+                hash: "$argon2id$v=19$y".into(),
+            },
+            Op::JoinRoom {
+                room: "rust".into(),
+                nick: "alice".into(),
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: RoomAction::Op("bob".into()),
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: RoomAction::Kick("eve".into()),
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: RoomAction::Topic("all about ✓".into()),
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: RoomAction::Private,
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: RoomAction::Invite("bob".into()),
             },
         ];
         let mut commands: Vec<Command> = ops

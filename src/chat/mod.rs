@@ -26,7 +26,7 @@ pub mod telnet;
 pub mod time;
 pub mod validate;
 
-pub use command::{Command, Op, Origin, SessionRef};
+pub use command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use message::ChatMessage;
 pub use outcome::Outcome;
 pub use session::{SessionConfig, Sessions, DEFAULT_SESSION_EXPIRY_MS};

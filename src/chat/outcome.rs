@@ -30,4 +30,13 @@ pub enum Outcome {
     },
     /// The command's session is unknown or expired: nothing was applied; open a new session.
     SessionExpired,
+    /// A `Register` or `SetPassword` was stored.
+    AccountSaved,
+    /// A `RoomAdmin` other than a kick was applied.
+    RoomUpdated,
+    /// `nick` was kicked out of `room`: every node takes its sessions out of the room.
+    Kicked {
+        room: String,
+        nick: String,
+    },
 }

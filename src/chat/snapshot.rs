@@ -10,18 +10,24 @@
 //! `Send + 'static`, so [`ChatSnapshot::write_to`] can run on a background thread while the
 //! event loop keeps applying entries.
 //!
-//! # Encoding (version 2, all integers little-endian)
+//! # Encoding (version 3, all integers little-endian)
 //!
 //! ```text
 //! body      = magic "RCHATSM1" | version u32 | applied_index u64 | clock_ms u64
 //!             | session_count u64 session* | revision u64 | key_count u64 kv*
 //!             | room_count u64 room* | retain_messages u64 | last_position u64
-//!             | message_count u64 message* | end magic "RCHATEND"
+//!             | message_count u64 message* | account_count u64 account*
+//!             | meta_count u64 room_meta* | end magic "RCHATEND"
 //! session   = id u64 | last_active_ms u64 | lowest_retained_seq u64
 //!             | retained_count u64 (seq u64 | outcome)*
 //! outcome   = tag u8 | fields: 1 Posted position u64 | 2 RoomCreated existed u8
 //!             | 3 KvAck revision u64 | 4 CasFailed has u8 [string] | 5 NotFound
 //!             | 6 Rejected string | 7 SessionOpened session_id u64 | 8 SessionExpired
+//!             | 9 AccountSaved
+//!             | 10 RoomUpdated | 11 Kicked room string nick string
+//! account   = nick string | argon2 PHC hash string   (sorted by nick)
+//! room_meta = room string | private u8 | topic string | op_count u64 nick string*
+//!             | invited_count u64 nick string*    (sorted by room, nicks sorted; room exists)
 //! kv        = key string | value string | revision u64
 //! room      = name string                      (sorted, including rooms with no messages)
 //! message   = position u64 | index u64 | room u32 (into the room list) | nick string
@@ -31,6 +37,9 @@
 //!
 //! Room position lists are not stored: [`restore`] rebuilds them from the messages. Sessions,
 //! keys and rooms are in ascending order; restore insists on it, so an encoding is canonical.
+//!
+//! Version 3 adds the accounts and room owner sections; a version 2 body (no accounts section) is still read,
+//! as a state with no accounts, so snapshots written before accounts existed stay loadable.
 //!
 //! Version 2 carries retention: only the retained messages are written, with their positions
 //! (strictly increasing, holes where messages were dropped), plus `last_position`, the highest
@@ -50,19 +59,24 @@
 
 use crate::codec::{put_bytes32_le, put_u32_le, put_u64_le};
 use byteorder::{LittleEndian as LE, ReadBytesExt};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
 
 use super::chat_log::Chunk;
 use super::session::{Session, SessionConfig, Sessions};
-use super::state::{ChatLog, ChatMessage, KvValue, Outcome, StateMachine};
-use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
+use super::state::{ChatLog, ChatMessage, KvValue, Outcome, RoomMeta, StateMachine};
+use super::validate::{
+    validate_key, validate_nick, validate_password_hash, validate_room, validate_text,
+    validate_value,
+};
 use crate::raft::Index;
 
 const MAGIC: &[u8; 8] = b"RCHATSM1";
 const END_MAGIC: &[u8; 8] = b"RCHATEND";
-/// The encoding version this code writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The encoding version this code writes (it also reads `SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS`).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// The previous version: the same body without the accounts section.
+pub const SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS: u32 = 2;
 /// No string in a valid snapshot is longer (texts and values are at most 4 KiB; a `Rejected`
 /// reason quotes at most a few of those).
 const STRING_BYTES_MAX: u32 = 1 << 20;
@@ -85,6 +99,8 @@ pub struct ChatSnapshot {
     tail: Vec<ChatMessage>,
     last_position: u64,
     retain_messages: u64,
+    accounts: BTreeMap<String, String>,
+    room_meta: BTreeMap<String, RoomMeta>,
 }
 
 /// Why a snapshot body could not be restored: one human line.
@@ -120,6 +136,8 @@ impl StateMachine {
             tail,
             last_position: self.chat_log.last_position(),
             retain_messages: self.retain_messages,
+            accounts: self.accounts.clone(),
+            room_meta: self.room_meta.clone(),
         }
     }
 
@@ -164,6 +182,8 @@ impl ChatSnapshot {
         self.write_kv(&mut out, w)?;
         let room_ids = self.write_rooms(&mut out)?;
         self.write_messages(&mut out, w, &room_ids)?;
+        self.write_accounts(&mut out, w)?;
+        self.write_room_meta(&mut out, w)?;
         out.extend_from_slice(END_MAGIC);
         w.write_all(&out)
     }
@@ -179,6 +199,35 @@ impl ChatSnapshot {
             for (seq, outcome) in session.retained() {
                 put_u64_le(out, seq);
                 write_outcome(out, outcome)?;
+            }
+            flush_batch(out, w)?;
+        }
+        Ok(())
+    }
+
+    /// `account_count u64 (nick string | hash string)*`; see [`read_accounts`].
+    fn write_accounts(&self, out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
+        put_u64_le(out, self.accounts.len() as u64);
+        for (nick, hash) in &self.accounts {
+            write_str(out, nick)?;
+            write_str(out, hash)?;
+            flush_batch(out, w)?;
+        }
+        Ok(())
+    }
+
+    /// `meta_count u64 room_meta*`; see [`read_room_meta`].
+    fn write_room_meta(&self, out: &mut Vec<u8>, w: &mut impl Write) -> io::Result<()> {
+        put_u64_le(out, self.room_meta.len() as u64);
+        for (room, meta) in &self.room_meta {
+            write_str(out, room)?;
+            out.push(meta.private as u8);
+            write_str(out, &meta.topic)?;
+            for nicks in [&meta.ops, &meta.invited] {
+                put_u64_le(out, nicks.len() as u64);
+                for nick in nicks {
+                    write_str(out, nick)?;
+                }
             }
             flush_batch(out, w)?;
         }
@@ -298,6 +347,13 @@ fn write_outcome(out: &mut Vec<u8>, outcome: &Outcome) -> io::Result<()> {
             put_u64_le(out, *session_id);
         }
         Outcome::SessionExpired => out.push(8),
+        Outcome::AccountSaved => out.push(9),
+        Outcome::RoomUpdated => out.push(10),
+        Outcome::Kicked { room, nick } => {
+            out.push(11);
+            write_str(out, room)?;
+            write_str(out, nick)?;
+        }
     }
     Ok(())
 }
@@ -384,6 +440,12 @@ impl<R: Read> Input<R> {
                 session_id: self.u64("opened session id")?,
             },
             8 => Outcome::SessionExpired,
+            9 => Outcome::AccountSaved,
+            10 => Outcome::RoomUpdated,
+            11 => Outcome::Kicked {
+                room: self.string("kicked room")?,
+                nick: self.string("kicked nick")?,
+            },
             tag => return Err(RestoreError(format!("unknown outcome tag {tag}"))),
         })
     }
@@ -409,7 +471,7 @@ pub fn restore(
     };
     input.magic(MAGIC, "magic")?;
     let version = input.u32("version")?;
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
         return bad(format!("unknown snapshot format version {version}"));
     }
     let applied_index = input.u64("applied index")?;
@@ -424,9 +486,15 @@ pub fn restore(
         last_position: 0,
     };
     let (chat_log, positions) = read_messages(&mut input, &room_names, bounds)?;
+    let (accounts, room_meta) = if version == SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
+        (BTreeMap::new(), BTreeMap::new())
+    } else {
+        let accounts = read_accounts(&mut input)?;
+        (accounts, read_room_meta(&mut input, &room_names)?)
+    };
     read_end(&mut input)?;
     let rooms = room_names.into_iter().zip(positions).collect();
-    Ok(StateMachine::from_parts(
+    let mut sm = StateMachine::from_parts(
         applied_index,
         chat_log,
         rooms,
@@ -434,7 +502,77 @@ pub fn restore(
         revision,
         sessions,
         retain_messages,
-    ))
+    );
+    sm.accounts = accounts;
+    sm.room_meta = room_meta;
+    Ok(sm)
+}
+
+/// Room owners and settings, in ascending room order, each for a room in the room list.
+fn read_room_meta<R: Read>(
+    input: &mut Input<R>,
+    room_names: &[String],
+) -> Result<BTreeMap<String, RoomMeta>, RestoreError> {
+    let count = input.count("room owner count", room_names.len() as u64)?;
+    let mut metas: BTreeMap<String, RoomMeta> = BTreeMap::new();
+    for _ in 0..count {
+        let room = input.string("owned room")?;
+        if room_names.binary_search(&room).is_err() {
+            return bad(format!("owners for unknown room {room:?}"));
+        }
+        if metas
+            .last_key_value()
+            .is_some_and(|(previous, _)| room <= *previous)
+        {
+            return bad(format!("room owners {room:?} out of order"));
+        }
+        let private = input.flag("room private flag")?;
+        let topic = input.string("room topic")?;
+        if !topic.is_empty() {
+            validate_text(&topic).map_err(RestoreError)?;
+        }
+        let mut lists = [BTreeSet::new(), BTreeSet::new()];
+        for nicks in &mut lists {
+            let n = input.count("room nick count", u64::MAX)?;
+            for _ in 0..n {
+                let nick = input.string("room nick")?;
+                validate_nick(&nick).map_err(RestoreError)?;
+                if nicks.last().is_some_and(|previous| nick <= *previous) {
+                    return bad(format!("room nick {nick:?} out of order"));
+                }
+                nicks.insert(nick);
+            }
+        }
+        let [ops, invited] = lists;
+        let meta = RoomMeta {
+            ops,
+            topic,
+            private,
+            invited,
+        };
+        metas.insert(room, meta);
+    }
+    Ok(metas)
+}
+
+/// The accounts, in ascending nick order; each nick and hash passes apply's validation.
+fn read_accounts<R: Read>(input: &mut Input<R>) -> Result<BTreeMap<String, String>, RestoreError> {
+    let count = input.count("account count", u64::MAX)?;
+    let mut accounts: BTreeMap<String, String> = BTreeMap::new();
+    for _ in 0..count {
+        let nick = input.string("account nick")?;
+        validate_nick(&nick).map_err(RestoreError)?;
+        if accounts
+            .last_key_value()
+            .is_some_and(|(previous, _)| nick <= *previous)
+        {
+            return bad(format!("account {nick:?} out of order"));
+        }
+        let hash = input.string("account hash")?;
+        validate_password_hash(&hash).map_err(RestoreError)?;
+        accounts.insert(nick, hash);
+    }
+    Ok(accounts)
 }
 
 fn bad<T>(reason: String) -> Result<T, RestoreError> {
@@ -844,6 +982,12 @@ mod tests {
             Outcome::Rejected("no: \u{e9}".into()),
             Outcome::SessionOpened { session_id: 3 },
             Outcome::SessionExpired,
+            Outcome::AccountSaved,
+            Outcome::RoomUpdated,
+            Outcome::Kicked {
+                room: "rust".into(),
+                nick: "eve".into(),
+            },
         ];
         let mut bytes = Vec::new();
         for outcome in &outcomes {
@@ -854,8 +998,99 @@ mod tests {
             assert_eq!(&input.outcome().unwrap(), outcome);
         }
         assert!(input.r.is_empty());
-        let mut bad = Input { r: &[9u8][..] };
-        assert_eq!(bad.outcome().unwrap_err().0, "unknown outcome tag 9");
+        let mut bad = Input { r: &[12u8][..] };
+        assert_eq!(bad.outcome().unwrap_err().0, "unknown outcome tag 12");
+    }
+
+    const HASH_A: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    const HASH_B: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0$b3RoZXJoYXNo";
+
+    #[test]
+    fn accounts_round_trip_and_a_version_2_body_still_loads() {
+        let mut sm = StateMachine::default();
+        let ops = [
+            Op::Register {
+                nick: "carol".into(),
+                hash: HASH_A.into(),
+            },
+            Op::Register {
+                nick: "alice".into(),
+                hash: HASH_A.into(),
+            },
+            Op::SetPassword {
+                nick: "alice".into(),
+                hash: HASH_B.into(),
+            },
+        ];
+        for (i, op) in ops.into_iter().enumerate() {
+            let index = i as u64 + 1;
+            let applied = sm.apply(index, &command(index, None, op));
+            assert_eq!(applied.outcome, Outcome::AccountSaved);
+        }
+        let room_ops = [
+            Op::JoinRoom {
+                room: "rust".into(),
+                nick: "alice".into(),
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: crate::chat::RoomAction::Private,
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: crate::chat::RoomAction::Invite("carol".into()),
+            },
+            Op::RoomAdmin {
+                room: "rust".into(),
+                by: "alice".into(),
+                action: crate::chat::RoomAction::Topic("t o p i c".into()),
+            },
+        ];
+        for (i, op) in room_ops.into_iter().enumerate() {
+            let index = i as u64 + 4;
+            let applied = sm.apply(index, &command(index, None, op));
+            assert!(
+                !matches!(applied.outcome, Outcome::Rejected(_)),
+                "{applied:?}"
+            );
+        }
+        let bytes = encode(&sm);
+        let back = restored(&bytes, SessionConfig::default());
+        assert_eq!(back, sm);
+        assert_eq!(back.account_hash("alice"), Some(HASH_B));
+        assert_eq!(back.account_hash("carol"), Some(HASH_A));
+        assert_eq!(back.account_count(), 2);
+        let meta = back.room_meta("rust").unwrap();
+        assert!(meta.private && meta.invited.contains("carol") && meta.topic == "t o p i c");
+
+        // A hash that is not an argon2 PHC string is refused on restore.
+        let mut forged = bytes.clone();
+        let at = forged
+            .windows(HASH_B.len())
+            .position(|w| w == HASH_B.as_bytes())
+            .unwrap();
+        forged[at + 1] = b'X';
+        let err = StateMachine::restore(&mut &forged[..], SessionConfig::default(), 0);
+        assert!(err.unwrap_err().0.contains("bad password hash"));
+
+        // Version 2 (written before accounts existed): no accounts section, still restored.
+        let plain = busy_machine(40);
+        let mut v2 = encode(&plain);
+        v2[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS.to_le_bytes());
+        let end = v2.len() - END_MAGIC.len();
+        assert_eq!(
+            &v2[end - 16..end],
+            &[0u8; 16],
+            "the empty account and room owner counts"
+        );
+        v2.drain(end - 16..end);
+        assert_eq!(restored(&v2, SessionConfig::default()), plain);
+        // ... and a version 3 body without the section is truncated, not misread.
+        let mut cut = v2.clone();
+        cut[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        assert!(StateMachine::restore(&mut &cut[..], SessionConfig::default(), 0).is_err());
     }
 
     #[test]

@@ -32,14 +32,17 @@
 //!   partition the chat log's live messages; with retention `n > 0` none is longer than `n`.
 //! - every key's revision is in `1..=revision`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub(crate) use super::chat_log::{ChatLog, CHUNK_LEN};
-use super::command::{Command, Op, Origin, SessionRef};
+use super::command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use super::message::ChatMessage;
 pub use super::outcome::Outcome;
 use super::session::{Admission, SessionConfig, Sessions};
-use super::validate::{validate_key, validate_nick, validate_room, validate_text, validate_value};
+use super::validate::{
+    validate_key, validate_nick, validate_password_hash, validate_room, validate_text,
+    validate_value,
+};
 use crate::raft::Index;
 
 /// The room every node has from the start, so the seed's `msg Hello, Raft!` works with no set-up.
@@ -63,6 +66,25 @@ pub(crate) struct KvValue {
     pub(crate) revision: u64,
 }
 
+/// A room's owners and settings; only rooms created by a logged-in account have one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomMeta {
+    /// The creator and everyone it (or another owner) made an owner with `op`.
+    pub ops: BTreeSet<String>,
+    /// Empty: no topic.
+    pub topic: String,
+    /// Join by invitation only.
+    pub private: bool,
+    pub invited: BTreeSet<String>,
+}
+
+impl RoomMeta {
+    /// Whether `nick` may join: anyone in a public room, owners and invited nicks otherwise.
+    pub fn admits(&self, nick: &str) -> bool {
+        !self.private || self.ops.contains(nick) || self.invited.contains(nick)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateMachine {
     pub(super) applied_index: Index,
@@ -76,6 +98,11 @@ pub struct StateMachine {
     /// Messages kept per room (`--retain-messages`); 0 keeps everything. Node configuration,
     /// like the session limits: the same on every node, and recorded in snapshots.
     pub(super) retain_messages: u64,
+    /// Registered nick to its argon2 PHC password hash. Written by `Register`/`SetPassword`
+    /// with hashes computed before proposing, so applying never hashes (deterministic, cheap).
+    pub(super) accounts: BTreeMap<String, String>,
+    /// Owners and settings of rooms created by logged-in accounts (`JoinRoom`).
+    pub(super) room_meta: BTreeMap<String, RoomMeta>,
 }
 
 /// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
@@ -108,6 +135,8 @@ impl StateMachine {
             revision: 0,
             sessions: Sessions::new(config),
             retain_messages: 0,
+            accounts: BTreeMap::new(),
+            room_meta: BTreeMap::new(),
         }
     }
 
@@ -144,6 +173,8 @@ impl StateMachine {
             revision,
             sessions,
             retain_messages,
+            accounts: BTreeMap::new(),
+            room_meta: BTreeMap::new(),
         };
         sm.debug_assert_invariants();
         sm
@@ -313,6 +344,21 @@ impl StateMachine {
     }
 
     /// The session table, for status and snapshots.
+    /// The password hash of the registered nick, or `None` if `nick` is not registered.
+    pub fn account_hash(&self, nick: &str) -> Option<&str> {
+        self.accounts.get(nick).map(String::as_str)
+    }
+
+    /// The owners and settings of `room`, if it has an owner.
+    pub fn room_meta(&self, room: &str) -> Option<&RoomMeta> {
+        self.room_meta.get(room)
+    }
+
+    /// How many accounts are registered.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }
@@ -325,6 +371,10 @@ impl StateMachine {
             Op::Del { key } => self.del(key),
             Op::Cas { key, expected, new } => self.cas(key, expected, new),
             Op::OpenSession => Ok(self.open_session(index)),
+            Op::Register { nick, hash } => self.register(nick, hash),
+            Op::SetPassword { nick, hash } => self.set_password(nick, hash),
+            Op::JoinRoom { room, nick } => self.join_room(room, nick),
+            Op::RoomAdmin { room, by, action } => self.room_admin(room, by, action),
         };
         result.unwrap_or_else(Outcome::Rejected)
     }
@@ -370,8 +420,74 @@ impl StateMachine {
         Ok(Outcome::Posted { position })
     }
 
+    fn join_room(&mut self, room: String, nick: String) -> Result<Outcome, String> {
+        validate_room(&room)?;
+        validate_nick(&nick)?;
+        if !self.rooms.contains_key(&room) {
+            self.rooms.insert(room.clone(), VecDeque::new());
+            let meta = RoomMeta {
+                ops: BTreeSet::from([nick]),
+                ..RoomMeta::default()
+            };
+            self.room_meta.insert(room, meta);
+            return Ok(Outcome::RoomCreated { existed: false });
+        }
+        match self.room_meta.get(&room) {
+            Some(meta) if !meta.admits(&nick) => Err(private_room(&room)),
+            _ => Ok(Outcome::RoomCreated { existed: true }),
+        }
+    }
+
+    fn room_admin(
+        &mut self,
+        room: String,
+        by: String,
+        action: RoomAction,
+    ) -> Result<Outcome, String> {
+        validate_room(&room)?;
+        validate_nick(&by)?;
+        match &action {
+            RoomAction::Op(nick) | RoomAction::Kick(nick) | RoomAction::Invite(nick) => {
+                validate_nick(nick)?
+            }
+            RoomAction::Topic(text) => validate_text(text)?,
+            RoomAction::Private => {}
+        }
+        let Some(meta) = self.room_meta.get_mut(&room) else {
+            return Err(format!(
+                "#{room} has no owner: only rooms created by a logged-in account do"
+            ));
+        };
+        if !meta.ops.contains(&by) {
+            return Err(format!("only an owner of #{room} can do that"));
+        }
+        match action {
+            RoomAction::Op(nick) => {
+                meta.ops.insert(nick);
+            }
+            RoomAction::Kick(nick) => {
+                if meta.ops.contains(&nick) {
+                    return Err(format!(
+                        "{nick} is an owner of #{room}: owners cannot be kicked"
+                    ));
+                }
+                meta.invited.remove(&nick);
+                return Ok(Outcome::Kicked { room, nick });
+            }
+            RoomAction::Topic(text) => meta.topic = text,
+            RoomAction::Private => meta.private = true,
+            RoomAction::Invite(nick) => {
+                meta.invited.insert(nick);
+            }
+        }
+        Ok(Outcome::RoomUpdated)
+    }
+
     fn create_room(&mut self, room: String) -> Result<Outcome, String> {
         validate_room(&room)?;
+        if self.room_meta.get(&room).is_some_and(|meta| meta.private) {
+            return Err(private_room(&room));
+        }
         let existed = self.rooms.contains_key(&room);
         if !existed {
             self.rooms.insert(room, VecDeque::new());
@@ -414,6 +530,28 @@ impl StateMachine {
             });
         }
         Ok(self.write(key, new))
+    }
+
+    fn register(&mut self, nick: String, hash: String) -> Result<Outcome, String> {
+        validate_nick(&nick)?;
+        validate_password_hash(&hash)?;
+        if self.accounts.contains_key(&nick) {
+            return Err(format!("nick {nick} is already registered"));
+        }
+        self.accounts.insert(nick, hash);
+        Ok(Outcome::AccountSaved)
+    }
+
+    fn set_password(&mut self, nick: String, hash: String) -> Result<Outcome, String> {
+        validate_nick(&nick)?;
+        validate_password_hash(&hash)?;
+        match self.accounts.get_mut(&nick) {
+            Some(stored) => {
+                *stored = hash;
+                Ok(Outcome::AccountSaved)
+            }
+            None => Err(format!("no account {nick}: register it first")),
+        }
     }
 
     /// A session's id is its entry's index: unique, and the same on every node.
@@ -508,6 +646,10 @@ impl StateMachine {
     }
 }
 
+fn private_room(room: &str) -> String {
+    format!("#{room} is private: ask an owner for an invitation")
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -534,6 +676,170 @@ pub(super) mod tests {
     }
 
     /// A state machine plus the next index, for terse tests.
+    const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    const PHC2: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0$b3RoZXJoYXNo";
+
+    #[test]
+    fn accounts_register_once_and_change_password() {
+        let mut h = Harness::new();
+        let register = |nick: &str, hash: &str| Op::Register {
+            nick: nick.into(),
+            hash: hash.into(),
+        };
+        assert_eq!(h.apply(register("alice", PHC)), Outcome::AccountSaved);
+        assert_eq!(h.sm.account_hash("alice"), Some(PHC));
+        let before = h.sm.clone();
+        let rejected = [
+            register("alice", PHC2),
+            register("al ice", PHC),
+            register("bob", "plaintext-password"),
+            register("bob", &format!("$argon2id${}", "x".repeat(300))),
+            Op::SetPassword {
+                nick: "nobody".into(),
+                hash: PHC2.into(),
+            },
+            Op::SetPassword {
+                nick: "alice".into(),
+                hash: "md5:abc".into(),
+            },
+        ];
+        for op in rejected {
+            let outcome = h.apply(op.clone());
+            assert!(
+                matches!(outcome, Outcome::Rejected(_)),
+                "{op:?}: {outcome:?}"
+            );
+            // A rejected command changes nothing but the applied index.
+            // (and the log clock, which every entry advances)
+            let mut expected = before.clone();
+            expected.applied_index = h.sm.applied_index;
+            expected.sessions.advance_clock(h.sm.sessions.clock_ms());
+            assert_eq!(h.sm, expected, "{op:?}");
+        }
+        assert_eq!(
+            h.apply(register("alice", PHC2)),
+            Outcome::Rejected("nick alice is already registered".into())
+        );
+        let change = Op::SetPassword {
+            nick: "alice".into(),
+            hash: PHC2.into(),
+        };
+        assert_eq!(h.apply(change), Outcome::AccountSaved);
+        assert_eq!(h.sm.account_hash("alice"), Some(PHC2));
+        assert_eq!(h.sm.account_hash("bob"), None);
+        assert_eq!(h.sm.account_count(), 1);
+    }
+
+    #[test]
+    fn room_owners_ops_kick_topic_and_private_rooms() {
+        let mut h = Harness::new();
+        let join = |room: &str, nick: &str| Op::JoinRoom {
+            room: room.into(),
+            nick: nick.into(),
+        };
+        let admin = |by: &str, action: RoomAction| Op::RoomAdmin {
+            room: "rust".into(),
+            by: by.into(),
+            action,
+        };
+        assert_eq!(
+            h.apply(join("rust", "alice")),
+            Outcome::RoomCreated { existed: false }
+        );
+        let meta = h.sm.room_meta("rust").unwrap();
+        assert!(meta.ops.contains("alice") && !meta.private);
+        // Only owners administer; the default room and anonymous rooms have no owner.
+        let not_owner = h.apply(admin("bob", RoomAction::Private));
+        assert_eq!(
+            not_owner,
+            Outcome::Rejected("only an owner of #rust can do that".into())
+        );
+        assert_eq!(
+            h.apply(admin("alice", RoomAction::Op("bob".into()))),
+            Outcome::RoomUpdated
+        );
+        let topic = RoomAction::Topic("Rust and Raft".into());
+        assert_eq!(h.apply(admin("bob", topic)), Outcome::RoomUpdated);
+        assert_eq!(h.sm.room_meta("rust").unwrap().topic, "Rust and Raft");
+        assert_eq!(
+            h.apply(admin("alice", RoomAction::Private)),
+            Outcome::RoomUpdated
+        );
+        // Private: strangers and anonymous joins are refused, invited nicks and owners admitted.
+        let refused = Outcome::Rejected("#rust is private: ask an owner for an invitation".into());
+        assert_eq!(h.apply(join("rust", "carol")), refused);
+        assert_eq!(
+            h.apply(Op::CreateRoom {
+                room: "rust".into()
+            }),
+            refused
+        );
+        assert_eq!(
+            h.apply(join("rust", "bob")),
+            Outcome::RoomCreated { existed: true }
+        );
+        let invite = RoomAction::Invite("carol".into());
+        assert_eq!(h.apply(admin("alice", invite)), Outcome::RoomUpdated);
+        assert_eq!(
+            h.apply(join("rust", "carol")),
+            Outcome::RoomCreated { existed: true }
+        );
+        // A kick takes the invitation back; owners cannot be kicked.
+        assert_eq!(
+            h.apply(admin("alice", RoomAction::Kick("carol".into()))),
+            Outcome::Kicked {
+                room: "rust".into(),
+                nick: "carol".into()
+            }
+        );
+        assert_eq!(h.apply(join("rust", "carol")), refused);
+        assert!(matches!(
+            h.apply(admin("bob", RoomAction::Kick("alice".into()))),
+            Outcome::Rejected(_)
+        ));
+        let general = Op::RoomAdmin {
+            room: DEFAULT_ROOM.into(),
+            by: "alice".into(),
+            action: RoomAction::Private,
+        };
+        assert!(matches!(h.apply(general), Outcome::Rejected(_)));
+        assert!(h.sm.room_meta(DEFAULT_ROOM).is_none());
+    }
+
+    /// Random account commands (valid and not, fixed seeds): two machines fed the same entries
+    /// agree, and every rejected command leaves the state as it was.
+    #[test]
+    fn random_account_commands_are_deterministic() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let nicks = ["alice", "bob", "c", "bad nick", ""];
+        let hashes = [PHC, PHC2, "$argon2", "nope", "$argon2id$ spaced"];
+        for seed in 0..4u64 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut a = StateMachine::default();
+            let mut b = StateMachine::default();
+            for index in 1..=300u64 {
+                let nick = nicks[rng.gen_range(0..nicks.len())].to_string();
+                let hash = hashes[rng.gen_range(0..hashes.len())].to_string();
+                let op = if rng.gen_bool(0.5) {
+                    Op::Register { nick, hash }
+                } else {
+                    Op::SetPassword { nick, hash }
+                };
+                let data = encode(op, 1, index, 1_700_000_000_000 + index);
+                let before = a.clone();
+                let applied = a.apply(index, &data);
+                assert_eq!(applied, b.apply(index, &data));
+                if matches!(applied.outcome, Outcome::Rejected(_)) {
+                    let mut expected = before;
+                    expected.applied_index = index;
+                    expected.sessions.advance_clock(a.sessions.clock_ms());
+                    assert_eq!(a, expected);
+                }
+                assert_eq!(a, b);
+            }
+        }
+    }
+
     struct Harness {
         sm: StateMachine,
         next_index: Index,

@@ -41,6 +41,37 @@ pub fn validate_nick(nick: &str) -> Result<(), String> {
     }
 }
 
+/// Shortest password, in bytes.
+pub const PASSWORD_BYTES_MIN: usize = 6;
+/// Longest password, in bytes (argon2 takes any length; this bounds the worker's input).
+pub const PASSWORD_BYTES_MAX: usize = 128;
+/// Longest stored password hash (an argon2 PHC string is about 100 bytes).
+pub const PASSWORD_HASH_BYTES_MAX: usize = 256;
+
+/// A password as typed: one word of 6-128 bytes (the telnet parser splits on blanks).
+pub fn validate_password(password: &str) -> Result<(), String> {
+    if (PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad password: use {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes with no spaces"
+        ))
+    }
+}
+
+/// A stored password hash: an argon2 PHC string (`$argon2id$v=19$...`), printable ASCII. Apply
+/// checks only its shape (it never hashes); the hash was computed by the proposing node.
+pub fn validate_password_hash(hash: &str) -> Result<(), String> {
+    let shaped = hash.starts_with("$argon2")
+        && hash.len() <= PASSWORD_HASH_BYTES_MAX
+        && hash.bytes().all(|b| b.is_ascii_graphic());
+    if shaped {
+        Ok(())
+    } else {
+        Err("bad password hash: not an argon2 PHC string".to_string())
+    }
+}
+
 /// Checks a room name as stored: without its `#`.
 pub fn validate_room(room: &str) -> Result<(), String> {
     if is_name(room, ROOM_CHARS_MAX) {

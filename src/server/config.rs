@@ -30,6 +30,8 @@ pub struct ServerConfig {
     /// log, before it is durable or replicated anywhere, so the fault suite can show its checker
     /// catches a server that acknowledges what it may lose. Never set in a real deployment.
     pub testing_early_ack: bool,
+    /// `--require-login`: telnet clients must `register` or `login` before posting.
+    pub require_login: bool,
     /// Take a snapshot of the chat state once this many entries were applied since the last
     /// one (and the log since is as large as it; see `server::node`). 0: never snapshot, the
     /// log grows without bound.
@@ -82,6 +84,11 @@ fn options() -> getopts::Options {
     limit_options(&mut opts);
     testing_options(&mut opts);
     tls_options(&mut opts);
+    opts.optflag(
+        "",
+        "require-login",
+        "posting needs a login (register <nick> <password> or login); default: anyone may post",
+    );
     opts.optflag("h", "help", "print this help");
     opts
 }
@@ -349,6 +356,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         log_level,
         testing_stale_reads: matches.opt_present("testing-stale-reads"),
         testing_early_ack: matches.opt_present("testing-early-ack"),
+        require_login: matches.opt_present("require-login"),
         snapshot_entries: storage.snapshot_entries,
         log_keep_entries: storage.log_keep_entries,
         retain_messages: storage.retain_messages,

@@ -18,6 +18,7 @@
 //! Dependencies run downward only: a front-end never imports the node, the replica never
 //! imports a front-end or the transport. It never decides anything Raft decides.
 
+pub mod accounts;
 pub mod config;
 mod error;
 mod frontend;

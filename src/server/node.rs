@@ -66,6 +66,13 @@ impl Node {
         let (mut transport, waker) =
             Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
         transport.set_tls(tls);
+        let mut telnet = Telnet::default();
+        telnet
+            .start_accounts(std::sync::Arc::clone(&waker))
+            .map_err(|source| ServerError::Io {
+                context: "cannot start the account worker thread".into(),
+                source,
+            })?;
         let replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
         let mut signals =
             Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| ServerError::Io {
@@ -82,7 +89,7 @@ impl Node {
         let tick = Duration::from_millis(cfg.heartbeat_ms);
         Ok(Node {
             svc: Services::new(cfg, transport, replica),
-            telnet: Telnet::default(),
+            telnet,
             binary: Binary::default(),
             web: Web::default(),
             signals,
@@ -111,7 +118,8 @@ impl Node {
                 match Transport::source(event.token()) {
                     Source::Listener => self.accept(),
                     Source::Signals => self.on_signal(),
-                    Source::Waker => {} // a sync finished: `drive` collects it below
+                    // A sync finished (`drive` collects it below) or a password hash did.
+                    Source::Waker => self.telnet.drain_accounts(&mut self.svc),
                     Source::Link(j) => self.svc.transport.on_link_event(j, Instant::now()),
                     Source::Conn(key) => {
                         if event.is_read_closed() || event.is_error() {
@@ -513,6 +521,10 @@ impl Node {
                 self.read_resumed();
             }
             None => {}
+        }
+        // A kick takes the nick's sessions out of the room on every node.
+        if let (Outcome::Kicked { room, nick }, false) = (&applied.outcome, applied.duplicate) {
+            self.telnet.kick(room, nick);
         }
         // A retried request answered again must not be delivered twice.
         if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {

@@ -11,6 +11,7 @@ use crate::chat::validate;
 use crate::chat::{Op, Outcome, SessionRef};
 use crate::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq};
 use crate::raft::Role;
+use crate::server::accounts;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -193,6 +194,11 @@ impl Binary {
                 let checked = validate::validate_room(&room)
                     .and_then(|_| validate::validate_nick(&nick))
                     .and_then(|_| validate::validate_text(&text));
+                // Binary clients cannot log in: registered nicks and private rooms are not theirs.
+                let checked = checked.and_then(|()| {
+                    let refusal = accounts::anonymous_post_refusal(svc.replica.sm(), &room, &nick);
+                    refusal.map_or(Ok(()), Err)
+                });
                 match checked {
                     Ok(()) => {
                         let op = Op::Post { room, nick, text };
@@ -328,6 +334,10 @@ impl Binary {
             Outcome::RoomCreated { .. } => {
                 error(ErrorKind::Rejected, "rooms are created over telnet")
             }
+            Outcome::AccountSaved | Outcome::RoomUpdated | Outcome::Kicked { .. } => error(
+                ErrorKind::Rejected,
+                "accounts and rooms are managed over telnet",
+            ),
         };
         Self::send_answer(svc, conn, &answer);
     }

@@ -10,10 +10,12 @@
 //! reads go through [`Services`], and the node hands answers back here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::chat::telnet::{self, LineSplitter, Request};
-use crate::chat::{Op, Outcome, DEFAULT_ROOM};
+use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
+use crate::server::accounts::{AccountWorker, Done, Job, Verdict, Work};
 use crate::server::limits;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
@@ -30,6 +32,58 @@ const STREAM_REFILL_BYTES: usize = 256 * 1024;
 const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
 const QUEUED_LINES_MAX: usize = 256;
+/// Failed logins (per connection and per nick) allowed before further tries are refused.
+const LOGIN_FAILURES_FREE: u32 = 3;
+/// The first refusal lasts this long; each further failure doubles it, up to the max.
+const LOGIN_BACKOFF_MS: u64 = 1_000;
+const LOGIN_BACKOFF_MAX_MS: u64 = 60_000;
+/// Nicks whose failed logins are remembered, at most (the oldest are forgotten first).
+const FAILED_NICKS_MAX: usize = 10_000;
+
+/// Failed logins in a row, for the per-connection and per-nick rate limit.
+#[derive(Clone, Copy, Debug, Default)]
+struct LoginFailures {
+    count: u32,
+    last: Option<Instant>,
+}
+
+impl LoginFailures {
+    fn record(&mut self, now: Instant) {
+        self.count = self.count.saturating_add(1);
+        self.last = Some(now);
+    }
+
+    /// The wait before another try is allowed, if one is imposed now.
+    fn refused_for(&self, now: Instant) -> Option<Duration> {
+        let last = self.last?;
+        let over = self.count.checked_sub(LOGIN_FAILURES_FREE)?;
+        let backoff_ms = LOGIN_BACKOFF_MS
+            .saturating_mul(1u64 << over.min(16))
+            .min(LOGIN_BACKOFF_MAX_MS);
+        let until = last + Duration::from_millis(backoff_ms);
+        (until > now).then(|| until - now)
+    }
+}
+
+/// What a finished hash job was for.
+enum AccountAction {
+    Register { nick: String },
+    Login { nick: String },
+    Passwd { nick: String },
+}
+
+struct AccountJob {
+    conn: ConnRef,
+    action: AccountAction,
+}
+
+/// An account or room write in flight on a session, for the words of its `ack`.
+enum AccountWrite {
+    Registered(String),
+    PasswordChanged,
+    /// A room owner's command: the `ack` line to write once applied.
+    Room(String),
+}
 
 /// `get chatLog` being written out a chunk at a time: the messages at positions
 /// `next_position..=last_position` (the log at the read), skipping holes. With retention, a
@@ -54,6 +108,11 @@ struct Session {
     held_pushes: VecDeque<u64>,
     /// Greeted before it sent anything; cleared by its first input.
     greeted_silent: bool,
+    /// The account this connection is logged in to.
+    login: Option<String>,
+    /// The account write in flight, if the command in flight is one.
+    account_write: Option<AccountWrite>,
+    login_failures: LoginFailures,
 }
 
 impl Session {
@@ -68,6 +127,9 @@ impl Session {
             listing: None,
             held_pushes: VecDeque::new(),
             greeted_silent: false,
+            login: None,
+            account_write: None,
+            login_failures: LoginFailures::default(),
         }
     }
 
@@ -95,9 +157,223 @@ pub struct Telnet {
     members: HashMap<String, HashSet<usize>>,
     /// Connections whose typed-ahead queue drained below its bound: read them again.
     resumed: Vec<usize>,
+    /// Hashes password work off the event loop; `None` until `start_accounts`.
+    accounts: Option<AccountWorker>,
+    /// Hash jobs in flight by ticket.
+    account_jobs: HashMap<u64, AccountJob>,
+    next_ticket: u64,
+    /// Failed logins per nick (any connection).
+    nick_failures: HashMap<String, LoginFailures>,
 }
 
 impl Telnet {
+    /// Starts the password-hashing thread; `waker` wakes the loop when a job is done.
+    pub fn start_accounts(&mut self, waker: Arc<mio::Waker>) -> std::io::Result<()> {
+        self.accounts = Some(AccountWorker::start(waker)?);
+        Ok(())
+    }
+
+    /// Hands the work to the hashing thread and marks the session busy until it is done.
+    fn submit_account_job(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        action: AccountAction,
+        work: Work,
+    ) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let submitted = match self.accounts.as_mut() {
+            Some(worker) => worker.submit(Job { ticket, work }),
+            None => Err("accounts are not available on this node".to_string()),
+        };
+        match submitted {
+            Ok(()) => {
+                self.account_jobs
+                    .insert(ticket, AccountJob { conn, action });
+                self.set_busy(conn, ticket);
+            }
+            Err(reason) => Self::write_line(svc, conn, &format!("err {reason}")),
+        }
+    }
+
+    /// Finishes the hash jobs the worker is done with (called when the loop wakes).
+    pub fn drain_accounts(&mut self, svc: &mut Services) {
+        let done = match self.accounts.as_mut() {
+            Some(worker) => worker.finished(),
+            None => return,
+        };
+        for Done { ticket, verdict } in done {
+            let Some(job) = self.account_jobs.remove(&ticket) else {
+                continue;
+            };
+            if self.session(job.conn).is_none() {
+                continue; // the connection closed meanwhile
+            }
+            self.account_job_done(svc, job, verdict);
+        }
+    }
+
+    fn account_job_done(&mut self, svc: &mut Services, job: AccountJob, verdict: Verdict) {
+        let conn = job.conn;
+        match (job.action, verdict) {
+            (_, Verdict::Failed(reason)) => self.finish(svc, conn, &format!("err {reason}")),
+            (AccountAction::Register { nick }, Verdict::Hashed(hash)) => {
+                let write = AccountWrite::Registered(nick.clone());
+                self.account_write(svc, conn, Op::Register { nick, hash }, write);
+            }
+            (AccountAction::Passwd { nick }, Verdict::Hashed(hash)) => {
+                let write = AccountWrite::PasswordChanged;
+                self.account_write(svc, conn, Op::SetPassword { nick, hash }, write);
+            }
+            (AccountAction::Login { nick }, Verdict::Verified) => {
+                self.nick_failures.remove(&nick);
+                if let Some(session) = self.session(conn) {
+                    session.login_failures = LoginFailures::default();
+                    session.login = Some(nick.clone());
+                    session.nick = nick.clone();
+                }
+                self.finish(svc, conn, &format!("ack logged in as {nick}"));
+            }
+            (AccountAction::Login { nick } | AccountAction::Passwd { nick }, _) => {
+                self.login_failed(svc, conn, &nick);
+                self.finish(svc, conn, "err login failed: wrong nick or password");
+            }
+            (AccountAction::Register { .. }, _) => {
+                self.finish(svc, conn, "err register failed: try again")
+            }
+        }
+    }
+
+    /// Proposes an account write; its answer comes in `answer`.
+    fn account_write(&mut self, svc: &mut Services, conn: ConnRef, op: Op, write: AccountWrite) {
+        match svc.start_write(
+            op,
+            None,
+            ReplyTo::Telnet {
+                conn,
+                join_room: None,
+            },
+        ) {
+            Ok(req) => {
+                self.set_busy(conn, req);
+                if let Some(session) = self.session(conn) {
+                    session.account_write = Some(write);
+                }
+            }
+            Err(failure) => self.finish(svc, conn, &format!("err {}", failure.text())),
+        }
+    }
+
+    /// Counts a failed login against the connection and the nick, and logs it (no password).
+    fn login_failed(&mut self, svc: &mut Services, conn: ConnRef, nick: &str) {
+        let now = Instant::now();
+        if self.nick_failures.len() >= FAILED_NICKS_MAX && !self.nick_failures.contains_key(nick) {
+            let horizon = Duration::from_millis(LOGIN_BACKOFF_MAX_MS);
+            self.nick_failures
+                .retain(|_, f| f.last.is_some_and(|at| now.duration_since(at) < horizon));
+            if self.nick_failures.len() >= FAILED_NICKS_MAX {
+                self.nick_failures.clear();
+            }
+        }
+        let per_nick = self.nick_failures.entry(nick.to_string()).or_default();
+        per_nick.record(now);
+        let nick_count = per_nick.count;
+        let conn_count = self.session(conn).map_or(0, |session| {
+            session.login_failures.record(now);
+            session.login_failures.count
+        });
+        log::warn!(
+            "node {}: failed login for nick {nick} on connection {} ({conn_count} failures on \
+             the connection, {nick_count} for the nick)",
+            svc.cfg.id,
+            conn.id
+        );
+    }
+
+    /// `Some(wait)` if a login for `nick` on `conn` is refused by the failure limit now.
+    fn login_refused_for(&mut self, conn: ConnRef, nick: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let per_nick = self
+            .nick_failures
+            .get(nick)
+            .and_then(|f| f.refused_for(now));
+        let per_conn = self
+            .session(conn)
+            .and_then(|s| s.login_failures.refused_for(now));
+        per_nick.max(per_conn)
+    }
+
+    /// The `err` line (and a log line) when the failure limit refuses a try for `nick` now.
+    fn login_refusal_line(&mut self, svc: &Services, conn: ConnRef, nick: &str) -> Option<String> {
+        let wait = self.login_refused_for(conn, nick)?;
+        log::warn!(
+            "node {}: login for nick {nick} on connection {} refused: too many failures",
+            svc.cfg.id,
+            conn.id
+        );
+        Some(format!(
+            "err login refused: too many failures, try again in {} ms",
+            wait.as_millis().max(1)
+        ))
+    }
+
+    fn login(&mut self, svc: &mut Services, conn: ConnRef, nick: String, password: String) {
+        if let Some(line) = self.login_refusal_line(svc, conn, &nick) {
+            return Self::write_line(svc, conn, &line);
+        }
+        match svc.replica.sm().account_hash(&nick) {
+            Some(hash) => {
+                let work = Work::Verify {
+                    hash: hash.to_string(),
+                    password,
+                };
+                self.submit_account_job(svc, conn, AccountAction::Login { nick }, work);
+            }
+            None => {
+                // The same words as a wrong password: a login does not reveal which nicks exist.
+                self.login_failed(svc, conn, &nick);
+                Self::write_line(svc, conn, "err login failed: wrong nick or password");
+            }
+        }
+    }
+
+    /// `nick` was kicked out of `room` (applied on this node): its sessions here leave it.
+    pub fn kick(&mut self, room: &str, nick: &str) {
+        let Some(keys) = self.members.get(room) else {
+            return;
+        };
+        let kicked: Vec<usize> = keys
+            .iter()
+            .copied()
+            .filter(|key| {
+                self.sessions
+                    .get(key)
+                    .is_some_and(|s| s.nick == nick || s.login.as_deref() == Some(nick))
+            })
+            .collect();
+        for key in kicked {
+            if let Some(session) = self.sessions.get_mut(&key) {
+                session.rooms.leave(room);
+            }
+            self.leave_index(key, room);
+        }
+    }
+
+    /// Why this session may not post as its current nick now, if it may not.
+    fn post_refusal(svc: &Services, session: &Session) -> Option<String> {
+        if svc.cfg.require_login && session.login.is_none() {
+            return Some(
+                "login required: register <nick> <password> or login <nick> <password> first"
+                    .to_string(),
+            );
+        }
+        let nick = &session.nick;
+        let registered = svc.replica.sm().account_hash(nick).is_some();
+        (registered && session.login.as_deref() != Some(nick.as_str()))
+            .then(|| format!("nick {nick} is registered: login first"))
+    }
+
     fn session(&mut self, conn: ConnRef) -> Option<&mut Session> {
         self.sessions
             .get_mut(&conn.key)
@@ -287,13 +563,75 @@ impl Telnet {
                     let line = format!("err {}", limits::rate_limited_text(wait));
                     return Self::write_line(svc, conn, &line);
                 }
+                if let Some(reason) = Self::post_refusal(svc, session) {
+                    return Self::write_line(svc, conn, &format!("err {reason}"));
+                }
                 let room = room.unwrap_or_else(|| session.rooms.current().to_string());
+                let private = svc
+                    .replica
+                    .sm()
+                    .room_meta(&room)
+                    .is_some_and(|meta| meta.private);
+                if private && !session.rooms.contains(&room) {
+                    let line = format!("err {} is private: join it first", quoted_room(&room));
+                    return Self::write_line(svc, conn, &line);
+                }
                 let nick = session.nick.clone();
                 self.submit_write(svc, conn, Op::Post { room, nick, text }, None);
             }
             Request::Join(room) => {
-                let op = Op::CreateRoom { room: room.clone() };
+                // A logged-in account owns the rooms it creates, and may join private rooms
+                // that invited it.
+                let op = match &session.login {
+                    Some(nick) => Op::JoinRoom {
+                        room: room.clone(),
+                        nick: nick.clone(),
+                    },
+                    None => Op::CreateRoom { room: room.clone() },
+                };
                 self.submit_write(svc, conn, op, Some(room));
+            }
+            Request::Topic(None) => {
+                let room = session.rooms.current().to_string();
+                let line = match svc.replica.sm().room_meta(&room) {
+                    Some(meta) if !meta.topic.is_empty() => {
+                        format!("ack topic {}: {}", quoted_room(&room), meta.topic)
+                    }
+                    _ => format!("ack {} has no topic", quoted_room(&room)),
+                };
+                Self::write_line(svc, conn, &line);
+            }
+            Request::RoomOp(_)
+            | Request::Kick(_)
+            | Request::Invite(_)
+            | Request::Topic(Some(_))
+            | Request::Private => {
+                let Some(by) = session.login.clone() else {
+                    let line = "err login first: only a room's owners can do that";
+                    return Self::write_line(svc, conn, line);
+                };
+                let room = session.rooms.current().to_string();
+                let shown = quoted_room(&room);
+                let (action, ack) = match request {
+                    Request::RoomOp(nick) => {
+                        let ack = format!("ack {nick} is an owner of {shown}");
+                        (RoomAction::Op(nick), ack)
+                    }
+                    Request::Kick(nick) => {
+                        let ack = format!("ack kicked {nick} from {shown}");
+                        (RoomAction::Kick(nick), ack)
+                    }
+                    Request::Invite(nick) => {
+                        let ack = format!("ack invited {nick} to {shown}");
+                        (RoomAction::Invite(nick), ack)
+                    }
+                    Request::Topic(Some(text)) => {
+                        (RoomAction::Topic(text), format!("ack topic of {shown} set"))
+                    }
+                    _ => (RoomAction::Private, format!("ack {shown} is private")),
+                };
+                let op = Op::RoomAdmin { room, by, action };
+                self.account_write(svc, conn, op, AccountWrite::Room(ack));
             }
             Request::Leave(room) => {
                 let line = match session.leave(&room) {
@@ -306,8 +644,53 @@ impl Telnet {
                 Self::write_line(svc, conn, &line);
             }
             Request::Nick(name) => {
-                session.nick = name.clone();
-                Self::write_line(svc, conn, &format!("ack nick {name}"));
+                let registered = svc.replica.sm().account_hash(&name).is_some();
+                let line = if registered && session.login.as_deref() != Some(name.as_str()) {
+                    format!("err nick {name} is registered: login first")
+                } else {
+                    session.nick = name.clone();
+                    format!("ack nick {name}")
+                };
+                Self::write_line(svc, conn, &line);
+            }
+            Request::Register { nick, password } => {
+                if svc.replica.sm().account_hash(&nick).is_some() {
+                    let line = format!("err nick {nick} is already registered");
+                    return Self::write_line(svc, conn, &line);
+                }
+                let work = Work::Hash { password };
+                self.submit_account_job(svc, conn, AccountAction::Register { nick }, work);
+            }
+            Request::Login { nick, password } => self.login(svc, conn, nick, password),
+            Request::Logout => {
+                let line = match session.login.take() {
+                    Some(nick) => {
+                        if session.nick == nick {
+                            session.nick = "anonymous".to_string();
+                        }
+                        format!("ack logged out of {nick}")
+                    }
+                    None => "err not logged in".to_string(),
+                };
+                Self::write_line(svc, conn, &line);
+            }
+            Request::Passwd { old, new } => {
+                let Some(nick) = session.login.clone() else {
+                    return Self::write_line(svc, conn, "err not logged in: login first");
+                };
+                // Guessing the old password counts, and is limited, like a login.
+                if let Some(line) = self.login_refusal_line(svc, conn, &nick) {
+                    return Self::write_line(svc, conn, &line);
+                }
+                let Some(hash) = svc.replica.sm().account_hash(&nick) else {
+                    return Self::write_line(svc, conn, &format!("err no account {nick}"));
+                };
+                let work = Work::Rehash {
+                    hash: hash.to_string(),
+                    old,
+                    new,
+                };
+                self.submit_account_job(svc, conn, AccountAction::Passwd { nick }, work);
             }
             Request::Set { key, value } => {
                 self.submit_write(svc, conn, Op::Set { key, value }, None)
@@ -371,6 +754,7 @@ impl Telnet {
             format!("messages {}", sm.message_count()),
             format!("last_position {}", sm.last_position()),
             format!("retain_messages {}", sm.retain_messages()),
+            format!("accounts {}", sm.account_count()),
         ];
         let stats = svc.replica.stats();
         lines.extend([
@@ -444,6 +828,7 @@ impl Telnet {
         join_room: Option<String>,
         outcome: &Outcome,
     ) {
+        let account_write = self.session(conn).and_then(|s| s.account_write.take());
         let line = match outcome {
             Outcome::Posted { position } => format!("ack {position}"),
             Outcome::RoomCreated { .. } => {
@@ -466,6 +851,21 @@ impl Telnet {
             // Telnet commands carry no session; these answer binary clients only.
             Outcome::SessionOpened { session_id } => format!("ack session {session_id}"),
             Outcome::SessionExpired => "err session expired: open a new one".to_string(),
+            Outcome::AccountSaved => match account_write {
+                Some(AccountWrite::Registered(nick)) => {
+                    if let Some(session) = self.session(conn) {
+                        session.login = Some(nick.clone());
+                        session.nick = nick.clone();
+                    }
+                    format!("ack registered {nick}, logged in as {nick}")
+                }
+                Some(AccountWrite::PasswordChanged) => "ack password changed".to_string(),
+                _ => "ack account saved".to_string(),
+            },
+            Outcome::RoomUpdated | Outcome::Kicked { .. } => match account_write {
+                Some(AccountWrite::Room(line)) => line,
+                _ => "ack room updated".to_string(),
+            },
         };
         self.finish(svc, conn, &line);
     }

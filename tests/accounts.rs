@@ -1,0 +1,428 @@
+//! Accounts on real processes: an account registered on one node logs in on another, a
+//! registered nick cannot be taken by another connection, wrong passwords are refused and then
+//! rate-limited (and logged without the password), `--require-login` holds posts back, and
+//! accounts survive a full cluster restart and a snapshot install.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{field, status, wait_for, Client, Cluster, DEADLINE};
+
+/// Retries `line` on `client` until its final line starts with `want` (a follower may not have
+/// applied the account yet, or the cluster may have no leader for a moment).
+fn command_until(client: &mut Client, line: &str, want: &str) -> String {
+    wait_for(&format!("'{line}' to answer '{want}…'"), DEADLINE, || {
+        let reply = client.command(line).ok()?;
+        if reply.final_line.starts_with(want) {
+            Some(reply.final_line)
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        }
+    })
+}
+
+fn final_line(client: &mut Client, line: &str) -> String {
+    client.command(line).expect("reply").final_line
+}
+
+/// Waits until node `id` has applied the account `nick` (visible as `nick` being refused).
+fn wait_registered(cluster: &Cluster, id: usize, nick: &str) {
+    let mut probe = cluster.client(id);
+    command_until(
+        &mut probe,
+        &format!("nick {nick}"),
+        &format!("err nick {nick} is registered: login first"),
+    );
+}
+
+#[test]
+fn register_on_one_node_login_on_another_and_the_nick_is_protected() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut alice = cluster.client(0);
+    assert_eq!(
+        command_until(&mut alice, "register alice s3cret-pw", "ack registered"),
+        "ack registered alice, logged in as alice"
+    );
+    assert_eq!(
+        final_line(&mut alice, "register alice other-pw"),
+        "err nick alice is already registered"
+    );
+    let position = final_line(&mut alice, "msg hello as alice");
+    assert!(position.starts_with("ack "), "{position}");
+
+    // Another connection, on another node: the nick is protected once node 2 applied it.
+    wait_registered(&cluster, 2, "alice");
+    let mut mallory = cluster.client(2);
+    assert_eq!(
+        final_line(&mut mallory, "nick alice"),
+        "err nick alice is registered: login first"
+    );
+    assert_eq!(
+        final_line(&mut mallory, "login alice wrong-pass"),
+        "err login failed: wrong nick or password"
+    );
+    // Unregistered nicks keep working as before.
+    assert_eq!(final_line(&mut mallory, "nick mallory"), "ack nick mallory");
+    assert!(final_line(&mut mallory, "msg hi").starts_with("ack "));
+
+    // The owner logs in on node 2 with the right password and posts as alice there.
+    let mut alice2 = cluster.client(2);
+    assert_eq!(
+        final_line(&mut alice2, "login alice s3cret-pw"),
+        "ack logged in as alice"
+    );
+    assert_eq!(final_line(&mut alice2, "nick alice"), "ack nick alice");
+    assert!(final_line(&mut alice2, "msg from node 2").starts_with("ack "));
+    let log = cluster.chat_log(1);
+    assert!(
+        log.iter().any(|l| l.ends_with("<alice> from node 2")),
+        "{log:?}"
+    );
+
+    // passwd: the old password is checked, the new one works everywhere after.
+    assert_eq!(
+        final_line(&mut alice2, "passwd wrong-old n3w-passwd"),
+        "err login failed: wrong nick or password"
+    );
+    assert_eq!(
+        final_line(&mut alice2, "passwd s3cret-pw n3w-passwd"),
+        "ack password changed"
+    );
+    let mut later = cluster.client(1);
+    command_until(
+        &mut later,
+        "login alice n3w-passwd",
+        "ack logged in as alice",
+    );
+    assert_eq!(
+        final_line(&mut cluster.client(1), "login alice s3cret-pw"),
+        "err login failed: wrong nick or password"
+    );
+
+    // Logged out, the connection may no longer post as alice.
+    assert_eq!(final_line(&mut later, "logout"), "ack logged out of alice");
+    assert_eq!(
+        final_line(&mut later, "nick alice"),
+        "err nick alice is registered: login first"
+    );
+    assert_eq!(final_line(&mut later, "logout"), "err not logged in");
+
+    // A nick chosen before someone registered it can no longer post under it.
+    let mut early = cluster.client(0);
+    assert_eq!(final_line(&mut early, "nick bob"), "ack nick bob");
+    let mut bob = cluster.client(1);
+    command_until(&mut bob, "register bob b0b-passwd", "ack registered bob");
+    wait_registered(&cluster, 0, "bob");
+    assert_eq!(
+        final_line(&mut early, "msg i am bob"),
+        "err nick bob is registered: login first"
+    );
+}
+
+#[test]
+fn wrong_passwords_are_refused_then_rate_limited_and_logged_without_the_password() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_leader(&[0]);
+    let mut owner = cluster.client(0);
+    command_until(
+        &mut owner,
+        "register carol c4rol-pass",
+        "ack registered carol",
+    );
+
+    let mut guesser = cluster.client(0);
+    for _ in 0..3 {
+        assert_eq!(
+            final_line(&mut guesser, "login carol guess-guess"),
+            "err login failed: wrong nick or password"
+        );
+    }
+    // The fourth try is refused without checking, even with the right password.
+    let refused = final_line(&mut guesser, "login carol c4rol-pass");
+    let wait_ms: u64 = refused
+        .strip_prefix("err login refused: too many failures, try again in ")
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("not a refusal: {refused}"));
+    assert!((1..=1_000).contains(&wait_ms), "{refused}");
+    // The limit is per nick too: a fresh connection is refused for carol as well ...
+    let mut other = cluster.client(0);
+    assert!(final_line(&mut other, "login carol c4rol-pass").starts_with("err login refused"));
+    // ... but not for another nick's account.
+    command_until(&mut owner, "register dave d4ve-pass", "ack registered dave");
+    assert_eq!(
+        final_line(&mut other, "login dave d4ve-pass"),
+        "ack logged in as dave"
+    );
+    // After the wait, the right password works again.
+    let line = command_until(&mut other, "login carol c4rol-pass", "ack");
+    assert_eq!(line, "ack logged in as carol");
+    // Guessing the old password with passwd counts against the same limit.
+    for _ in 0..3 {
+        assert_eq!(
+            final_line(&mut other, "passwd wrong-old1 n3w-pass"),
+            "err login failed: wrong nick or password"
+        );
+    }
+    let refused = final_line(&mut other, "passwd c4rol-pass n3w-pass");
+    assert!(refused.starts_with("err login refused"), "{refused}");
+
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap_or_default();
+    assert!(
+        log.contains("failed login for nick carol"),
+        "failures are logged:\n{log}"
+    );
+    assert!(!log.contains("guess-guess") && !log.contains("c4rol-pass"));
+}
+
+#[test]
+fn require_login_holds_posts_until_a_login() {
+    let cluster = Cluster::start(1, &["--require-login"]);
+    cluster.wait_leader(&[0]);
+    let mut client = cluster.client(0);
+    let refused = final_line(&mut client, "msg hello");
+    assert!(refused.starts_with("err login required"), "{refused}");
+    command_until(
+        &mut client,
+        "register erin 3rin-pass",
+        "ack registered erin",
+    );
+    assert!(final_line(&mut client, "msg hello").starts_with("ack "));
+    let log = cluster.chat_log(0);
+    assert_eq!(log.len(), 1);
+    assert!(log[0].ends_with("<erin> hello"), "{log:?}");
+}
+
+#[test]
+fn accounts_survive_a_full_restart() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut frank = cluster.client(1);
+    command_until(
+        &mut frank,
+        "register frank fr4nk-pass",
+        "ack registered frank",
+    );
+    for id in 0..3 {
+        wait_registered(&cluster, id, "frank");
+        let s = status(&cluster, id).expect("status");
+        assert_eq!(field(&s, "accounts"), 1);
+    }
+    for id in 0..3 {
+        assert!(cluster.stop(id).success());
+    }
+    for id in 0..3 {
+        cluster.spawn(id);
+    }
+    cluster.wait_leader(&[0, 1, 2]);
+    for id in 0..3 {
+        wait_registered(&cluster, id, "frank");
+        let mut client = cluster.client(id);
+        command_until(
+            &mut client,
+            "login frank fr4nk-pass",
+            "ack logged in as frank",
+        );
+    }
+    assert_eq!(
+        final_line(&mut cluster.client(0), "login frank wrong-pass"),
+        "err login failed: wrong nick or password"
+    );
+}
+
+#[test]
+fn an_account_reaches_a_node_through_a_snapshot_install() {
+    let args = ["--snapshot-entries", "50", "--log-keep-entries", "5"];
+    let mut cluster = Cluster::start(3, &args);
+    let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
+    let lagger = (leader + 1) % 3;
+    assert!(cluster.stop(lagger).success());
+    let others: Vec<usize> = (0..3).filter(|&i| i != lagger).collect();
+    let (leader, _) = cluster.wait_leader(&others);
+    let mut client = cluster.client(leader);
+    command_until(
+        &mut client,
+        "register grace gr4ce-pass",
+        "ack registered grace",
+    );
+    for i in 0..300 {
+        command_until(&mut client, &format!("msg filler {i}"), "ack ");
+    }
+    // The lagger holds a handful of entries; once the leader's log starts past them (and past
+    // the registration), only a snapshot that includes the account can bring it back.
+    wait_for("the leader to compact its log", DEADLINE, || {
+        let s = status(&cluster, leader)?;
+        (field(&s, "snapshot") >= 50 && field(&s, "log_first") > 20).then_some(())
+    });
+    cluster.spawn(lagger);
+    wait_for(
+        "the lagger to install a snapshot",
+        Duration::from_secs(60),
+        || {
+            let log = std::fs::read_to_string(cluster.log_path(lagger)).ok()?;
+            log.contains("installed snapshot at index").then_some(())
+        },
+    );
+    wait_registered(&cluster, lagger, "grace");
+    let mut there = cluster.client(lagger);
+    assert_eq!(
+        final_line(&mut there, "login grace gr4ce-pass"),
+        "ack logged in as grace"
+    );
+    assert_eq!(
+        final_line(&mut cluster.client(lagger), "login grace wrong-pass"),
+        "err login failed: wrong nick or password"
+    );
+}
+
+#[test]
+fn room_owners_kick_and_private_rooms_work_across_nodes_and_restarts() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut alice = cluster.client(0);
+    command_until(
+        &mut alice,
+        "register alice s3cret-pw",
+        "ack registered alice",
+    );
+    assert_eq!(
+        final_line(&mut alice, "join secret"),
+        "ack joined #secret, posting there now"
+    );
+    assert_eq!(final_line(&mut alice, "private"), "ack #secret is private");
+    assert_eq!(
+        final_line(&mut alice, "topic Secret plans"),
+        "ack topic of #secret set"
+    );
+
+    // bob, on another node: refused until invited.
+    let mut bob = cluster.client(1);
+    command_until(&mut bob, "register bob b0b-passwd", "ack registered bob");
+    assert_eq!(
+        final_line(&mut bob, "join secret"),
+        "err #secret is private: ask an owner for an invitation"
+    );
+    assert_eq!(
+        final_line(&mut bob, "msg #secret let me in"),
+        "err #secret is private: join it first"
+    );
+    // Not an owner of #general (no one is), nor of #secret.
+    assert!(final_line(&mut bob, "op bob").starts_with("err #general has no owner"));
+    let mut anonymous = cluster.client(2);
+    assert_eq!(
+        final_line(&mut anonymous, "kick alice"),
+        "err login first: only a room's owners can do that"
+    );
+    assert_eq!(
+        final_line(&mut anonymous, "join secret"),
+        "err #secret is private: ask an owner for an invitation"
+    );
+
+    assert_eq!(
+        final_line(&mut alice, "invite bob"),
+        "ack invited bob to #secret"
+    );
+    assert_eq!(
+        final_line(&mut bob, "join secret"),
+        "ack joined #secret, posting there now"
+    );
+    command_until(&mut bob, "topic", "ack topic #secret: Secret plans");
+    assert_eq!(
+        final_line(&mut bob, "private"),
+        "err only an owner of #secret can do that"
+    );
+    assert!(final_line(&mut bob, "msg hello from bob").starts_with("ack "));
+    let push = alice.wait_push("hello from bob");
+    assert!(push.contains("#secret <bob> hello from bob"), "{push}");
+
+    // The kick applies on every node: bob's session on node 1 leaves the room, and the
+    // invitation is gone.
+    assert_eq!(
+        final_line(&mut alice, "kick bob"),
+        "ack kicked bob from #secret"
+    );
+    command_until(
+        &mut bob,
+        "msg #secret still here?",
+        "err #secret is private: join it first",
+    );
+    assert_eq!(
+        final_line(&mut bob, "join secret"),
+        "err #secret is private: ask an owner for an invitation"
+    );
+    assert_eq!(
+        final_line(&mut alice, "kick alice"),
+        "err alice is an owner of #secret: owners cannot be kicked"
+    );
+
+    // Owners, privacy and topic survive a full restart.
+    for id in 0..3 {
+        assert!(cluster.stop(id).success());
+    }
+    for id in 0..3 {
+        cluster.spawn(id);
+    }
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut bob = cluster.client(2);
+    command_until(&mut bob, "login bob b0b-passwd", "ack logged in as bob");
+    command_until(
+        &mut bob,
+        "join secret",
+        "err #secret is private: ask an owner for an invitation",
+    );
+    let mut alice = cluster.client(1);
+    command_until(
+        &mut alice,
+        "login alice s3cret-pw",
+        "ack logged in as alice",
+    );
+    assert_eq!(
+        final_line(&mut alice, "join secret"),
+        "ack joined #secret, posting there now"
+    );
+    assert_eq!(
+        final_line(&mut alice, "topic"),
+        "ack topic #secret: Secret plans"
+    );
+    assert_eq!(
+        final_line(&mut alice, "op bob"),
+        "ack bob is an owner of #secret"
+    );
+}
+
+#[test]
+fn a_binary_client_cannot_post_as_a_registered_nick_or_into_a_private_room() {
+    use raftchat::client::{RetryPolicy, Session, SessionError};
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_leader(&[0]);
+    let mut alice = cluster.client(0);
+    command_until(
+        &mut alice,
+        "register alice s3cret-pw",
+        "ack registered alice",
+    );
+    command_until(&mut alice, "join secret", "ack joined #secret");
+    assert_eq!(final_line(&mut alice, "private"), "ack #secret is private");
+
+    let policy = RetryPolicy {
+        retry_budget: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    };
+    let mut session = Session::open(&cluster.addrs, 0, policy).expect("binary session");
+    let refused = |result: Result<u64, SessionError>| match result {
+        Err(e) => e.to_string(),
+        Ok(position) => panic!("stored at {position}"),
+    };
+    let as_alice = refused(session.post_blocking("general", "alice", "i am alice"));
+    assert!(as_alice.contains("nick alice is registered"), "{as_alice}");
+    let private = refused(session.post_blocking("secret", "eve", "peek"));
+    assert!(private.contains("#secret is private"), "{private}");
+    // Unregistered nicks in public rooms post as before.
+    assert_eq!(
+        session.post_blocking("general", "eve", "hello").ok(),
+        Some(1)
+    );
+}
