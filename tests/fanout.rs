@@ -24,7 +24,9 @@ fn env_or(name: &str, default: usize) -> usize {
 fn a_room_message_reaches_thousands_of_members_spread_over_the_nodes() {
     let members_count = env_or("FANOUT_MEMBERS", MEMBERS);
     let nodes = env_or("FANOUT_NODES", 3).clamp(1, 3);
-    let cluster = Cluster::start(3, &[]);
+    // Every member connects from 127.0.0.1: the per-address and total connection caps
+    // (`--max-conns-per-ip`, `--max-conns`) are lifted so FANOUT_MEMBERS=10000 fits one node.
+    let cluster = Cluster::start(3, &["--max-conns-per-ip", "0", "--max-conns", "0"]);
     cluster.wait_leader(&[0, 1, 2]);
     let mut members: Vec<Client> = (0..members_count)
         .map(|i| Client::connect(cluster.addrs[i % nodes]))
