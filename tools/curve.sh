@@ -17,15 +17,9 @@ PIPELINE=${PIPELINE:-1}
 name=closed_loop
 if [ "$PIPELINE" != 1 ]; then name="pipelined_$PIPELINE"; fi
 out=target/curve
-cargo build --release --quiet --bin cluster --bin loadgen
 mkdir -p "$out"
-base=${BASE_PORT:-24100}
-data=$(mktemp -d)
-target/release/cluster --base-port "$base" --data-dir "$data" --fsync "$FSYNC" --log-level warn -- ${SERVER_ARGS:-} >"$data/cluster.log" 2>&1 &
-cluster=$!
-trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
-nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
-sleep 3
+source tools/local_cluster.sh
+start_local_cluster "${BASE_PORT:-24100}" --fsync "$FSYNC"
 runs="$out/$name.jsonl"
 : >"$runs"
 for c in $CONNS; do

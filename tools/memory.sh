@@ -7,14 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-60}
-cargo build --release --quiet --bin cluster --bin loadgen
 base=${BASE_PORT:-26000}
-data=$(mktemp -d)
-target/release/cluster --base-port "$base" --data-dir "$data" --log-level warn >"$data/cluster.log" 2>&1 &
-cluster=$!
-trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
-nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
-sleep 3
+source tools/local_cluster.sh
+start_local_cluster "$base"
 target/release/loadgen --nodes "$nodes" --connections 64 --pipeline 64 --duration "$DURATION" >"$data/loadgen.txt" 2>&1 &
 loadgen=$!
 echo "elapsed_s  rss_mib(node0 node1 node2)  messages_in_log"

@@ -16,15 +16,9 @@ CONNECTIONS=${CONNECTIONS:-2000}
 RATES=${RATES:-1000 2000 5000 10000 20000 30000 40000 50000 60000}
 FSYNC=${FSYNC:-always}
 out=target/curve
-cargo build --release --quiet --bin cluster --bin loadgen
 mkdir -p "$out"
-base=${BASE_PORT:-24200}
-data=$(mktemp -d)
-target/release/cluster --base-port "$base" --data-dir "$data" --fsync "$FSYNC" --log-level warn -- ${SERVER_ARGS:-} >"$data/cluster.log" 2>&1 &
-cluster=$!
-trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
-nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
-sleep 3
+source tools/local_cluster.sh
+start_local_cluster "${BASE_PORT:-24200}" --fsync "$FSYNC"
 runs="$out/open_loop.jsonl"
 : >"$runs"
 for r in $RATES; do

@@ -10,14 +10,8 @@ DURATION=${DURATION:-10}
 FSYNC=${FSYNC:-always}        # FSYNC=never: the same without fdatasync (unsafe; shows the disk's share)
 # SERVER_ARGS="--snapshot-entries 0": extra options for every node (here: no snapshots).
 TARGET=${TARGET:-leader}      # TARGET=any: spread connections over all nodes (followers forward)
-cargo build --release --quiet --bin cluster --bin loadgen
-base=${BASE_PORT:-24000}
-data=$(mktemp -d)
-target/release/cluster --base-port "$base" --data-dir "$data" --fsync "$FSYNC" --log-level warn -- ${SERVER_ARGS:-} >"$data/cluster.log" 2>&1 &
-cluster=$!
-trap 'kill -INT $cluster 2>/dev/null; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
-nodes="127.0.0.1:$base,127.0.0.1:$((base+1)),127.0.0.1:$((base+2))"
-sleep 3
+source tools/local_cluster.sh
+start_local_cluster "${BASE_PORT:-24000}" --fsync "$FSYNC"
 cat >"$data/median.py" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in sys.stdin if line.strip()]
