@@ -25,24 +25,31 @@
 //! - [`server`]: the single-threaded mio event loop per node, in layers: the transport
 //!   (sockets and buffers), the replica driver (core, log, fsync thread, snapshots, state
 //!   machine; no sockets), the request table (what is in flight and who gets the answer) and
-//!   one front-end per protocol (telnet, binary, peer). The other threads are the fsync helper,
-//!   the snapshot writer (while one is written) and the janitor.
+//!   one front-end per protocol (telnet, binary, web, peer); `server::limits` (connection caps,
+//!   timeouts, message rates) and `server::accounts` (argon2 off the loop). The other threads
+//!   are the fsync helper, the snapshot writer (while one is written), the janitor and the
+//!   password hasher.
 //! - [`proto`]: the binary client protocol's codec, shared by the server (decodes requests,
 //!   encodes answers) and the client (the reverse).
 //! - [`client`]: a blocking client library with exactly-once retries (used by the load
 //!   generator and the tests); `client::proto` re-exports [`proto`].
 //! - [`codec`]: the length-checked reader and the writers every binary format is built from.
 //! - [`tls`]: TLS building blocks (rustls with ring): certificate files with precise errors,
-//!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream.
+//!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream that
+//!   the server's transport wraps sockets in.
+//! - [`web`]: HTTP/1.1 on the client port: the embedded chat page, the WebSocket codec, JSON,
+//!   `/health`; [`metrics`]: the Prometheus text format behind `/metrics`.
 //!
 //! Binaries: `src/bin/server.rs` (one node), `tools/cluster.rs` (the one-command local
-//! cluster), `tools/loadgen/` (the load generator). Scripts in `tools/`: `perf.sh` (the
-//! README's performance table), `memory.sh`, `screen_test.sh` (telnet in tmux).
+//! cluster), `tools/certs.rs` (certificates), `tools/loadgen/` (the load generator). Scripts in
+//! `tools/`: `perf.sh`, `curve.sh`, `open_loop.sh`, `etcd_curve.sh` (the README's performance
+//! tables and curves), `memory.sh`, `screen_test.sh` (telnet in tmux), `browser_test.py`.
 //!
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
 //! cluster simulator); `tests/storage_*.rs`; real processes in `tests/server_cluster.rs`,
-//! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs`, `tests/retention.rs`
-//! (harness in `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
+//! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs`, `tests/retention.rs`,
+//! `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
+//! the fault suite `tests/faults.rs` (harness in `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
 
 pub mod chat;
 pub mod client;
