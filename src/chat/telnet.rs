@@ -5,7 +5,7 @@
 //!   IAC negotiation so a `\n` inside a negotiation never ends a line; IAC stripping.
 //! - [`request`]: one line to one [`Request`] or a one-line human reason ([`parse_line`]), and
 //!   the help text.
-//! - [`format`]: chat messages to output lines ([`format_message`], [`format_push`]).
+//! - [`format`](mod@format): chat messages to output lines ([`format_message`], [`format_push`]).
 //!
 //! # The conversation, as the server is expected to hold it
 //!

@@ -7,8 +7,9 @@
 //! loadgen 3 20000 --rate 50000 --duration 30 --verify --json
 //! ```
 //!
-//! One thread per connection, each a small mio loop around a [`SessionCore`]: requests are
-//! pipelined, many frames go out in one write and answers come in large reads, so the
+//! The connections run on a few shard threads (`--threads`, default one per core), each a mio
+//! loop over its connections with a heap of wake-up times; every connection drives its own
+//! `SessionCore` (the client library's session, without IO). Requests are pipelined, many frames go out in one write and answers come in large reads, so the
 //! generator costs far less CPU per message than the cluster it measures. Each connection
 //! opens its own session; a failure (leader change, lost connection, timeout) is retried by
 //! the session with the SAME (session, seq), so the state machine applies it once.
@@ -23,7 +24,7 @@
 //! parseable back, which is what `--verify` relies on.
 //!
 //! The modules: [`args`] (the command line), [`text`] (message texts), [`worker`] (one
-//! connection's mio loop and its session), [`run`] (starting the connections, collecting their
+//! connection and its session, and the shards that poll them), `run` (starting the shards, collecting their
 //! results; [`results`] what each reports), [`verify`] (checking the logs), [`report`] and [`json`] (the two outputs),
 //! [`cost`] (entries per sync and CPU per message, from [`counters`] over telnet `status` and
 //! [`procstat`] over /proc). Only /proc is read; nothing is written there.

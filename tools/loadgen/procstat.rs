@@ -1,6 +1,6 @@
 //! Local node processes as Linux shows them in /proc: which process listens on a port
 //! ([`listening_inodes`] over /proc/net/tcp{,6}, then /proc/*/fd socket links) and how much CPU
-//! it has used ([`parse_cpu_ticks`] of /proc/<pid>/stat). It only reads /proc and runs
+//! it has used ([`parse_cpu_ticks`] of `/proc/<pid>/stat`). It only reads /proc and runs
 //! `getconf CLK_TCK`; it never signals or otherwise touches a process.
 
 use std::fs;
@@ -11,7 +11,7 @@ const TCP_LISTEN: &str = "0A";
 /// Linux's usual clock tick rate, assumed when `getconf CLK_TCK` does not answer.
 pub const CLK_TCK_ASSUMED: u64 = 100;
 
-/// utime + stime, in clock ticks, from the text of /proc/<pid>/stat. The command name in
+/// utime + stime, in clock ticks, from the text of `/proc/<pid>/stat`. The command name in
 /// parentheses may hold spaces and parentheses, so fields are counted after the LAST `)`.
 pub fn parse_cpu_ticks(stat: &str) -> Result<u64, String> {
     let close = stat.rfind(')').ok_or("/proc stat line has no `(comm)`")?;
