@@ -243,6 +243,11 @@ def run(base, cluster_pid):
         alice.wait_line("bob", "Node 0 went silent, we moved on")
         carol.wait("<bob> Node 0 went silent, we moved on")
         alice.shot("alice_after_node0_stopped")
+        # A status line sits where it happened, not under the messages that came after it.
+        lines = [e.text for e in alice.driver.find_elements(alice.by.CSS_SELECTOR, "#log > div")]
+        silent = [i for i, t in enumerate(lines) if "node silent" in t]
+        later = [i for i, t in enumerate(lines) if "Node 0 went silent, we moved on" in t]
+        assert silent and later and silent[-1] < later[0], "status line out of place: %r" % lines
         print("browser test: passed")
     except Exception:
         alice.shot("FAILED_alice")
