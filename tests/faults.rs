@@ -5,7 +5,8 @@
 //! (the proxy's listeners, so all nodes derive the same cluster id) and listens on its own
 //! port via `--bind`; the proxy learns which node dialled from the peer handshake and can cut
 //! and heal each directed link. Clients (telnet `msg` / `get chatLog` and binary `Session`
-//! posts) talk to the nodes directly and record every operation with start, end and outcome.
+//! posts, and WebSocket `msg` posts and `#general` `history` reads as a browser sends them)
+//! talk to the nodes directly and record every operation with start, end and outcome.
 //! A seeded nemesis (`faults/nemesis.rs`) meanwhile kills -9 and restarts nodes (the leader
 //! half the time), SIGSTOPs and SIGCONTs them, isolates a node, splits a minority off, cuts a
 //! link one way, flaps a link, stalls a node's links (bytes held, then delivered late),
@@ -16,7 +17,8 @@
 //! (`faults/checker.rs`) judges the history against every node's final log: acked messages
 //! exactly once at their acked position, not-stored ones never, unknown ones (and binary
 //! retries) at most once, nothing nobody wrote, identical logs on all nodes, and every read a
-//! prefix of the final log holding every write acked before it began and no shorter than any
+//! prefix of the final log (a WebSocket `history`: the latest entries of one) holding every
+//! write acked before it began and no shorter than any
 //! read finished before it began.
 //!
 //! A failure prints the seed, the replay command, the fault schedule and the offending
@@ -55,6 +57,8 @@ mod proxy;
 mod run;
 #[path = "faults/workload.rs"]
 mod workload;
+#[path = "faults/ws_client.rs"]
+mod ws_client;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -99,6 +103,7 @@ fn fault_runs() {
     let _turn = CLUSTER_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let fault_time = Duration::from_secs(env_num("FAULT_SECS").unwrap_or(15));
     let telnet_clients = env_num("FAULT_CLIENTS").unwrap_or(4) as usize;
+    let ws_clients = env_num("FAULT_WS_CLIENTS").unwrap_or(2) as usize;
     for (seed, nodes) in planned_runs() {
         let summary = fault_run(&RunConfig {
             seed,
@@ -106,8 +111,13 @@ fn fault_runs() {
             fault_time,
             telnet_clients,
             binary_clients: telnet_clients.div_ceil(2),
+            ws_clients,
         });
         assert!(summary.acked > 0, "seed {seed}: no write was acknowledged");
+        assert!(
+            ws_clients == 0 || (summary.ws_acked > 0 && summary.ws_reads > 0),
+            "seed {seed}: the WebSocket clients had no acknowledged post or no read: {summary:?}"
+        );
         assert!(summary.faults > 0, "seed {seed}: no fault was injected");
         assert!(
             summary.snapshots_taken > 0,
@@ -281,6 +291,7 @@ fn checker_catches_a_lying_client_layer() {
         fault_time: Duration::ZERO,
         telnet_clients: 0,
         binary_clients: 0,
+        ws_clients: 0,
     };
     let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         harness.fail(&cfg, &["0.000s nothing".to_string()], &violations)
@@ -477,4 +488,56 @@ fn checker_accepts_an_honest_history_and_flags_each_rule() {
     let gap = vec![entry(1, "a"), entry(3, "b")];
     let few = vec![write(0, 10, "a", WriteOutcome::Acked(1))];
     assert!(rules(&few, &[gap]).contains(&"positions 1, 2, 3, ... without gaps"));
+}
+
+fn window_read(start_us: u64, end_us: u64, entries: &[Entry]) -> Op {
+    Op {
+        client: 2,
+        node: 0,
+        start_us,
+        end_us,
+        kind: OpKind::Read {
+            log: ReadLog::window(entries),
+        },
+    }
+}
+
+/// A WebSocket `history` holds only the latest entries: it is judged as the prefix ending at
+/// its last position, and its entries must be the final log's at those positions.
+#[test]
+fn checker_judges_a_history_window_like_a_read_of_its_prefix() {
+    let log = vec![entry(1, "a"), entry(2, "b"), entry(3, "c")];
+    let writes = vec![
+        write(0, 10, "a", WriteOutcome::Acked(1)),
+        write(11, 20, "b", WriteOutcome::Acked(2)),
+        write(21, 30, "c", WriteOutcome::Acked(3)),
+    ];
+    let with = |reads: &[Op]| {
+        let mut history = writes.clone();
+        history.extend_from_slice(reads);
+        rules(&history, std::slice::from_ref(&log))
+    };
+    let honest = [
+        window_read(21, 25, &log[1..2]),
+        window_read(31, 40, &log[1..]),
+        window_read(41, 50, &log),
+    ];
+    assert_eq!(with(&honest), Vec::<&str>::new());
+
+    let foreign = [window_read(31, 40, &[entry(2, "b"), entry(3, "zz")])];
+    assert!(with(&foreign).contains(&"every read is a prefix of the final log"));
+    let gap = [window_read(31, 40, &[entry(1, "a"), entry(3, "c")])];
+    assert!(with(&gap).contains(&"every read is a prefix of the final log"));
+    let beyond = [window_read(31, 40, &[entry(3, "c"), entry(4, "d")])];
+    assert!(with(&beyond).contains(&"every read is a prefix of the final log"));
+
+    let stale = [window_read(31, 40, &log[..2])];
+    assert!(with(&stale).contains(&"a read holds every write acked before it began"));
+    let shrinking = [
+        window_read(21, 25, &log[2..]),
+        window_read(26, 29, &log[..2]),
+    ];
+    assert!(
+        with(&shrinking).contains(&"a read is no shorter than any read finished before it began")
+    );
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Browser test: two headless Chromium pages on two nodes chat with each other and with a
-telnet client on a third node; screenshots go to target/browser_test/.
+telnet client on a third node; then the second page's node is killed (-9) and the page must
+reconnect to another node and chat on; then the node both pages are on is stopped (SIGSTOP:
+silent, not closed) and both must notice and move on. Five nodes. Screenshots go to
+target/browser_test/.
 
     python3 tools/browser_test.py            (after `cargo build --release --bin cluster`)
 
@@ -24,6 +27,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "target", "browser_test")
 DEADLINE_S = 30
+# Five nodes: with one killed and one stopped, three still make a majority.
+NODES = 5
 
 
 def install():
@@ -91,6 +96,49 @@ class Telnet:
         wait_for("telnet to show %r" % needle, lambda: needle in self.poll())
 
 
+def node_pid(cluster_pid, node):
+    """The pid of node `node`: the cluster's child started as `--run-node <node> ...`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                args = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == cluster_pid and b"--run-node" in args:
+            i = args.index(b"--run-node")
+            if args[i + 1:i + 2] == [str(node).encode()]:
+                return int(entry)
+    raise AssertionError("node %d of cluster %d not found" % (node, cluster_pid))
+
+
+def is_leader(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as r:
+        return "raftchat_server_is_leader 1" in r.read().decode()
+
+
+def make_leader(base, node):
+    """Asks the leader (over telnet) to hand leadership to `node`; waits until it leads."""
+    end = time.monotonic() + DEADLINE_S
+    while not is_leader(base + node):
+        assert time.monotonic() < end, "node %d never took the lead" % node
+        leader = next((i for i in range(NODES) if is_leader(base + i)), None)
+        if leader is not None:
+            admin = Telnet(base + leader)
+            admin.send("transfer %d" % node)
+            time.sleep(1)
+            admin.sock.close()
+        else:
+            time.sleep(0.2)
+
+
+def kill(pid):
+    os.kill(pid, signal.SIGKILL)
+
+
 def browser(width, height):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -140,10 +188,11 @@ class Page:
         print("screenshot:", os.path.relpath(path, ROOT))
 
 
-def run(base):
+def run(base, cluster_pid):
     alice = Page(browser(1100, 700), base, "alice")
     bob = Page(browser(420, 700), base + 1, "bob")
     carol = Telnet(base + 2)
+    stopped = []
     try:
         carol.wait("hello raftchat node 2")
         carol.send("nick carol")
@@ -165,8 +214,48 @@ def run(base):
         bob.shot("bob_node1_narrow")
         metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % base, timeout=2).read().decode()
         assert "raftchat_client_connections{protocol=\"websocket\"}" in metrics, "metrics count the pages"
+        # Bob's node, made the leader, goes away (kill -9): his page moves to another node and
+        # chats on; his first post there meets an election and is retried until a leader takes it.
+        make_leader(base, 1)
+        kill(node_pid(cluster_pid, 1))
+        wait_for("bob's page to reconnect to another node",
+                 lambda: "connected to" in bob.find("status").text
+                 and ":%d" % (base + 1) not in bob.find("status").text
+                 and "node 1 " not in bob.find("status").text)
+        print("bob's page after node 1 died:", bob.find("status").text)
+        bob.say("Still here after node 1 died")
+        alice.say("/join general")
+        alice.wait_line("bob", "Still here after node 1 died")
+        carol.wait("<bob> Still here after node 1 died")
+        bob.wait_line("alice", "Hello from a browser on node 0")
+        bob.shot("bob_after_node1_died")
+        # Node 0, where both pages are now, stops (SIGSTOP: its sockets stay open and silent).
+        # Both pages notice the silence through their probes and move on (three of the five
+        # nodes still make a majority).
+        stopped.append(node_pid(cluster_pid, 0))
+        os.kill(stopped[-1], signal.SIGSTOP)
+        for page in (alice, bob):
+            wait_for("a page to leave the stopped node 0",
+                     lambda page=page: "connected to" in page.find("status").text
+                     and "node 0 " not in page.find("status").text)
+        print("pages after node 0 stopped:", alice.find("status").text, "|", bob.find("status").text)
+        bob.say("Node 0 went silent, we moved on")
+        alice.wait_line("bob", "Node 0 went silent, we moved on")
+        carol.wait("<bob> Node 0 went silent, we moved on")
+        alice.shot("alice_after_node0_stopped")
+        # A status line sits where it happened, not under the messages that came after it.
+        lines = [e.text for e in alice.driver.find_elements(alice.by.CSS_SELECTOR, "#log > div")]
+        silent = [i for i, t in enumerate(lines) if "node silent" in t]
+        later = [i for i, t in enumerate(lines) if "Node 0 went silent, we moved on" in t]
+        assert silent and later and silent[-1] < later[0], "status line out of place: %r" % lines
         print("browser test: passed")
+    except Exception:
+        alice.shot("FAILED_alice")
+        bob.shot("FAILED_bob")
+        raise
     finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
         for page in (alice, bob):
             page.driver.quit()
 
@@ -177,15 +266,16 @@ def main():
     cluster = os.path.join(ROOT, "target", "release", "cluster")
     if not os.path.exists(cluster):
         sys.exit("build first: cargo build --release --bin cluster")
-    base = free_base_port(3)
+    base = free_base_port(NODES)
     data = tempfile.mkdtemp(prefix="raftchat-browser-")
     log = open(os.path.join(data, "cluster.log"), "w")
-    proc = subprocess.Popen([cluster, "--base-port", str(base), "--data-dir", data],
+    proc = subprocess.Popen([cluster, "--nodes", str(NODES), "--base-port", str(base),
+                             "--data-dir", data],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        for i in range(3):
+        for i in range(NODES):
             wait_for("node %d to serve /" % i, lambda i=i: http_ok(base + i, "/"))
-        run(base)
+        run(base, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -35,9 +35,18 @@ impl Entry {
 
 /// What the checker keeps of a read: its length and a hash of its lines (a read of thousands
 /// of entries, a thousand times per run, would otherwise hold gigabytes in a long soak).
+///
+/// A read holds the log's positions `skipped + 1 ..= len`: a `get chatLog` the whole prefix
+/// (`skipped` 0), a WebSocket `history` only the latest entries of that prefix (a window).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadLog {
+    /// The position of the last entry: the read saw the log this long.
     pub len: usize,
+    /// How many of the first entries the read left out.
+    pub skipped: usize,
+    /// A WebSocket `history` (the report names it so), not a `get chatLog`.
+    pub window: bool,
+    /// Of the lines the read holds.
     pub hash: u64,
     /// The last line, for the report.
     pub last: Option<String>,
@@ -58,10 +67,31 @@ impl ReadLog {
     pub fn of(log: &[Entry]) -> ReadLog {
         ReadLog {
             len: log.len(),
-            hash: log.iter().fold(HASH_START, |h, e| hash_line(h, &e.line)),
+            skipped: 0,
+            window: false,
+            hash: hash_lines(log),
             last: log.last().map(|e| e.line.clone()),
         }
     }
+
+    /// The latest entries of the log, as a `history` returns them: positions from the first
+    /// entry's to the last's. Positions that skip one make it differ from every log.
+    pub fn window(entries: &[Entry]) -> ReadLog {
+        let first = entries.first().map_or(1, |e| e.position);
+        ReadLog {
+            len: entries.last().map_or(0, |e| e.position as usize),
+            skipped: first.saturating_sub(1) as usize,
+            window: true,
+            hash: hash_lines(entries),
+            last: entries.last().map(|e| e.line.clone()),
+        }
+    }
+}
+
+fn hash_lines(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .fold(HASH_START, |h, e| hash_line(h, &e.line))
 }
 
 /// `hashes[k]` is the hash of `log[..k]`.
@@ -128,10 +158,17 @@ impl fmt::Display for Op {
                 "{} '{text}' -> {outcome:?}",
                 if *binary { "binary post" } else { "msg" }
             ),
-            OpKind::Read { log } => write!(
+            OpKind::Read { log } if !log.window => write!(
                 f,
                 "get chatLog -> {} entries, the last {:?}",
                 log.len, log.last
+            ),
+            OpKind::Read { log } => write!(
+                f,
+                "history -> positions {}..={}, the last {:?}",
+                log.skipped + 1,
+                log.len,
+                log.last
             ),
             OpKind::Broken { what } => write!(f, "malformed answer: {what}"),
         }
@@ -272,11 +309,19 @@ fn check_reads(history: &[Op], final_log: &[Entry], bad: &mut impl FnMut(&'stati
         let OpKind::Read { log } = &op.kind else {
             continue;
         };
-        if final_hashes.get(log.len) != Some(&log.hash) {
+        let holds = if log.skipped == 0 {
+            final_hashes.get(log.len) == Some(&log.hash)
+        } else {
+            final_log
+                .get(log.skipped..log.len)
+                .is_some_and(|window| hash_lines(window) == log.hash)
+        };
+        if !holds {
             bad(
                 "every read is a prefix of the final log",
                 format!(
-                    "{op}: differs from the final log's first {} entries (of {})",
+                    "{op}: differs from the final log's entries {}..={} (of {})",
+                    log.skipped + 1,
                     log.len,
                     final_log.len()
                 ),

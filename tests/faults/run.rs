@@ -27,6 +27,8 @@ pub struct RunConfig {
     pub fault_time: Duration,
     pub telnet_clients: usize,
     pub binary_clients: usize,
+    /// WebSocket clients (`ws_client.rs`): posts and `#general` history reads.
+    pub ws_clients: usize,
 }
 
 /// A cluster whose peer links all pass through a proxy. Fields drop in order: the nodes are
@@ -178,6 +180,9 @@ pub struct Summary {
     pub not_stored: usize,
     pub unknown: usize,
     pub reads: usize,
+    /// Of those, by the WebSocket clients: acknowledged posts and `history` reads.
+    pub ws_acked: usize,
+    pub ws_reads: usize,
     pub final_len: usize,
     pub faults: usize,
     pub recovery: Duration,
@@ -194,12 +199,19 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
     // compaction, restarts from a snapshot and followers caught up through InstallSnapshot.
     let mut harness = Harness::start_with(cfg.nodes, &SNAPSHOT_OFTEN);
     let t0 = harness.t0;
-    let workload = Workload::start(
+    let mut workload = Workload::start(
         &harness.cluster.addrs,
         t0,
         cfg.seed,
         cfg.telnet_clients,
         cfg.binary_clients,
+    );
+    workload.add_ws_clients(
+        &harness.cluster.addrs,
+        t0,
+        cfg.seed,
+        cfg.telnet_clients + cfg.binary_clients,
+        cfg.ws_clients,
     );
     let (schedule, dead) = {
         let mut nemesis = Nemesis::new(&mut harness.cluster, &harness.proxy, cfg.seed, t0);
@@ -243,6 +255,8 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
         not_stored: 0,
         unknown: 0,
         reads: 0,
+        ws_acked: 0,
+        ws_reads: 0,
         final_len: 0,
         faults: schedule.len(),
         recovery,
@@ -257,7 +271,17 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
         summary.snapshots_installed += count("installed snapshot at index");
         summary.snapshot_restarts += count("loaded snapshot at index");
     }
+    let first_ws = cfg.telnet_clients + cfg.binary_clients;
     for op in &history {
+        let ws = (first_ws..first_ws + cfg.ws_clients).contains(&op.client);
+        match &op.kind {
+            OpKind::Write {
+                outcome: WriteOutcome::Acked(_),
+                ..
+            } if ws => summary.ws_acked += 1,
+            OpKind::Read { .. } if ws => summary.ws_reads += 1,
+            _ => {}
+        }
         match &op.kind {
             OpKind::Write { outcome, .. } => match outcome {
                 WriteOutcome::Acked(p) => {

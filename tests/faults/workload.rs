@@ -1,5 +1,6 @@
-//! The clients of a fault run: telnet writers and readers and binary-session writers, each a
-//! thread that records every operation it attempts with its start, end and outcome.
+//! The clients of a fault run: telnet writers and readers, binary-session writers and
+//! WebSocket writers and readers (`ws_client.rs`), each a thread that records every operation
+//! it attempts with its start, end and outcome.
 //!
 //! Owns turning answers into outcomes (`ack n` → acked; an `err` saying `not stored` → not
 //! stored; anything else, a timeout or a lost connection → unknown). It never judges them:
@@ -16,6 +17,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::checker::{Entry, Op, OpKind, ReadLog, WriteOutcome};
+use super::ws_client::ws_client;
 use crate::common::Client;
 
 /// A telnet client waits this long for an answer before calling the outcome unknown (longer
@@ -56,6 +58,25 @@ impl Workload {
             }));
         }
         Workload { stop, threads }
+    }
+
+    /// Adds `count` WebSocket clients, numbered from `first` (after the other clients).
+    pub fn add_ws_clients(
+        &mut self,
+        addrs: &[SocketAddr],
+        t0: Instant,
+        seed: u64,
+        first: usize,
+        count: usize,
+    ) {
+        for client in first..first + count {
+            let addrs = addrs.to_vec();
+            let stop = Arc::clone(&self.stop);
+            let rng = SmallRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(client as u64));
+            self.threads.push(std::thread::spawn(move || {
+                ws_client(client, seed, &addrs, t0, rng, &stop)
+            }));
+        }
     }
 
     /// Stops every client after its current operation and returns the whole history.

@@ -258,6 +258,119 @@ fn text_must_be_utf8_even_across_fragments() {
 }
 
 #[test]
+fn rfc_opening_handshake_example_is_accepted() {
+    // RFC 6455 §1.2's client handshake, byte for byte, with its §1.3 answer.
+    let rfc = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+               Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+               Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+               Sec-WebSocket-Version: 13\r\n\r\n";
+    let req = http::parse(rfc.as_bytes()).unwrap();
+    assert_eq!(
+        check_handshake(&req).map_err(|i| i.status),
+        Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
+    );
+    // Firefox sends `Connection: keep-alive, Upgrade`; header values are case-insensitive.
+    let firefox = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\n\
+                   Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let req = http::parse(firefox.as_bytes()).unwrap();
+    assert_eq!(
+        check_handshake(&req).map_err(|i| i.status),
+        Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
+    );
+}
+
+#[test]
+fn rfc_unmasked_examples_from_a_client_are_1002() {
+    // §5.7's unmasked frames are what a server sends; from a client each one is refused.
+    let unmasked: [&[u8]; 4] = [
+        &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f],
+        &[0x01, 0x03, 0x48, 0x65, 0x6c],
+        &[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f],
+        &[0x82, 0x7e, 0x01, 0x00],
+    ];
+    for frame in unmasked {
+        assert_eq!(
+            decode_frame(frame),
+            Decoded::Invalid(fail(CLOSE_PROTOCOL_ERROR, "client frames must be masked")),
+            "{frame:x?}"
+        );
+    }
+    // Refused on the header alone: the payload of an unmasked 64 KiB frame is never awaited.
+    let header_only = [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0];
+    assert!(matches!(decode_frame(&header_only), Decoded::Invalid(_)));
+}
+
+#[test]
+fn every_reserved_bit_and_opcode_is_1002() {
+    for bit in [0x40, 0x20, 0x10] {
+        let mut frame = client_frame(true, 0x1, b"x");
+        frame[0] |= bit;
+        assert_eq!(failure_code(&frame), CLOSE_PROTOCOL_ERROR, "bit {bit:#x}");
+    }
+    for opcode in (0x3..=0x7).chain(0xb..=0xf) {
+        let frame = client_frame(true, opcode, b"");
+        assert_eq!(
+            failure_code(&frame),
+            CLOSE_PROTOCOL_ERROR,
+            "opcode {opcode:#x}"
+        );
+    }
+}
+
+#[test]
+fn control_frames_up_to_125_bytes_pass_and_longer_or_fragmented_are_1002() {
+    let payload = [b'p'; CONTROL_PAYLOAD_BYTES_MAX];
+    assert_eq!(
+        events(&client_frame(true, 0x9, &payload)),
+        Ok(vec![Event::Ping(payload.to_vec())])
+    );
+    for opcode in [0x8, 0x9, 0xa] {
+        let long = client_frame(true, opcode, &[b'x'; 126]);
+        assert_eq!(
+            failure_code(&long),
+            CLOSE_PROTOCOL_ERROR,
+            "opcode {opcode:#x}"
+        );
+        let fragmented = client_frame(false, opcode, b"");
+        assert_eq!(
+            failure_code(&fragmented),
+            CLOSE_PROTOCOL_ERROR,
+            "opcode {opcode:#x}"
+        );
+    }
+    // A 126-byte control frame is refused on its header, before the payload arrives.
+    let header_only = [0x89, 0x80 | 126, 0, 126];
+    assert!(matches!(decode_frame(&header_only), Decoded::Invalid(f) if f.code == 1002));
+}
+
+#[test]
+fn invalid_utf8_split_across_fragments_is_1007_before_the_message_ends() {
+    // A three-byte sequence started in one fragment and broken in the next: refused at the
+    // second fragment, though the message is not finished.
+    let mut broken = client_frame(false, 0x1, b"ok \xe2\x82");
+    broken.extend(client_frame(false, 0x0, b"\x28 and more"));
+    assert_eq!(failure_code(&broken), CLOSE_INVALID_DATA);
+    // An invalid byte in a middle fragment after valid ones.
+    let mut middle = client_frame(false, 0x1, b"fine");
+    middle.extend(client_frame(false, 0x0, b"also fine"));
+    middle.extend(client_frame(false, 0x0, b"\xc0\xaf"));
+    assert_eq!(failure_code(&middle), CLOSE_INVALID_DATA);
+    // A four-byte character spread over three fragments, a ping in between, is fine.
+    let mut spread = client_frame(false, 0x1, b"\xf0\x9f");
+    spread.extend(client_frame(true, 0x9, b""));
+    spread.extend(client_frame(false, 0x0, b"\x98"));
+    spread.extend(client_frame(true, 0x0, b"\x80"));
+    let expected = vec![Event::Ping(Vec::new()), Event::Text("\u{1F600}".into())];
+    assert_eq!(events(&spread), Ok(expected));
+    // Code points past U+10FFFF and overlong forms are refused even when unfinished.
+    for bad in [&b"\xf4\x90"[..], b"\xe0\x80", b"\xc1"] {
+        let unfinished = client_frame(false, 0x1, bad);
+        assert_eq!(failure_code(&unfinished), CLOSE_INVALID_DATA, "{bad:x?}");
+    }
+}
+
+#[test]
 fn control_frames_interleave_with_fragments() {
     let mut bytes = client_frame(false, 0x1, b"Hel");
     bytes.extend(client_frame(true, 0x9, b"p"));
