@@ -170,6 +170,7 @@
 
 mod election;
 mod log;
+mod membership;
 mod node;
 mod progress;
 mod read_only;
@@ -179,5 +180,6 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use membership::{ConfChange, ConfChangeError, ConfigHistory, Membership};
 pub use node::{Config, PeerStatus, Persisted, Raft, Status};
 pub use types::*;
