@@ -9,7 +9,9 @@
 //! (§5.2 elections, §9.6 pre-vote, the leader lease, the transfer campaign), `replication.rs`
 //! (§5.3 AppendEntries, heartbeats, §5.4 commit, check-quorum), `read_only.rs` (§6.4 ReadIndex),
 //! `log.rs` (the in-memory log, its indexes, its offset and the snapshot meta), `progress.rs`
-//! (per-follower flow control).
+//! (per-follower flow control), `membership.rs` (configurations and single-server changes as
+//! values; not yet wired in). Learners (`Config::learners`) are replicated to but never
+//! campaign and never count toward a quorum.
 //!
 //! # The driver loop
 //!
