@@ -142,7 +142,8 @@ impl Raft {
             Role::Candidate => !pre_vote && term == self.term,
             Role::Follower | Role::Leader => false,
         };
-        if !counts {
+        // A learner's answer never counts (positions past the voters are learners').
+        if !counts || from_pos >= self.votes.len() {
             return;
         }
         self.votes[from_pos] = Some(granted);

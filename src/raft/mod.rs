@@ -9,7 +9,9 @@
 //! (§5.2 elections, §9.6 pre-vote, the leader lease, the transfer campaign), `replication.rs`
 //! (§5.3 AppendEntries, heartbeats, §5.4 commit, check-quorum), `read_only.rs` (§6.4 ReadIndex),
 //! `log.rs` (the in-memory log, its indexes, its offset and the snapshot meta), `progress.rs`
-//! (per-follower flow control).
+//! (per-follower flow control), `membership.rs` (configurations and single-server changes as
+//! values; not yet wired in). Learners (`Config::learners`) are replicated to but never
+//! campaign and never count toward a quorum.
 //!
 //! # The driver loop
 //!
@@ -170,6 +172,7 @@
 
 mod election;
 mod log;
+mod membership;
 mod node;
 mod progress;
 mod read_only;
@@ -179,5 +182,6 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use membership::{ConfChange, ConfChangeError, ConfigHistory, Membership};
 pub use node::{Config, PeerStatus, Persisted, Raft, Status};
 pub use types::*;

@@ -17,11 +17,16 @@ use std::collections::VecDeque;
 /// Static configuration of one core. Times are in ticks; the driver decides how long a tick is.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This node's id; must be in `voters`.
+    /// This node's id; in `voters`, or in `learners` for a node that only follows.
     pub id: NodeId,
     /// Every voting member, this node included. Owned by the core so membership change can
     /// later make it a replicated value instead of a constant.
     pub voters: Vec<NodeId>,
+    /// Non-voting members: the leader replicates to them (log and snapshots) but they never
+    /// campaign and never count toward a quorum (commit, check-quorum, ReadIndex). A learner
+    /// asked to vote still answers, so a node promoted before it heard of it cannot block an
+    /// election (etcd's learner-must-vote fix). An id in both lists is a voter.
+    pub learners: Vec<NodeId>,
     /// A follower that hears from no leader for a random time in
     /// `[election_ticks, 2 * election_ticks)` starts an election.
     pub election_ticks: u32,
@@ -51,6 +56,7 @@ impl Config {
         Config {
             id,
             voters,
+            learners: Vec::new(),
             election_ticks: 10,
             heartbeat_ticks: 1,
             pre_vote: true,
@@ -67,6 +73,10 @@ impl Config {
     fn normalized(mut self) -> Config {
         self.voters.sort_unstable();
         self.voters.dedup();
+        self.learners.sort_unstable();
+        self.learners.dedup();
+        let voters = &self.voters;
+        self.learners.retain(|l| voters.binary_search(l).is_err());
         self.election_ticks = self.election_ticks.max(1);
         self.heartbeat_ticks = self.heartbeat_ticks.max(1);
         self.max_inflight_msgs = self.max_inflight_msgs.max(1);
@@ -129,6 +139,9 @@ pub struct Raft {
     /// Position of `id` in `config.voters`; `None` for a node that is not a voter (it follows but
     /// never campaigns).
     pub(super) self_pos: Option<usize>,
+    /// Every member: the voters (in `config.voters` order, so a voter's position is the same in
+    /// both) then the learners. `progress` is indexed by position here.
+    pub(super) members: Vec<NodeId>,
 
     // Persistent state (Figure 2), durable through `Ready::hard_state` and `Ready::entries`.
     /// Invariant: never decreases.
@@ -195,7 +208,13 @@ impl Raft {
         let config = config.normalized();
         let id = config.id;
         let self_pos = config.voters.iter().position(|&v| v == id);
-        if self_pos.is_none() {
+        let members: Vec<NodeId> = config
+            .voters
+            .iter()
+            .chain(&config.learners)
+            .copied()
+            .collect();
+        if self_pos.is_none() && !config.learners.contains(&id) {
             log::warn!(
                 "node {id} is not among the voters {:?}; it will never campaign",
                 config.voters
@@ -212,12 +231,13 @@ impl Raft {
         } else {
             None
         };
-        let progress = (0..voter_count)
+        let progress = (0..members.len())
             .map(|_| Progress::new(log.last_index() + 1, config.max_inflight_msgs))
             .collect();
         let mut raft = Raft {
             id,
             self_pos,
+            members,
             term,
             voted_for,
             log,
@@ -271,7 +291,7 @@ impl Raft {
         if msg.to != self.id || msg.from == self.id {
             return;
         }
-        let Some(from_pos) = self.voter_pos(msg.from) else {
+        let Some(from_pos) = self.member_pos(msg.from) else {
             return;
         };
         if msg.term > self.term {
@@ -682,8 +702,7 @@ impl Raft {
     }
     pub fn status(&self) -> Status {
         let peers = if self.role == Role::Leader {
-            self.config
-                .voters
+            self.members
                 .iter()
                 .zip(&self.progress)
                 .filter(|(&id, _)| id != self.id)
@@ -798,6 +817,11 @@ impl Raft {
 
     pub(super) fn voter_pos(&self, id: NodeId) -> Option<usize> {
         self.config.voters.iter().position(|&v| v == id)
+    }
+
+    /// Position of a voter or learner in `members` (and `progress`).
+    pub(super) fn member_pos(&self, id: NodeId) -> Option<usize> {
+        self.members.iter().position(|&v| v == id)
     }
 
     /// Queues a message that may leave at once (it promises nothing about this node's disk).

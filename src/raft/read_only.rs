@@ -161,8 +161,8 @@ impl Raft {
     /// Voter at `pos` answered heartbeat round `round`: confirm every read queued at or before it
     /// once a quorum has.
     pub(super) fn on_read_round_ack(&mut self, pos: usize, round: u64) {
-        if round > self.reads.read_round {
-            return; // Never sent: a malformed or foreign answer.
+        if round > self.reads.read_round || pos >= self.reads.acks.len() {
+            return; // Never sent (a malformed or foreign answer), or a learner's: not counted.
         }
         if self.reads.acks[pos] >= round {
             return;

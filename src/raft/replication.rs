@@ -56,9 +56,11 @@ impl Raft {
     /// marks for the next round.
     fn quorum_recently_active(&mut self) -> bool {
         let quorum = self.config.voters.len() / 2 + 1;
+        let voters = self.config.voters.len();
         let mut active = 0;
         for (pos, pr) in self.progress.iter_mut().enumerate() {
-            if Some(pos) == self.self_pos || pr.recent_active {
+            // Learners (after the voters) answer too, but never count.
+            if pos < voters && (Some(pos) == self.self_pos || pr.recent_active) {
                 active += 1;
             }
             pr.recent_active = false;
@@ -69,7 +71,7 @@ impl Raft {
     /// Heartbeats to every follower, carrying the commit index and the ReadIndex round.
     pub(super) fn broadcast_heartbeat(&mut self) {
         let round = self.next_heartbeat_round();
-        for pos in 0..self.config.voters.len() {
+        for pos in 0..self.members.len() {
             if Some(pos) != self.self_pos {
                 self.send_heartbeat(pos, round);
             }
@@ -82,7 +84,7 @@ impl Raft {
         let pr = &mut self.progress[pos];
         let leader_commit = self.log.commit_index().min(pr.match_index);
         pr.commit_sent = pr.commit_sent.max(leader_commit);
-        let to = self.config.voters[pos];
+        let to = self.members[pos];
         self.send(
             to,
             MessageBody::Heartbeat {
@@ -98,7 +100,7 @@ impl Raft {
         if self.reads.round_requested {
             self.broadcast_heartbeat();
         }
-        for pos in 0..self.config.voters.len() {
+        for pos in 0..self.members.len() {
             if Some(pos) == self.self_pos {
                 continue;
             }
@@ -117,7 +119,7 @@ impl Raft {
     /// Whether `flush_replication` would send anything.
     pub(super) fn replication_pending(&self) -> bool {
         self.reads.round_requested
-            || (0..self.config.voters.len()).any(|pos| {
+            || (0..self.members.len()).any(|pos| {
                 Some(pos) != self.self_pos
                     && (self.can_send_append(pos) || self.commit_to_propagate(pos))
             })
@@ -169,7 +171,7 @@ impl Raft {
         pr.on_sent(last_sent, count);
         // The follower commits up to min(leader_commit, last new entry) if this arrives.
         pr.commit_sent = pr.commit_sent.max(leader_commit.min(last_sent));
-        let to = self.config.voters[pos];
+        let to = self.members[pos];
         self.send(
             to,
             MessageBody::AppendEntries {
@@ -190,7 +192,7 @@ impl Raft {
             self.progress[pos].become_probe(1);
             return;
         };
-        let to = self.config.voters[pos];
+        let to = self.members[pos];
         log::debug!(
             "node {}: sending snapshot (index {}, term {}) to {to}",
             self.id,
@@ -233,7 +235,7 @@ impl Raft {
             if advanced {
                 self.maybe_commit();
             }
-            let from = self.config.voters[from_pos];
+            let from = self.members[from_pos];
             if caught_up && self.lead_transferee == Some(from) {
                 self.send(from, MessageBody::TimeoutNow);
             }
@@ -296,7 +298,7 @@ impl Raft {
             return;
         };
         let leader_commit = self.log.commit_index();
-        let to = self.config.voters[pos];
+        let to = self.members[pos];
         self.send(
             to,
             MessageBody::AppendEntries {
@@ -316,7 +318,13 @@ impl Raft {
         debug_assert_eq!(self.role, Role::Leader);
         let mut matches = std::mem::take(&mut self.match_scratch);
         matches.clear();
-        for (pos, pr) in self.progress.iter().enumerate() {
+        // Voters only (the first entries of `progress`): learners never count toward a commit.
+        for (pos, pr) in self
+            .progress
+            .iter()
+            .enumerate()
+            .take(self.config.voters.len())
+        {
             if Some(pos) == self.self_pos {
                 matches.push(self.log.durable_index());
             } else {

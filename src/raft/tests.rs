@@ -2130,3 +2130,80 @@ fn follower_with_an_empty_log_gets_the_snapshot() {
     assert_eq!(peer_state(&net, leader, 2), "replicate");
     assert!(net.violations.is_empty());
 }
+
+// ----- learners (issue 16): static for now, runtime change comes with configuration entries ----
+
+/// Nodes 0..3 vote; node 3 only learns.
+fn with_learner_3(config: &mut Config) {
+    config.voters = vec![0, 1, 2];
+    config.learners = vec![3];
+}
+
+#[test]
+fn a_learner_receives_the_log_but_never_counts_toward_a_commit() {
+    let mut net = Network::new(4, with_learner_3);
+    let leader = net.tick_until_leader();
+    assert_ne!(leader, 3, "a learner never leads");
+    let first = net.propose(leader, b"to everyone");
+    net.settle();
+    assert_eq!(net.raft(3).commit_index(), first, "the learner has it");
+    assert!(net.applied[&3]
+        .iter()
+        .any(|e| &e.data[..] == b"to everyone"));
+    // Cut off both other voters: the leader and the learner hold a new entry, which is two of
+    // four nodes but only one of three voters, so it must not commit.
+    for id in (0..3).filter(|&id| id != leader) {
+        net.isolate(id);
+    }
+    let second = net.propose(leader, b"leader and learner only");
+    net.settle();
+    assert_eq!(
+        net.raft(3).last_index(),
+        second,
+        "replicated to the learner"
+    );
+    assert_eq!(net.raft(leader).commit_index(), first, "not committed");
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
+
+#[test]
+fn a_learner_never_campaigns_even_when_the_leader_is_gone() {
+    let mut net = Network::new(4, with_learner_3);
+    let leader = net.tick_until_leader();
+    net.propose(leader, b"x");
+    net.settle();
+    let term = net.raft(3).term();
+    net.isolate(3);
+    net.tick_one(3, 200);
+    assert_eq!(net.raft(3).role(), Role::Follower);
+    assert_eq!(net.raft(3).term(), term, "it never raised its term");
+    // Even told to by a (mistaken) transfer, it does not campaign.
+    net.heal();
+    net.post(Message {
+        from: leader,
+        to: 3,
+        term: net.raft(3).term(),
+        body: MessageBody::TimeoutNow,
+    });
+    net.settle();
+    assert_eq!(net.raft(3).role(), Role::Follower);
+    assert_eq!(net.raft(3).term(), term);
+}
+
+#[test]
+fn a_node_that_thinks_it_is_a_learner_still_votes_when_asked() {
+    // Nodes 0..2 know node 3 was promoted (four voters); node 3 has not heard of it yet. With
+    // node 1 down, node 0 needs the votes of 2 and 3: the "learner" must answer (etcd's
+    // learner-must-vote fix), or the cluster could not elect a leader.
+    let mut net = Network::new(4, |config| {
+        if config.id == 3 {
+            with_learner_3(config);
+        } else {
+            config.voters = vec![0, 1, 2, 3];
+        }
+    });
+    net.crash(1);
+    net.campaign(0);
+    assert_eq!(net.leaders(), vec![0]);
+    assert_eq!(net.raft(3).leader(), Some(0));
+}

@@ -49,9 +49,15 @@ pub struct ServerConfig {
     /// The listen backlog: connections the kernel queues before `accept` (capped by
     /// `net.core.somaxconn`).
     pub listen_backlog: u32,
-    /// Derived from the member list, so nodes started with the same arguments agree on it and a
-    /// node of another cluster (or a stale data dir) is refused.
+    /// The cluster id this command line would bootstrap: the hash of `--cluster-token`, or
+    /// else derived from the member list, so every node of a new cluster agrees on it without
+    /// talking. Only a bootstrap uses it: once the data dir holds an identity
+    /// (`server::identity`), the stored id and member list replace these. A peer of another
+    /// cluster (or another cluster's data dir) is refused.
     pub cluster_id: u64,
+    /// `--bind` was given: the listen address stays even when the stored member list gives this
+    /// node another address.
+    pub bind_explicit: bool,
     /// Connection counts, timeouts and message rates (`--max-conns` ...; see `server::limits`).
     /// Boxed so `Command` stays small.
     pub limits: Box<LimitConfig>,
@@ -100,6 +106,13 @@ fn network_options(opts: &mut getopts::Options) {
         "peers",
         "every member's address in id order (overrides the derived ports)",
         "HOST:PORT,...",
+    );
+    opts.optopt(
+        "",
+        "cluster-token",
+        "bootstrap a new cluster under the id this token hashes to (default: derived from the \
+         member list); ignored once the data dir holds an identity",
+        "TOKEN",
     );
     opts.optopt(
         "",
@@ -307,15 +320,26 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 
 /// FNV-1a over the member list: the same arguments on every node give the same cluster id.
 fn cluster_id_of(members: &[SocketAddr]) -> u64 {
+    fnv1a(
+        members
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+            .as_bytes(),
+    )
+}
+
+/// The cluster id `--cluster-token` names: a hash of the token, kept apart from member-list
+/// ids by a prefix no address starts with.
+fn cluster_id_of_token(token: &str) -> u64 {
+    fnv1a(format!("token:{token}").as_bytes())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in members
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-        .bytes()
-    {
-        hash ^= u64::from(byte);
+    for byte in bytes {
+        hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
@@ -343,7 +367,11 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         .opt_str("data-dir")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(format!("data/node-{id}")));
-    let cluster_id = cluster_id_of(&members);
+    let cluster_id = match matches.opt_str("cluster-token") {
+        Some(token) if token.is_empty() => return Err("--cluster-token must not be empty".into()),
+        Some(token) => cluster_id_of_token(&token),
+        None => cluster_id_of(&members),
+    };
     Ok(Command::Run(ServerConfig {
         id,
         members,
@@ -363,6 +391,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         wal_segment_bytes: storage.wal_segment_bytes,
         listen_backlog: parse_backlog(&matches)?,
         cluster_id,
+        bind_explicit: matches.opt_present("bind"),
         limits: Box::new(parse_limits(&matches)?),
         tls: parse_tls(&matches, id)?,
     }))
@@ -653,6 +682,17 @@ mod tests {
             .collect();
         assert!(ids.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(ids[0], run("0 3 21000").cluster_id);
+    }
+
+    #[test]
+    fn a_cluster_token_names_the_cluster_whatever_the_addresses() {
+        let a = run("0 3 20000 --cluster-token chat-prod").cluster_id;
+        assert_eq!(a, run("2 3 21002 --cluster-token chat-prod").cluster_id);
+        assert_ne!(a, run("0 3 20000 --cluster-token chat-test").cluster_id);
+        assert_ne!(a, run("0 3 20000").cluster_id);
+        assert!(parse_args(&args("0 3 20000 --cluster-token")).is_err());
+        assert!(!run("0 3 20000").bind_explicit);
+        assert!(run("0 3 20000 --bind 127.0.0.1").bind_explicit);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!
 //! - [`config`]: the command line (`server <id> <count> <port> [options]`).
 //! - `error`: why a node stopped.
+//! - `identity`: the cluster id and member list, bootstrapped once and then read from the
+//!   data dir (the command line's member list only bootstraps).
 //!
 //! Dependencies run downward only: a front-end never imports the node, the replica never
 //! imports a front-end or the transport. It never decides anything Raft decides.
@@ -22,6 +24,7 @@ pub mod accounts;
 pub mod config;
 mod error;
 mod frontend;
+mod identity;
 pub mod limits;
 mod node;
 mod replica;

@@ -54,15 +54,16 @@ pub struct Node {
 impl Node {
     /// Opens the data dir (recovering the log and the latest snapshot), builds the core and
     /// binds the listener.
-    pub fn start(cfg: ServerConfig) -> Result<Node, ServerError> {
-        let hello = Handshake {
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.id,
-        };
+    pub fn start(mut cfg: ServerConfig) -> Result<Node, ServerError> {
         // TLS files are checked before anything is opened (a bad one exits with status 2).
         let tls = cfg.tls.clone().map(|t| crate::tls::NodeTls::load(*t));
         let tls = tls.transpose();
         let tls = tls.map_err(ServerError::Tls)?;
+        let bootstrap = super::identity::adopt(&mut cfg)?;
+        let hello = Handshake {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.id,
+        };
         let (mut transport, waker) =
             Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
         transport.set_tls(tls);
@@ -74,6 +75,9 @@ impl Node {
                 source,
             })?;
         let replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
+        if let Some(bootstrap) = bootstrap {
+            bootstrap.store(&cfg)?;
+        }
         let mut signals =
             Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| ServerError::Io {
                 context: "cannot install signal handlers".into(),

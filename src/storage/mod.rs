@@ -10,6 +10,8 @@
 //!
 //! ```text
 //! <dir>/LOCK                                        held (flock) while a Wal is open
+//! <dir>/CLUSTER                                     cluster id, node id, bootstrap members
+//!                                                   (text with a crc32c; `identity.rs`)
 //! <dir>/wal-<seq:020>-<base_index:020>.log          one segment; seq counts up from 1
 //!
 //! segment = header record*
@@ -88,12 +90,14 @@
 //! let durable_index = wal.synced(job)?;          // on the waker, in order: now durable
 //! ```
 
+mod identity;
 mod record;
 mod recovery;
 mod segment;
 mod snapshot;
 mod wal;
 
+pub use identity::{identity_path, load_identity, store_identity, ClusterIdentity};
 pub use snapshot::{
     SnapshotFile, SnapshotReceiver, SnapshotStore, SnapshotWriter, SNAPSHOT_FILE_VERSION,
     SNAPSHOT_HEADER_LEN,

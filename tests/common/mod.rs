@@ -147,6 +147,13 @@ impl Cluster {
         ]
     }
 
+    /// From now on, nodes are (re)started with `--peers members` and `--bind` their own `addrs`
+    /// entry (`None`: back to `--peers addrs`). A membership test restarts a node with a
+    /// command line that disagrees with its data dir this way.
+    pub fn set_members(&mut self, members: Option<Vec<SocketAddr>>) {
+        self.members = members;
+    }
+
     /// The process id of node `id`, if it runs.
     pub fn pid(&self, id: usize) -> Option<u32> {
         self.children[id].as_ref().map(|c| c.id())
