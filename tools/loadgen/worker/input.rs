@@ -1,10 +1,11 @@
 //! A connection's read buffer: non-blocking reads, decoded answers. No writes, no session.
 
-use std::io::{self, Read};
+use std::io;
 
-use mio::net::TcpStream;
 use raftchat::client::proto::{self, Answer};
+use raftchat::tls::ReadOutcome;
 
+use super::stream::Stream;
 use super::READ_CHUNK_BYTES;
 
 /// A non-blocking read buffer of answers.
@@ -29,8 +30,10 @@ impl Input {
     }
 
     /// Reads until the socket would block. `Ok(false)`: the peer closed. `read_closed`: the
-    /// poller saw the peer's side close, so read to EOF even after a short read.
-    pub fn read_from(&mut self, stream: &mut TcpStream, read_closed: bool) -> io::Result<bool> {
+    /// poller saw the peer's side close, so read to EOF even after a short read (and over TLS
+    /// a short read never ends the loop: see [`Stream::short_read_means_empty`]).
+    pub fn read_from(&mut self, stream: &mut Stream, read_closed: bool) -> io::Result<bool> {
+        let stop_on_short_read = stream.short_read_means_empty() && !read_closed;
         loop {
             if self.start == self.end {
                 self.clear();
@@ -49,14 +52,14 @@ impl Input {
             }
             let asked = self.buf.len() - self.end;
             match stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
-                // A short read emptied the socket (edge-triggered: new data wakes us again).
-                Ok(n) if n < asked && !read_closed => {
+                Ok(ReadOutcome::Closed) => return Ok(false),
+                // A short plain read emptied the socket (edge-triggered: new data wakes us).
+                Ok(ReadOutcome::Data(n)) if n < asked && stop_on_short_read => {
                     self.end += n;
                     return Ok(true);
                 }
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Ok(ReadOutcome::Data(n)) => self.end += n,
+                Ok(ReadOutcome::WouldBlock) => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
