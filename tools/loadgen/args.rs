@@ -38,7 +38,7 @@ pub struct Config {
     /// Threads the connections are spread over (each a mio loop over its share).
     pub threads: usize,
     /// `--tls`: every connection (and the status and verify reads) over TLS.
-    pub tls: Option<TlsArgs>,
+    pub tls: Option<Box<TlsArgs>>,
     /// `--handshakes N`: instead of a load run, open N connections one after another (over the
     /// threads) to the first node: connect (and TLS handshake), one round trip, close.
     pub handshakes: Option<u64>,
@@ -221,7 +221,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
 }
 
 /// `--tls --ca FILE [--cert FILE --key FILE]`; the files are read when the run starts.
-fn parse_tls(matches: &getopts::Matches) -> Result<Option<TlsArgs>, String> {
+fn parse_tls(matches: &getopts::Matches) -> Result<Option<Box<TlsArgs>>, String> {
     let (ca, cert, key) = (
         matches.opt_str("ca"),
         matches.opt_str("cert"),
@@ -239,10 +239,10 @@ fn parse_tls(matches: &getopts::Matches) -> Result<Option<TlsArgs>, String> {
         (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
         _ => return Err("--cert and --key go together".into()),
     };
-    Ok(Some(TlsArgs {
+    Ok(Some(Box::new(TlsArgs {
         ca: PathBuf::from(ca),
         identity,
-    }))
+    })))
 }
 
 /// `--handshakes N`: 1..=1,000,000 connections.
@@ -504,8 +504,8 @@ mod tests {
         assert_eq!(parse("").unwrap().tls, None);
         let c = parse("--tls --ca certs/ca.pem --handshakes 500").unwrap();
         assert_eq!(
-            c.tls,
-            Some(TlsArgs {
+            c.tls.as_deref(),
+            Some(&TlsArgs {
                 ca: "certs/ca.pem".into(),
                 identity: None
             })
