@@ -12,7 +12,19 @@ use raftchat::client::{Connection, Mutation, RetryPolicy, Session};
 
 #[test]
 fn loadgen_verifies_no_loss_across_a_leader_kill() {
-    let mut cluster = Cluster::start(3, &[]);
+    loadgen_verifies_no_loss_across_a_leader_kill_on(Cluster::start(3, &[]), &[]);
+}
+
+#[test]
+fn loadgen_over_tls_verifies_no_loss_across_a_leader_kill() {
+    // Every reconnect after the kill makes a new TLS connection (and handshake).
+    let cluster = Cluster::start_tls(3, &[]);
+    let ca = cluster.tls_dir.as_ref().unwrap().join("ca.pem");
+    let ca = ca.to_str().unwrap().to_owned();
+    loadgen_verifies_no_loss_across_a_leader_kill_on(cluster, &["--tls", "--ca", &ca]);
+}
+
+fn loadgen_verifies_no_loss_across_a_leader_kill_on(mut cluster: Cluster, extra_args: &[&str]) {
     let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
     let nodes = cluster.peers_arg();
     let mut loadgen = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -27,6 +39,7 @@ fn loadgen_verifies_no_loss_across_a_leader_kill() {
             "8",
         ])
         .args(["--target", "any", "--verify"])
+        .args(extra_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -58,6 +71,9 @@ fn loadgen_verifies_no_loss_across_a_leader_kill() {
         stdout.to_lowercase().contains("verify"),
         "the report says what was verified:\n{stdout}"
     );
+    if extra_args.contains(&"--tls") {
+        assert!(stdout.contains("over TLS"), "{stdout}");
+    }
 }
 
 fn answer(conn: &mut Connection, request: &Request) -> Answer {
