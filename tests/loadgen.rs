@@ -1,5 +1,5 @@
-//! The load generator against a real cluster, and the binary protocol on real nodes: its
-//! exactly-once promise and its key listing.
+//! The load generator against a real cluster (also over TLS, with its `--handshakes` mode), and
+//! the binary protocol on real nodes: its exactly-once promise and its key listing.
 
 mod common;
 
@@ -12,7 +12,19 @@ use raftchat::client::{Connection, Mutation, RetryPolicy, Session};
 
 #[test]
 fn loadgen_verifies_no_loss_across_a_leader_kill() {
-    let mut cluster = Cluster::start(3, &[]);
+    loadgen_verifies_no_loss_across_a_leader_kill_on(Cluster::start(3, &[]), &[]);
+}
+
+#[test]
+fn loadgen_over_tls_verifies_no_loss_across_a_leader_kill() {
+    // Every reconnect after the kill makes a new TLS connection (and handshake).
+    let cluster = Cluster::start_tls(3, &[]);
+    let ca = cluster.tls_dir.as_ref().unwrap().join("ca.pem");
+    let ca = ca.to_str().unwrap().to_owned();
+    loadgen_verifies_no_loss_across_a_leader_kill_on(cluster, &["--tls", "--ca", &ca]);
+}
+
+fn loadgen_verifies_no_loss_across_a_leader_kill_on(mut cluster: Cluster, extra_args: &[&str]) {
     let (leader, _) = cluster.wait_leader(&[0, 1, 2]);
     let nodes = cluster.peers_arg();
     let mut loadgen = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -27,6 +39,7 @@ fn loadgen_verifies_no_loss_across_a_leader_kill() {
             "8",
         ])
         .args(["--target", "any", "--verify"])
+        .args(extra_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -58,6 +71,9 @@ fn loadgen_verifies_no_loss_across_a_leader_kill() {
         stdout.to_lowercase().contains("verify"),
         "the report says what was verified:\n{stdout}"
     );
+    if extra_args.contains(&"--tls") {
+        assert!(stdout.contains("over TLS"), "{stdout}");
+    }
 }
 
 fn answer(conn: &mut Connection, request: &Request) -> Answer {
@@ -216,4 +232,83 @@ fn binary_keys_lists_a_prefix_linearizably_on_any_node() {
         key_list(keys(&mut conn, "user")),
         (3, vec!["user".into(), "user-a".into(), "user-c".into()])
     );
+}
+
+/// Runs loadgen with `args` (bounded at 120 s); returns (success, stdout, stderr).
+fn run_loadgen(args: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("loadgen did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn loadgen_over_tls_commits_and_verifies_against_a_tls_only_cluster() {
+    // Plain clients are refused, so every committed message went over TLS.
+    let cluster = Cluster::start_tls(3, &["--client-tls", "required"]);
+    let nodes = cluster.peers_arg();
+    let ca = cluster.tls_dir.as_ref().unwrap().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let tls = raftchat::client::ClientTls::trusting(ca.as_ref()).unwrap();
+    wait_for("a leader, asked over TLS", DEADLINE, || {
+        let statuses = raftchat::client::cluster_status_over(&cluster.addrs, Some(&tls));
+        raftchat::client::leader_and_term(&statuses).0
+    });
+    let common = [
+        "--nodes",
+        &nodes,
+        "--connections",
+        "8",
+        "--pipeline",
+        "16",
+        "--size",
+        "200",
+        "--count",
+        "3000",
+    ];
+    let tls_args = ["--tls", "--ca", ca, "--target", "any", "--verify", "--json"];
+    let (ok, stdout, stderr) = run_loadgen(&[&common[..], &tls_args[..]].concat());
+    assert!(
+        ok,
+        "loadgen --tls failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("\"tls\":true"), "{stdout}");
+    assert!(stdout.contains("\"committed\":3000,"), "{stdout}");
+    let log = raftchat::client::read_log_all_over(cluster.addrs[0], Some(&tls)).unwrap();
+    assert!(log.len() >= 3000, "{} messages", log.len());
+    // The same run without --tls does not get anywhere.
+    let (ok, stdout, stderr) = run_loadgen(&common);
+    assert!(
+        !ok,
+        "a plain loadgen ran against --client-tls required\n{stdout}\n{stderr}"
+    );
+    // --handshakes: new TLS connections, each served one round trip.
+    let (ok, stdout, stderr) = run_loadgen(&[
+        "--nodes",
+        &nodes,
+        "--tls",
+        "--ca",
+        ca,
+        "--handshakes",
+        "50",
+        "--json",
+    ]);
+    assert!(ok, "loadgen --handshakes failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains("\"completed\":50,\"failed\":0"), "{stdout}");
 }

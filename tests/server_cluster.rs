@@ -1,4 +1,6 @@
 //! Real `server` processes on loopback: replication, crashes, restarts, pre-vote, bad input.
+//! The replication and crash-restart scenarios also run with TLS between the peers
+//! (`Cluster::start_tls`; the test clients stay plain, which `--client-tls optional` allows).
 
 mod common;
 
@@ -22,7 +24,15 @@ fn positions_are_one_to_n(log: &[String]) {
 
 #[test]
 fn every_node_serves_the_same_log() {
-    let cluster = Cluster::start(3, &[]);
+    every_node_serves_the_same_log_on(Cluster::start(3, &[]));
+}
+
+#[test]
+fn every_node_serves_the_same_log_over_tls() {
+    every_node_serves_the_same_log_on(Cluster::start_tls(3, &[]));
+}
+
+fn every_node_serves_the_same_log_on(cluster: Cluster) {
     cluster.wait_leader(&[0, 1, 2]);
     let mut acked = Vec::new();
     for round in 0..3 {
@@ -55,7 +65,15 @@ fn every_node_serves_the_same_log() {
 
 #[test]
 fn killed_leader_is_replaced_and_catches_up_after_restart() {
-    let mut cluster = Cluster::start(3, &[]);
+    killed_leader_is_replaced_and_catches_up_after_restart_on(Cluster::start(3, &[]));
+}
+
+#[test]
+fn killed_leader_is_replaced_and_catches_up_after_restart_over_tls() {
+    killed_leader_is_replaced_and_catches_up_after_restart_on(Cluster::start_tls(3, &[]));
+}
+
+fn killed_leader_is_replaced_and_catches_up_after_restart_on(mut cluster: Cluster) {
     let (leader, term) = cluster.wait_leader(&[0, 1, 2]);
     cluster.post(leader, "before-crash");
     cluster.kill(leader);

@@ -4,6 +4,8 @@
 //! plain client with one clear line; an expired certificate stops the node at start (exit 2,
 //! naming the file); SIGHUP loads new certificates for new connections; garbage, a handshake
 //! that never completes and 1,000 half-open TLS connections do not stop the node serving.
+//! The client library (binary protocol) posts and reads over TLS, with `--client-tls required`
+//! (plain refused) and with `--client-cert-auth` (a client certificate presented).
 
 mod common;
 
@@ -351,4 +353,94 @@ fn garbage_stalled_and_half_open_tls_connections_do_not_stop_the_node() {
         "half-open handshakes were not closed"
     );
     log_contains(&cluster, 0, "handshake did not finish");
+}
+
+/// A retry policy that gives up within a few seconds (a refused client must fail, not hang).
+fn quick_policy() -> raftchat::client::RetryPolicy {
+    raftchat::client::RetryPolicy {
+        retry_budget: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(5),
+        ..raftchat::client::RetryPolicy::default()
+    }
+}
+
+/// The leader every node agrees on, asked over TLS with the binary protocol (the telnet
+/// helpers of `Cluster` are plain, refused with `--client-tls required`).
+fn tls_leader(cluster: &Cluster, tls: &raftchat::client::ClientTls) -> usize {
+    use raftchat::client::{cluster_status_over, Role};
+    wait_for("a leader, over TLS", DEADLINE, || {
+        let statuses = cluster_status_over(&cluster.addrs, Some(tls));
+        let mut leaders = statuses
+            .iter()
+            .map(|s| s.as_ref().ok().and_then(|s| s.leader));
+        let first = leaders.next()??;
+        let agreed = leaders.all(|l| l == Some(first));
+        let leading = statuses.iter().flatten().any(|s| s.role == Role::Leader);
+        (agreed && leading).then_some(first as usize)
+    })
+}
+
+/// The binary protocol through the client library over TLS: posts with a session, reads the
+/// log back on another node, asks a status.
+fn binary_tls_posts_and_reads(cluster: &Cluster, tls: &raftchat::client::ClientTls) {
+    use raftchat::client::{read_log_all_over, status_over, Session};
+    let leader = tls_leader(cluster, tls);
+    let mut session = Session::open_with(&cluster.addrs, leader, quick_policy(), Some(tls.clone()))
+        .expect("a session over TLS");
+    let first = session
+        .post_blocking("general", "tls-bin", "binary over tls 1")
+        .expect("post");
+    let second = session
+        .post_blocking("general", "tls-bin", "binary over tls 2")
+        .expect("post");
+    assert_eq!(second, first + 1);
+    let other = (leader + 1) % 3;
+    let log = wait_for("both posts on another node over TLS", DEADLINE, || {
+        let log = read_log_all_over(cluster.addrs[other], Some(tls)).ok()?;
+        (log.len() as u64 >= second).then_some(log)
+    });
+    assert_eq!(log[first as usize - 1].text, "binary over tls 1");
+    assert_eq!(log[second as usize - 1].text, "binary over tls 2");
+    let status = status_over(cluster.addrs[other], Some(tls)).expect("status over TLS");
+    assert_eq!(status.node_id, other as u64);
+}
+
+#[test]
+fn the_client_library_posts_and_reads_over_tls() {
+    use raftchat::client::{status, ClientTls, Connection, Session};
+    let cluster = Cluster::start_tls(3, &["--client-tls", "required"]);
+    let tls = ClientTls::trusting(&ca(&cluster)).expect("CA file");
+    binary_tls_posts_and_reads(&cluster, &tls);
+    // Plain binary clients are refused while TLS is required.
+    assert!(status(cluster.addrs[0]).is_err(), "a plain status answered");
+    assert!(
+        Session::open(&cluster.addrs, 0, quick_policy()).is_err(),
+        "a plain session opened"
+    );
+    // A client trusting another CA does not get past the handshake, and says why.
+    let dir = cluster.tls_dir.clone().unwrap();
+    let foreign = ClientTls::trusting(&dir.join("other-ca.pem")).expect("other CA");
+    let err = match Connection::open(cluster.addrs[0], Duration::from_secs(5), Some(&foreign)) {
+        Ok(_) => panic!("a node signed by another CA was trusted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("TLS handshake with"), "{err}");
+}
+
+#[test]
+fn the_client_library_presents_a_certificate_for_client_cert_auth() {
+    use raftchat::client::{status_over, ClientTls};
+    let cluster = Cluster::start_tls(3, &["--client-tls", "required", "--client-cert-auth"]);
+    let dir = cluster.tls_dir.clone().unwrap();
+    // The cluster CA's client certificate, written beside the node certificates.
+    let files = TlsFiles {
+        cert: dir.join("client-test.pem"),
+        key: dir.join("client-test-key.pem"),
+        ca: ca(&cluster),
+    };
+    let with_cert = ClientTls::with_identity(&files).expect("client identity");
+    binary_tls_posts_and_reads(&cluster, &with_cert);
+    // Without a certificate the node refuses the handshake.
+    let without = ClientTls::trusting(&ca(&cluster)).unwrap();
+    assert!(status_over(cluster.addrs[0], Some(&without)).is_err());
 }

@@ -1,5 +1,6 @@
-//! One blocking binary-protocol connection to one node: preamble, buffered frame writes, and
-//! buffered frame reads with deadlines.
+//! One blocking binary-protocol connection to one node, plain or over TLS
+//! ([`super::tls::ClientStream`]): preamble, buffered frame writes, and buffered frame reads with
+//! deadlines.
 //!
 //! It owns a socket and its two buffers. It never retries, never picks a node, never interprets
 //! an answer: that is [`super::Session`]'s job. Reads are made in large chunks and writes are
@@ -15,6 +16,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::proto::{self, Answer, Request};
+use super::tls::{ClientStream, ClientTls};
 
 /// How long [`Connection::connect`] waits for the TCP handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +39,21 @@ pub fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStre
     Ok(stream)
 }
 
+/// Connects to `addr` (over TLS if `tls`, handshake included in `timeout`) and sends the
+/// protocol preamble. The stream is blocking; a mio driver may switch it to non-blocking.
+pub fn connect_client_stream(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> io::Result<ClientStream> {
+    let mut stream = ClientStream::connect(addr, timeout, WRITE_TIMEOUT, tls)?;
+    let mut preamble = Vec::with_capacity(proto::PREAMBLE_LEN);
+    proto::encode_preamble(&mut preamble);
+    stream.write_all(&preamble)?;
+    stream.flush()?;
+    Ok(stream)
+}
+
 /// Resolves `addr` (`"127.0.0.1:20000"`, a `SocketAddr`, ...) to its first address.
 pub fn resolve<A: ToSocketAddrs>(addr: A) -> io::Result<SocketAddr> {
     addr.to_socket_addrs()?
@@ -46,7 +63,7 @@ pub fn resolve<A: ToSocketAddrs>(addr: A) -> io::Result<SocketAddr> {
 
 /// A blocking connection speaking the binary protocol.
 pub struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     /// Unread bytes are `input[start..end]`; `input.len()` is the buffer's size.
     input: Vec<u8>,
@@ -66,7 +83,19 @@ impl Connection {
     }
 
     pub fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Connection> {
-        let stream = connect_stream(addr, timeout)?;
+        Connection::open(addr, timeout, None)
+    }
+
+    /// Connects to `addr` within `timeout`, over TLS when `tls` is given (the node is verified
+    /// as `addr`'s IP), and sends the preamble.
+    pub fn open(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> io::Result<Connection> {
+        let stream = connect_client_stream(addr, timeout, tls)?;
+        // A TLS handshake leaves the socket's read timeout set; the first recv sets its own.
+        let read_timeout = stream.is_tls().then_some(timeout);
         Ok(Connection {
             stream,
             peer: addr,
@@ -74,7 +103,7 @@ impl Connection {
             start: 0,
             end: 0,
             output: Vec::new(),
-            read_timeout: None,
+            read_timeout,
             next_req_id: 1,
         })
     }
@@ -106,7 +135,10 @@ impl Connection {
     /// Writes every queued frame (one `write` for the whole batch, as far as the kernel allows).
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.output.is_empty() {
-            let result = self.stream.write_all(&self.output);
+            let result = self
+                .stream
+                .write_all(&self.output)
+                .and_then(|()| self.stream.flush());
             self.output.clear();
             result?;
         }
@@ -182,8 +214,14 @@ impl Connection {
         }
     }
 
-    /// Gives up the socket, with whatever was read but not decoded yet.
-    pub fn into_parts(mut self) -> io::Result<(TcpStream, Vec<u8>)> {
+    /// Whether this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// Gives up the stream (plain, or the TLS session with its socket), with whatever was read
+    /// but not decoded yet.
+    pub fn into_parts(mut self) -> io::Result<(ClientStream, Vec<u8>)> {
         self.flush()?;
         let leftover = self.input[self.start..self.end].to_vec();
         Ok((self.stream, leftover))
@@ -191,7 +229,7 @@ impl Connection {
 
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if timeout != self.read_timeout {
-            self.stream.set_read_timeout(timeout)?;
+            self.stream.tcp().set_read_timeout(timeout)?;
             self.read_timeout = timeout;
         }
         Ok(())

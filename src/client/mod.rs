@@ -5,6 +5,9 @@
 //! - [`proto`]: every frame, both directions, and the preamble. The server decodes requests and
 //!   encodes answers with it; clients do the reverse.
 //! - [`Connection`]: one blocking connection to one node, with batched writes and buffered reads.
+//! - [`ClientTls`]: TLS to the nodes (the CA to trust, optionally a client certificate), given to
+//!   [`Connection::open`], [`Session::open_with`] and the `*_over` reads; [`ClientStream`] is the
+//!   plain or TLS byte stream underneath a connection.
 //! - [`SessionCore`] and [`NodePicker`]: exactly-once bookkeeping (seq, `lowest_unacked_seq`,
 //!   pending requests) and the choice of the next node, without IO.
 //! - [`Session`]: the two above driven over blocking sockets, with failover and retries that
@@ -22,18 +25,32 @@
 //! assert_eq!(log[position as usize - 1].text, "Hello, Raft!");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Over TLS (the node's certificate must name the IP dialled, as `cluster --tls` writes them):
+//!
+//! ```no_run
+//! use raftchat::client::{read_log_all_over, ClientTls, RetryPolicy, Session};
+//! let nodes = ["127.0.0.1:20000".parse().unwrap()];
+//! let tls = ClientTls::trusting("data/certs/ca.pem".as_ref())?;
+//! let mut session = Session::open_with(&nodes, 0, RetryPolicy::default(), Some(tls.clone()))?;
+//! session.post_blocking("general", "alice", "Hello over TLS")?;
+//! let log = read_log_all_over(nodes[0], Some(&tls))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod conn;
 mod core;
 pub use crate::proto;
 mod session;
+mod tls;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub use self::conn::{
-    connect_stream, is_timeout, resolve, Connection, CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_TIMEOUT,
+    connect_client_stream, connect_stream, is_timeout, resolve, Connection, CONNECT_TIMEOUT,
+    READ_TIMEOUT, WRITE_TIMEOUT,
 };
 pub use self::core::{
     Completion, Event, Mutation, NodePicker, RetryPolicy, SessionCore, SessionStats,
@@ -41,6 +58,7 @@ pub use self::core::{
 };
 pub use self::proto::{Answer, ErrorKind, LogMessage, NodeStatus, Request, Role};
 pub use self::session::{Session, SessionError};
+pub use self::tls::{ClientStream, ClientTls};
 
 /// Messages asked for per `ReadLog` page (the node may send fewer, to stay under 1 MiB).
 pub const READ_LOG_PAGE_MAX: u32 = 4096;
@@ -94,7 +112,12 @@ fn unexpected(answer: &Answer) -> io::Error {
 
 /// One node's view of itself and the cluster.
 pub fn status<A: ToSocketAddrs>(addr: A) -> io::Result<NodeStatus> {
-    let mut conn = Connection::connect(addr)?;
+    status_over(addr, None)
+}
+
+/// [`status`], over TLS when `tls` is given.
+pub fn status_over<A: ToSocketAddrs>(addr: A, tls: Option<&ClientTls>) -> io::Result<NodeStatus> {
+    let mut conn = Connection::open(resolve(addr)?, CONNECT_TIMEOUT, tls)?;
     match call_retrying(&mut conn, |req_id| Request::Status { req_id })? {
         Answer::StatusReply { status, .. } => Ok(status),
         other => Err(unexpected(&other)),
@@ -105,8 +128,16 @@ pub fn status<A: ToSocketAddrs>(addr: A) -> io::Result<NodeStatus> {
 /// that positions strictly increase (1, 2, 3, ... without a gap unless the cluster runs with
 /// `--retain-messages`, whose dropped messages leave holes).
 pub fn read_log_all<A: ToSocketAddrs>(addr: A) -> io::Result<Vec<LogMessage>> {
+    read_log_all_over(addr, None)
+}
+
+/// [`read_log_all`], over TLS when `tls` is given.
+pub fn read_log_all_over<A: ToSocketAddrs>(
+    addr: A,
+    tls: Option<&ClientTls>,
+) -> io::Result<Vec<LogMessage>> {
     let mut log = Vec::new();
-    read_log_pages(addr, |page| log.extend(page))?;
+    read_log_pages_over(addr, tls, |page| log.extend(page))?;
     Ok(log)
 }
 
@@ -115,9 +146,18 @@ pub fn read_log_all<A: ToSocketAddrs>(addr: A) -> io::Result<Vec<LogMessage>> {
 /// messages read.
 pub fn read_log_pages<A: ToSocketAddrs>(
     addr: A,
+    on_page: impl FnMut(Vec<LogMessage>),
+) -> io::Result<u64> {
+    read_log_pages_over(addr, None, on_page)
+}
+
+/// [`read_log_pages`], over TLS when `tls` is given.
+pub fn read_log_pages_over<A: ToSocketAddrs>(
+    addr: A,
+    tls: Option<&ClientTls>,
     mut on_page: impl FnMut(Vec<LogMessage>),
 ) -> io::Result<u64> {
-    let mut conn = Connection::connect(addr)?;
+    let mut conn = Connection::open(resolve(addr)?, CONNECT_TIMEOUT, tls)?;
     let mut next_position = 1;
     let mut read = 0;
     loop {
@@ -166,7 +206,15 @@ pub fn read_log_pages<A: ToSocketAddrs>(
 
 /// [`status`] of every node, in node order.
 pub fn cluster_status(nodes: &[SocketAddr]) -> Vec<io::Result<NodeStatus>> {
-    nodes.iter().map(status).collect()
+    cluster_status_over(nodes, None)
+}
+
+/// [`cluster_status`], over TLS when `tls` is given.
+pub fn cluster_status_over(
+    nodes: &[SocketAddr],
+    tls: Option<&ClientTls>,
+) -> Vec<io::Result<NodeStatus>> {
+    nodes.iter().map(|addr| status_over(addr, tls)).collect()
 }
 
 /// The leader and term the answering nodes agree on: the highest term any node reports, and

@@ -20,6 +20,7 @@ use super::core::{
     OPEN_SESSION_REQ_ID,
 };
 use super::proto::{Answer, ErrorKind, ProtoError, Request};
+use super::tls::ClientTls;
 
 /// Why a session operation failed for good.
 #[derive(Debug)]
@@ -63,6 +64,8 @@ impl From<SessionError> for io::Error {
 /// A session with the cluster, over one connection at a time.
 pub struct Session {
     nodes: Vec<SocketAddr>,
+    /// Every connection of the session, first and after failover, uses TLS when set.
+    tls: Option<ClientTls>,
     picker: NodePicker,
     core: SessionCore,
     /// `None` only between a lost connection and the next successful reconnect.
@@ -84,6 +87,16 @@ impl Session {
         first: usize,
         policy: RetryPolicy,
     ) -> Result<Session, SessionError> {
+        Session::open_with(nodes, first, policy, None)
+    }
+
+    /// [`Session::open`], with every connection over TLS when `tls` is given.
+    pub fn open_with(
+        nodes: &[SocketAddr],
+        first: usize,
+        policy: RetryPolicy,
+        tls: Option<ClientTls>,
+    ) -> Result<Session, SessionError> {
         if nodes.is_empty() {
             return Err(SessionError::Unavailable(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -93,11 +106,12 @@ impl Session {
         let mut picker = NodePicker::new(nodes.len(), first, policy);
         let mut target = picker.current();
         loop {
-            let (hint, error) = match open_on(nodes[target], &policy) {
+            let (hint, error) = match open_on(nodes[target], &policy, tls.as_ref()) {
                 Ok((conn, session_id)) => {
                     picker.progress();
                     return Ok(Session {
                         nodes: nodes.to_vec(),
+                        tls,
                         picker,
                         core: SessionCore::new(session_id),
                         conn: Some(conn),
@@ -333,7 +347,11 @@ impl Session {
             };
             std::thread::sleep(pause);
             let policy = *self.picker.policy();
-            match Connection::connect_timeout(self.nodes[target], policy.connect_timeout) {
+            match Connection::open(
+                self.nodes[target],
+                policy.connect_timeout,
+                self.tls.as_ref(),
+            ) {
                 Ok(mut conn) => {
                     self.core.reconnected();
                     let output = self.core.output();
@@ -365,12 +383,16 @@ enum OpenFailure {
 }
 
 /// One attempt at `OpenSession` on one node.
-fn open_on(addr: SocketAddr, policy: &RetryPolicy) -> Result<(Connection, u64), OpenFailure> {
+fn open_on(
+    addr: SocketAddr,
+    policy: &RetryPolicy,
+    tls: Option<&ClientTls>,
+) -> Result<(Connection, u64), OpenFailure> {
     let retry = |error: io::Error| OpenFailure::Retry {
         leader_hint: None,
         error,
     };
-    let mut conn = Connection::connect_timeout(addr, policy.connect_timeout).map_err(retry)?;
+    let mut conn = Connection::open(addr, policy.connect_timeout, tls).map_err(retry)?;
     conn.send(&Request::OpenSession {
         req_id: OPEN_SESSION_REQ_ID,
     })

@@ -76,6 +76,13 @@ impl<S: Read + Write> TlsStream<S> {
         Ok(Self::with(Connection::Client(conn), sock))
     }
 
+    /// The dialling side of a session already under way (say, handshaken on a blocking socket
+    /// that is now `sock`, the same connection made non-blocking). Plaintext the session has
+    /// decrypted but not handed out yet is read first.
+    pub fn resume_client(conn: ClientConnection, sock: S) -> Self {
+        Self::with(Connection::Client(conn), sock)
+    }
+
     fn with(mut conn: Connection, sock: S) -> Self {
         conn.set_buffer_limit(Some(PLAINTEXT_BUFFER_BYTES_MAX));
         TlsStream {

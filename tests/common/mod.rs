@@ -108,7 +108,8 @@ impl Cluster {
     }
 
     /// Like `start`, but every node runs with TLS: certificates from a fresh CA are written to
-    /// `<dir>/certs` (see `tls_dir`) and each node gets `--cert --key --ca` for its id.
+    /// `<dir>/certs` (see `tls_dir`: also a client certificate `client-test.pem`) and each node
+    /// gets `--cert --key --ca` for its id.
     pub fn start_tls(count: usize, extra_args: &[&str]) -> Cluster {
         let mut cluster = Cluster::with_members(Vec::new(), extra_args);
         let ports = free_ports(count);
@@ -124,6 +125,8 @@ impl Cluster {
         for id in 0..count {
             certs.node(id as u64).expect("node certificate");
         }
+        // `client-test.pem` and its key, for clients of a node with `--client-cert-auth`.
+        certs.client("test").expect("client certificate");
         cluster.tls_dir = Some(dir);
         for id in 0..count {
             cluster.spawn(id);

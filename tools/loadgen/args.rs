@@ -2,6 +2,7 @@
 //! and every check on the values. It never touches the network (names resolve, nothing more).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use raftchat::chat::validate::TEXT_BYTES_MAX;
@@ -36,6 +37,19 @@ pub struct Config {
     pub pids: Vec<u32>,
     /// Threads the connections are spread over (each a mio loop over its share).
     pub threads: usize,
+    /// `--tls`: every connection (and the status and verify reads) over TLS.
+    pub tls: Option<Box<TlsArgs>>,
+    /// `--handshakes N`: instead of a load run, open N connections one after another (over the
+    /// threads) to the first node: connect (and TLS handshake), one round trip, close.
+    pub handshakes: Option<u64>,
+}
+
+/// `--tls --ca FILE [--cert FILE --key FILE]`: the CA that signed the nodes' certificates, and
+/// a client certificate for nodes running with `--client-cert-auth`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsArgs {
+    pub ca: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// What each request does: post a chat message (the default), or exercise the key-value state.
@@ -134,6 +148,26 @@ fn options() -> getopts::Options {
         "threads the connections are spread over, each one mio loop (default: one per core)",
         "N",
     );
+    opts.optflag(
+        "",
+        "tls",
+        "connect over TLS (needs --ca); the nodes are verified as the addresses dialled",
+    );
+    opts.optopt("", "ca", "with --tls: the CA certificate file", "FILE");
+    opts.optopt(
+        "",
+        "cert",
+        "with --tls: a client certificate for --client-cert-auth (with --key)",
+        "FILE",
+    );
+    opts.optopt("", "key", "with --cert: its private key", "FILE");
+    opts.optopt(
+        "",
+        "handshakes",
+        "measure new connections per second instead: N connections to the first node, each \
+         connect (+ TLS handshake), one status round trip, close",
+        "N",
+    );
     opts.optflag("", "json", "print the report as one JSON object");
     opts.optflag(
         "",
@@ -181,7 +215,43 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         op,
         pids: parse_pids(&matches)?,
         threads: parse_threads(&matches)?,
+        tls: parse_tls(&matches)?,
+        handshakes: parse_handshakes(&matches)?,
     }))
+}
+
+/// `--tls --ca FILE [--cert FILE --key FILE]`; the files are read when the run starts.
+fn parse_tls(matches: &getopts::Matches) -> Result<Option<Box<TlsArgs>>, String> {
+    let (ca, cert, key) = (
+        matches.opt_str("ca"),
+        matches.opt_str("cert"),
+        matches.opt_str("key"),
+    );
+    if !matches.opt_present("tls") {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            return Err("--ca, --cert and --key go with --tls".into());
+        }
+        return Ok(None);
+    }
+    let ca = ca.ok_or("--tls needs --ca FILE (the CA that signed the nodes' certificates)")?;
+    let identity = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        _ => return Err("--cert and --key go together".into()),
+    };
+    Ok(Some(Box::new(TlsArgs {
+        ca: PathBuf::from(ca),
+        identity,
+    })))
+}
+
+/// `--handshakes N`: 1..=1,000,000 connections.
+fn parse_handshakes(matches: &getopts::Matches) -> Result<Option<u64>, String> {
+    match number::<u64>(matches, "handshakes")? {
+        None => Ok(None),
+        Some(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+        Some(n) => Err(format!("--handshakes {n}: expected 1..=1000000")),
+    }
 }
 
 /// `--threads`, by default one per core.
@@ -427,6 +497,34 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad} is refused");
         }
         assert!(matches!(parse_args(&args("--help")), Ok(Parsed::Help(_))));
+    }
+
+    #[test]
+    fn tls_and_handshakes() {
+        assert_eq!(parse("").unwrap().tls, None);
+        let c = parse("--tls --ca certs/ca.pem --handshakes 500").unwrap();
+        assert_eq!(
+            c.tls.as_deref(),
+            Some(&TlsArgs {
+                ca: "certs/ca.pem".into(),
+                identity: None
+            })
+        );
+        assert_eq!(c.handshakes, Some(500));
+        let c = parse("--tls --ca ca.pem --cert c.pem --key k.pem").unwrap();
+        assert_eq!(
+            c.tls.unwrap().identity,
+            Some(("c.pem".into(), "k.pem".into()))
+        );
+        for bad in [
+            "--tls",
+            "--ca ca.pem",
+            "--tls --ca ca.pem --cert c.pem",
+            "--handshakes 0",
+            "--handshakes x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} is refused");
+        }
     }
 
     #[test]

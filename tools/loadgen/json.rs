@@ -139,8 +139,9 @@ fn write_config(o: &mut String, config: &Config) {
     );
     let _ = write!(
         o,
-        "\"rate\":{},\"target\":{},\"op\":{},",
+        "\"rate\":{},\"tls\":{},\"target\":{},\"op\":{},",
         config.rate.map_or("null".into(), |r| r.to_string()),
+        config.tls.is_some(),
         json_str(if config.target == Target::Leader {
             "leader"
         } else {

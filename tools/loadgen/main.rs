@@ -23,6 +23,11 @@
 //! Message texts are `lg<run>-<conn>-<n>-` padded with `x` to `--size`: unique per run and
 //! parseable back, which is what `--verify` relies on.
 //!
+//! `--tls --ca FILE` runs every connection over TLS (the session's handshake is made by the
+//! blocking client library, then the session moves onto the shard's mio poll as a
+//! `raftchat::tls::TlsStream`); `--handshakes N` measures new connections per second instead
+//! ([`handshakes`]).
+//!
 //! The modules: [`args`] (the command line), [`text`] (message texts), [`worker`] (one
 //! connection and its session, and the shards that poll them), `run` (starting the shards, collecting their
 //! results; [`results`] what each reports), [`verify`] (checking the logs), [`report`] and [`json`] (the two outputs),
@@ -33,6 +38,7 @@
 mod args;
 mod cost;
 mod counters;
+mod handshakes;
 mod json;
 mod procstat;
 mod report;
@@ -45,7 +51,27 @@ mod verify;
 mod worker;
 
 use args::{parse_args, usage, Parsed};
-use run::run;
+use run::{client_tls, run};
+
+/// `--handshakes N`: prints the rate; exit 0, or 3 if any connection failed.
+fn run_handshakes_and_exit(config: &args::Config, count: u64) -> ! {
+    let outcome = client_tls(config)
+        .and_then(|tls| handshakes::run_handshakes(config.nodes[0], count, config.threads, tls));
+    match outcome {
+        Ok(report) => {
+            if config.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            std::process::exit(if report.failed == 0 { 0 } else { 3 });
+        }
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            std::process::exit(3);
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,6 +86,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(count) = config.handshakes {
+        run_handshakes_and_exit(&config, count);
+    }
     match run(&config) {
         Ok(report) => {
             if config.json {

@@ -101,8 +101,9 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "loadgen: {} nodes, {} connections, pipeline {}, {}-byte messages, {mode}, target {:?}, op {:?}",
+            "loadgen: {} nodes{}, {} connections, pipeline {}, {}-byte messages, {mode}, target {:?}, op {:?}",
             config.nodes.len(),
+            if config.tls.is_some() { " over TLS" } else { "" },
             config.connections,
             config.pipeline,
             config.size,

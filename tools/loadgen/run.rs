@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use raftchat::client::proto::NodeStatus;
 use raftchat::client::{
-    cluster_status, leader_and_term, read_log_pages, RetryPolicy, SessionStats,
+    cluster_status_over, leader_and_term, read_log_pages_over, ClientTls, RetryPolicy, SessionStats,
 };
+use raftchat::tls::TlsFiles;
 
 use crate::args::{Config, Target};
 use crate::cost::{cost, find_pids, snapshot, Cost, NodePids, Snapshot};
@@ -30,10 +31,28 @@ type View = (Option<u64>, u64);
 /// The node processes found and the cost counters when measuring began.
 type Before = (NodePids, Snapshot);
 
+/// `--tls`: the CA (and client certificate) files loaded, with one error line naming a bad file.
+pub fn client_tls(config: &Config) -> Result<Option<ClientTls>, String> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let loaded = match &tls.identity {
+        None => ClientTls::trusting(&tls.ca),
+        Some((cert, key)) => ClientTls::with_identity(&TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: tls.ca.clone(),
+        }),
+    };
+    loaded.map(Some).map_err(|e| e.to_string())
+}
+
 pub fn run(config: &Config) -> Result<Report, String> {
-    let (nodes, start_view) = find_cluster(config)?;
+    let tls = client_tls(config)?;
+    let (nodes, start_view) = find_cluster(config, tls.as_ref())?;
     let run_id: u32 = rand::random();
-    let plan = base_plan(config, &nodes, run_id);
+    let mut plan = base_plan(config, &nodes, run_id);
+    plan.tls = tls.clone();
     let first_node = |conn: usize| match config.target {
         Target::Leader => start_view.0.map_or(0, |l| l as usize % nodes.len()),
         Target::Any => conn % nodes.len(),
@@ -45,12 +64,14 @@ pub fn run(config: &Config) -> Result<Report, String> {
     report.elapsed = end.saturating_duration_since(start + config.warmup);
     report.cost = cost(&before, &after, report.committed_measured, clk_tck());
     report.start_view = start_view;
-    report.end_view = leader_and_term(&cluster_status(&nodes));
+    report.end_view = leader_and_term(&cluster_status_over(&nodes, tls.as_ref()));
     report.verify = config.verify.then(|| {
         let tag = run_tag(run_id);
         let mut verifier = Verifier::new(&tag, &results);
         for (node, addr) in nodes.iter().enumerate() {
-            verifier.check_node(node, |on_page| read_log_pages(addr, on_page));
+            verifier.check_node(node, |on_page| {
+                read_log_pages_over(addr, tls.as_ref(), on_page)
+            });
         }
         verifier.finish()
     });
@@ -59,9 +80,12 @@ pub fn run(config: &Config) -> Result<Report, String> {
 
 /// The nodes in node-id order and the leader and term at the start; an error if no node
 /// answers.
-fn find_cluster(config: &Config) -> Result<(Vec<SocketAddr>, View), String> {
+fn find_cluster(
+    config: &Config,
+    tls: Option<&ClientTls>,
+) -> Result<(Vec<SocketAddr>, View), String> {
     let mut nodes = config.nodes.clone();
-    let statuses = cluster_status(&nodes);
+    let statuses = cluster_status_over(&nodes, tls);
     if statuses.iter().all(Result::is_err) {
         return Err(format!(
             "no node answered Status: {}",
@@ -73,7 +97,7 @@ fn find_cluster(config: &Config) -> Result<(Vec<SocketAddr>, View), String> {
         ));
     }
     order_by_node_id(&mut nodes, &statuses);
-    let start_view = wait_for_leader(&nodes, config.target);
+    let start_view = wait_for_leader(&nodes, config.target, tls);
     Ok((nodes, start_view))
 }
 
@@ -94,6 +118,7 @@ fn base_plan(config: &Config, nodes: &[SocketAddr], run_id: u32) -> Plan {
         duration: config.duration,
         quota: None,
         policy: RetryPolicy::default(),
+        tls: None,
     }
 }
 
@@ -285,10 +310,14 @@ fn order_by_node_id(nodes: &mut Vec<SocketAddr>, statuses: &[io::Result<NodeStat
 }
 
 /// The leader and term now; with `--target leader`, waits up to 5 s for an election to finish.
-fn wait_for_leader(nodes: &[SocketAddr], target: Target) -> (Option<u64>, u64) {
+fn wait_for_leader(
+    nodes: &[SocketAddr],
+    target: Target,
+    tls: Option<&ClientTls>,
+) -> (Option<u64>, u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let view = leader_and_term(&cluster_status(nodes));
+        let view = leader_and_term(&cluster_status_over(nodes, tls));
         if view.0.is_some() || target == Target::Any || Instant::now() >= deadline {
             return view;
         }

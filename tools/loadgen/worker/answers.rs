@@ -1,7 +1,7 @@
 //! A connection's traffic: writing queued frames out, reading answers in, and what each answer
 //! means for the session and the counts. Reconnecting is `recovery`'s.
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Instant;
 
 use raftchat::client::proto::{Answer, ErrorKind};
@@ -10,9 +10,15 @@ use raftchat::client::Event;
 use super::{log_debug, Worker, GAP_MIN_US};
 
 impl Worker {
-    /// Writes as much queued output as the socket takes; the rest waits for WRITABLE.
+    /// Writes as much queued output as the socket takes; the rest waits for WRITABLE (over
+    /// TLS, encrypted records still queued are written first).
     pub fn write_out(&mut self) -> Result<(), String> {
         loop {
+            match self.stream.flush() {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return self.connection_lost(e),
+            }
             let output = self.core.output();
             if output.is_empty() {
                 return Ok(());

@@ -7,6 +7,7 @@ mod answers;
 mod input;
 mod recovery;
 pub mod shard;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Registry, Token};
 use raftchat::chat::DEFAULT_ROOM;
 use raftchat::client::proto::Request;
-use raftchat::client::{Mutation, NodePicker, RetryPolicy, SessionCore, SessionStats};
+use raftchat::client::{ClientTls, Mutation, NodePicker, RetryPolicy, SessionCore, SessionStats};
 
 use self::input::Input;
 use self::recovery::open_session;
+use self::stream::Stream;
 use crate::args::OpKind;
 use crate::results::{Failures, WorkerResult};
 use crate::text::message_text;
@@ -63,6 +64,8 @@ pub struct Plan {
     /// Messages to send after the warmup on this connection.
     pub quota: Option<u64>,
     pub policy: RetryPolicy,
+    /// `--tls`: every connection (first and after failover) over TLS.
+    pub tls: Option<ClientTls>,
 }
 
 pub struct Worker {
@@ -75,7 +78,7 @@ pub struct Worker {
     /// The shard's poll registry and this connection's token in it.
     registry: Arc<Registry>,
     token: Token,
-    stream: TcpStream,
+    stream: Stream,
     input: Input,
     /// seq → (message number, the time its latency counts from).
     in_flight: HashMap<u64, (u64, Instant)>,
@@ -157,7 +160,7 @@ impl Worker {
     /// The connection's result once it is done (`fatal`: why it stopped early, if it did).
     pub fn finish(mut self, fatal: Option<String>) -> WorkerResult {
         self.result.fatal = fatal;
-        let _ = self.registry.deregister(&mut self.stream);
+        let _ = self.registry.deregister(self.stream.socket());
         self.result
             .unknown
             .extend(self.in_flight.drain().map(|(_, (n, _))| n));

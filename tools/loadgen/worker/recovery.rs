@@ -4,23 +4,11 @@
 use std::io;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
-use raftchat::client::{connect_stream, NodePicker, Session, SessionCore};
+use mio::{Registry, Token};
+use raftchat::client::{connect_client_stream, NodePicker, Session, SessionCore};
 
+use super::stream::Stream;
 use super::{log_debug, Plan, Worker};
-
-/// Turns the blocking session's connection into a registered non-blocking mio stream.
-pub fn into_mio(
-    registry: &Registry,
-    token: Token,
-    stream: std::net::TcpStream,
-) -> io::Result<TcpStream> {
-    stream.set_nonblocking(true)?;
-    let mut stream = TcpStream::from_std(stream);
-    registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-    Ok(stream)
-}
 
 /// Opens a session on `first` (failing over as needed) and hands it to a mio stream.
 pub fn open_session(
@@ -28,8 +16,8 @@ pub fn open_session(
     first: usize,
     registry: &Registry,
     token: Token,
-) -> Result<(SessionCore, NodePicker, TcpStream), String> {
-    let session = Session::open(&plan.nodes, first, plan.policy)
+) -> Result<(SessionCore, NodePicker, Stream), String> {
+    let session = Session::open_with(&plan.nodes, first, plan.policy, plan.tls.clone())
         .map_err(|e| format!("cannot open a session: {e}"))?;
     let (core, picker, conn) = session.into_parts();
     let conn = conn.ok_or("session without a connection")?;
@@ -38,7 +26,7 @@ pub fn open_session(
         leftover.is_empty(),
         "nothing was pipelined before the hand-over"
     );
-    let stream = into_mio(registry, token, stream).map_err(|e| e.to_string())?;
+    let stream = Stream::adopt(registry, token, stream).map_err(|e| e.to_string())?;
     Ok((core, picker, stream))
 }
 
@@ -57,7 +45,7 @@ impl Worker {
         // Reads are not retried (they changed nothing): the ones in flight count as failed.
         self.result.failures.other_answer += self.reads.len() as u64;
         self.reads.clear();
-        let _ = self.registry.deregister(&mut self.stream);
+        let _ = self.registry.deregister(self.stream.socket());
         self.input.clear();
         self.deferred_until = None;
         let mut hint = leader_hint;
@@ -70,9 +58,12 @@ impl Worker {
                 ));
             };
             std::thread::sleep(pause);
-            let connected =
-                connect_stream(self.plan.nodes[target], self.plan.policy.connect_timeout)
-                    .and_then(|s| into_mio(&self.registry, self.token, s));
+            let connected = connect_client_stream(
+                self.plan.nodes[target],
+                self.plan.policy.connect_timeout,
+                self.plan.tls.as_ref(),
+            )
+            .and_then(|s| Stream::adopt(&self.registry, self.token, s));
             match connected {
                 Ok(stream) => {
                     log_debug(self.conn, &format!("now on node {target}"));
@@ -101,7 +92,7 @@ impl Worker {
         }
         debug_assert!(self.in_flight.is_empty());
         self.result.session.add(&self.core.stats);
-        let _ = self.registry.deregister(&mut self.stream);
+        let _ = self.registry.deregister(self.stream.socket());
         self.input.clear();
         self.deferred_until = None;
         self.generation += 1;
