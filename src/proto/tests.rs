@@ -72,6 +72,22 @@ fn sample_requests() -> Vec<Request> {
             req_id: 11,
             prefix: "".into(),
         },
+        Request::Register {
+            req_id: 12,
+            nick: "alice".into(),
+            password: "s3cret-pw".into(),
+        },
+        Request::Login {
+            req_id: 13,
+            nick: "alice".into(),
+            password: "".into(),
+        },
+        Request::Logout { req_id: 14 },
+        Request::Passwd {
+            req_id: 15,
+            old: "s3cret-pw".into(),
+            new: "n3w pässwörd".into(),
+        },
     ]
 }
 
@@ -161,6 +177,11 @@ fn sample_answers() -> Vec<Answer> {
             total: 5000,
             keys: vec!["a".into(), "".into()],
         },
+        Answer::AccountOk {
+            req_id: 12,
+            nick: "alice".into(),
+            message: "logged in as alice".into(),
+        },
         Answer::Error {
             req_id: 8,
             kind: ErrorKind::NotLeaderNotStored,
@@ -196,7 +217,7 @@ fn every_request_round_trips() {
         assert_eq!(decode_request(&buf), Ok(Some((req.clone(), buf.len()))));
         types.insert(req.frame_type());
     }
-    assert_eq!(types.len(), 9, "every request type is sampled");
+    assert_eq!(types.len(), 13, "every request type is sampled");
 }
 
 #[test]
@@ -207,7 +228,7 @@ fn every_answer_round_trips() {
         assert_eq!(decode_answer(&buf), Ok(Some((answer.clone(), buf.len()))));
         types.insert(answer.frame_type());
     }
-    assert_eq!(types.len(), 9, "every answer type is sampled");
+    assert_eq!(types.len(), 10, "every answer type is sampled");
     for kind in ErrorKind::ALL {
         let a = Answer::Error {
             req_id: 1,
@@ -542,10 +563,7 @@ fn single_bit_flips_never_panic_and_body_flips_are_caught() {
 #[test]
 fn random_garbage_never_panics() {
     let mut rng = SmallRng::seed_from_u64(0x5EED_C11E);
-    let types: Vec<u8> = (1..=9)
-        .chain(101..=108)
-        .chain([110, 0, 10, 109, 255])
-        .collect();
+    let types: Vec<u8> = (1..=13).chain(101..=110).chain([0, 14, 111, 255]).collect();
     let valid: Vec<Vec<u8>> = encoded(&sample_requests(), Request::encode)
         .into_iter()
         .chain(encoded(&sample_answers(), Answer::encode))

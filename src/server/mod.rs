@@ -23,6 +23,7 @@ pub mod config;
 mod error;
 mod frontend;
 pub mod limits;
+pub mod logins;
 mod node;
 mod replica;
 mod requests;
