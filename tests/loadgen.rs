@@ -217,3 +217,60 @@ fn binary_keys_lists_a_prefix_linearizably_on_any_node() {
         (3, vec!["user".into(), "user-a".into(), "user-c".into()])
     );
 }
+
+/// Runs loadgen to completion (bounded) and returns (success, stdout, stderr).
+fn run_loadgen_to_end(args: &[&str]) -> (bool, String, String) {
+    let mut loadgen = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let start = Instant::now();
+    while loadgen.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = loadgen.kill();
+            panic!("loadgen did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = loadgen.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn loadgen_login_commits_messages_under_registered_nicks() {
+    // With --require-login nothing is stored without a login: loadgen without --login fails.
+    let cluster = Cluster::start(3, &["--require-login"]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let nodes = cluster.peers_arg();
+    let base = ["--nodes", &nodes, "--connections", "4", "--target", "any"];
+    let (_, stdout, _) = run_loadgen_to_end(&[&base[..], &["--count", "40"]].concat());
+    let log = raftchat::client::read_log_all(cluster.addrs[0]).expect("log");
+    assert!(
+        log.is_empty(),
+        "nothing is stored without a login:
+{stdout}"
+    );
+
+    // First run registers lg-0..lg-3, the second logs in to the existing accounts.
+    for run in 0..2 {
+        let args = [&base[..], &["--count", "200", "--login", "--verify"]].concat();
+        let (ok, stdout, stderr) = run_loadgen_to_end(&args);
+        assert!(ok, "run {run}:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+    let log = raftchat::client::read_log_all(cluster.addrs[1]).expect("log");
+    assert!(log.len() >= 400, "{} messages", log.len());
+    let nicks: std::collections::BTreeSet<&str> = log.iter().map(|m| m.nick.as_str()).collect();
+    assert_eq!(
+        nicks,
+        ["lg-0", "lg-1", "lg-2", "lg-3"].into_iter().collect(),
+        "every message is under a connection's registered nick"
+    );
+    let accounts = common::status(&cluster, 1).map(|s| common::field(&s, "accounts"));
+    assert_eq!(accounts, Some(4));
+}

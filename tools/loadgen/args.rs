@@ -36,6 +36,8 @@ pub struct Config {
     pub pids: Vec<u32>,
     /// Threads the connections are spread over (each a mio loop over its share).
     pub threads: usize,
+    /// `--login`: each connection registers (if needed) and logs in as its own nick first.
+    pub login: bool,
 }
 
 /// What each request does: post a chat message (the default), or exercise the key-value state.
@@ -142,7 +144,18 @@ fn options() -> getopts::Options {
          (not for a cluster with --retain-messages: dropped messages count as lost)",
     );
     opts.optflag("h", "help", "print this help");
+    add_login_option(&mut opts);
     opts
+}
+
+/// `--login`, kept apart from the table above.
+fn add_login_option(opts: &mut getopts::Options) {
+    opts.optflag(
+        "",
+        "login",
+        "each connection registers (if needed) and logs in as its nick lg-<n> before the run \
+         (password loadgen-pw; not measured)",
+    );
 }
 
 pub fn usage() -> String {
@@ -181,6 +194,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         op,
         pids: parse_pids(&matches)?,
         threads: parse_threads(&matches)?,
+        login: matches.opt_present("login"),
     }))
 }
 
@@ -436,5 +450,11 @@ mod tests {
         for bad in ["--pids 0", "--pids 12,x", "--pids ", "--pids -3"] {
             assert!(parse(bad).is_err(), "{bad} is refused");
         }
+    }
+
+    #[test]
+    fn login_is_off_unless_asked() {
+        assert!(!parse("").unwrap().login);
+        assert!(parse("--login --count 5").unwrap().login);
     }
 }

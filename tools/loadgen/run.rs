@@ -94,6 +94,7 @@ fn base_plan(config: &Config, nodes: &[SocketAddr], run_id: u32) -> Plan {
         duration: config.duration,
         quota: None,
         policy: RetryPolicy::default(),
+        login: config.login,
     }
 }
 
