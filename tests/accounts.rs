@@ -733,3 +733,147 @@ fn websocket_login_register_logout_protect_nicks_and_kick_removes_the_session() 
     assert!(texts.contains(&"before kick"), "{texts:?}");
     assert!(!texts.contains(&"after kick"), "{texts:?}");
 }
+
+/// The replicated state a rejected request must leave alone.
+fn state_of(cluster: &Cluster) -> (u64, u64, u64) {
+    let status = status(cluster, 0).expect("status");
+    let get = |key| field(&status, key);
+    (get("commit"), get("accounts"), get("messages"))
+}
+
+#[test]
+fn random_rejected_account_and_room_input_changes_no_state() {
+    use raftchat::chat::telnet::parse_line;
+    use raftchat::client::proto::{Answer, Request};
+    use raftchat::client::Connection;
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    use std::io::{Read, Write};
+
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_leader(&[0]);
+    let mut alice = cluster.client(0);
+    command_until(
+        &mut alice,
+        "register alice s3cret-pw",
+        "ack registered alice",
+    );
+    command_until(&mut alice, "join den", "ack joined #den");
+    let before = state_of(&cluster);
+
+    // Telnet: random lines over the new commands' words that the parser refuses (fixed seed,
+    // bounded), each answered with one `err` line.
+    let words = [
+        "register",
+        "login",
+        "logout",
+        "passwd",
+        "op",
+        "kick",
+        "topic",
+        "private",
+        "invite",
+        "alice",
+        "s3cret-pw",
+        "x",
+        "#den",
+        "é",
+        "a b",
+        "--",
+        "0123456789abcdef0123456789abcdef",
+    ];
+    let mut rng = SmallRng::seed_from_u64(0xACC7_0018);
+    let mut sent = 0;
+    while sent < 600 {
+        let mut line = String::new();
+        for _ in 0..rng.gen_range(1..5) {
+            if rng.gen_bool(0.8) {
+                line.push_str(words[rng.gen_range(0..words.len())]);
+            } else {
+                line.extend((0..rng.gen_range(1..8)).map(|_| rng.gen_range(b'!'..=b'~') as char));
+            }
+            if rng.gen_bool(0.6) {
+                line.push(' ');
+            }
+        }
+        if line.trim().is_empty() || parse_line(line.as_bytes()).is_ok() {
+            continue;
+        }
+        let reply = final_line(&mut alice, &line);
+        assert!(reply.starts_with("err "), "{line:?} -> {reply}");
+        sent += 1;
+    }
+
+    // Binary: account requests the server must refuse (bad nicks and passwords, a taken nick,
+    // passwd and logout without a login), and mutated frames that close only that connection.
+    let mut conn = Connection::connect(cluster.addrs[0]).expect("connect");
+    let bad_nicks = ["", "a b", "#den", "é", "x".repeat(64).leak()];
+    for i in 0..200u64 {
+        let nick = bad_nicks[rng.gen_range(0..bad_nicks.len())].to_string();
+        let short: String = (0..rng.gen_range(0..6)).map(|_| 'p').collect();
+        let request = match i % 5 {
+            0 => Request::Register {
+                req_id: i,
+                nick,
+                password: "s3cret-pw".into(),
+            },
+            1 => Request::Register {
+                req_id: i,
+                nick: "alice".into(),
+                password: if rng.gen_bool(0.5) {
+                    short
+                } else {
+                    "0ther-pw".into()
+                },
+            },
+            2 => Request::Login {
+                req_id: i,
+                nick,
+                password: short,
+            },
+            3 => Request::Passwd {
+                req_id: i,
+                old: "s3cret-pw".into(),
+                new: "n3w-passwd".into(),
+            },
+            _ => Request::Logout { req_id: i },
+        };
+        match conn.call(&request).expect("an answer") {
+            Answer::Error { .. } => {}
+            other => panic!("{request:?} accepted: {other:?}"),
+        }
+    }
+    for i in 0..20 {
+        let mut frame = Vec::new();
+        raftchat::client::proto::encode_preamble(&mut frame);
+        let start = frame.len();
+        Request::Register {
+            req_id: i,
+            nick: "mallory".into(),
+            password: "m4llory-pw".into(),
+        }
+        .encode(&mut frame);
+        let at = rng.gen_range(start + 4..frame.len());
+        frame[at] ^= 1 << rng.gen_range(0..8);
+        let mut stream = std::net::TcpStream::connect(cluster.addrs[0]).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(&frame).expect("send");
+        let mut rest = Vec::new();
+        // The node answers with a protocol error and closes the connection.
+        let _ = stream.read_to_end(&mut rest);
+    }
+
+    assert_eq!(
+        state_of(&cluster),
+        before,
+        "rejected input changed the state"
+    );
+    let log = cluster.chat_log(0);
+    assert!(log.is_empty(), "{log:?}");
+    // The node still serves, and the account still works.
+    assert_eq!(
+        final_line(&mut cluster.client(0), "login alice s3cret-pw"),
+        "ack logged in as alice"
+    );
+}
