@@ -338,3 +338,34 @@ pub fn post_refusal(
     let registered = sm.account_hash(nick).is_some();
     (registered && login != Some(nick)).then(|| format!("nick {nick} is registered: login first"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_limited_per_connection_and_per_nick_and_forgotten_on_success() {
+        let mut logins = Logins::default();
+        let first = ConnRef { key: 1, id: 10 };
+        let second = ConnRef { key: 2, id: 11 };
+        for _ in 0..LOGIN_FAILURES_FREE {
+            assert_eq!(logins.check_limit(0, first, "carol"), Ok(()));
+            logins.failed(0, first, "carol");
+        }
+        let refused = logins.check_limit(0, first, "carol").unwrap_err();
+        assert!(refused.try_later, "{refused:?}");
+        assert!(refused.text.starts_with("login refused: too many failures"));
+        // Per nick: another connection is refused for carol, not for dave ...
+        assert!(logins.check_limit(0, second, "carol").is_err());
+        assert_eq!(logins.check_limit(0, second, "dave"), Ok(()));
+        // ... and per connection: the first one is refused for dave too.
+        assert!(logins.check_limit(0, first, "dave").is_err());
+        // A new connection reusing the slab key starts clean.
+        let reused = ConnRef { key: 1, id: 12 };
+        assert_eq!(logins.check_limit(0, reused, "dave"), Ok(()));
+        // A success forgets the nick's failures and the connection's.
+        logins.succeeded(first, "carol");
+        assert_eq!(logins.check_limit(0, second, "carol"), Ok(()));
+        assert_eq!(logins.check_limit(0, first, "dave"), Ok(()));
+    }
+}
