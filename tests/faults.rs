@@ -120,6 +120,10 @@ fn fault_runs() {
         );
         assert!(summary.faults > 0, "seed {seed}: no fault was injected");
         assert!(
+            summary.logged_in_acked > 0,
+            "seed {seed}: no logged-in client got a write through: {summary:?}"
+        );
+        assert!(
             summary.snapshots_taken > 0,
             "seed {seed}: no node took a snapshot, so compaction went untested: {summary:?}"
         );

@@ -312,3 +312,36 @@ fn loadgen_over_tls_commits_and_verifies_against_a_tls_only_cluster() {
     assert!(ok, "loadgen --handshakes failed\n{stdout}\n{stderr}");
     assert!(stdout.contains("\"completed\":50,\"failed\":0"), "{stdout}");
 }
+
+#[test]
+fn loadgen_login_commits_messages_under_registered_nicks() {
+    // With --require-login nothing is stored without a login: loadgen without --login fails.
+    let cluster = Cluster::start(3, &["--require-login"]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let nodes = cluster.peers_arg();
+    let base = ["--nodes", &nodes, "--connections", "4", "--target", "any"];
+    let (_, stdout, _) = run_loadgen(&[&base[..], &["--count", "40"]].concat());
+    let log = raftchat::client::read_log_all(cluster.addrs[0]).expect("log");
+    assert!(
+        log.is_empty(),
+        "nothing is stored without a login:
+{stdout}"
+    );
+
+    // First run registers lg-0..lg-3, the second logs in to the existing accounts.
+    for run in 0..2 {
+        let args = [&base[..], &["--count", "200", "--login", "--verify"]].concat();
+        let (ok, stdout, stderr) = run_loadgen(&args);
+        assert!(ok, "run {run}:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+    let log = raftchat::client::read_log_all(cluster.addrs[1]).expect("log");
+    assert!(log.len() >= 400, "{} messages", log.len());
+    let nicks: std::collections::BTreeSet<&str> = log.iter().map(|m| m.nick.as_str()).collect();
+    assert_eq!(
+        nicks,
+        ["lg-0", "lg-1", "lg-2", "lg-3"].into_iter().collect(),
+        "every message is under a connection's registered nick"
+    );
+    let accounts = common::status(&cluster, 1).map(|s| common::field(&s, "accounts"));
+    assert_eq!(accounts, Some(4));
+}

@@ -12,6 +12,8 @@
 //!   pending requests) and the choice of the next node, without IO.
 //! - [`Session`]: the two above driven over blocking sockets, with failover and retries that
 //!   keep the SAME session and seq.
+//! - [`Connection::login`], [`Session::login`] and their `register`, `logout`, `passwd`:
+//!   accounts (a login belongs to a connection; a session logs in again after a failover).
 //! - [`status`], [`read_log_all`], [`read_log_pages`], [`cluster_status`]: one-shot reads.
 //!
 //! This module never runs inside a node and knows nothing of Raft beyond what answers say.
@@ -38,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod account;
 mod conn;
 mod core;
 pub use crate::proto;
@@ -48,6 +51,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+pub use self::account::{Credentials, ACCOUNT_REQ_ID_BIT};
 pub use self::conn::{
     connect_client_stream, connect_stream, is_timeout, resolve, Connection, CONNECT_TIMEOUT,
     READ_TIMEOUT, WRITE_TIMEOUT,

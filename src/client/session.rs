@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::account::Credentials;
 use super::conn::Connection;
 use super::core::{
     Completion, Event, Mutation, NodePicker, RetryPolicy, SessionCore, SessionStats,
@@ -77,6 +78,8 @@ pub struct Session {
     last_progress: Instant,
     /// Requests answered `Overloaded` are re-sent at this time.
     deferred_until: Option<Instant>,
+    /// The account to log in to on every new connection (`Session::login`).
+    credentials: Option<Credentials>,
 }
 
 impl Session {
@@ -118,6 +121,7 @@ impl Session {
                         done: VecDeque::new(),
                         last_progress: Instant::now(),
                         deferred_until: None,
+                        credentials: None,
                     });
                 }
                 Err(OpenFailure::Retry { leader_hint, error }) => (leader_hint, error),
@@ -151,6 +155,26 @@ impl Session {
     /// The node id (index into the node list) the session talks to now.
     pub fn node(&self) -> usize {
         self.picker.current()
+    }
+
+    /// The account the session logs in to after a failover, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
+    pub(super) fn set_credentials(&mut self, credentials: Option<Credentials>) {
+        self.credentials = credentials;
+    }
+
+    /// The current connection, failing over first if there is none.
+    pub(super) fn connection(&mut self) -> Result<&mut Connection, SessionError> {
+        if self.conn.is_none() {
+            let error = io::Error::new(io::ErrorKind::NotConnected, "not connected");
+            self.failover(None, error)?;
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| SessionError::Unavailable(io::Error::other("not connected")))
     }
 
     /// Gives `mutation` the next seq and queues it; it is written by the next `flush` or `poll`.
@@ -353,6 +377,18 @@ impl Session {
                 self.tls.as_ref(),
             ) {
                 Ok(mut conn) => {
+                    // A login belongs to a connection: log in again before any post.
+                    if let Some(c) = &self.credentials {
+                        match conn.login(&c.nick, &c.password) {
+                            Ok(_) => {}
+                            Err(SessionError::Unavailable(e)) => {
+                                error = e;
+                                self.core.stats.connection_errors += 1;
+                                continue;
+                            }
+                            Err(refused) => return Err(refused),
+                        }
+                    }
                     self.core.reconnected();
                     let output = self.core.output();
                     conn.queue_encoded(output);

@@ -17,6 +17,7 @@ impl Answer {
             | Answer::KvValue { req_id, .. }
             | Answer::CasFailed { req_id, .. }
             | Answer::KeyList { req_id, .. }
+            | Answer::AccountOk { req_id, .. }
             | Answer::Error { req_id, .. } => *req_id,
         }
     }
@@ -31,6 +32,7 @@ impl Answer {
             Answer::KvValue { .. } => frame_type::KV_VALUE,
             Answer::CasFailed { .. } => frame_type::CAS_FAILED,
             Answer::KeyList { .. } => frame_type::KEY_LIST,
+            Answer::AccountOk { .. } => frame_type::ACCOUNT_OK,
             Answer::Error { .. } => frame_type::ERROR,
         }
     }
@@ -101,6 +103,15 @@ impl Answer {
                 put_u64(out, *req_id);
                 put_opt_str(out, current.as_deref());
             }
+            Answer::AccountOk {
+                req_id,
+                nick,
+                message,
+            } => {
+                put_u64(out, *req_id);
+                put_str(out, nick);
+                put_str(out, message);
+            }
             Answer::Error {
                 req_id,
                 kind,
@@ -143,6 +154,11 @@ impl Answer {
                 current: r.opt_str("current")?,
             },
             frame_type::KEY_LIST => decode_key_list(&mut r)?,
+            frame_type::ACCOUNT_OK => Answer::AccountOk {
+                req_id: r.u64("req_id")?,
+                nick: r.str("nick")?,
+                message: r.str("message")?,
+            },
             frame_type::ERROR => {
                 let req_id = r.u64("req_id")?;
                 let kind_code = r.u8("kind")?;

@@ -19,6 +19,10 @@
 //! | 7 | `Cas` | `u64 req_id \| session \| str key \| opt<str> expected \| str new` |
 //! | 8 | `Del` | `u64 req_id \| session \| str key` |
 //! | 9 | `Keys` | `u64 req_id \| str prefix` |
+//! | 10 | `Register` | `u64 req_id \| str nick \| str password` |
+//! | 11 | `Login` | `u64 req_id \| str nick \| str password` |
+//! | 12 | `Logout` | `u64 req_id` |
+//! | 13 | `Passwd` | `u64 req_id \| str old \| str new` |
 //! | 101 | `SessionOpened` | `u64 req_id \| u64 session_id` |
 //! | 102 | `Posted` | `u64 req_id \| u64 position` |
 //! | 103 | `LogChunk` | `u64 req_id \| u64 total \| u32 count \| count × (u64 position \| u64 timestamp_ms \| str room \| str nick \| str text)` |
@@ -27,6 +31,7 @@
 //! | 106 | `KvValue` | `u64 req_id \| opt<str> value \| u64 revision` |
 //! | 107 | `CasFailed` | `u64 req_id \| opt<str> current` |
 //! | 108 | `KeyList` | `u64 req_id \| u64 total \| u32 count \| count × str key` |
+//! | 109 | `AccountOk` | `u64 req_id \| str nick \| str message` |
 //! | 110 | `Error` | `u64 req_id \| u8 kind \| opt<u64> leader_hint \| str message` |
 //!
 //! This module owns the bytes: the connection preamble, the frame header
@@ -77,6 +82,10 @@ pub mod frame_type {
     pub const CAS: u8 = 7;
     pub const DEL: u8 = 8;
     pub const KEYS: u8 = 9;
+    pub const REGISTER: u8 = 10;
+    pub const LOGIN: u8 = 11;
+    pub const LOGOUT: u8 = 12;
+    pub const PASSWD: u8 = 13;
     pub const SESSION_OPENED: u8 = 101;
     pub const POSTED: u8 = 102;
     pub const LOG_CHUNK: u8 = 103;
@@ -85,6 +94,7 @@ pub mod frame_type {
     pub const KV_VALUE: u8 = 106;
     pub const CAS_FAILED: u8 = 107;
     pub const KEY_LIST: u8 = 108;
+    pub const ACCOUNT_OK: u8 = 109;
     pub const ERROR: u8 = 110;
 }
 
@@ -229,6 +239,33 @@ pub enum Request {
     Keys {
         req_id: u64,
         prefix: String,
+    },
+    /// Creates the account `nick` (committed through Raft) and logs this connection in to it,
+    /// as the telnet `register`. Answered `AccountOk`, or `Error`: `Rejected` for a taken nick
+    /// or a bad password, `Overloaded` when the node's hashing queue is full.
+    Register {
+        req_id: u64,
+        nick: String,
+        password: String,
+    },
+    /// Logs this connection in to `nick`, as the telnet `login`: from then on its `Post`s may
+    /// use that nick. Wrong passwords are `Rejected` (the same words for an unknown nick) and
+    /// count toward the per-connection and per-nick failure limit; past it, `Overloaded` with
+    /// the wait in the message.
+    Login {
+        req_id: u64,
+        nick: String,
+        password: String,
+    },
+    /// Ends the connection's login (`Rejected` if it had none).
+    Logout {
+        req_id: u64,
+    },
+    /// Changes the logged-in account's password; a wrong `old` counts as a failed login.
+    Passwd {
+        req_id: u64,
+        old: String,
+        new: String,
     },
 }
 
@@ -435,6 +472,13 @@ pub enum Answer {
         req_id: u64,
         total: u64,
         keys: Vec<String>,
+    },
+    /// The answer to `Register`, `Login`, `Logout` and `Passwd`: the account the request was
+    /// about, and the telnet `ack` line's words (`logged in as alice`).
+    AccountOk {
+        req_id: u64,
+        nick: String,
+        message: String,
     },
     Error {
         req_id: u64,

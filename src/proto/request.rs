@@ -16,7 +16,11 @@ impl Request {
             | Request::Get { req_id, .. }
             | Request::Cas { req_id, .. }
             | Request::Del { req_id, .. }
-            | Request::Keys { req_id, .. } => *req_id,
+            | Request::Keys { req_id, .. }
+            | Request::Register { req_id, .. }
+            | Request::Login { req_id, .. }
+            | Request::Logout { req_id }
+            | Request::Passwd { req_id, .. } => *req_id,
         }
     }
 
@@ -30,7 +34,11 @@ impl Request {
             | Request::Get { req_id, .. }
             | Request::Cas { req_id, .. }
             | Request::Del { req_id, .. }
-            | Request::Keys { req_id, .. } => *req_id = id,
+            | Request::Keys { req_id, .. }
+            | Request::Register { req_id, .. }
+            | Request::Login { req_id, .. }
+            | Request::Logout { req_id }
+            | Request::Passwd { req_id, .. } => *req_id = id,
         }
     }
 
@@ -66,6 +74,10 @@ impl Request {
             Request::Cas { .. } => frame_type::CAS,
             Request::Del { .. } => frame_type::DEL,
             Request::Keys { .. } => frame_type::KEYS,
+            Request::Register { .. } => frame_type::REGISTER,
+            Request::Login { .. } => frame_type::LOGIN,
+            Request::Logout { .. } => frame_type::LOGOUT,
+            Request::Passwd { .. } => frame_type::PASSWD,
         }
     }
 
@@ -94,9 +106,18 @@ impl Request {
                 ("expected", expected.as_deref()),
                 ("new", Some(new)),
             ],
-            Request::OpenSession { .. } | Request::ReadLog { .. } | Request::Status { .. } => {
-                [("", None), ("", None), ("", None)]
+            Request::Register { nick, password, .. } | Request::Login { nick, password, .. } => [
+                ("nick", Some(nick)),
+                ("password", Some(password)),
+                ("", None),
+            ],
+            Request::Passwd { old, new, .. } => {
+                [("old", Some(old)), ("new", Some(new)), ("", None)]
             }
+            Request::OpenSession { .. }
+            | Request::ReadLog { .. }
+            | Request::Status { .. }
+            | Request::Logout { .. } => [("", None), ("", None), ("", None)],
         };
         let mut body_len = 8 + 8 * 3 + 1;
         for (field, s) in strings {
@@ -123,7 +144,28 @@ impl Request {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = begin_frame(out, self.frame_type());
         match self {
-            Request::OpenSession { req_id } | Request::Status { req_id } => put_u64(out, *req_id),
+            Request::OpenSession { req_id }
+            | Request::Status { req_id }
+            | Request::Logout { req_id } => put_u64(out, *req_id),
+            Request::Register {
+                req_id,
+                nick,
+                password,
+            }
+            | Request::Login {
+                req_id,
+                nick,
+                password,
+            } => {
+                put_u64(out, *req_id);
+                put_str(out, nick);
+                put_str(out, password);
+            }
+            Request::Passwd { req_id, old, new } => {
+                put_u64(out, *req_id);
+                put_str(out, old);
+                put_str(out, new);
+            }
             Request::Post {
                 req_id,
                 session,
@@ -237,6 +279,24 @@ impl Request {
             frame_type::KEYS => Request::Keys {
                 req_id: r.u64("req_id")?,
                 prefix: r.str("prefix")?,
+            },
+            frame_type::REGISTER => Request::Register {
+                req_id: r.u64("req_id")?,
+                nick: r.str("nick")?,
+                password: r.str("password")?,
+            },
+            frame_type::LOGIN => Request::Login {
+                req_id: r.u64("req_id")?,
+                nick: r.str("nick")?,
+                password: r.str("password")?,
+            },
+            frame_type::LOGOUT => Request::Logout {
+                req_id: r.u64("req_id")?,
+            },
+            frame_type::PASSWD => Request::Passwd {
+                req_id: r.u64("req_id")?,
+                old: r.str("old")?,
+                new: r.str("new")?,
             },
             other => return Err(ProtoError::UnknownFrameType(other)),
         };

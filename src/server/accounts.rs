@@ -20,8 +20,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use mio::Waker;
 
-use crate::chat::StateMachine;
-
 /// Hash jobs queued or running at once, node-wide; more are refused with "busy".
 pub const JOBS_IN_FLIGHT_MAX: usize = 64;
 
@@ -173,19 +171,6 @@ pub fn run(work: Work) -> Verdict {
             }
         }
     }
-}
-
-/// Why a client that cannot log in (binary, WebSocket) may not post `nick` to `room`: the nick
-/// is registered, or the room is private. `None`: it may. Front-ends call it before proposing.
-pub fn anonymous_post_refusal(sm: &StateMachine, room: &str, nick: &str) -> Option<String> {
-    if sm.account_hash(nick).is_some() {
-        return Some(format!(
-            "nick {nick} is registered: log in over telnet to post as it"
-        ));
-    }
-    sm.room_meta(room)
-        .is_some_and(|meta| meta.private)
-        .then(|| format!("#{room} is private: join it first"))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod error;
 mod frontend;
 mod identity;
 pub mod limits;
+pub mod logins;
 mod node;
 mod replica;
 mod requests;

@@ -20,6 +20,7 @@ use super::frontend::peer::{self, PEER_INPUT_BYTES_MAX};
 use super::frontend::telnet::Telnet;
 use super::frontend::web::{Web, HTTP_PREFIX};
 use super::limits::{ClientKind, CloseReason};
+use super::logins::{Front, Logins, Pending};
 use super::replica::{Event, Output, Replica, ReplicaOptions};
 use super::requests::Expired;
 use super::services::{Failure, PendingRead, Query, ReplyTo, Services};
@@ -67,9 +68,9 @@ impl Node {
         let (mut transport, waker) =
             Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
         transport.set_tls(tls);
-        let mut telnet = Telnet::default();
-        telnet
-            .start_accounts(std::sync::Arc::clone(&waker))
+        let mut logins = Logins::default();
+        logins
+            .start(std::sync::Arc::clone(&waker))
             .map_err(|source| ServerError::Io {
                 context: "cannot start the account worker thread".into(),
                 source,
@@ -91,9 +92,11 @@ impl Node {
             cfg.members.len()
         );
         let tick = Duration::from_millis(cfg.heartbeat_ms);
+        let mut svc = Services::new(cfg, transport, replica);
+        svc.logins = logins;
         Ok(Node {
-            svc: Services::new(cfg, transport, replica),
-            telnet,
+            svc,
+            telnet: Telnet::default(),
             binary: Binary::default(),
             web: Web::default(),
             signals,
@@ -123,7 +126,7 @@ impl Node {
                     Source::Listener => self.accept(),
                     Source::Signals => self.on_signal(),
                     // A sync finished (`drive` collects it below) or a password hash did.
-                    Source::Waker => self.telnet.drain_accounts(&mut self.svc),
+                    Source::Waker => self.drain_logins(),
                     Source::Link(j) => self.svc.transport.on_link_event(j, Instant::now()),
                     Source::Conn(key) => {
                         if event.is_read_closed() || event.is_error() {
@@ -513,7 +516,8 @@ impl Node {
                 self.read_resumed();
             }
             Some(ReplyTo::Binary { conn, req_id }) => {
-                Binary::answer(&mut self.svc, conn, req_id, &applied.outcome)
+                self.binary
+                    .answer(&mut self.svc, conn, req_id, &applied.outcome)
             }
             Some(ReplyTo::Web {
                 conn,
@@ -529,6 +533,7 @@ impl Node {
         // A kick takes the nick's sessions out of the room on every node.
         if let (Outcome::Kicked { room, nick }, false) = (&applied.outcome, applied.duplicate) {
             self.telnet.kick(room, nick);
+            self.web.kick(room, nick);
         }
         // A retried request answered again must not be delivered twice.
         if let (Outcome::Posted { position }, false) = (&applied.outcome, applied.duplicate) {
@@ -551,7 +556,10 @@ impl Node {
                 self.telnet.fail(&mut self.svc, conn, failure);
                 self.read_resumed();
             }
-            ReplyTo::Binary { conn, req_id } => Binary::fail(&mut self.svc, conn, req_id, failure),
+            ReplyTo::Binary { conn, req_id } => {
+                self.binary.forget_write(conn, req_id);
+                Binary::fail(&mut self.svc, conn, req_id, failure)
+            }
             ReplyTo::Web { conn, id, .. } => {
                 self.web.fail(&mut self.svc, conn, id, failure);
                 self.read_resumed();
@@ -649,6 +657,27 @@ impl Node {
             self.binary.closed(conn);
             self.web.closed(conn);
             self.svc.limits.closed(conn);
+            self.svc.logins.closed(conn);
         }
+    }
+
+    /// Hands finished password-hash jobs back to the front-ends that started them.
+    fn drain_logins(&mut self) {
+        for (pending, verdict) in self.svc.logins.finished() {
+            let Pending {
+                conn,
+                front,
+                action,
+            } = pending;
+            let svc = &mut self.svc;
+            match front {
+                Front::Telnet => self.telnet.account_job_done(svc, conn, action, verdict),
+                Front::Binary { req_id } => self
+                    .binary
+                    .account_job_done(svc, conn, req_id, action, verdict),
+                Front::Web { id } => self.web.account_job_done(svc, conn, id, action, verdict),
+            }
+        }
+        self.read_resumed();
     }
 }

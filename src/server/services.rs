@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ServerConfig;
 use super::limits::Limits;
+use super::logins::Logins;
 use super::replica::Replica;
 use super::requests::RequestTable;
 use super::transport::{ConnRef, Transport};
@@ -181,6 +182,8 @@ pub struct Services {
     pub writes: WriteCounts,
     /// Connection counts, timeouts and message rates (`server::limits`).
     pub limits: Limits,
+    /// Register, login and passwd for every front-end: hash jobs and failed-login limits.
+    pub logins: Logins,
     /// For `/metrics`: requests answered, by kind and outcome, and their latency.
     pub requests: crate::metrics::ClientMetrics,
     /// Scratch buffer for encoding commands.
@@ -193,6 +196,7 @@ impl Services {
         let limits = Limits::new((*cfg.limits).clone(), Instant::now());
         Services {
             limits,
+            logins: Logins::default(),
             cfg,
             transport,
             replica,

@@ -293,6 +293,7 @@ fn set_answer_req_id(answer: &mut Answer, id: u64) {
         | Answer::KvValue { req_id, .. }
         | Answer::CasFailed { req_id, .. }
         | Answer::KeyList { req_id, .. }
+        | Answer::AccountOk { req_id, .. }
         | Answer::Error { req_id, .. } => *req_id = id,
     }
 }

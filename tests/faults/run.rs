@@ -190,6 +190,8 @@ pub struct Summary {
     pub snapshots_taken: usize,
     pub snapshots_installed: usize,
     pub snapshot_restarts: usize,
+    /// Acknowledged writes of the clients that posted logged in to an account.
+    pub logged_in_acked: usize,
 }
 
 /// Runs `cfg` and checks it; panics with the full report when a rule is broken.
@@ -263,6 +265,7 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
         snapshots_taken: 0,
         snapshots_installed: 0,
         snapshot_restarts: 0,
+        logged_in_acked: super::workload::logged_in_acks(&history),
     };
     for node in 0..harness.cluster.len() {
         let log = std::fs::read_to_string(harness.cluster.log_path(node)).unwrap_or_default();

@@ -159,7 +159,12 @@ fn telnet_client(
     while !stop.load(Ordering::SeqCst) {
         if conn.is_none() || rng.gen_bool(0.2) {
             let node = rng.gen_range(0..addrs.len());
-            conn = connect(addrs[node]).map(|c| (node, c));
+            let connected = if logs_in(client) {
+                connect_logged_in(addrs[node], client)
+            } else {
+                connect(addrs[node])
+            };
+            conn = connected.map(|c| (node, c));
         }
         let Some((node, c)) = conn.as_mut() else {
             std::thread::sleep(Duration::from_millis(50));
@@ -232,15 +237,19 @@ fn binary_client(
     while !stop.load(Ordering::SeqCst) {
         let Some(s) = session.as_mut() else {
             match Session::open(addrs, rng.gen_range(0..addrs.len()), policy) {
-                Ok(s) => session = Some(s),
+                Ok(s) => session = binary_log_in(s, client),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+            if session.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
             }
             continue;
         };
         k += 1;
         let text = format!("s{seed}-b{client}-{k}");
         let start_us = since_us(t0);
-        let outcome = match s.post_blocking("general", &format!("b{client}"), &text) {
+        let nick = nick_of(client, true);
+        let outcome = match s.post_blocking("general", &nick, &text) {
             Ok(position) => WriteOutcome::Acked(position),
             Err(e) => WriteOutcome::Unknown(format!("session: {e}")),
         };
@@ -263,4 +272,74 @@ fn binary_client(
         std::thread::sleep(Duration::from_millis(rng.gen_range(2..15)));
     }
     history
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logged-in clients: every odd-numbered client (telnet or binary) registers its own account,
+// or logs in to it, on each new connection before it posts; its messages are judged as before.
+// The probes that `run.rs` adds to the history are client `usize::MAX`: not counted.
+
+const ACCOUNT_PASSWORD: &str = "fault-pw";
+
+/// True for the clients that post logged in.
+fn logs_in(client: usize) -> bool {
+    client % 2 == 1
+}
+
+/// The nick `client` posts as (its account's, for the clients that log in).
+fn nick_of(client: usize, binary: bool) -> String {
+    match (logs_in(client), binary) {
+        (true, _) => format!("acct{client}"),
+        (false, true) => format!("b{client}"),
+        (false, false) => "anonymous".to_string(),
+    }
+}
+
+/// A telnet connection logged in to `client`'s account (registered by its first success), or
+/// `None` when the node cannot do it now (no leader for the register, the account not applied
+/// there yet, a lost connection): the client tries again on its next connection.
+fn connect_logged_in(addr: SocketAddr, client: usize) -> Option<Client> {
+    let mut c = connect(addr)?;
+    let nick = nick_of(client, false);
+    for command in ["register", "login"] {
+        let reply = c
+            .command(&format!("{command} {nick} {ACCOUNT_PASSWORD}"))
+            .ok()?;
+        if reply.final_line.starts_with("ack ") {
+            return Some(c);
+        }
+        if !reply.final_line.contains("already registered") {
+            return None;
+        }
+    }
+    None
+}
+
+/// A new binary session, logged in to `client`'s account (registered the first time) for the
+/// clients that log in; it logs in again by itself after each failover. `None`: try again.
+fn binary_log_in(mut session: Session, client: usize) -> Option<Session> {
+    if !logs_in(client) {
+        return Some(session);
+    }
+    session
+        .register_or_login(&nick_of(client, true), ACCOUNT_PASSWORD)
+        .ok()
+        .map(|_| session)
+}
+
+/// Acknowledged writes of the clients that log in (the suite checks some got through).
+pub fn logged_in_acks(history: &[Op]) -> usize {
+    history
+        .iter()
+        .filter(|op| op.client != usize::MAX && logs_in(op.client))
+        .filter(|op| {
+            matches!(
+                op.kind,
+                OpKind::Write {
+                    outcome: WriteOutcome::Acked(_),
+                    ..
+                }
+            )
+        })
+        .count()
 }

@@ -42,6 +42,8 @@ pub struct Config {
     /// `--handshakes N`: instead of a load run, open N connections one after another (over the
     /// threads) to the first node: connect (and TLS handshake), one round trip, close.
     pub handshakes: Option<u64>,
+    /// `--login`: each connection registers (if needed) and logs in as its own nick first.
+    pub login: bool,
 }
 
 /// `--tls --ca FILE [--cert FILE --key FILE]`: the CA that signed the nodes' certificates, and
@@ -176,7 +178,18 @@ fn options() -> getopts::Options {
          (not for a cluster with --retain-messages: dropped messages count as lost)",
     );
     opts.optflag("h", "help", "print this help");
+    add_login_option(&mut opts);
     opts
+}
+
+/// `--login`, kept apart from the table above.
+fn add_login_option(opts: &mut getopts::Options) {
+    opts.optflag(
+        "",
+        "login",
+        "each connection registers (if needed) and logs in as its nick lg-<n> before the run \
+         (password loadgen-pw; not measured)",
+    );
 }
 
 pub fn usage() -> String {
@@ -217,6 +230,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         threads: parse_threads(&matches)?,
         tls: parse_tls(&matches)?,
         handshakes: parse_handshakes(&matches)?,
+        login: matches.opt_present("login"),
     }))
 }
 
@@ -534,5 +548,11 @@ mod tests {
         for bad in ["--pids 0", "--pids 12,x", "--pids ", "--pids -3"] {
             assert!(parse(bad).is_err(), "{bad} is refused");
         }
+    }
+
+    #[test]
+    fn login_is_off_unless_asked() {
+        assert!(!parse("").unwrap().login);
+        assert!(parse("--login --count 5").unwrap().login);
     }
 }

@@ -119,6 +119,7 @@ fn base_plan(config: &Config, nodes: &[SocketAddr], run_id: u32) -> Plan {
         quota: None,
         policy: RetryPolicy::default(),
         tls: None,
+        login: config.login,
     }
 }
 

@@ -11,7 +11,8 @@ use crate::chat::validate;
 use crate::chat::{Op, Outcome, SessionRef};
 use crate::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq};
 use crate::raft::Role;
-use crate::server::accounts;
+use crate::server::accounts::Verdict;
+use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -20,11 +21,21 @@ pub const OUTPUT_PAUSE_BYTES: usize = 8 << 20;
 /// Messages in one `LogChunk` at most (the frame's body limit applies too).
 const LOG_PAGE_MESSAGES_MAX: u32 = 10_000;
 
+/// An account write in flight, by the request id it answers: what its `AccountOk` says.
+enum AccountWrite {
+    Registered(String),
+    PasswordChanged(String),
+}
+
 #[derive(Default)]
 struct BinarySession {
     preamble_done: bool,
     /// Reading stopped because output passed `OUTPUT_PAUSE_BYTES`.
     paused: bool,
+    /// The account this connection is logged in to (`Login`, or a `Register` it made).
+    login: Option<String>,
+    /// Account writes in flight, by request id.
+    account_writes: HashMap<u64, AccountWrite>,
 }
 
 /// Every binary client session on the node, by connection key.
@@ -194,9 +205,18 @@ impl Binary {
                 let checked = validate::validate_room(&room)
                     .and_then(|_| validate::validate_nick(&nick))
                     .and_then(|_| validate::validate_text(&text));
-                // Binary clients cannot log in: registered nicks and private rooms are not theirs.
+                // A registered nick is its logged-in owner's only, as over telnet. A private
+                // room takes a join, which binary clients have no request for.
+                let login = self.session(conn).and_then(|s| s.login.clone());
                 let checked = checked.and_then(|()| {
-                    let refusal = accounts::anonymous_post_refusal(svc.replica.sm(), &room, &nick);
+                    let sm = svc.replica.sm();
+                    let refusal =
+                        logins::post_refusal(sm, svc.cfg.require_login, login.as_deref(), &nick)
+                            .or_else(|| {
+                                sm.room_meta(&room)
+                                    .is_some_and(|meta| meta.private)
+                                    .then(|| format!("#{room} is private: join it first"))
+                            });
                     refusal.map_or(Ok(()), Err)
                 });
                 match checked {
@@ -254,6 +274,51 @@ impl Binary {
                 Ok(()) => Self::read(svc, conn, req_id, Query::KeyList { req_id, prefix }),
                 Err(why) => Self::fail(svc, conn, req_id, &Failure::Rejected(why)),
             },
+            Request::Register {
+                req_id,
+                nick,
+                password,
+            } => {
+                let sm = svc.replica.sm();
+                let front = Front::Binary { req_id };
+                let started = svc.logins.start_register(sm, conn, front, nick, password);
+                Self::account_job_started(svc, conn, req_id, started);
+            }
+            Request::Login {
+                req_id,
+                nick,
+                password,
+            } => {
+                let sm = svc.replica.sm();
+                let at = (conn, Front::Binary { req_id });
+                let started = svc.logins.start_login(sm, svc.cfg.id, at, nick, password);
+                Self::account_job_started(svc, conn, req_id, started);
+            }
+            Request::Passwd { req_id, old, new } => {
+                let login = self.session(conn).and_then(|s| s.login.clone());
+                let sm = svc.replica.sm();
+                let at = (conn, Front::Binary { req_id });
+                let passwords = (old, new);
+                let started =
+                    svc.logins
+                        .start_passwd(sm, svc.cfg.id, at, login.as_deref(), passwords);
+                Self::account_job_started(svc, conn, req_id, started);
+            }
+            Request::Logout { req_id } => match self.session(conn).and_then(|s| s.login.take()) {
+                Some(nick) => {
+                    let message = format!("logged out of {nick}");
+                    let answer = Answer::AccountOk {
+                        req_id,
+                        nick,
+                        message,
+                    };
+                    Self::send_answer(svc, conn, &answer);
+                }
+                None => {
+                    let failure = Failure::Rejected("not logged in".to_string());
+                    Self::fail(svc, conn, req_id, &failure);
+                }
+            },
             Request::Status { req_id } => {
                 let status = NodeStatus {
                     node_id: svc.cfg.id,
@@ -265,6 +330,104 @@ impl Binary {
                 };
                 Self::send_answer(svc, conn, &Answer::StatusReply { req_id, status });
             }
+        }
+    }
+
+    /// A refused account request is answered at once; a started one when its job is done.
+    fn account_job_started(
+        svc: &mut Services,
+        conn: ConnRef,
+        req_id: u64,
+        started: Result<(), Refused>,
+    ) {
+        if let Err(refused) = started {
+            let kind = if refused.try_later {
+                ErrorKind::Overloaded
+            } else {
+                ErrorKind::Rejected
+            };
+            let answer = Answer::Error {
+                req_id,
+                kind,
+                leader_hint: None,
+                message: refused.text,
+            };
+            Self::send_answer(svc, conn, &answer);
+        }
+    }
+
+    /// A hash job this connection started is done (the node drains `Logins::finished`).
+    pub fn account_job_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        req_id: u64,
+        action: Action,
+        verdict: Verdict,
+    ) {
+        if self.session(conn).is_none() {
+            return; // the connection closed meanwhile
+        }
+        let rejected = |message: String| Failure::Rejected(message);
+        match (action, verdict) {
+            (_, Verdict::Failed(reason)) => Self::fail(svc, conn, req_id, &rejected(reason)),
+            (Action::Register { nick }, Verdict::Hashed(hash)) => {
+                let write = AccountWrite::Registered(nick.clone());
+                self.account_write(svc, conn, req_id, Op::Register { nick, hash }, write);
+            }
+            (Action::Passwd { nick }, Verdict::Hashed(hash)) => {
+                let write = AccountWrite::PasswordChanged(nick.clone());
+                self.account_write(svc, conn, req_id, Op::SetPassword { nick, hash }, write);
+            }
+            (Action::Login { nick }, Verdict::Verified) => {
+                svc.logins.succeeded(conn, &nick);
+                if let Some(session) = self.session(conn) {
+                    session.login = Some(nick.clone());
+                }
+                let message = format!("logged in as {nick}");
+                let answer = Answer::AccountOk {
+                    req_id,
+                    nick,
+                    message,
+                };
+                Self::send_answer(svc, conn, &answer);
+            }
+            (Action::Login { nick } | Action::Passwd { nick }, _) => {
+                svc.logins.failed(svc.cfg.id, conn, &nick);
+                let failure = rejected(LOGIN_FAILED_TEXT.to_string());
+                Self::fail(svc, conn, req_id, &failure);
+            }
+            (Action::Register { .. }, _) => {
+                let failure = rejected("register failed: try again".to_string());
+                Self::fail(svc, conn, req_id, &failure);
+            }
+        }
+    }
+
+    /// Proposes an account write (not exactly-once: a `Register` retried after a lost answer
+    /// is refused as taken); its answer comes in `answer`.
+    fn account_write(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        req_id: u64,
+        op: Op,
+        write: AccountWrite,
+    ) {
+        match svc.start_write(op, None, ReplyTo::Binary { conn, req_id }) {
+            Ok(_) => {
+                if let Some(session) = self.session(conn) {
+                    session.account_writes.insert(req_id, write);
+                }
+            }
+            Err(failure) => Self::fail(svc, conn, req_id, &failure),
+        }
+    }
+
+    /// A write of this connection failed: forget its account bookkeeping, if any.
+    pub fn forget_write(&mut self, conn: ConnRef, req_id: u64) {
+        if let Some(session) = self.session(conn) {
+            session.account_writes.remove(&req_id);
         }
     }
 
@@ -302,7 +465,10 @@ impl Binary {
     }
 
     /// The answer to a binary write whose entry was applied.
-    pub fn answer(svc: &mut Services, conn: ConnRef, req_id: u64, outcome: &Outcome) {
+    pub fn answer(&mut self, svc: &mut Services, conn: ConnRef, req_id: u64, outcome: &Outcome) {
+        let account_write = self
+            .session(conn)
+            .and_then(|s| s.account_writes.remove(&req_id));
         let error = |kind, message: &str| Answer::Error {
             req_id,
             kind,
@@ -334,10 +500,28 @@ impl Binary {
             Outcome::RoomCreated { .. } => {
                 error(ErrorKind::Rejected, "rooms are created over telnet")
             }
-            Outcome::AccountSaved | Outcome::RoomUpdated | Outcome::Kicked { .. } => error(
-                ErrorKind::Rejected,
-                "accounts and rooms are managed over telnet",
-            ),
+            Outcome::AccountSaved => match account_write {
+                Some(AccountWrite::Registered(nick)) => {
+                    if let Some(session) = self.session(conn) {
+                        session.login = Some(nick.clone());
+                    }
+                    let message = format!("registered {nick}, logged in as {nick}");
+                    Answer::AccountOk {
+                        req_id,
+                        nick,
+                        message,
+                    }
+                }
+                Some(AccountWrite::PasswordChanged(nick)) => Answer::AccountOk {
+                    req_id,
+                    nick,
+                    message: "password changed".to_string(),
+                },
+                None => error(ErrorKind::Rejected, "account saved"),
+            },
+            Outcome::RoomUpdated | Outcome::Kicked { .. } => {
+                error(ErrorKind::Rejected, "rooms are managed over telnet")
+            }
         };
         Self::send_answer(svc, conn, &answer);
     }

@@ -12,3 +12,4 @@ pub mod peer;
 pub mod rooms;
 pub mod telnet;
 pub mod web;
+pub mod web_accounts;

@@ -10,13 +10,13 @@
 //! reads go through [`Services`], and the node hands answers back here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::chat::telnet::{self, LineSplitter, Request};
 use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
-use crate::server::accounts::{AccountWorker, Done, Job, Verdict, Work};
+use crate::server::accounts::Verdict;
 use crate::server::limits;
+use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -32,51 +32,6 @@ const STREAM_REFILL_BYTES: usize = 256 * 1024;
 const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
 const QUEUED_LINES_MAX: usize = 256;
-/// Failed logins (per connection and per nick) allowed before further tries are refused.
-const LOGIN_FAILURES_FREE: u32 = 3;
-/// The first refusal lasts this long; each further failure doubles it, up to the max.
-const LOGIN_BACKOFF_MS: u64 = 1_000;
-const LOGIN_BACKOFF_MAX_MS: u64 = 60_000;
-/// Nicks whose failed logins are remembered, at most (the oldest are forgotten first).
-const FAILED_NICKS_MAX: usize = 10_000;
-
-/// Failed logins in a row, for the per-connection and per-nick rate limit.
-#[derive(Clone, Copy, Debug, Default)]
-struct LoginFailures {
-    count: u32,
-    last: Option<Instant>,
-}
-
-impl LoginFailures {
-    fn record(&mut self, now: Instant) {
-        self.count = self.count.saturating_add(1);
-        self.last = Some(now);
-    }
-
-    /// The wait before another try is allowed, if one is imposed now.
-    fn refused_for(&self, now: Instant) -> Option<Duration> {
-        let last = self.last?;
-        let over = self.count.checked_sub(LOGIN_FAILURES_FREE)?;
-        let backoff_ms = LOGIN_BACKOFF_MS
-            .saturating_mul(1u64 << over.min(16))
-            .min(LOGIN_BACKOFF_MAX_MS);
-        let until = last + Duration::from_millis(backoff_ms);
-        (until > now).then(|| until - now)
-    }
-}
-
-/// What a finished hash job was for.
-enum AccountAction {
-    Register { nick: String },
-    Login { nick: String },
-    Passwd { nick: String },
-}
-
-struct AccountJob {
-    conn: ConnRef,
-    action: AccountAction,
-}
-
 /// An account or room write in flight on a session, for the words of its `ack`.
 enum AccountWrite {
     Registered(String),
@@ -112,7 +67,6 @@ struct Session {
     login: Option<String>,
     /// The account write in flight, if the command in flight is one.
     account_write: Option<AccountWrite>,
-    login_failures: LoginFailures,
 }
 
 impl Session {
@@ -129,7 +83,6 @@ impl Session {
             greeted_silent: false,
             login: None,
             account_write: None,
-            login_failures: LoginFailures::default(),
         }
     }
 
@@ -157,89 +110,57 @@ pub struct Telnet {
     members: HashMap<String, HashSet<usize>>,
     /// Connections whose typed-ahead queue drained below its bound: read them again.
     resumed: Vec<usize>,
-    /// Hashes password work off the event loop; `None` until `start_accounts`.
-    accounts: Option<AccountWorker>,
-    /// Hash jobs in flight by ticket.
-    account_jobs: HashMap<u64, AccountJob>,
-    next_ticket: u64,
-    /// Failed logins per nick (any connection).
-    nick_failures: HashMap<String, LoginFailures>,
 }
 
 impl Telnet {
-    /// Starts the password-hashing thread; `waker` wakes the loop when a job is done.
-    pub fn start_accounts(&mut self, waker: Arc<mio::Waker>) -> std::io::Result<()> {
-        self.accounts = Some(AccountWorker::start(waker)?);
-        Ok(())
-    }
-
-    /// Hands the work to the hashing thread and marks the session busy until it is done.
-    fn submit_account_job(
+    /// Marks the session busy until its hash job is done, or writes the refusal.
+    fn account_job_started(
         &mut self,
         svc: &mut Services,
         conn: ConnRef,
-        action: AccountAction,
-        work: Work,
+        started: Result<(), Refused>,
     ) {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        let submitted = match self.accounts.as_mut() {
-            Some(worker) => worker.submit(Job { ticket, work }),
-            None => Err("accounts are not available on this node".to_string()),
-        };
-        match submitted {
-            Ok(()) => {
-                self.account_jobs
-                    .insert(ticket, AccountJob { conn, action });
-                self.set_busy(conn, ticket);
-            }
-            Err(reason) => Self::write_line(svc, conn, &format!("err {reason}")),
+        match started {
+            // The job's answer ends the command; no request id names it.
+            Ok(()) => self.set_busy(conn, u64::MAX),
+            Err(refused) => Self::write_line(svc, conn, &format!("err {}", refused.text)),
         }
     }
 
-    /// Finishes the hash jobs the worker is done with (called when the loop wakes).
-    pub fn drain_accounts(&mut self, svc: &mut Services) {
-        let done = match self.accounts.as_mut() {
-            Some(worker) => worker.finished(),
-            None => return,
-        };
-        for Done { ticket, verdict } in done {
-            let Some(job) = self.account_jobs.remove(&ticket) else {
-                continue;
-            };
-            if self.session(job.conn).is_none() {
-                continue; // the connection closed meanwhile
-            }
-            self.account_job_done(svc, job, verdict);
+    /// A hash job this session started is done (the node drains `Logins::finished`).
+    pub fn account_job_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        action: Action,
+        verdict: Verdict,
+    ) {
+        if self.session(conn).is_none() {
+            return; // the connection closed meanwhile
         }
-    }
-
-    fn account_job_done(&mut self, svc: &mut Services, job: AccountJob, verdict: Verdict) {
-        let conn = job.conn;
-        match (job.action, verdict) {
+        match (action, verdict) {
             (_, Verdict::Failed(reason)) => self.finish(svc, conn, &format!("err {reason}")),
-            (AccountAction::Register { nick }, Verdict::Hashed(hash)) => {
+            (Action::Register { nick }, Verdict::Hashed(hash)) => {
                 let write = AccountWrite::Registered(nick.clone());
                 self.account_write(svc, conn, Op::Register { nick, hash }, write);
             }
-            (AccountAction::Passwd { nick }, Verdict::Hashed(hash)) => {
+            (Action::Passwd { nick }, Verdict::Hashed(hash)) => {
                 let write = AccountWrite::PasswordChanged;
                 self.account_write(svc, conn, Op::SetPassword { nick, hash }, write);
             }
-            (AccountAction::Login { nick }, Verdict::Verified) => {
-                self.nick_failures.remove(&nick);
+            (Action::Login { nick }, Verdict::Verified) => {
+                svc.logins.succeeded(conn, &nick);
                 if let Some(session) = self.session(conn) {
-                    session.login_failures = LoginFailures::default();
                     session.login = Some(nick.clone());
                     session.nick = nick.clone();
                 }
                 self.finish(svc, conn, &format!("ack logged in as {nick}"));
             }
-            (AccountAction::Login { nick } | AccountAction::Passwd { nick }, _) => {
-                self.login_failed(svc, conn, &nick);
-                self.finish(svc, conn, "err login failed: wrong nick or password");
+            (Action::Login { nick } | Action::Passwd { nick }, _) => {
+                svc.logins.failed(svc.cfg.id, conn, &nick);
+                self.finish(svc, conn, &format!("err {LOGIN_FAILED_TEXT}"));
             }
-            (AccountAction::Register { .. }, _) => {
+            (Action::Register { .. }, _) => {
                 self.finish(svc, conn, "err register failed: try again")
             }
         }
@@ -262,79 +183,6 @@ impl Telnet {
                 }
             }
             Err(failure) => self.finish(svc, conn, &format!("err {}", failure.text())),
-        }
-    }
-
-    /// Counts a failed login against the connection and the nick, and logs it (no password).
-    fn login_failed(&mut self, svc: &mut Services, conn: ConnRef, nick: &str) {
-        let now = Instant::now();
-        if self.nick_failures.len() >= FAILED_NICKS_MAX && !self.nick_failures.contains_key(nick) {
-            let horizon = Duration::from_millis(LOGIN_BACKOFF_MAX_MS);
-            self.nick_failures
-                .retain(|_, f| f.last.is_some_and(|at| now.duration_since(at) < horizon));
-            if self.nick_failures.len() >= FAILED_NICKS_MAX {
-                self.nick_failures.clear();
-            }
-        }
-        let per_nick = self.nick_failures.entry(nick.to_string()).or_default();
-        per_nick.record(now);
-        let nick_count = per_nick.count;
-        let conn_count = self.session(conn).map_or(0, |session| {
-            session.login_failures.record(now);
-            session.login_failures.count
-        });
-        log::warn!(
-            "node {}: failed login for nick {nick} on connection {} ({conn_count} failures on \
-             the connection, {nick_count} for the nick)",
-            svc.cfg.id,
-            conn.id
-        );
-    }
-
-    /// `Some(wait)` if a login for `nick` on `conn` is refused by the failure limit now.
-    fn login_refused_for(&mut self, conn: ConnRef, nick: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let per_nick = self
-            .nick_failures
-            .get(nick)
-            .and_then(|f| f.refused_for(now));
-        let per_conn = self
-            .session(conn)
-            .and_then(|s| s.login_failures.refused_for(now));
-        per_nick.max(per_conn)
-    }
-
-    /// The `err` line (and a log line) when the failure limit refuses a try for `nick` now.
-    fn login_refusal_line(&mut self, svc: &Services, conn: ConnRef, nick: &str) -> Option<String> {
-        let wait = self.login_refused_for(conn, nick)?;
-        log::warn!(
-            "node {}: login for nick {nick} on connection {} refused: too many failures",
-            svc.cfg.id,
-            conn.id
-        );
-        Some(format!(
-            "err login refused: too many failures, try again in {} ms",
-            wait.as_millis().max(1)
-        ))
-    }
-
-    fn login(&mut self, svc: &mut Services, conn: ConnRef, nick: String, password: String) {
-        if let Some(line) = self.login_refusal_line(svc, conn, &nick) {
-            return Self::write_line(svc, conn, &line);
-        }
-        match svc.replica.sm().account_hash(&nick) {
-            Some(hash) => {
-                let work = Work::Verify {
-                    hash: hash.to_string(),
-                    password,
-                };
-                self.submit_account_job(svc, conn, AccountAction::Login { nick }, work);
-            }
-            None => {
-                // The same words as a wrong password: a login does not reveal which nicks exist.
-                self.login_failed(svc, conn, &nick);
-                Self::write_line(svc, conn, "err login failed: wrong nick or password");
-            }
         }
     }
 
@@ -362,16 +210,13 @@ impl Telnet {
 
     /// Why this session may not post as its current nick now, if it may not.
     fn post_refusal(svc: &Services, session: &Session) -> Option<String> {
-        if svc.cfg.require_login && session.login.is_none() {
-            return Some(
-                "login required: register <nick> <password> or login <nick> <password> first"
-                    .to_string(),
-            );
-        }
-        let nick = &session.nick;
-        let registered = svc.replica.sm().account_hash(nick).is_some();
-        (registered && session.login.as_deref() != Some(nick.as_str()))
-            .then(|| format!("nick {nick} is registered: login first"))
+        let sm = svc.replica.sm();
+        logins::post_refusal(
+            sm,
+            svc.cfg.require_login,
+            session.login.as_deref(),
+            &session.nick,
+        )
     }
 
     fn session(&mut self, conn: ConnRef) -> Option<&mut Session> {
@@ -654,14 +499,18 @@ impl Telnet {
                 Self::write_line(svc, conn, &line);
             }
             Request::Register { nick, password } => {
-                if svc.replica.sm().account_hash(&nick).is_some() {
-                    let line = format!("err nick {nick} is already registered");
-                    return Self::write_line(svc, conn, &line);
-                }
-                let work = Work::Hash { password };
-                self.submit_account_job(svc, conn, AccountAction::Register { nick }, work);
+                let sm = svc.replica.sm();
+                let started = svc
+                    .logins
+                    .start_register(sm, conn, Front::Telnet, nick, password);
+                self.account_job_started(svc, conn, started);
             }
-            Request::Login { nick, password } => self.login(svc, conn, nick, password),
+            Request::Login { nick, password } => {
+                let sm = svc.replica.sm();
+                let at = (conn, Front::Telnet);
+                let started = svc.logins.start_login(sm, svc.cfg.id, at, nick, password);
+                self.account_job_started(svc, conn, started);
+            }
             Request::Logout => {
                 let line = match session.login.take() {
                     Some(nick) => {
@@ -675,22 +524,13 @@ impl Telnet {
                 Self::write_line(svc, conn, &line);
             }
             Request::Passwd { old, new } => {
-                let Some(nick) = session.login.clone() else {
-                    return Self::write_line(svc, conn, "err not logged in: login first");
-                };
-                // Guessing the old password counts, and is limited, like a login.
-                if let Some(line) = self.login_refusal_line(svc, conn, &nick) {
-                    return Self::write_line(svc, conn, &line);
-                }
-                let Some(hash) = svc.replica.sm().account_hash(&nick) else {
-                    return Self::write_line(svc, conn, &format!("err no account {nick}"));
-                };
-                let work = Work::Rehash {
-                    hash: hash.to_string(),
-                    old,
-                    new,
-                };
-                self.submit_account_job(svc, conn, AccountAction::Passwd { nick }, work);
+                let login = session.login.clone();
+                let sm = svc.replica.sm();
+                let at = (conn, Front::Telnet);
+                let started =
+                    svc.logins
+                        .start_passwd(sm, svc.cfg.id, at, login.as_deref(), (old, new));
+                self.account_job_started(svc, conn, started);
             }
             Request::Set { key, value } => {
                 self.submit_write(svc, conn, Op::Set { key, value }, None)

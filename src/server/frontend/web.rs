@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::rooms::RoomSet;
+use super::web_accounts::{self, WsAccount};
 use crate::chat::{Op, Outcome};
 use crate::metrics::Metrics;
+use crate::server::accounts::Verdict;
 use crate::server::limits;
+use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 use crate::web::health::{health, HealthInput};
@@ -40,6 +43,10 @@ struct WsSession {
     rooms: RoomSet,
     /// Writes and reads started and not yet answered.
     in_flight: usize,
+    /// The account this session is logged in to.
+    login: Option<String>,
+    /// An account request in flight (one at a time): its type and nick for the `ack`, and its id.
+    account: Option<(&'static str, String, Option<u64>)>,
 }
 
 impl WsSession {
@@ -49,6 +56,8 @@ impl WsSession {
             nick: "anonymous".to_string(),
             rooms: RoomSet::default(),
             in_flight: 0,
+            login: None,
+            account: None,
         }
     }
 }
@@ -274,9 +283,13 @@ impl Web {
             return;
         }
         match event {
-            ws::Event::Text(text) => match wsjson::decode_request(&text) {
-                Ok(envelope) => self.handle_request(svc, conn, envelope),
-                Err(e) => send_text(svc, conn, &wsjson::encode_err(e.id, &e.reason)),
+            ws::Event::Text(text) => match web_accounts::decode(&text) {
+                Some(Ok((id, account))) => self.handle_account(svc, conn, id, account),
+                Some(Err((id, reason))) => send_text(svc, conn, &wsjson::encode_err(id, &reason)),
+                None => match wsjson::decode_request(&text) {
+                    Ok(envelope) => self.handle_request(svc, conn, envelope),
+                    Err(e) => send_text(svc, conn, &wsjson::encode_err(e.id, &e.reason)),
+                },
             },
             ws::Event::Binary(_) => {
                 close_ws(svc, conn, ws::CLOSE_UNSUPPORTED_DATA, "text frames only")
@@ -307,21 +320,38 @@ impl Web {
             WsRequest::Msg { room, text } => {
                 let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let nick = session.nick.clone();
+                let refusal = Self::post_refusal(svc, session, &room);
                 let started = match svc.limits.take_msg(conn, std::time::Instant::now()) {
                     Err(wait) => Err(Failure::NotStored(limits::rate_limited_text(wait))),
-                    Ok(()) => write(svc, conn, id, Op::Post { room, nick, text }, None),
+                    Ok(()) => match refusal {
+                        Some(reason) => Err(Failure::Rejected(reason)),
+                        None => write(svc, conn, id, Op::Post { room, nick, text }, None),
+                    },
                 };
                 self.started(svc, conn, id, started);
             }
             WsRequest::Join { room } => {
-                let op = Op::CreateRoom { room: room.clone() };
+                // A logged-in account owns the rooms it creates and may join private rooms
+                // that invited it, as over telnet.
+                let op = match &session.login {
+                    Some(nick) => Op::JoinRoom {
+                        room: room.clone(),
+                        nick: nick.clone(),
+                    },
+                    None => Op::CreateRoom { room: room.clone() },
+                };
                 let started = write(svc, conn, id, op, Some(room));
                 self.started(svc, conn, id, started);
             }
             WsRequest::Nick { nick } => {
-                session.nick = nick.clone();
-                let ack = wsjson::encode_ack(id, "nick", &[("nick", json!(nick))]);
-                send_text(svc, conn, &ack);
+                let registered = svc.replica.sm().account_hash(&nick).is_some();
+                let reply = if registered && session.login.as_deref() != Some(nick.as_str()) {
+                    wsjson::encode_err(id, &format!("nick {nick} is registered: login first"))
+                } else {
+                    session.nick = nick.clone();
+                    wsjson::encode_ack(id, "nick", &[("nick", json!(nick))])
+                };
+                send_text(svc, conn, &reply);
             }
             WsRequest::Leave { room } => {
                 let reply = session.leave(id, &room);
@@ -335,6 +365,150 @@ impl Web {
                 let room = room.unwrap_or_else(|| session.rooms.current().to_string());
                 let started = read(svc, conn, Query::WebHistory { id, room, n });
                 self.started(svc, conn, id, started);
+            }
+        }
+    }
+
+    /// Why this session may not post as its nick to `room` now, if it may not.
+    fn post_refusal(svc: &Services, session: &WsSession, room: &str) -> Option<String> {
+        let sm = svc.replica.sm();
+        let login = session.login.as_deref();
+        logins::post_refusal(sm, svc.cfg.require_login, login, &session.nick).or_else(|| {
+            let private = sm.room_meta(room).is_some_and(|meta| meta.private);
+            (private && !session.rooms.contains(room))
+                .then(|| format!("#{room} is private: join it first"))
+        })
+    }
+
+    /// `register`, `login`, `passwd`, `logout`: the telnet commands' checks and limits, through
+    /// `server::logins`. One account request at a time per session.
+    fn handle_account(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        id: Option<u64>,
+        account: WsAccount,
+    ) {
+        let Some(session) = self.session(conn) else {
+            return;
+        };
+        if session.account.is_some() {
+            let reply = wsjson::encode_err(id, "an account request is in progress: wait for it");
+            return send_text(svc, conn, &reply);
+        }
+        let login = session.login.clone();
+        let name = account.name();
+        let sm = svc.replica.sm();
+        let at = (conn, Front::Web { id });
+        let (started, nick) = match account {
+            WsAccount::Logout => {
+                let reply = match session.login.take() {
+                    Some(nick) => {
+                        if session.nick == nick {
+                            session.nick = "anonymous".to_string();
+                        }
+                        wsjson::encode_ack(id, "logout", &[("nick", json!(nick))])
+                    }
+                    None => wsjson::encode_err(id, "not logged in"),
+                };
+                return send_text(svc, conn, &reply);
+            }
+            WsAccount::Register { nick, password } => {
+                let shown = nick.clone();
+                let front = Front::Web { id };
+                let started = svc.logins.start_register(sm, conn, front, nick, password);
+                (started, shown)
+            }
+            WsAccount::Login { nick, password } => {
+                let shown = nick.clone();
+                (
+                    svc.logins.start_login(sm, svc.cfg.id, at, nick, password),
+                    shown,
+                )
+            }
+            WsAccount::Passwd { old, new } => {
+                let shown = login.clone().unwrap_or_default();
+                let started =
+                    svc.logins
+                        .start_passwd(sm, svc.cfg.id, at, login.as_deref(), (old, new));
+                (started, shown)
+            }
+        };
+        match started {
+            Ok(()) => {
+                if let Some(session) = self.session(conn) {
+                    session.account = Some((name, nick, id));
+                }
+            }
+            Err(Refused { text, .. }) => send_text(svc, conn, &wsjson::encode_err(id, &text)),
+        }
+    }
+
+    /// A hash job this session started is done (the node drains `Logins::finished`).
+    pub fn account_job_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        id: Option<u64>,
+        action: Action,
+        verdict: Verdict,
+    ) {
+        if self.session(conn).is_none() {
+            return; // the connection closed meanwhile
+        }
+        let op = match (action, verdict) {
+            (Action::Register { nick }, Verdict::Hashed(hash)) => Op::Register { nick, hash },
+            (Action::Passwd { nick }, Verdict::Hashed(hash)) => Op::SetPassword { nick, hash },
+            (Action::Login { nick }, Verdict::Verified) => {
+                svc.logins.succeeded(conn, &nick);
+                if let Some(session) = self.session(conn) {
+                    session.login = Some(nick.clone());
+                    session.nick = nick.clone();
+                    session.account = None;
+                }
+                let ack = wsjson::encode_ack(id, "login", &[("nick", json!(nick))]);
+                return send_text(svc, conn, &ack);
+            }
+            (action, verdict) => {
+                let reason = match (action, verdict) {
+                    (_, Verdict::Failed(reason)) => reason,
+                    (Action::Login { nick } | Action::Passwd { nick }, _) => {
+                        svc.logins.failed(svc.cfg.id, conn, &nick);
+                        LOGIN_FAILED_TEXT.to_string()
+                    }
+                    (Action::Register { .. }, _) => "register failed: try again".to_string(),
+                };
+                if let Some(session) = self.session(conn) {
+                    session.account = None;
+                }
+                return send_text(svc, conn, &wsjson::encode_err(id, &reason));
+            }
+        };
+        let started = write(svc, conn, id, op, None);
+        if started.is_err() {
+            if let Some(session) = self.session(conn) {
+                session.account = None;
+            }
+        }
+        self.started(svc, conn, id, started);
+    }
+
+    /// The request `id` failed: if it was the account request in flight, that one is over.
+    fn account_failed(&mut self, conn: ConnRef, id: Option<u64>) {
+        if let Some(session) = self.session(conn) {
+            if session.account.as_ref().is_some_and(|a| a.2 == id) {
+                session.account = None;
+            }
+        }
+    }
+
+    /// `nick` was kicked out of `room` (applied on this node): its sessions here leave it.
+    pub fn kick(&mut self, room: &str, nick: &str) {
+        for (_, state) in self.conns.values_mut() {
+            if let WebConn::WebSocket(session) = state {
+                if session.nick == nick || session.login.as_deref() == Some(nick) {
+                    session.rooms.leave(room);
+                }
             }
         }
     }
@@ -361,7 +535,24 @@ impl Web {
                 }
                 wsjson::encode_ack(id, "join", &[("room", json!(room))])
             }
-            Outcome::Rejected(reason) => wsjson::encode_err(id, reason),
+            Outcome::Rejected(reason) => {
+                self.account_failed(conn, id);
+                wsjson::encode_err(id, reason)
+            }
+            Outcome::AccountSaved => {
+                let account = self.session(conn).and_then(|s| s.account.take());
+                match account {
+                    Some(("register", nick, _)) => {
+                        if let Some(session) = self.session(conn) {
+                            session.login = Some(nick.clone());
+                            session.nick = nick.clone();
+                        }
+                        wsjson::encode_ack(id, "register", &[("nick", json!(nick))])
+                    }
+                    Some((name, nick, _)) => wsjson::encode_ack(id, name, &[("nick", json!(nick))]),
+                    None => wsjson::encode_ack(id, "account", &[]),
+                }
+            }
             other => wsjson::encode_err(id, &format!("unexpected outcome {other:?}")),
         };
         send_text(svc, conn, &reply);
@@ -370,6 +561,7 @@ impl Web {
     /// A failed in-flight WebSocket request.
     pub fn fail(&mut self, svc: &mut Services, conn: ConnRef, id: Option<u64>, failure: &Failure) {
         self.finished(conn);
+        self.account_failed(conn, id);
         send_text(svc, conn, &wsjson::encode_err(id, failure.text()));
     }
 

@@ -48,6 +48,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 pub const LATENCY_MAX_US: u64 = 3_600_000_000;
 
+/// The nick connection `conn` posts as (and, with `--login`, its account).
+pub fn nick_of(conn: usize) -> String {
+    format!("lg-{conn}")
+}
+
 /// What a connection is asked to do.
 #[derive(Clone)]
 pub struct Plan {
@@ -66,6 +71,9 @@ pub struct Plan {
     pub policy: RetryPolicy,
     /// `--tls`: every connection (first and after failover) over TLS.
     pub tls: Option<ClientTls>,
+    /// `--login`: the connection logs in as its nick (registering it if needed) on every
+    /// connection it opens, before sending anything.
+    pub login: bool,
 }
 
 pub struct Worker {
@@ -107,7 +115,7 @@ impl Worker {
         registry: Arc<Registry>,
         token: Token,
     ) -> Result<Worker, String> {
-        let (core, picker, stream) = open_session(&plan, first, &registry, token)?;
+        let (core, picker, stream) = open_session(&plan, conn, first, &registry, token)?;
         let histogram =
             Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).map_err(|e| e.to_string())?;
         let now = Instant::now();
@@ -304,7 +312,7 @@ impl Worker {
         let mutation = match self.plan.op {
             OpKind::Post => Mutation::Post {
                 room: DEFAULT_ROOM.to_string(),
-                nick: format!("lg-{}", self.conn),
+                nick: nick_of(self.conn),
                 text,
             },
             _ => Mutation::Set { key, value: text },

@@ -2,23 +2,75 @@
 //! session and seqs, and starting a new session when the cluster forgot the old one.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
-use raftchat::client::{connect_client_stream, NodePicker, Session, SessionCore};
+use raftchat::client::{
+    Answer, Connection, ErrorKind, NodePicker, Session, SessionCore, SessionError,
+};
 
 use super::stream::Stream;
-use super::{log_debug, Plan, Worker};
+use super::{log_debug, nick_of, Plan, Worker};
+
+/// `--login`'s password for every `lg-<n>` account.
+pub const LOGIN_PASSWORD: &str = "loadgen-pw";
+/// How long registering and logging in may keep being refused for a reason that passes (the
+/// node's hashing queue full, an election) before the connection gives up.
+const LOGIN_PATIENCE: Duration = Duration::from_secs(60);
+const LOGIN_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// True for refusals that pass: retry the account request.
+fn passes(error: &SessionError) -> bool {
+    matches!(
+        error,
+        SessionError::Answer(Answer::Error {
+            kind: ErrorKind::Overloaded | ErrorKind::NotLeaderNotStored | ErrorKind::TimeoutUnknown,
+            ..
+        })
+    )
+}
+
+/// Registers `nick` if no account has it yet, and logs the session in to it. Runs before the
+/// measured run (the warmup has not started), so the argon2 work is in no figure.
+fn register_and_log_in(session: &mut Session, nick: &str) -> Result<(), String> {
+    let deadline = Instant::now() + LOGIN_PATIENCE;
+    loop {
+        match session.register_or_login(nick, LOGIN_PASSWORD) {
+            Ok(_) => return Ok(()),
+            Err(e) if passes(&e) && Instant::now() < deadline => {
+                std::thread::sleep(LOGIN_RETRY_PAUSE)
+            }
+            Err(e) => return Err(format!("cannot log in as {nick}: {e}")),
+        }
+    }
+}
+
+/// Logs a fresh connection in to `nick` (after a failover), retrying refusals that pass.
+fn log_in(conn: &mut Connection, nick: &str) -> Result<(), SessionError> {
+    let deadline = Instant::now() + LOGIN_PATIENCE;
+    loop {
+        match conn.login(nick, LOGIN_PASSWORD) {
+            Err(e) if passes(&e) && Instant::now() < deadline => {
+                std::thread::sleep(LOGIN_RETRY_PAUSE)
+            }
+            result => return result.map(|_| ()),
+        }
+    }
+}
 
 /// Opens a session on `first` (failing over as needed) and hands it to a mio stream.
 pub fn open_session(
     plan: &Plan,
+    conn: usize,
     first: usize,
     registry: &Registry,
     token: Token,
 ) -> Result<(SessionCore, NodePicker, Stream), String> {
-    let session = Session::open_with(&plan.nodes, first, plan.policy, plan.tls.clone())
+    let mut session = Session::open_with(&plan.nodes, first, plan.policy, plan.tls.clone())
         .map_err(|e| format!("cannot open a session: {e}"))?;
+    if plan.login {
+        register_and_log_in(&mut session, &nick_of(conn))?;
+    }
     let (core, picker, conn) = session.into_parts();
     let conn = conn.ok_or("session without a connection")?;
     let (stream, leftover) = conn.into_parts().map_err(|e| e.to_string())?;
@@ -58,12 +110,7 @@ impl Worker {
                 ));
             };
             std::thread::sleep(pause);
-            let connected = connect_client_stream(
-                self.plan.nodes[target],
-                self.plan.policy.connect_timeout,
-                self.plan.tls.as_ref(),
-            )
-            .and_then(|s| Stream::adopt(&self.registry, self.token, s));
+            let connected = self.connect_logged_in(target);
             match connected {
                 Ok(stream) => {
                     log_debug(self.conn, &format!("now on node {target}"));
@@ -79,6 +126,18 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A new connection to node `target`, logged in first with `--login`, as a mio stream.
+    fn connect_logged_in(&mut self, target: usize) -> io::Result<Stream> {
+        let addr = self.plan.nodes[target];
+        let timeout = self.plan.policy.connect_timeout;
+        let mut conn = Connection::open(addr, timeout, self.plan.tls.as_ref())?;
+        if self.plan.login {
+            log_in(&mut conn, &nick_of(self.conn)).map_err(io::Error::from)?;
+        }
+        let (stream, _leftover) = conn.into_parts()?;
+        Stream::adopt(&self.registry, self.token, stream)
     }
 
     /// The cluster forgot the session: what was in flight may or may not be in the log. Opens
@@ -98,6 +157,7 @@ impl Worker {
         self.generation += 1;
         let (core, picker, stream) = open_session(
             &self.plan,
+            self.conn,
             self.picker.current(),
             &self.registry,
             self.token,
