@@ -102,36 +102,63 @@ fn planned_runs() -> Vec<(u64, usize)> {
 fn fault_runs() {
     let _turn = CLUSTER_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let fault_time = Duration::from_secs(env_num("FAULT_SECS").unwrap_or(15));
+    for (seed, nodes) in planned_runs() {
+        checked_run(seed, nodes, fault_time, false);
+    }
+}
+
+/// The same faults with the peers speaking mutual TLS (issue 17): one run by default, seed
+/// 101 (`FAULT_TLS_SEEDS` as `FAULT_SEEDS` for more). Clients stay plain, so the workload and
+/// the checker are unchanged; the proxy carries the encrypted links without reading them.
+#[test]
+fn fault_runs_with_tls_between_peers() {
+    let _turn = CLUSTER_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let fault_time = Duration::from_secs(env_num("FAULT_SECS").unwrap_or(10));
+    let seeds: Vec<u64> = match std::env::var("FAULT_TLS_SEEDS") {
+        Ok(text) => text
+            .split(',')
+            .map(|s| s.trim().parse().expect("FAULT_TLS_SEEDS: numbers"))
+            .collect(),
+        Err(_) => vec![101],
+    };
+    for seed in seeds {
+        checked_run(seed, 3, fault_time, true);
+    }
+}
+
+/// One fault run with the default clients, and what every run must show.
+fn checked_run(seed: u64, nodes: usize, fault_time: Duration, tls: bool) {
     let telnet_clients = env_num("FAULT_CLIENTS").unwrap_or(4) as usize;
     let ws_clients = env_num("FAULT_WS_CLIENTS").unwrap_or(2) as usize;
-    for (seed, nodes) in planned_runs() {
-        let summary = fault_run(&RunConfig {
-            seed,
-            nodes,
-            fault_time,
-            telnet_clients,
-            binary_clients: telnet_clients.div_ceil(2),
-            ws_clients,
-        });
-        assert!(summary.acked > 0, "seed {seed}: no write was acknowledged");
-        assert!(
-            ws_clients == 0 || (summary.ws_acked > 0 && summary.ws_reads > 0),
-            "seed {seed}: the WebSocket clients had no acknowledged post or no read: {summary:?}"
-        );
-        assert!(summary.faults > 0, "seed {seed}: no fault was injected");
-        assert!(
-            summary.logged_in_acked > 0,
-            "seed {seed}: no logged-in client got a write through: {summary:?}"
-        );
-        assert!(
-            summary.snapshots_taken > 0,
-            "seed {seed}: no node took a snapshot, so compaction went untested: {summary:?}"
-        );
-        assert!(
-            summary.recovery <= run::RECOVERY_BOUND,
-            "seed {seed}: {summary:?}"
-        );
-    }
+    let summary = fault_run(&RunConfig {
+        seed,
+        nodes,
+        fault_time,
+        telnet_clients,
+        binary_clients: telnet_clients.div_ceil(2),
+        ws_clients,
+        tls,
+    });
+    assert!(summary.acked > 0, "seed {seed}: no write was acknowledged");
+    let tls_nodes = if tls { nodes } else { 0 };
+    assert_eq!(summary.tls_nodes, tls_nodes, "seed {seed}: {summary:?}");
+    assert!(
+        ws_clients == 0 || (summary.ws_acked > 0 && summary.ws_reads > 0),
+        "seed {seed}: the WebSocket clients had no acknowledged post or no read: {summary:?}"
+    );
+    assert!(summary.faults > 0, "seed {seed}: no fault was injected");
+    assert!(
+        summary.logged_in_acked > 0,
+        "seed {seed}: no logged-in client got a write through: {summary:?}"
+    );
+    assert!(
+        summary.snapshots_taken > 0,
+        "seed {seed}: no node took a snapshot, so compaction went untested: {summary:?}"
+    );
+    assert!(
+        summary.recovery <= run::RECOVERY_BOUND,
+        "seed {seed}: {summary:?}"
+    );
 }
 
 /// The proxy's cuts are real: an isolated leader is replaced, and while the link from the
@@ -296,6 +323,7 @@ fn checker_catches_a_lying_client_layer() {
         telnet_clients: 0,
         binary_clients: 0,
         ws_clients: 0,
+        tls: false,
     };
     let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         harness.fail(&cfg, &["0.000s nothing".to_string()], &violations)

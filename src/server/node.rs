@@ -86,10 +86,15 @@ impl Node {
             })?;
         transport.register_signals(&mut signals)?;
         log::info!(
-            "node {}: listening on {} ({} members)",
+            "node {}: listening on {} ({} members, {})",
             cfg.id,
             cfg.listen,
-            cfg.members.len()
+            cfg.members.len(),
+            if cfg.tls.is_some() {
+                "peers over mutual TLS"
+            } else {
+                "peers in plain text"
+            }
         );
         let tick = Duration::from_millis(cfg.heartbeat_ms);
         let mut svc = Services::new(cfg, transport, replica);

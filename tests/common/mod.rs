@@ -51,6 +51,9 @@ pub struct Cluster {
     /// The `--peers` list when it differs from `addrs` (peers dial these, e.g. a test proxy);
     /// then each node listens on its own `addrs[id]` via `--bind`.
     members: Option<Vec<SocketAddr>>,
+    /// A `--peers` list per node, when each node names its peers differently (a proxy with a
+    /// listener per directed link). The nodes must then share `--cluster-token`.
+    peer_lists: Option<Vec<Vec<SocketAddr>>>,
     /// With TLS: the directory holding `ca.pem` and `node-<id>.pem`/`node-<id>-key.pem`.
     pub tls_dir: Option<PathBuf>,
 }
@@ -74,6 +77,7 @@ impl Cluster {
             children: (0..count).map(|_| None).collect(),
             extra_args: timing.chain(extra_args).map(|s| s.to_string()).collect(),
             members: None,
+            peer_lists: None,
             tls_dir: None,
         };
         for id in 0..count {
@@ -103,6 +107,7 @@ impl Cluster {
                 .map(|s| s.to_string())
                 .collect(),
             members: Some(members),
+            peer_lists: None,
             tls_dir: None,
         }
     }
@@ -119,19 +124,32 @@ impl Cluster {
             .collect();
         cluster.members = None;
         cluster.children = (0..count).map(|_| None).collect();
-        let dir = cluster.dir.path().join("certs");
-        std::fs::create_dir_all(&dir).expect("certs dir");
-        let certs = raftchat::tls::gen::TestCerts::new(&dir).expect("test CA");
-        for id in 0..count {
-            certs.node(id as u64).expect("node certificate");
-        }
-        // `client-test.pem` and its key, for clients of a node with `--client-cert-auth`.
-        certs.client("test").expect("client certificate");
-        cluster.tls_dir = Some(dir);
+        cluster.use_tls();
         for id in 0..count {
             cluster.spawn(id);
         }
         cluster
+    }
+
+    /// Nodes (re)started from now on run with TLS: certificates from a fresh CA are written
+    /// to `<dir>/certs` (also a client certificate `client-test.pem`), see `tls_args`.
+    pub fn use_tls(&mut self) {
+        let dir = self.dir.path().join("certs");
+        std::fs::create_dir_all(&dir).expect("certs dir");
+        let certs = raftchat::tls::gen::TestCerts::new(&dir).expect("test CA");
+        for id in 0..self.len() {
+            certs.node(id as u64).expect("node certificate");
+        }
+        // `client-test.pem` and its key, for clients of a node with `--client-cert-auth`.
+        certs.client("test").expect("client certificate");
+        self.tls_dir = Some(dir);
+    }
+
+    /// Every node gets its own `--peers` list (`lists[id]`), and `--bind` its `addrs` entry.
+    pub fn set_peer_lists(&mut self, lists: Vec<Vec<SocketAddr>>) {
+        assert_eq!(lists.len(), self.len(), "one list per node");
+        self.members = Some(lists[0].clone());
+        self.peer_lists = Some(lists);
     }
 
     /// `--cert --key --ca` for node `id` when the cluster runs with TLS.
@@ -174,6 +192,18 @@ impl Cluster {
         self.dir.path().join(format!("node-{id}.log"))
     }
 
+    /// The `--peers` node `id` is started with.
+    fn peers_arg_of(&self, id: usize) -> String {
+        match &self.peer_lists {
+            Some(lists) => lists[id]
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            None => self.peers_arg(),
+        }
+    }
+
     pub fn peers_arg(&self) -> String {
         self.members
             .as_ref()
@@ -198,7 +228,7 @@ impl Cluster {
                 self.len().to_string(),
                 self.addrs[id].port().to_string(),
             ])
-            .args(["--peers", &self.peers_arg()])
+            .args(["--peers", &self.peers_arg_of(id)])
             .args(match self.members {
                 Some(_) => vec!["--bind".to_string(), self.addrs[id].to_string()],
                 None => vec![],

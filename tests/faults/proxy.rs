@@ -1,10 +1,11 @@
 //! A TCP proxy between the nodes of a test cluster that can cut and heal each directed link.
 //!
-//! Owns one listener per node (`listen[j]`, the address every node is told node `j` has) and the
-//! threads that forward bytes from there to node `j`'s real address. A node sends its Raft
-//! messages only on the connection it dialled (src/server/peers.rs), so the directed link
-//! `from → to` is exactly the connections node `from` opened to `listen[to]`; the proxy learns
-//! `from` from the 26-byte peer handshake (node id at bytes 14..22). Cutting a link closes its
+//! Owns one listener per directed link (`listen[from][to]`: the address node `from` is told node
+//! `to` has, so every node gets its own `--peers` list) and the threads that forward bytes from
+//! there to node `to`'s real address. A node sends its Raft messages only on the connection it
+//! dialled (src/server/peers.rs), so the directed link `from → to` is exactly the connections
+//! node `from` opened to `listen[from][to]`. The proxy reads nothing of what it carries, so it
+//! works the same for peers speaking TLS (whose handshake it could not read). Cutting a link closes its
 //! connections and closes every new one at once while the cut lasts. It never alters, delays
 //! or reorders bytes it forwards, and never carries client traffic (clients dial nodes directly).
 
@@ -15,10 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-const HANDSHAKE_BYTES: usize = 26;
-const PEER_MAGIC: &[u8; 4] = b"\0RCP";
-const NODE_ID_AT: usize = 14;
 
 struct Shared {
     /// Node `j`'s real address; `None` until the cluster is built (connections are dropped).
@@ -35,14 +32,15 @@ struct Shared {
 }
 
 pub struct Proxy {
-    /// What every node's `--peers` names node `j` as.
-    pub listen: Vec<SocketAddr>,
+    /// `listen[from]` is node `from`'s `--peers` list: entry `to` is where it dials node `to`.
+    pub listen: Vec<Vec<SocketAddr>>,
     shared: Arc<Shared>,
     acceptors: Vec<JoinHandle<()>>,
 }
 
 impl Proxy {
-    /// Binds one listener per node on free loopback ports.
+    /// Binds one listener per directed link (and one unused per node for itself, so every list
+    /// has an entry per node) on free loopback ports.
     pub fn new(count: usize) -> Proxy {
         let shared = Arc::new(Shared {
             targets: Mutex::new(vec![None; count]),
@@ -54,14 +52,18 @@ impl Proxy {
         });
         let mut listen = Vec::new();
         let mut acceptors = Vec::new();
-        for to in 0..count {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            listen.push(listener.local_addr().expect("proxy addr"));
-            let shared = Arc::clone(&shared);
-            acceptors.push(std::thread::spawn(move || {
-                accept_loop(listener, to, shared)
-            }));
+        for from in 0..count {
+            let mut list = Vec::new();
+            for to in 0..count {
+                let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+                listener.set_nonblocking(true).expect("nonblocking");
+                list.push(listener.local_addr().expect("proxy addr"));
+                let shared = Arc::clone(&shared);
+                acceptors.push(std::thread::spawn(move || {
+                    accept_loop(listener, from, to, shared)
+                }));
+            }
+            listen.push(list);
         }
         Proxy {
             listen,
@@ -153,45 +155,32 @@ impl Drop for Proxy {
     }
 }
 
-fn accept_loop(listener: TcpListener, to: usize, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, from: usize, to: usize, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
                 let shared = Arc::clone(&shared);
-                std::thread::spawn(move || forward(stream, to, shared));
+                std::thread::spawn(move || forward(stream, from, to, shared));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
 }
 
-/// Serves one connection a node opened to `listen[to]`.
-fn forward(mut inbound: TcpStream, to: usize, shared: Arc<Shared>) {
+/// Serves one connection node `from` opened to `listen[from][to]`.
+fn forward(inbound: TcpStream, from: usize, to: usize, shared: Arc<Shared>) {
     let _ = inbound.set_nonblocking(false);
-    let _ = inbound.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut hello = [0u8; HANDSHAKE_BYTES];
-    if inbound.read_exact(&mut hello).is_err() || &hello[..4] != PEER_MAGIC {
-        return;
-    }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&hello[NODE_ID_AT..NODE_ID_AT + 8]);
-    let from = u64::from_be_bytes(id) as usize;
-    let count = shared.cut.lock().unwrap().len();
-    if from >= count || Proxy::is_cut(&shared, from, to) {
+    if from == to || Proxy::is_cut(&shared, from, to) {
         return;
     }
     let Some(target) = shared.targets.lock().unwrap()[to] else {
         return;
     };
-    let Ok(mut outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
+    let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
         return;
     };
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
-    let _ = inbound.set_read_timeout(None);
-    if outbound.write_all(&hello).is_err() {
-        return;
-    }
     let (Ok(in2), Ok(out2)) = (inbound.try_clone(), outbound.try_clone()) else {
         return;
     };

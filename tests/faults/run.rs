@@ -29,6 +29,8 @@ pub struct RunConfig {
     pub binary_clients: usize,
     /// WebSocket clients (`ws_client.rs`): posts and `#general` history reads.
     pub ws_clients: usize,
+    /// Peers speak mutual TLS (clients stay plain: `--client-tls optional`).
+    pub tls: bool,
 }
 
 /// A cluster whose peer links all pass through a proxy. Fields drop in order: the nodes are
@@ -48,13 +50,31 @@ impl Harness {
 
     /// [`Harness::start`] with extra server arguments (a test-only mode, say).
     pub fn start_with(nodes: usize, extra_args: &[&str]) -> Harness {
+        Harness::start_full(nodes, extra_args, false)
+    }
+
+    /// With `tls`, the peers speak mutual TLS through the proxy (which reads none of it).
+    pub fn start_full(nodes: usize, extra_args: &[&str], tls: bool) -> Harness {
         let proxy = Proxy::new(nodes);
         // Closed-loop telnet clients may post faster than the default per-connection rate.
-        let args: Vec<&str> = ["--request-timeout-ms", "2000", "--msg-rate", "0"]
-            .into_iter()
-            .chain(extra_args.iter().copied())
-            .collect();
-        let mut cluster = Cluster::with_members(proxy.listen.clone(), &args);
+        // Every node names its peers by its own proxy listeners, so the cluster id comes from
+        // a shared token rather than from the (different) member lists.
+        let args: Vec<&str> = [
+            "--request-timeout-ms",
+            "2000",
+            "--msg-rate",
+            "0",
+            "--cluster-token",
+            "fault-suite",
+        ]
+        .into_iter()
+        .chain(extra_args.iter().copied())
+        .collect();
+        let mut cluster = Cluster::with_members(proxy.listen[0].clone(), &args);
+        cluster.set_peer_lists(proxy.listen.clone());
+        if tls {
+            cluster.use_tls();
+        }
         cluster.dir.disable_cleanup(true);
         proxy.set_targets(&cluster.addrs);
         for id in 0..nodes {
@@ -192,6 +212,8 @@ pub struct Summary {
     pub snapshot_restarts: usize,
     /// Acknowledged writes of the clients that posted logged in to an account.
     pub logged_in_acked: usize,
+    /// Nodes whose log says they started with their peer links over mutual TLS.
+    pub tls_nodes: usize,
 }
 
 /// Runs `cfg` and checks it; panics with the full report when a rule is broken.
@@ -199,7 +221,7 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
     println!("fault run {cfg:?}");
     // Snapshot and compact every few hundred entries, so faults also hit snapshot writes, log
     // compaction, restarts from a snapshot and followers caught up through InstallSnapshot.
-    let mut harness = Harness::start_with(cfg.nodes, &SNAPSHOT_OFTEN);
+    let mut harness = Harness::start_full(cfg.nodes, &SNAPSHOT_OFTEN, cfg.tls);
     let t0 = harness.t0;
     let mut workload = Workload::start(
         &harness.cluster.addrs,
@@ -266,6 +288,7 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
         snapshots_installed: 0,
         snapshot_restarts: 0,
         logged_in_acked: super::workload::logged_in_acks(&history),
+        tls_nodes: 0,
     };
     for node in 0..harness.cluster.len() {
         let log = std::fs::read_to_string(harness.cluster.log_path(node)).unwrap_or_default();
@@ -273,6 +296,7 @@ pub fn fault_run(cfg: &RunConfig) -> Summary {
         summary.snapshots_taken += count("durable (");
         summary.snapshots_installed += count("installed snapshot at index");
         summary.snapshot_restarts += count("loaded snapshot at index");
+        summary.tls_nodes += usize::from(count("peers over mutual TLS") > 0);
     }
     let first_ws = cfg.telnet_clients + cfg.binary_clients;
     for op in &history {
