@@ -25,8 +25,10 @@ impl Raft {
     /// the new term must be durable first, or a crash could let it vote twice in that term.
     /// Pre-vote requests change nothing, so they leave at once.
     pub(super) fn campaign(&mut self, pre_vote: bool) {
-        let Some(self_pos) = self.self_pos else {
-            return; // Not a voter: never campaigns.
+        // Only a voter of the configuration in force campaigns: never a learner, a node that
+        // has not joined yet, or a removed one.
+        let Some(self_pos) = self.self_pos.filter(|&pos| pos < self.voter_count) else {
+            return;
         };
         let vote_term = if pre_vote {
             self.become_pre_candidate();
@@ -47,11 +49,11 @@ impl Raft {
         }
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
-        for pos in 0..self.config.voters.len() {
+        for pos in 0..self.voter_count {
             if pos == self_pos {
                 continue;
             }
-            let to = self.config.voters[pos];
+            let to = self.members[pos];
             let body = MessageBody::RequestVote {
                 pre_vote,
                 last_log_index,
@@ -105,7 +107,12 @@ impl Raft {
         let can_vote = self.voted_for == Some(candidate)
             || (self.voted_for.is_none() && self.leader.is_none())
             || (pre_vote && term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        // A removed node never grants a vote (it must not help anyone disrupt the cluster). A
+        // learner, or a node that does not know it is a member, does answer: it may have been
+        // promoted without having heard of it yet (learner-must-vote), and a vote is safe to
+        // give whatever the voter's configuration.
+        let granted =
+            can_vote && !self.is_removed() && self.log.is_up_to_date(last_log_index, last_log_term);
         if granted && !pre_vote {
             // Invariant: at most one vote per term.
             assert!(self.voted_for.is_none() || self.voted_for == Some(candidate));
@@ -142,7 +149,7 @@ impl Raft {
             Role::Candidate => !pre_vote && term == self.term,
             Role::Follower | Role::Leader => false,
         };
-        // A learner's answer never counts (positions past the voters are learners').
+        // Only a voter's answer counts (the caller passes voters' positions only).
         if !counts || from_pos >= self.votes.len() {
             return;
         }
@@ -158,12 +165,13 @@ impl Raft {
 
     /// `Some(true)` once a quorum granted, `Some(false)` once a quorum can no longer be reached.
     fn vote_quorum(&self) -> Option<bool> {
-        let quorum = self.config.voters.len() / 2 + 1;
+        // The configuration in force (the last in our log, committed or not: §4.1).
+        let quorum = self.voter_count / 2 + 1;
         let granted = self.votes.iter().filter(|v| **v == Some(true)).count();
         let rejected = self.votes.iter().filter(|v| **v == Some(false)).count();
         if granted >= quorum {
             Some(true)
-        } else if rejected > self.config.voters.len() - quorum {
+        } else if rejected > self.voter_count.saturating_sub(quorum) {
             Some(false)
         } else {
             None

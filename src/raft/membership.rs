@@ -7,8 +7,9 @@
 //! configuration in force at each log index, which follows appends, truncations and commits).
 //! It never sends or stores anything.
 //!
-//! NOT YET WIRED into the core (`node.rs` still takes a fixed voter list from `Config`): this
-//! is the first piece of issue 16's step 2. The rules it enforces:
+//! The core (`node.rs`) keeps a [`ConfigHistory`] beside its log: it follows every append,
+//! truncation, compaction and snapshot install, and its effective configuration decides who
+//! votes, who is replicated to and what a quorum is. The rules it enforces:
 //!
 //! - a change adds a learner, promotes a learner or removes a member, so consecutive
 //!   configurations differ by at most one voter; a removed id is never a member again;
@@ -44,7 +45,7 @@ pub enum ConfChange {
 }
 
 /// Why a change was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfChangeError {
     /// The id is a member already, or was removed (ids are never reused).
     IdTaken(NodeId),
@@ -58,8 +59,16 @@ pub enum ConfChangeError {
     ChangePending { index: Index },
     /// This leader has not yet committed an entry of its own term.
     TermNotCommitted,
+    /// A learner is promoted only once caught up: its `match_index` within
+    /// `Config::promote_max_lag` entries of the leader's `last_index`, and heard from within an
+    /// election timeout.
+    NotCaughtUp {
+        id: NodeId,
+        match_index: Index,
+        last_index: Index,
+    },
     /// The entry's bytes are not a change.
-    Malformed(String),
+    Malformed(&'static str),
 }
 
 impl std::fmt::Display for ConfChangeError {
@@ -75,6 +84,14 @@ impl std::fmt::Display for ConfChangeError {
             ConfChangeError::TermNotCommitted => {
                 write!(f, "the leader has not committed an entry of its term yet")
             }
+            ConfChangeError::NotCaughtUp {
+                id,
+                match_index,
+                last_index,
+            } => write!(
+                f,
+                "node {id} is not caught up (it holds up to index {match_index} of {last_index})"
+            ),
             ConfChangeError::Malformed(why) => write!(f, "malformed change: {why}"),
         }
     }
@@ -83,7 +100,7 @@ impl std::fmt::Display for ConfChangeError {
 impl std::error::Error for ConfChangeError {}
 
 /// `op u8 | id u64 LE`: 1 add learner, 2 promote, 3 remove.
-const CHANGE_BYTES: usize = 9;
+pub const CHANGE_BYTES: usize = 9;
 
 impl ConfChange {
     pub fn encode(&self) -> [u8; CHANGE_BYTES] {
@@ -101,10 +118,7 @@ impl ConfChange {
     /// Never panics: bytes from the log or the network that are not a change are an error.
     pub fn decode(bytes: &[u8]) -> Result<ConfChange, ConfChangeError> {
         let Ok(bytes) = <[u8; CHANGE_BYTES]>::try_from(bytes) else {
-            return Err(ConfChangeError::Malformed(format!(
-                "{} bytes, not {CHANGE_BYTES}",
-                bytes.len()
-            )));
+            return Err(ConfChangeError::Malformed("not 9 bytes"));
         };
         let mut id = [0; 8];
         id.copy_from_slice(&bytes[1..]);
@@ -113,7 +127,32 @@ impl ConfChange {
             1 => Ok(ConfChange::AddLearner(id)),
             2 => Ok(ConfChange::Promote(id)),
             3 => Ok(ConfChange::Remove(id)),
-            op => Err(ConfChangeError::Malformed(format!("unknown op {op}"))),
+            _ => Err(ConfChangeError::Malformed("unknown op")),
+        }
+    }
+
+    /// The data of a `ConfChange` entry: the change's 9 bytes, then an opaque *context* the
+    /// core never interprets (the server puts the new member's address there). Never panics.
+    pub fn decode_entry(data: &[u8]) -> Result<(ConfChange, &[u8]), ConfChangeError> {
+        if data.len() < CHANGE_BYTES {
+            return Err(ConfChangeError::Malformed("shorter than 9 bytes"));
+        }
+        let (change, context) = data.split_at(CHANGE_BYTES);
+        Ok((ConfChange::decode(change)?, context))
+    }
+
+    /// The data of a `ConfChange` entry: `encode()` then `context`.
+    pub fn entry_data(&self, context: &[u8]) -> Vec<u8> {
+        let mut data = Vec::with_capacity(CHANGE_BYTES + context.len());
+        data.extend_from_slice(&self.encode());
+        data.extend_from_slice(context);
+        data
+    }
+
+    /// The node the change is about.
+    pub fn id(&self) -> NodeId {
+        match *self {
+            ConfChange::AddLearner(id) | ConfChange::Promote(id) | ConfChange::Remove(id) => id,
         }
     }
 }
@@ -125,6 +164,91 @@ impl Membership {
             voters: voters.into_iter().collect(),
             ..Membership::default()
         }
+    }
+
+    /// A configuration from its three sets (for a driver decoding one from its snapshot file or
+    /// the wire). An id in several sets counts as a voter first, then a learner, then removed.
+    pub fn from_parts(
+        voters: impl IntoIterator<Item = NodeId>,
+        learners: impl IntoIterator<Item = NodeId>,
+        removed: impl IntoIterator<Item = NodeId>,
+    ) -> Membership {
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        let learners: BTreeSet<NodeId> = learners
+            .into_iter()
+            .filter(|id| !voters.contains(id))
+            .collect();
+        let removed = removed
+            .into_iter()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .collect();
+        Membership {
+            voters,
+            learners,
+            removed,
+        }
+    }
+
+    /// Every id removed so far (never a member again).
+    pub fn removed(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.removed.iter().copied()
+    }
+
+    /// Voters and learners.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    pub fn voter_count(&self) -> usize {
+        self.voters.len()
+    }
+
+    /// `count u32 LE | ids u64 LE` for voters, learners, removed in turn: how the first entry
+    /// of a new cluster's log carries its bootstrap configuration (see `node.rs`), and a
+    /// compact form a driver may use in its snapshot file or on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + 8 * self.len_all());
+        for set in [&self.voters, &self.learners, &self.removed] {
+            out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for id in set {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The inverse of `encode`; never panics: bytes that are not a configuration (short,
+    /// trailing garbage, an id in two sets) are an error.
+    pub fn decode(mut bytes: &[u8]) -> Result<Membership, ConfChangeError> {
+        let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
+        for set in &mut sets {
+            let (count, rest) = take_u32(bytes)?;
+            bytes = rest;
+            if (count as usize) > bytes.len() / 8 {
+                return Err(ConfChangeError::Malformed("configuration count too large"));
+            }
+            for _ in 0..count {
+                let (id, rest) = take_u64(bytes)?;
+                bytes = rest;
+                set.insert(id);
+            }
+        }
+        if !bytes.is_empty() {
+            return Err(ConfChangeError::Malformed("trailing configuration bytes"));
+        }
+        let [voters, learners, removed] = sets;
+        let total = voters.len() + learners.len() + removed.len();
+        let m = Membership::from_parts(voters, learners, removed);
+        if m.len_all() != total {
+            return Err(ConfChangeError::Malformed(
+                "an id in two configuration sets",
+            ));
+        }
+        Ok(m)
+    }
+
+    fn len_all(&self) -> usize {
+        self.voters.len() + self.learners.len() + self.removed.len()
     }
 
     pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -183,16 +307,41 @@ impl Membership {
 
     /// The highest index a majority of the voters hold (`match_of` gives each voter's match;
     /// learners are never asked).
-    pub fn quorum_index(&self, mut match_of: impl FnMut(NodeId) -> Index) -> Index {
-        let mut matches: Vec<Index> = self.voters().map(&mut match_of).collect();
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        matches.get(self.quorum() - 1).copied().unwrap_or(0)
+    pub fn quorum_index(&self, match_of: impl FnMut(NodeId) -> Index) -> Index {
+        self.quorum_index_in(&mut Vec::new(), match_of)
+    }
+
+    /// `quorum_index` with a caller's scratch buffer (the leader's hot path allocates nothing).
+    /// No voters: 0.
+    pub fn quorum_index_in(
+        &self,
+        scratch: &mut Vec<Index>,
+        mut match_of: impl FnMut(NodeId) -> Index,
+    ) -> Index {
+        scratch.clear();
+        scratch.extend(self.voters().map(&mut match_of));
+        scratch.sort_unstable_by(|a, b| b.cmp(a));
+        scratch.get(self.quorum() - 1).copied().unwrap_or(0)
     }
 
     /// How many voters are in one configuration and not the other (the single-server rule
     /// keeps this at most 1 between consecutive configurations).
     pub fn voters_changed(&self, other: &Membership) -> usize {
         self.voters.symmetric_difference(&other.voters).count()
+    }
+}
+
+fn take_u32(bytes: &[u8]) -> Result<(u32, &[u8]), ConfChangeError> {
+    match bytes.split_first_chunk::<4>() {
+        Some((head, rest)) => Ok((u32::from_le_bytes(*head), rest)),
+        None => Err(ConfChangeError::Malformed("configuration truncated")),
+    }
+}
+
+fn take_u64(bytes: &[u8]) -> Result<(u64, &[u8]), ConfChangeError> {
+    match bytes.split_first_chunk::<8>() {
+        Some((head, rest)) => Ok((u64::from_le_bytes(*head), rest)),
+        None => Err(ConfChangeError::Malformed("configuration truncated")),
     }
 }
 
@@ -233,6 +382,58 @@ impl ConfigHistory {
     /// The index of the last configuration entry, or of the base.
     pub fn last_change_index(&self) -> Index {
         self.changes.last().map_or(self.base_index, |(i, _)| *i)
+    }
+
+    /// The index whose configuration is the base (the snapshot's, or 0).
+    pub fn base_index(&self) -> Index {
+        self.base_index
+    }
+
+    /// Every configuration entry after the base: `(index, configuration from there on)`.
+    pub fn changes(&self) -> &[(Index, Membership)] {
+        &self.changes
+    }
+
+    /// A whole configuration takes effect at `index` (the bootstrap configuration a new
+    /// cluster's first entry carries); like `append`, it replaces whatever followed `index`.
+    pub fn set(&mut self, index: Index, membership: Membership) {
+        self.truncate_from(index);
+        self.changes.push((index, membership));
+    }
+
+    /// Commit (§5.4 with §4.1): the highest index in `(commit, last]` held by a majority of the
+    /// voters of the configuration in force *at that index*, or `commit` if none is. At most two
+    /// configurations are in force above a leader's commit index (one change may be
+    /// uncommitted), so this looks at two quorums at most; the newest first, as a quorum of
+    /// the newest configuration that holds an index holds everything before it too.
+    pub fn quorum_index(
+        &self,
+        commit: Index,
+        last: Index,
+        scratch: &mut Vec<Index>,
+        mut match_of: impl FnMut(NodeId) -> Index,
+    ) -> Index {
+        let newer = self
+            .changes
+            .iter()
+            .rev()
+            .take_while(|(i, _)| *i > commit)
+            .map(|(i, m)| (*i, m));
+        let mut hi = last;
+        for (start, m) in newer.chain(std::iter::once((commit + 1, self.at(commit)))) {
+            if start > hi {
+                continue;
+            }
+            let q = m.quorum_index_in(scratch, &mut match_of).min(hi);
+            if q >= start {
+                return q;
+            }
+            hi = start - 1;
+            if hi <= commit {
+                break;
+            }
+        }
+        commit
     }
 
     /// A configuration entry was appended at `index`: it takes effect now. An index at or
@@ -377,6 +578,62 @@ mod tests {
             "reverts to the snapshot's"
         );
         assert_eq!(history.last_change_index(), 4);
+    }
+
+    #[test]
+    fn entries_and_configurations_round_trip_and_garbage_is_an_error() {
+        let change = ConfChange::AddLearner(7);
+        let data = change.entry_data(b"10.0.0.7:9000");
+        assert_eq!(
+            ConfChange::decode_entry(&data),
+            Ok((change, &b"10.0.0.7:9000"[..]))
+        );
+        assert_eq!(
+            ConfChange::decode_entry(&change.encode()),
+            Ok((change, &[][..]))
+        );
+        assert!(ConfChange::decode_entry(&data[..8]).is_err());
+        let m = Membership::from_parts([0, 2, 3], [4, 2], [1]);
+        assert_eq!(m.learners().collect::<Vec<_>>(), vec![4], "a voter first");
+        assert_eq!(Membership::decode(&m.encode()), Ok(m.clone()));
+        let bytes = m.encode();
+        for len in 0..bytes.len() {
+            assert!(Membership::decode(&bytes[..len]).is_err(), "{len}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(Membership::decode(&long).is_err());
+        // A count larger than the bytes that follow, and an id in two sets.
+        assert!(Membership::decode(&[255, 255, 255, 255]).is_err());
+        let mut twice = Vec::new();
+        for set in [&[5u64][..], &[5], &[]] {
+            twice.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for id in set {
+                twice.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        assert!(Membership::decode(&twice).is_err());
+    }
+
+    #[test]
+    fn commit_counts_the_configuration_in_force_at_each_index() {
+        // {0,1,2,3} until index 5, where 3 is removed: {0,1,2} from 5 on. Commit is 4.
+        let mut history = ConfigHistory::new(0, Membership::with_voters([0, 1, 2, 3]));
+        history.append(5, ConfChange::Remove(3)).unwrap();
+        let mut scratch = Vec::new();
+        // 0 and 1 hold 6: a majority of {0,1,2} at index 5 and on.
+        let matches = |id: NodeId| if id <= 1 { 6 } else { 4 };
+        assert_eq!(history.quorum_index(4, 6, &mut scratch, matches), 6);
+        // Only 0 holds 6; 0, 1 and 3 hold 4... nothing above 4 has a majority of its configuration.
+        let matches = |id: NodeId| if id == 0 { 6 } else { 4 };
+        assert_eq!(history.quorum_index(4, 6, &mut scratch, matches), 4);
+        // Before the change, index 4 needed three of four; after it, none count at 4.
+        let mut history = ConfigHistory::new(0, Membership::with_voters([0, 1, 2, 3]));
+        history.append(5, ConfChange::Remove(3)).unwrap();
+        let matches = |id: NodeId| [4, 4, 3, 0][id as usize];
+        assert_eq!(history.quorum_index(3, 5, &mut scratch, matches), 3);
+        let matches = |id: NodeId| [4, 4, 4, 0][id as usize];
+        assert_eq!(history.quorum_index(3, 5, &mut scratch, matches), 4);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! (§5.2 elections, §9.6 pre-vote, the leader lease, the transfer campaign), `replication.rs`
 //! (§5.3 AppendEntries, heartbeats, §5.4 commit, check-quorum), `read_only.rs` (§6.4 ReadIndex),
 //! `log.rs` (the in-memory log, its indexes, its offset and the snapshot meta), `progress.rs`
-//! (per-follower flow control), `membership.rs` (configurations and single-server changes as
-//! values; not yet wired in). Learners (`Config::learners`) are replicated to but never
-//! campaign and never count toward a quorum.
+//! (per-follower flow control), `membership.rs` (configurations and single-server changes:
+//! the values, their rules and the configuration at each log index). Learners are replicated
+//! to but never campaign and never count toward a quorum. See "Membership change" below.
 //!
 //! # The driver loop
 //!
@@ -93,7 +93,8 @@
 //! - **Sending.** When a follower's next needed entry (or the term of the one before it) is
 //!   compacted, the leader queues `InstallSnapshot { snapshot }` in `Ready::messages` (no
 //!   durability promise). The driver attaches or streams the data of *its current snapshot*
-//!   (`snapshot()`), which is what the meta names. The follower is then paused for
+//!   (`snapshot()`), which is what the meta names, and the configuration at its index
+//!   (`membership`, the one to store beside it). The follower is then paused for
 //!   AppendEntries (heartbeats continue) until it acknowledges a match at or past the snapshot,
 //!   or `Config::snapshot_timeout_ticks` pass; then the leader probes again, which re-sends the
 //!   snapshot if still needed (the retry for a lost snapshot). A transfer target in this state
@@ -113,7 +114,7 @@
 //!
 //! # Restart
 //!
-//! `Raft::new(config, Persisted { hard_state, snapshot, entries }, seed)` resumes from exactly
+//! `Raft::new(config, Persisted { hard_state, snapshot, entries, membership }, seed)` resumes from exactly
 //! what the driver made durable; the driver has restored its state machine from `snapshot` (if
 //! any). All persisted entries count as durable.
 //!
@@ -163,6 +164,44 @@
 //!   liveness bug).
 //! - A replicating pipeline that makes no progress over two heartbeats is checked with an empty
 //!   AppendEntries, so lost messages are resent even when no new proposal arrives.
+//!
+//! # Membership change (dissertation §4.1, with the 2015 fix)
+//!
+//! The configuration (voters, learners, ids removed for good) is replicated state. It is in
+//! force from the moment its entry is *appended* (committed or not) and reverts if that entry is
+//! truncated; the core keeps a `ConfigHistory` beside its log so it knows the configuration at
+//! every index. The effective one decides who campaigns, whose votes count, whom the leader
+//! replicates to, check-quorum and ReadIndex quorums; commit counts a majority of the
+//! configuration in force *at the index* being committed.
+//!
+//! - **Proposing.** `propose_conf_change(change, context)` on the leader appends an entry of
+//!   kind `EntryKind::ConfChange`: `ConfChange::encode()` (9 bytes) then `context`, opaque to
+//!   the core (the server puts the new member's address there). One change at a time: refused
+//!   while a change is uncommitted and until an entry of the leader's term has committed (the
+//!   fix for the single-server bug), and when it breaks a rule (`ConfChangeError`). A learner
+//!   is promoted only within `Config::promote_max_lag` entries of the leader's log.
+//! - **Committed changes** reach the driver in `committed_entries` like any entry: decode with
+//!   `ConfChange::decode_entry`, apply the context (addresses), answer the proposal. The core has
+//!   already acted on the change when it was appended; the driver only follows.
+//! - **Bootstrap.** `Config::voters`/`learners` is the configuration at index 0. The first
+//!   entry of a new cluster (the first leader's no-op at index 1) carries it
+//!   (`Membership::encode`), so a node that joins with an empty log and no voters replays the
+//!   log from index 1 onto the right configuration.
+//! - **Snapshots.** `Persisted::membership` is the configuration at the snapshot's index (from
+//!   the driver's snapshot file; `None` means the bootstrap one), and `Raft::new` replays the
+//!   `ConfChange` entries after the snapshot. `snapshot_membership()` gives what to write beside
+//!   a snapshot made for `compact`. A leader's `InstallSnapshot { snapshot, membership }` carries
+//!   the configuration at the snapshot's index; a follower that installs takes it.
+//! - **Removal.** A node removed by the configuration in force never campaigns and never
+//!   grants a vote (`is_removed()`); vote requests from a node known to be removed are dropped,
+//!   so it cannot raise anyone's term. The leader keeps replicating to a node whose removal is
+//!   not yet committed, so it learns of it. A leader that removes itself keeps leading without
+//!   counting itself, and when the removal commits sends TimeoutNow to the most caught-up voter
+//!   holding its whole log (if any) and steps down.
+//! - **Learners vote.** A node that is a learner (or not a member) in its own log still answers
+//!   vote requests: it may have been promoted by an entry it has not received yet, and its vote
+//!   may be needed (etcd's learner-must-vote). Messages from non-members are handled (a joining
+//!   node hears from a leader it has no configuration for); only members' answers count.
 //!
 //! # Reads (§6.4)
 //!

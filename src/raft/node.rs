@@ -7,6 +7,7 @@
 //! handed to the driver. It never does IO: everything leaves through `ready()`.
 
 use super::log::RaftLog;
+use super::membership::{ConfChange, ConfChangeError, ConfigHistory, Membership};
 use super::progress::Progress;
 use super::read_only::{ReadOnly, ReadRequest};
 use super::types::*;
@@ -19,8 +20,12 @@ use std::collections::VecDeque;
 pub struct Config {
     /// This node's id; in `voters`, or in `learners` for a node that only follows.
     pub id: NodeId,
-    /// Every voting member, this node included. Owned by the core so membership change can
-    /// later make it a replicated value instead of a constant.
+    /// The *bootstrap* configuration's voters: the configuration at index 0, used only when the
+    /// node has no snapshot (`Persisted::membership` is `None`). From then on the configuration
+    /// is replicated state: the first entry of a new cluster's log carries this bootstrap
+    /// configuration, `ConfChange` entries change it, snapshots carry it. A node joining an
+    /// existing cluster is started with no voters (it must not be a voter here: a lone voter
+    /// elects itself) and learns its configuration from the log's first entry or a snapshot.
     pub voters: Vec<NodeId>,
     /// Non-voting members: the leader replicates to them (log and snapshots) but they never
     /// campaign and never count toward a quorum (commit, check-quorum, ReadIndex). A learner
@@ -44,6 +49,15 @@ pub struct Config {
     /// probed again (which re-sends the snapshot if its entries are still compacted). 0 (the
     /// value `Config::new` sets) means `4 * election_ticks`.
     pub snapshot_timeout_ticks: u32,
+    /// A learner is promoted only when its `match_index` is within this many entries of the
+    /// leader's last index (and it answered within an election timeout); otherwise
+    /// `propose_conf_change(Promote)` fails with `NotCaughtUp`. Default 1,000 entries: a few
+    /// milliseconds of replication, so the new voter does not hold back commits.
+    pub promote_max_lag: u64,
+    /// TEST ONLY: let a new leader propose a membership change before an entry of its own term
+    /// committed (the rule that fixed the single-server change bug, Ongaro 2015). Exists so
+    /// the simulator and the unit tests can prove they catch the bug. Never set in a server.
+    pub testing_unsafe_conf_change_before_term_commit: bool,
     /// TEST ONLY: commit by a quorum match of *any* entry, ignoring the Figure 8 rule that the
     /// entry must be from the leader's current term. Exists so the simulator can prove it catches
     /// the bug. Never set in a real server.
@@ -64,6 +78,8 @@ impl Config {
             max_inflight_msgs: 256,
             max_msg_bytes: 1 << 20,
             snapshot_timeout_ticks: 0,
+            promote_max_lag: 1_000,
+            testing_unsafe_conf_change_before_term_commit: false,
             testing_unsafe_commit_any_term: false,
         }
     }
@@ -101,6 +117,10 @@ pub struct Persisted {
     /// start at any index `<= snapshot.index + 1` (a trailing window before the snapshot).
     /// See [`Raft::new`] for how inconsistent input is repaired.
     pub entries: Vec<Entry>,
+    /// The configuration in force at `snapshot.index` (the driver keeps it in its snapshot
+    /// file). `None`: the bootstrap configuration of `Config::voters` / `Config::learners`.
+    /// `Raft::new` replays the `ConfChange` entries of `entries` after the snapshot on top.
+    pub membership: Option<Membership>,
 }
 
 /// Per-peer replication facts the leader knows, for `status`.
@@ -127,6 +147,9 @@ pub struct Status {
     pub first_index: Index,
     /// Index of the latest snapshot (0 if none).
     pub snapshot_index: Index,
+    /// The configuration in force (the last appended, committed or not).
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
     /// Filled on the leader only.
     pub peers: Vec<PeerStatus>,
 }
@@ -136,12 +159,24 @@ pub struct Status {
 pub struct Raft {
     pub(super) id: NodeId,
     pub(super) config: Config,
-    /// Position of `id` in `config.voters`; `None` for a node that is not a voter (it follows but
-    /// never campaigns).
+    /// Position of `id` in `members`; `None` for a node that is not a member (joining, or
+    /// removed). A voter iff `self_pos < voter_count`: only voters campaign.
     pub(super) self_pos: Option<usize>,
-    /// Every member: the voters (in `config.voters` order, so a voter's position is the same in
-    /// both) then the learners. `progress` is indexed by position here.
+    /// Every member of the configuration in force: the voters (ascending), then the learners
+    /// (ascending), then a node whose removal is appended but not yet committed (it is still
+    /// replicated to, so it learns it was removed, but never counts). `progress`, `votes`
+    /// (voters only) and the read acks are indexed by position here; all are rebuilt, keeping
+    /// each id's state, when the configuration changes (`sync_members`).
     pub(super) members: Vec<NodeId>,
+    /// How many of `members` are voters.
+    pub(super) voter_count: usize,
+    /// The configuration at every index of the log (§4.1: a configuration is in force from the
+    /// moment its entry is appended, and reverts when that entry is truncated). Invariant: its
+    /// effective configuration is the last in the log, or the snapshot's; `members` mirrors it.
+    pub(super) history: ConfigHistory,
+    /// Leader: the index of this term's first entry (its no-op). No membership change is
+    /// proposed before it commits (the fix for the single-server change bug).
+    pub(super) term_start: Index,
 
     // Persistent state (Figure 2), durable through `Ready::hard_state` and `Ready::entries`.
     /// Invariant: never decreases.
@@ -192,6 +227,8 @@ pub struct Raft {
     pending_snapshot: Option<SnapshotMeta>,
     /// Scratch for the commit quorum, reused across calls.
     pub(super) match_scratch: Vec<Index>,
+    /// Whether this node already logged that it was removed.
+    removal_logged: bool,
 }
 
 impl Raft {
@@ -207,22 +244,19 @@ impl Raft {
     pub fn new(config: Config, persisted: Persisted, rng_seed: u64) -> Raft {
         let config = config.normalized();
         let id = config.id;
-        let self_pos = config.voters.iter().position(|&v| v == id);
-        let members: Vec<NodeId> = config
-            .voters
-            .iter()
-            .chain(&config.learners)
-            .copied()
-            .collect();
-        if self_pos.is_none() && !config.learners.contains(&id) {
-            log::warn!(
-                "node {id} is not among the voters {:?}; it will never campaign",
-                config.voters
-            );
-        }
-        let voter_count = config.voters.len();
         let hard_state = persisted.hard_state;
+        let base_index = persisted.snapshot.map_or(0, |s| s.index);
+        let base = persisted.membership.unwrap_or_else(|| {
+            Membership::from_parts(
+                config.voters.iter().copied(),
+                config.learners.iter().copied(),
+                [],
+            )
+        });
         let log = RaftLog::restore(persisted.snapshot, persisted.entries, hard_state.commit);
+        // Replay the configurations the log holds after the snapshot (Persisted::membership).
+        let mut history = ConfigHistory::new(base_index, base);
+        track_configurations(id, &mut history, log.entries(), base_index + 1);
         // A log term above the persisted term means the hard state lagged the log on disk; the
         // term is at least that of any entry we hold.
         let term = hard_state.term.max(log.last_term());
@@ -231,13 +265,13 @@ impl Raft {
         } else {
             None
         };
-        let progress = (0..members.len())
-            .map(|_| Progress::new(log.last_index() + 1, config.max_inflight_msgs))
-            .collect();
         let mut raft = Raft {
             id,
-            self_pos,
-            members,
+            self_pos: None,
+            members: Vec::new(),
+            voter_count: 0,
+            history,
+            term_start: 0,
             term,
             voted_for,
             log,
@@ -247,11 +281,11 @@ impl Raft {
             heartbeat_elapsed: 0,
             randomized_election_ticks: config.election_ticks,
             rng: SmallRng::seed_from_u64(rng_seed),
-            votes: vec![None; voter_count],
-            progress,
+            votes: Vec::new(),
+            progress: Vec::new(),
             lead_transferee: None,
             transfer_elapsed: 0,
-            reads: ReadOnly::new(voter_count),
+            reads: ReadOnly::new(),
             msgs: Vec::new(),
             persisted_msgs: Vec::new(),
             read_states: Vec::new(),
@@ -266,9 +300,18 @@ impl Raft {
             emitted_hard: hard_state,
             unsynced: VecDeque::new(),
             pending_snapshot: None,
-            match_scratch: Vec::with_capacity(voter_count),
+            match_scratch: Vec::new(),
+            removal_logged: false,
             config,
         };
+        raft.sync_members();
+        if raft.self_pos.is_none() && !raft.is_removed() {
+            log::info!(
+                "node {id} is not a member of {:?}: it follows, never campaigns, and learns its \
+                 configuration from the leader",
+                raft.history.effective()
+            );
+        }
         raft.randomize_election_timeout();
         raft.check_invariants();
         raft
@@ -285,15 +328,22 @@ impl Raft {
         self.check_invariants();
     }
 
-    /// Handles a message from a peer. Messages from unknown nodes, from this node, or for another
-    /// node are ignored; so is anything malformed. Never panics on message content.
+    /// Handles a message from a peer. Messages from this node or for another node are ignored;
+    /// so is anything malformed, and a vote request from a node this one knows was removed (it
+    /// must not raise anyone's term). Messages from nodes outside the configuration are
+    /// handled: a joining node hears from a leader it has no configuration for yet, and a
+    /// learner must answer a candidate that promoted it (learner-must-vote). Only members'
+    /// answers count. Never panics on message content.
     pub fn step(&mut self, msg: Message) {
         if msg.to != self.id || msg.from == self.id {
             return;
         }
-        let Some(from_pos) = self.member_pos(msg.from) else {
+        if matches!(msg.body, MessageBody::RequestVote { .. })
+            && self.history.effective().was_removed(msg.from)
+        {
             return;
-        };
+        }
+        let from_pos = self.member_pos(msg.from);
         if msg.term > self.term {
             if !self.step_higher_term(&msg) {
                 return;
@@ -380,7 +430,7 @@ impl Raft {
     }
 
     /// A message of our term (or a pre-vote exchange for the next one).
-    fn step_current_term(&mut self, from_pos: usize, msg: Message) {
+    fn step_current_term(&mut self, from_pos: Option<usize>, msg: Message) {
         let from = msg.from;
         match msg.body {
             MessageBody::RequestVote {
@@ -389,7 +439,10 @@ impl Raft {
                 last_log_term,
             } => self.handle_vote_request(from, msg.term, pre_vote, last_log_index, last_log_term),
             MessageBody::RequestVoteResponse { pre_vote, granted } => {
-                self.handle_vote_response(from_pos, msg.term, pre_vote, granted)
+                // Only a voter's answer counts.
+                if let Some(pos) = from_pos.filter(|&pos| pos < self.voter_count) {
+                    self.handle_vote_response(pos, msg.term, pre_vote, granted)
+                }
             }
             MessageBody::AppendEntries {
                 prev_log_index,
@@ -420,13 +473,13 @@ impl Raft {
                 match_index,
                 reject_hint,
             } => {
-                if self.role == Role::Leader {
-                    self.handle_append_response(from_pos, success, match_index, reject_hint);
+                if let (Role::Leader, Some(pos)) = (self.role, from_pos) {
+                    self.handle_append_response(pos, success, match_index, reject_hint);
                 }
             }
             MessageBody::HeartbeatResponse { read_round } => {
-                if self.role == Role::Leader {
-                    self.handle_heartbeat_response(from_pos, read_round);
+                if let (Role::Leader, Some(pos)) = (self.role, from_pos) {
+                    self.handle_heartbeat_response(pos, read_round);
                 }
             }
             MessageBody::ReadIndex { ctx } => {
@@ -441,9 +494,12 @@ impl Raft {
                     self.on_read_index_response(ctx, index);
                 }
             }
-            MessageBody::InstallSnapshot { snapshot } => {
+            MessageBody::InstallSnapshot {
+                snapshot,
+                membership,
+            } => {
                 if self.accept_leader(from) {
-                    self.handle_install_snapshot(from, msg.term, snapshot);
+                    self.handle_install_snapshot(from, msg.term, snapshot, membership);
                 }
             }
             MessageBody::TimeoutNow => {
@@ -504,6 +560,99 @@ impl Raft {
         Ok(self.log.append_new(self.term, EntryKind::Normal, data))
     }
 
+    /// Leader only: appends a single-server membership change (§4.1) with an opaque `context`
+    /// (the server's address of a new member), and returns its index. The new configuration
+    /// is in force from now on, here and on each follower as soon as it appends the entry; it
+    /// reverts if the entry is truncated. Refused (`RaftError::ConfChange`) when:
+    ///
+    /// - a change is appended and not yet committed (one at a time), or no entry of this
+    ///   leader's term has committed yet (Ongaro's 2015 fix: a new leader first commits its
+    ///   no-op, so a change of an older leader's that it overwrote can never have committed);
+    /// - the change breaks the configuration's rules (`Membership::apply`: id taken or removed,
+    ///   not a learner, not a member, the last voter);
+    /// - `Promote` of a learner that is not caught up: its match lags the last index by more
+    ///   than `Config::promote_max_lag`, or it did not answer within an election timeout.
+    ///
+    /// `Remove(leader)` is allowed: this node keeps leading (not counting itself) until the
+    /// entry commits, then hands leadership to the most caught-up voter and steps down.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        context: &[u8],
+    ) -> Result<Index, RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(RaftError::TransferInProgress);
+        }
+        let commit = self.log.commit_index();
+        let term_start = if self.config.testing_unsafe_conf_change_before_term_commit {
+            0
+        } else {
+            self.term_start
+        };
+        self.history
+            .may_propose(commit, term_start)
+            .map_err(RaftError::ConfChange)?;
+        self.history
+            .effective()
+            .apply(change)
+            .map_err(RaftError::ConfChange)?;
+        if let ConfChange::Promote(id) = change {
+            let last_index = self.log.last_index();
+            let (match_index, silent) = match self.member_pos(id) {
+                Some(pos) => (
+                    self.progress[pos].match_index,
+                    self.progress[pos].silent_ticks,
+                ),
+                None => (0, u32::MAX),
+            };
+            if match_index.saturating_add(self.config.promote_max_lag) < last_index
+                || silent >= self.config.election_ticks
+            {
+                return Err(RaftError::ConfChange(ConfChangeError::NotCaughtUp {
+                    id,
+                    match_index,
+                    last_index,
+                }));
+            }
+        }
+        let data = change.entry_data(context);
+        let index = self.log.append_new(self.term, EntryKind::ConfChange, &data);
+        let appended = self.history.append(index, change);
+        // Checked by `apply` above against the same configuration.
+        assert!(appended.is_ok(), "a checked change applies");
+        log::info!(
+            "node {}: proposed {change:?} at index {index} (term {})",
+            self.id,
+            self.term
+        );
+        self.sync_members();
+        Ok(index)
+    }
+
+    /// The configuration in force: the last one appended (committed or not), or the
+    /// snapshot's. Reverts when its entry is truncated.
+    pub fn membership(&self) -> &Membership {
+        self.history.effective()
+    }
+
+    /// The configuration in force at the current snapshot's index (the bootstrap one without a
+    /// snapshot): what the driver writes into its snapshot file beside the data.
+    pub fn snapshot_membership(&self) -> Membership {
+        let index = self.log.snapshot().map_or(0, |s| s.index);
+        self.history.at(index).clone()
+    }
+
+    /// True once this node's configuration says it was removed: it never campaigns, never
+    /// grants a vote, and a leader steps down once its removal commits.
+    pub fn is_removed(&self) -> bool {
+        self.history.effective().was_removed(self.id)
+    }
+
     /// Asks for a linearizable read (§6.4). `ctx` comes back in a `ReadState` (or `ReadFailure`).
     /// On a follower the request is forwarded to the leader. With no leader known this returns
     /// `NotLeader { leader_hint: None }` and nothing is queued.
@@ -555,6 +704,8 @@ impl Raft {
     pub fn ready(&mut self) -> Ready {
         if self.role == Role::Leader {
             self.flush_replication();
+            // After the flush, so followers hear of the commit from us first.
+            self.step_down_if_removal_committed();
         }
         self.ready_number += 1;
         let number = self.ready_number;
@@ -687,7 +838,11 @@ impl Raft {
     /// Returns the entries dropped from memory, so the driver can free them off its hot path
     /// (freeing a hundred thousand payloads takes milliseconds); dropping the `Vec` is fine too.
     pub fn compact(&mut self, snapshot: SnapshotMeta, first_kept: Index) -> Vec<Entry> {
-        let (_, dropped) = self.log.compact(snapshot, first_kept);
+        let (taken, dropped) = self.log.compact(snapshot, first_kept);
+        if taken {
+            // The snapshot carries the configuration in force at its index from now on.
+            self.history.compact(snapshot.index);
+        }
         self.check_invariants();
         dropped
     }
@@ -695,10 +850,13 @@ impl Raft {
     /// Follower side of InstallSnapshot: replace the log by the snapshot (the caller decided the
     /// log does not already hold it). The snapshot is reported in the next Ready; durability
     /// reports of earlier Readies are forgotten (the driver resets its log when installing).
-    pub(super) fn install_snapshot(&mut self, snapshot: SnapshotMeta) {
+    pub(super) fn install_snapshot(&mut self, snapshot: SnapshotMeta, membership: Membership) {
         self.log.install_snapshot(snapshot);
         self.unsynced.clear();
         self.pending_snapshot = Some(snapshot);
+        // The log is gone: the snapshot's configuration is the one in force.
+        self.history = ConfigHistory::new(snapshot.index, membership);
+        self.sync_members();
     }
     pub fn status(&self) -> Status {
         let peers = if self.role == Role::Leader {
@@ -730,6 +888,8 @@ impl Raft {
             last_index: self.log.last_index(),
             first_index: self.log.first_index(),
             snapshot_index: self.log.snapshot().map_or(0, |s| s.index),
+            voters: self.history.effective().voters().collect(),
+            learners: self.history.effective().learners().collect(),
             peers,
         }
     }
@@ -785,7 +945,21 @@ impl Raft {
             pr.reset(next_index);
         }
         self.reset_reads_for_new_term();
-        self.log.append_new(self.term, EntryKind::Noop, &[]);
+        for pr in &mut self.progress {
+            // Heard of through the votes; a learner's clock starts now.
+            pr.silent_ticks = 0;
+        }
+        self.term_start = self.log.last_index() + 1;
+        self.sync_members();
+        if self.term_start == 1 {
+            // The first entry of a new cluster carries its bootstrap configuration, so a node
+            // that joins later and replays the log from index 1 starts from the right one.
+            let bootstrap = self.history.effective().encode();
+            self.log.append_new(self.term, EntryKind::Noop, &bootstrap);
+            track_configurations(self.id, &mut self.history, self.log.entries(), 1);
+        } else {
+            self.log.append_new(self.term, EntryKind::Noop, &[]);
+        }
         log::debug!("node {} became leader of term {}", self.id, self.term);
     }
 
@@ -815,8 +989,126 @@ impl Raft {
 
     // ----- small helpers -------------------------------------------------------------------
 
+    /// Position of a voter of the configuration in force in `members`.
     pub(super) fn voter_pos(&self, id: NodeId) -> Option<usize> {
-        self.config.voters.iter().position(|&v| v == id)
+        self.members[..self.voter_count]
+            .iter()
+            .position(|&v| v == id)
+    }
+
+    /// Whether this node is a voter of the configuration in force (only voters campaign).
+    pub(super) fn is_voter(&self) -> bool {
+        self.self_pos.is_some_and(|pos| pos < self.voter_count)
+    }
+
+    /// The log changed from `from` on (a follower appended, possibly after truncating): the
+    /// configurations appended there revert, those in the new entries take effect.
+    pub(super) fn track_log_from(&mut self, from: Index) {
+        let before = self.history.last_change_index();
+        if from <= before {
+            self.history.truncate_from(from);
+        }
+        let first = self.log.first_index();
+        let skip = from.saturating_sub(first) as usize;
+        let entries = self.log.entries().get(skip..).unwrap_or(&[]);
+        let any = entries
+            .iter()
+            .any(|e| e.kind == EntryKind::ConfChange || (e.index == 1 && !e.data.is_empty()));
+        if any {
+            track_configurations(self.id, &mut self.history, entries, from);
+        }
+        if any || from <= before {
+            self.sync_members();
+        }
+    }
+
+    /// Rebuilds `members`, `voter_count`, `self_pos`, `progress`, `votes` and the read acks from
+    /// the configuration in force, keeping each remaining id's state. A new member's progress
+    /// starts probing at the leader's last index + 1 and counts as heard from.
+    pub(super) fn sync_members(&mut self) {
+        let m = self.history.effective();
+        let committed = self.history.at(self.log.commit_index());
+        let leaving = committed.voters().chain(committed.learners());
+        let leaving = leaving.filter(|id| m.was_removed(*id));
+        let members: Vec<NodeId> = m.voters().chain(m.learners()).chain(leaving).collect();
+        let voter_count = m.voter_count();
+        if members == self.members && voter_count == self.voter_count {
+            return;
+        }
+        let next_index = self.log.last_index() + 1;
+        let mut old: Vec<(NodeId, Progress, Option<bool>)> = Vec::new();
+        let old_votes = std::mem::take(&mut self.votes);
+        for (pos, (id, pr)) in self
+            .members
+            .drain(..)
+            .zip(self.progress.drain(..))
+            .enumerate()
+        {
+            old.push((id, pr, old_votes.get(pos).copied().flatten()));
+        }
+        let old_members: Vec<NodeId> = old.iter().map(|(id, _, _)| *id).collect();
+        let mut progress = Vec::with_capacity(members.len());
+        let mut votes = vec![None; voter_count];
+        for (pos, &id) in members.iter().enumerate() {
+            match old.iter().position(|(old_id, _, _)| *old_id == id) {
+                Some(at) => {
+                    let (_, pr, vote) = old.swap_remove(at);
+                    progress.push(pr);
+                    if pos < voter_count {
+                        votes[pos] = vote;
+                    }
+                }
+                None => {
+                    let mut pr = Progress::new(next_index, self.config.max_inflight_msgs);
+                    pr.recent_active = true;
+                    progress.push(pr);
+                }
+            }
+        }
+        self.self_pos = members.iter().position(|&v| v == self.id);
+        self.reads.remap(&old_members, &members, self.self_pos);
+        self.members = members;
+        self.voter_count = voter_count;
+        self.progress = progress;
+        self.votes = votes;
+        if let Some(to) = self.lead_transferee {
+            if self.voter_pos(to).is_none() {
+                self.lead_transferee = None;
+                self.transfer_elapsed = 0;
+            }
+        }
+        if self.is_removed() && !self.removal_logged {
+            self.removal_logged = true;
+            log::warn!(
+                "node {}: removed from the cluster (configuration {:?}); it will not campaign or vote",
+                self.id,
+                self.history.effective()
+            );
+        }
+    }
+
+    /// Leader: once the entry that removed this node has committed (counting the new
+    /// configuration's voters only), hand leadership to the most caught-up voter (TimeoutNow,
+    /// if one holds the whole log) and step down. The node then never campaigns again.
+    fn step_down_if_removal_committed(&mut self) {
+        if self.is_voter() || self.history.last_change_index() > self.log.commit_index() {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let target = (0..self.voter_count)
+            .filter(|&pos| Some(pos) != self.self_pos)
+            .max_by_key(|&pos| self.progress[pos].match_index)
+            .filter(|&pos| self.progress[pos].match_index == last_index)
+            .map(|pos| self.members[pos]);
+        log::info!(
+            "node {}: stepping down in term {}: its removal committed (handing over to {target:?})",
+            self.id,
+            self.term
+        );
+        if let Some(to) = target {
+            self.send(to, MessageBody::TimeoutNow);
+        }
+        self.become_follower(self.term, None);
     }
 
     /// Position of a voter or learner in `members` (and `progress`).
@@ -880,6 +1172,21 @@ impl Raft {
             return;
         }
         self.log.debug_check();
+        // The configuration in force is the last one in the log (or the snapshot's).
+        let last_conf = self
+            .log
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| {
+                e.index > self.history.base_index()
+                    && (e.kind == EntryKind::ConfChange || (e.index == 1 && !e.data.is_empty()))
+            })
+            .map(|e| e.index);
+        debug_assert!(
+            last_conf.is_none_or(|i| i == self.history.last_change_index()),
+            "the configuration in force is the log's last"
+        );
         if let Some(pending) = self.pending_snapshot {
             debug_assert_eq!(
                 Some(pending),
@@ -907,6 +1214,15 @@ impl Raft {
     /// itself in its term; a candidate voted for itself).
     fn check_contracts(&self) {
         assert!(self.advanced_number <= self.ready_number);
+        assert!(
+            self.members.len() == self.progress.len()
+                && self.voter_count <= self.members.len()
+                && self.votes.len() == self.voter_count,
+            "members, progress and votes follow the configuration"
+        );
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            assert!(self.is_voter(), "only a voter campaigns");
+        }
         assert!(self.emitted_hard.term <= self.term, "term never decreases");
         if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {
             assert_eq!(
@@ -927,6 +1243,38 @@ impl Raft {
                 );
             }
             Role::Follower | Role::PreCandidate => {}
+        }
+    }
+}
+
+/// Applies the configurations carried by `entries` (those at `from` or later, after the
+/// history's base) to `history`: each `ConfChange` entry, and a new cluster's first entry with
+/// its bootstrap configuration. An entry that is not a valid change (corrupt bytes, or a change
+/// its configuration refuses) changes nothing, on every node alike: they all replay the same
+/// entries on the same configurations.
+fn track_configurations(id: NodeId, history: &mut ConfigHistory, entries: &[Entry], from: Index) {
+    for entry in entries {
+        if entry.index < from || entry.index <= history.base_index() {
+            continue;
+        }
+        match entry.kind {
+            EntryKind::ConfChange => {
+                let result = ConfChange::decode_entry(&entry.data)
+                    .and_then(|(change, _)| history.append(entry.index, change));
+                if let Err(e) = result {
+                    log::error!(
+                        "node {id}: configuration entry {} ignored: {e}",
+                        entry.index
+                    );
+                }
+            }
+            EntryKind::Noop if entry.index == 1 && !entry.data.is_empty() => {
+                match Membership::decode(&entry.data) {
+                    Ok(bootstrap) => history.set(1, bootstrap),
+                    Err(e) => log::error!("node {id}: bootstrap configuration ignored: {e}"),
+                }
+            }
+            EntryKind::Noop | EntryKind::Normal => {}
         }
     }
 }

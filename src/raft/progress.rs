@@ -53,6 +53,9 @@ pub(super) struct Progress {
     stalled_heartbeats: u32,
     /// Snapshot only: ticks since the InstallSnapshot was sent.
     pub(super) snapshot_elapsed: u32,
+    /// Ticks since the follower last answered (an AppendEntries or a heartbeat): a learner is
+    /// promoted only if it answered within an election timeout.
+    pub(super) silent_ticks: u32,
 }
 
 impl Progress {
@@ -68,6 +71,7 @@ impl Progress {
             match_at_heartbeat: 0,
             stalled_heartbeats: 0,
             snapshot_elapsed: 0,
+            silent_ticks: 0,
         }
     }
 

@@ -38,7 +38,8 @@ pub(super) struct ReadOnly {
     pub(super) read_round: u64,
     /// Reads are waiting on round `read_round + 1`: broadcast it at the next `ready()`.
     pub(super) round_requested: bool,
-    /// Highest round each voter (by position) acknowledged in this term. Own position: MAX.
+    /// Highest round each member (by position in `members`) acknowledged in this term. Own
+    /// position: MAX. Only the voters' (the first `voter_count`) count toward the quorum.
     acks: Vec<u64>,
     /// Reads waiting for a quorum to acknowledge their round; rounds nondecreasing front to back.
     queue: VecDeque<PendingRead>,
@@ -51,16 +52,36 @@ pub(super) struct ReadOnly {
 }
 
 impl ReadOnly {
-    pub(super) fn new(voter_count: usize) -> ReadOnly {
+    pub(super) fn new() -> ReadOnly {
         ReadOnly {
             read_round: 0,
             round_requested: false,
-            acks: vec![0; voter_count],
+            acks: Vec::new(),
             queue: VecDeque::new(),
             waiting_for_commit: Vec::new(),
             forwarded: Vec::new(),
-            scratch: Vec::with_capacity(voter_count),
+            scratch: Vec::new(),
         }
+    }
+
+    /// The configuration changed from `old` to `new` members: keep each remaining member's
+    /// acknowledgement, a new one has acknowledged nothing. (§6.4 with §4.1: a read is
+    /// confirmed by a quorum of the configuration in force when the quorum is counted.)
+    pub(super) fn remap(&mut self, old: &[NodeId], new: &[NodeId], self_pos: Option<usize>) {
+        let acks: Vec<u64> = new
+            .iter()
+            .enumerate()
+            .map(|(pos, id)| {
+                if Some(pos) == self_pos {
+                    return u64::MAX;
+                }
+                old.iter()
+                    .position(|o| o == id)
+                    .and_then(|at| self.acks.get(at).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        self.acks = acks;
     }
 
     /// A new leadership term: no acknowledgements carry over.
@@ -71,13 +92,14 @@ impl ReadOnly {
         }
     }
 
-    /// The highest round a quorum has acknowledged.
-    fn quorum_round(&mut self) -> u64 {
+    /// The highest round a quorum of the `voter_count` voters has acknowledged (0 without voters).
+    fn quorum_round(&mut self, voter_count: usize) -> u64 {
         self.scratch.clear();
-        self.scratch.extend_from_slice(&self.acks);
+        self.scratch
+            .extend_from_slice(self.acks.get(..voter_count).unwrap_or(&[]));
         self.scratch.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum = self.acks.len() / 2 + 1;
-        self.scratch[quorum - 1]
+        let quorum = voter_count / 2 + 1;
+        self.scratch.get(quorum - 1).copied().unwrap_or(0)
     }
 
     pub(super) fn has_pending_leader_reads(&self) -> bool {
@@ -104,7 +126,7 @@ impl Raft {
 
     fn queue_read(&mut self, request: ReadRequest) {
         let index = self.log.commit_index();
-        if self.config.voters.len() == 1 {
+        if self.voter_count == 1 && self.is_voter() {
             // A single voter is its own quorum: nobody else can have been elected.
             self.resolve_read(request, index);
             return;
@@ -161,14 +183,14 @@ impl Raft {
     /// Voter at `pos` answered heartbeat round `round`: confirm every read queued at or before it
     /// once a quorum has.
     pub(super) fn on_read_round_ack(&mut self, pos: usize, round: u64) {
-        if round > self.reads.read_round || pos >= self.reads.acks.len() {
+        if round > self.reads.read_round || pos >= self.voter_count.min(self.reads.acks.len()) {
             return; // Never sent (a malformed or foreign answer), or a learner's: not counted.
         }
         if self.reads.acks[pos] >= round {
             return;
         }
         self.reads.acks[pos] = round;
-        let confirmed = self.reads.quorum_round();
+        let confirmed = self.reads.quorum_round(self.voter_count);
         while let Some(read) = self.reads.queue.front().copied() {
             if read.round > confirmed {
                 break;

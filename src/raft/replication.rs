@@ -5,6 +5,7 @@
 //! check-quorum step-down) and never persists anything: the follower's acknowledgements go out
 //! through `persisted_messages`, after the driver made the acknowledged entries durable.
 
+use super::membership::Membership;
 use super::node::Raft;
 use super::progress::ProgressState;
 use super::types::*;
@@ -39,6 +40,7 @@ impl Raft {
         let timeout = self.config.snapshot_timeout_ticks;
         for pos in 0..self.progress.len() {
             let pr = &mut self.progress[pos];
+            pr.silent_ticks = pr.silent_ticks.saturating_add(1);
             if Some(pos) != self.self_pos && pr.tick_snapshot(timeout) {
                 // No acknowledgement of the snapshot: it or its answer was lost (or the follower
                 // is down). Probe again; if the entries are still compacted, that re-sends it.
@@ -55,8 +57,10 @@ impl Raft {
     /// Check-quorum: did a quorum (ourselves included) answer since the last round? Clears the
     /// marks for the next round.
     fn quorum_recently_active(&mut self) -> bool {
-        let quorum = self.config.voters.len() / 2 + 1;
-        let voters = self.config.voters.len();
+        // The voters of the configuration in force; a leader whose removal is pending does not
+        // count itself.
+        let voters = self.voter_count;
+        let quorum = voters / 2 + 1;
         let mut active = 0;
         for (pos, pr) in self.progress.iter_mut().enumerate() {
             // Learners (after the voters) answer too, but never count.
@@ -200,7 +204,16 @@ impl Raft {
             snapshot.term
         );
         self.progress[pos].become_snapshot(snapshot.index);
-        self.send(to, MessageBody::InstallSnapshot { snapshot });
+        // The configuration in force at the snapshot's index: the entries that made it are
+        // compacted, and the follower takes this one when it installs.
+        let membership = self.history.at(snapshot.index).clone();
+        self.send(
+            to,
+            MessageBody::InstallSnapshot {
+                snapshot,
+                membership,
+            },
+        );
     }
 
     /// Leader: a follower answered an AppendEntries (or an InstallSnapshot). On failure
@@ -214,6 +227,7 @@ impl Raft {
     ) {
         let last_index = self.log.last_index();
         self.progress[from_pos].recent_active = true;
+        self.progress[from_pos].silent_ticks = 0;
         if success {
             if match_index > last_index {
                 return; // We never sent that far: malformed.
@@ -275,6 +289,7 @@ impl Raft {
         let last_index = self.log.last_index();
         let pr = &mut self.progress[from_pos];
         pr.recent_active = true;
+        pr.silent_ticks = 0;
         if pr.on_heartbeat_response(last_index) {
             // Entries outstanding and nothing acknowledged for two heartbeats: some AppendEntries
             // or their answers were lost. Ask with an empty AppendEntries at the last index sent:
@@ -314,27 +329,34 @@ impl Raft {
     /// is from our own term (§5.4.2, Figure 8: counting replicas of an older term's entry is not
     /// enough). Our own copy counts only up to the index the driver reported durable
     /// (§10.2.1). Returns whether the commit index moved.
+    ///
+    /// The quorum is a majority of the voters of the configuration in force *at that index*
+    /// (`ConfigHistory::quorum_index`): learners never count, and a leader that is removing
+    /// itself does not count itself for the removal entry and after it. With single-server
+    /// changes any majority of one configuration overlaps any majority of the next, so a
+    /// later leader (elected by either) holds every committed entry.
     pub(super) fn maybe_commit(&mut self) -> bool {
         debug_assert_eq!(self.role, Role::Leader);
-        let mut matches = std::mem::take(&mut self.match_scratch);
-        matches.clear();
-        // Voters only (the first entries of `progress`): learners never count toward a commit.
-        for (pos, pr) in self
-            .progress
-            .iter()
-            .enumerate()
-            .take(self.config.voters.len())
-        {
-            if Some(pos) == self.self_pos {
-                matches.push(self.log.durable_index());
-            } else {
-                matches.push(pr.match_index);
-            }
-        }
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum = self.config.voters.len() / 2 + 1;
-        let quorum_index = matches[quorum - 1];
-        self.match_scratch = matches;
+        let mut scratch = std::mem::take(&mut self.match_scratch);
+        let commit = self.log.commit_index();
+        let quorum_index = {
+            let (id, members, progress) = (self.id, &self.members, &self.progress);
+            let durable = self.log.durable_index();
+            let match_of = |voter: NodeId| {
+                if voter == id {
+                    return durable;
+                }
+                // A voter of an older configuration that is no longer a member counts as
+                // holding nothing: conservative.
+                members
+                    .iter()
+                    .position(|&m| m == voter)
+                    .map_or(0, |pos| progress[pos].match_index)
+            };
+            self.history
+                .quorum_index(commit, self.log.last_index(), &mut scratch, match_of)
+        };
+        self.match_scratch = scratch;
 
         if quorum_index <= self.log.commit_index() {
             return false;
@@ -344,6 +366,10 @@ impl Raft {
             return false;
         }
         self.log.commit_to(quorum_index);
+        if self.history.last_change_index() > commit {
+            // A removal committed: stop replicating to the removed node.
+            self.sync_members();
+        }
         self.release_reads_waiting_for_commit();
         true
     }
@@ -379,6 +405,13 @@ impl Raft {
             );
             return;
         }
+        // Where the log will change (the first entry we do not already hold): configurations
+        // from there on revert or take effect, once the append is done.
+        let offset = self.log.first_index() - 1;
+        let first_written = entries
+            .iter()
+            .find(|e| e.index > offset && self.log.term(e.index) != Some(e.term))
+            .map(|e| e.index);
         let (mut prev_log_index, mut prev_log_term) = (prev_log_index, prev_log_term);
         let commit_index = self.log.commit_index();
         if prev_log_index < commit_index {
@@ -400,6 +433,9 @@ impl Raft {
         }
         match self.log.try_append(prev_log_index, prev_log_term, entries) {
             super::log::AppendOutcome::Appended { last_new } => {
+                if let Some(from) = first_written {
+                    self.track_log_from(from);
+                }
                 self.log.commit_to(leader_commit.min(last_new));
                 let body = MessageBody::AppendEntriesResponse {
                     success: true,
@@ -425,6 +461,7 @@ impl Raft {
         leader: NodeId,
         term: Term,
         snapshot: SnapshotMeta,
+        membership: Membership,
     ) {
         if snapshot.term > term || snapshot.index == Index::MAX {
             log::warn!(
@@ -446,7 +483,7 @@ impl Raft {
                 snapshot.index,
                 snapshot.term
             );
-            self.install_snapshot(snapshot);
+            self.install_snapshot(snapshot, membership);
             snapshot.index
         };
         let body = MessageBody::AppendEntriesResponse {

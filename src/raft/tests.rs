@@ -22,8 +22,9 @@ struct Node {
 /// The part of a Ready that waits for the disk.
 struct PendingWrite {
     number: u64,
-    /// A snapshot to install (replacing the disk's log) before the entries are written.
-    snapshot: Option<SnapshotMeta>,
+    /// A snapshot to install (replacing the disk's log) before the entries are written, with
+    /// the configuration it carries.
+    snapshot: Option<(SnapshotMeta, Membership)>,
     entries: Vec<Entry>,
     hard_state: Option<HardState>,
     persisted_messages: Vec<Message>,
@@ -196,9 +197,12 @@ impl Network {
             self.installs.entry(id).or_default().push(meta);
         }
         let node = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();
+        let snapshot = rd
+            .snapshot
+            .map(|meta| (meta, node.raft.snapshot_membership()));
         node.unsynced.push_back(PendingWrite {
             number: rd.number,
-            snapshot: rd.snapshot,
+            snapshot,
             entries: rd.entries,
             hard_state: rd.hard_state,
             persisted_messages: rd.persisted_messages,
@@ -240,8 +244,9 @@ impl Network {
             return false;
         };
         let disk = self.disks.get_mut(&id).unwrap();
-        if let Some(meta) = write.snapshot {
+        if let Some((meta, membership)) = write.snapshot {
             disk.snapshot = Some(meta);
+            disk.membership = Some(membership);
             disk.entries.clear();
         }
         if let Some(first) = write.entries.first() {
@@ -299,7 +304,8 @@ impl Network {
             }
             while let Some(msg) = self.queue.pop_front() {
                 moved = true;
-                if let Some(node) = self.nodes.get_mut(&msg.to).unwrap().as_mut() {
+                // A node that does not exist (an answer to a forged sender) drops it.
+                if let Some(node) = self.nodes.get_mut(&msg.to).and_then(Option::as_mut) {
                     node.raft.step(msg);
                 }
             }
@@ -367,10 +373,38 @@ impl Network {
         };
         raft.compact(meta, first_kept);
         let first_kept = raft.first_index();
+        let membership = raft.snapshot_membership();
         let disk = self.disks.get_mut(&id).unwrap();
         disk.snapshot = Some(meta);
+        disk.membership = Some(membership);
         let drop = first_kept.saturating_sub(disk_first_index(disk)) as usize;
         disk.entries.drain(..drop.min(disk.entries.len()));
+    }
+
+    /// A new, empty node `id` (no voters in its bootstrap configuration: it learns its
+    /// configuration from the log's first entry or a snapshot once a leader adds it).
+    fn add_empty_node(&mut self, id: NodeId, configure: impl Fn(&mut Config)) {
+        let mut config = Config::new(id, Vec::new());
+        configure(&mut config);
+        self.configs.insert(id, config);
+        self.disks.insert(id, Persisted::default());
+        self.restart(id);
+    }
+
+    fn conf_change(&mut self, id: NodeId, change: ConfChange) -> Result<Index, RaftError> {
+        let context = format!("node-{}", change.id());
+        self.raft_mut(id)
+            .propose_conf_change(change, context.as_bytes())
+    }
+
+    /// Cuts every link between the two groups, both ways.
+    fn split(&mut self, a: &[NodeId], b: &[NodeId]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
     }
 
     fn assert_logs_equal(&self, ids: &[NodeId]) {
@@ -416,6 +450,7 @@ fn persisted(term: Term, voted_for: Option<NodeId>, terms: &[Term]) -> Persisted
         },
         snapshot: None,
         entries: entries_with_terms(terms),
+        membership: None,
     }
 }
 
@@ -1193,11 +1228,13 @@ fn foreign_and_malformed_messages_are_ignored() {
     let term = net.raft(leader).term();
     let before = net.raft(follower).entries().to_vec();
     let garbage = [
-        // From a non-member.
+        // From a non-member that is not the leader. (A non-member's higher term is adopted,
+        // as any server's: a joining node must hear from a leader it has no configuration
+        // for, and a learner must answer a candidate it does not know yet.)
         Message {
             from: 99,
             to: follower,
-            term: term + 5,
+            term,
             body: MessageBody::TimeoutNow,
         },
         // For another node.
@@ -1366,6 +1403,7 @@ fn random_messages_never_panic() {
             },
             8 => MessageBody::TimeoutNow,
             _ => MessageBody::InstallSnapshot {
+                membership: Membership::with_voters(0..rng.gen_range(0..4)),
                 snapshot: SnapshotMeta {
                     index: small(&mut rng),
                     term: small(&mut rng),
@@ -1784,7 +1822,10 @@ fn install_msg(term: Term, meta: SnapshotMeta) -> Message {
         from: 0,
         to: 1,
         term,
-        body: MessageBody::InstallSnapshot { snapshot: meta },
+        body: MessageBody::InstallSnapshot {
+            snapshot: meta,
+            membership: Membership::with_voters([0, 1, 2]),
+        },
     }
 }
 
@@ -2003,6 +2044,7 @@ fn restart_from_snapshot_and_log() {
                 hard_state: hs,
                 snapshot,
                 entries,
+                membership: None,
             },
             1,
         );
@@ -2044,6 +2086,7 @@ fn restart_from_snapshot_and_log() {
             hard_state: disk_hs,
             snapshot: Some(snap(5, 2)),
             entries: entries_from(6, &[2, 3, 3]),
+            membership: None,
         },
         1,
     );
@@ -2206,4 +2249,493 @@ fn a_node_that_thinks_it_is_a_learner_still_votes_when_asked() {
     net.campaign(0);
     assert_eq!(net.leaders(), vec![0]);
     assert_eq!(net.raft(3).leader(), Some(0));
+}
+
+// ----- membership change (issue 16) -------------------------------------------------------
+
+fn no_pre_vote(c: &mut Config) {
+    c.pre_vote = false;
+    c.check_quorum = false;
+}
+
+fn voters_of(net: &Network, id: NodeId) -> Vec<NodeId> {
+    net.raft(id).membership().voters().collect()
+}
+
+/// Three voters elect 0, then add node 3 as a learner (it starts empty) and settle.
+fn three_and_a_learner(configure: impl Fn(&mut Config) + Copy) -> Network {
+    let mut net = Network::new(3, configure);
+    net.campaign(0);
+    assert_eq!(net.leaders(), vec![0]);
+    net.propose(0, b"before");
+    net.settle();
+    net.add_empty_node(3, configure);
+    net.conf_change(0, ConfChange::AddLearner(3)).unwrap();
+    net.settle();
+    net
+}
+
+#[test]
+fn a_learner_joins_empty_catches_up_and_is_promoted() {
+    let mut net = three_and_a_learner(|_| {});
+    assert_eq!(
+        net.raft(3).membership(),
+        net.raft(0).membership(),
+        "the joiner learned the bootstrap configuration from index 1, then the change"
+    );
+    assert!(net.raft(3).membership().is_learner(3));
+    net.assert_logs_equal(&[0, 1, 2, 3]);
+    assert_eq!(net.raft(0).status().learners, vec![3]);
+    assert_eq!(net.raft(0).status().voters, vec![0, 1, 2]);
+    // A learner never campaigns, however long it hears nothing.
+    net.isolate(3);
+    let term = net.raft(3).term();
+    net.tick_one(3, 100);
+    assert_eq!(
+        (net.raft(3).role(), net.raft(3).term()),
+        (Role::Follower, term)
+    );
+    net.heal();
+    net.tick_all(2);
+    // Learners never count toward a commit: with 1 and 2 down, 0 and the learner commit nothing.
+    net.crash(1);
+    net.crash(2);
+    let index = net.propose(0, b"not committed");
+    net.settle();
+    assert_eq!(net.raft(3).last_index(), index, "the learner holds it");
+    assert!(net.raft(0).commit_index() < index, "but it does not count");
+    net.restart(1);
+    net.restart(2);
+    net.tick_all(3);
+    assert!(net.raft(0).commit_index() >= index);
+    // Promoted once caught up: now a voter everywhere, and a quorum of four is three.
+    net.conf_change(0, ConfChange::Promote(3)).unwrap();
+    net.settle();
+    for id in 0..4 {
+        assert_eq!(voters_of(&net, id), vec![0, 1, 2, 3], "node {id}");
+    }
+    net.crash(1);
+    net.crash(2);
+    let index = net.propose(0, b"needs three of four");
+    net.settle();
+    assert!(net.raft(0).commit_index() < index);
+    net.restart(2);
+    net.tick_all(3);
+    assert!(net.raft(0).commit_index() >= index);
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
+
+#[test]
+fn conf_changes_that_break_a_rule_are_refused() {
+    let mut net = three_and_a_learner(|c| c.promote_max_lag = 3);
+    let refused = |net: &mut Network, id, change| match net.conf_change(id, change) {
+        Err(RaftError::ConfChange(e)) => e,
+        other => panic!("{change:?} on {id}: expected a refusal, got {other:?}"),
+    };
+    assert!(matches!(
+        net.conf_change(1, ConfChange::AddLearner(4)),
+        Err(RaftError::NotLeader {
+            leader_hint: Some(0)
+        })
+    ));
+    assert_eq!(
+        refused(&mut net, 0, ConfChange::AddLearner(1)),
+        ConfChangeError::IdTaken(1)
+    );
+    assert_eq!(
+        refused(&mut net, 0, ConfChange::Promote(2)),
+        ConfChangeError::NotALearner(2)
+    );
+    assert_eq!(
+        refused(&mut net, 0, ConfChange::Remove(9)),
+        ConfChangeError::NotAMember(9)
+    );
+    // One uncommitted change at a time.
+    net.isolate(0);
+    let index = net.conf_change(0, ConfChange::AddLearner(4)).unwrap();
+    assert_eq!(
+        refused(&mut net, 0, ConfChange::AddLearner(5)),
+        ConfChangeError::ChangePending { index }
+    );
+    net.heal();
+    net.tick_all(3);
+    assert!(net.raft(0).commit_index() >= index);
+    // A removed id is never reused.
+    net.conf_change(0, ConfChange::Remove(4)).unwrap();
+    net.settle();
+    assert_eq!(
+        refused(&mut net, 0, ConfChange::AddLearner(4)),
+        ConfChangeError::IdTaken(4)
+    );
+    // A learner that lags by more than promote_max_lag is not promoted.
+    net.isolate(3);
+    for _ in 0..5 {
+        net.propose(0, b"x");
+    }
+    net.settle();
+    let last_index = net.raft(0).last_index();
+    assert!(matches!(
+        refused(&mut net, 0, ConfChange::Promote(3)),
+        ConfChangeError::NotCaughtUp { id: 3, last_index: l, .. } if l == last_index
+    ));
+    net.heal();
+    net.tick_all(3);
+    net.conf_change(0, ConfChange::Promote(3)).unwrap();
+    net.settle();
+    // The last voter stays.
+    let mut lone = Network::new(1, |_| {});
+    lone.tick_until_leader();
+    assert_eq!(
+        refused(&mut lone, 0, ConfChange::Remove(0)),
+        ConfChangeError::LastVoter(0)
+    );
+}
+
+#[test]
+fn a_new_leader_proposes_no_change_before_its_first_entry_commits() {
+    let mut net = three_and_a_learner(no_pre_vote);
+    // Node 1 wins term 2, but no acknowledgement of its no-op reaches it yet.
+    net.filter = Some(Box::new(|m: &mut Message| {
+        !matches!(m.body, MessageBody::AppendEntriesResponse { .. })
+    }));
+    net.campaign(1);
+    assert_eq!(net.leaders(), vec![1]);
+    assert!(matches!(
+        net.conf_change(1, ConfChange::Promote(3)),
+        Err(RaftError::ConfChange(ConfChangeError::TermNotCommitted))
+    ));
+    net.filter = None;
+    net.tick_all(3);
+    assert!(net.raft(1).commit_index() >= net.raft(1).last_index());
+    net.conf_change(1, ConfChange::Promote(3)).unwrap();
+}
+
+#[test]
+fn a_configuration_is_in_force_when_appended_and_reverts_when_truncated() {
+    let mut net = three_and_a_learner(no_pre_vote);
+    // 0, cut off, appends a change only it holds.
+    net.isolate(0);
+    let index = net.conf_change(0, ConfChange::Promote(3)).unwrap();
+    net.settle();
+    assert!(
+        net.raft(0).membership().is_voter(3),
+        "in force before commit"
+    );
+    assert_eq!(voters_of(&net, 0), vec![0, 1, 2, 3]);
+    // 1 and 2 elect 1, whose entry at `index` overwrites it when 0 rejoins.
+    net.campaign(1);
+    assert_eq!(net.raft(1).role(), Role::Leader);
+    net.propose(1, b"overwrites");
+    net.settle();
+    net.heal();
+    net.tick_all(3);
+    assert_eq!(net.raft(0).role(), Role::Follower);
+    assert_eq!(net.raft(0).log_term(index), Some(net.raft(1).term()));
+    assert!(
+        net.raft(0).membership().is_learner(3),
+        "reverted with its entry"
+    );
+    assert_eq!(voters_of(&net, 0), vec![0, 1, 2]);
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
+
+/// etcd's learner-must-vote case: 3 was promoted by an entry it never received, and its vote
+/// is needed to elect a leader of the four-voter configuration.
+#[test]
+fn a_promoted_learner_that_has_not_heard_of_it_still_votes() {
+    let mut net = three_and_a_learner(no_pre_vote);
+    net.cut.insert((0, 3));
+    let index = net.conf_change(0, ConfChange::Promote(3)).unwrap();
+    net.settle();
+    assert!(net.raft(0).commit_index() >= index, "0, 1, 2 of four");
+    assert!(net.raft(3).membership().is_learner(3), "3 has not heard");
+    net.crash(0);
+    net.heal();
+    // 1 needs three of {0, 1, 2, 3}: itself, 2, and the learner.
+    net.campaign(1);
+    assert_eq!(net.leaders(), vec![1]);
+    let index = net.propose(1, b"committed by 1, 2, 3");
+    net.settle();
+    assert!(net.raft(1).commit_index() >= index);
+    assert!(net.raft(3).membership().is_voter(3), "now it knows");
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
+
+#[test]
+fn the_leader_removes_itself_leads_until_it_commits_then_hands_over() {
+    let mut net = Network::new(3, |_| {});
+    net.campaign(0);
+    let index = net.conf_change(0, ConfChange::Remove(0)).unwrap();
+    assert_eq!(net.raft(0).role(), Role::Leader, "leads until it commits");
+    assert!(net.raft(0).is_removed());
+    // With 1 unreachable, 0 and 2 hold the entry but the new configuration {1, 2} has no
+    // majority without 1: 0 does not count itself.
+    net.isolate(1);
+    net.settle();
+    assert!(net.raft(0).commit_index() < index);
+    assert_eq!(net.raft(0).role(), Role::Leader);
+    net.heal();
+    // The lost AppendEntries is resent after two heartbeats without progress.
+    for _ in 0..5 {
+        if net.raft(0).commit_index() < index {
+            net.tick_all(1);
+        }
+    }
+    assert!(net.raft(0).commit_index() >= index);
+    assert_ne!(net.raft(0).role(), Role::Leader, "stepped down");
+    let leader = net.tick_until_leader();
+    assert!(leader == 1 || leader == 2);
+    // The removed node never campaigns and its vote requests are ignored; the rest commit.
+    let term = net.raft(0).term();
+    net.tick_one(0, 100);
+    assert_eq!(net.raft(0).term(), term);
+    assert_ne!(net.raft(0).role(), Role::Leader);
+    let index = net.propose(leader, b"two voters");
+    net.crash(0);
+    net.settle();
+    assert!(net.raft(leader).commit_index() >= index);
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
+
+#[test]
+fn a_removed_node_never_grants_a_vote_and_its_requests_are_dropped() {
+    let mut net = Network::new(3, |_| {});
+    net.campaign(0);
+    net.conf_change(0, ConfChange::Remove(2)).unwrap();
+    net.settle();
+    assert!(net.raft(2).is_removed());
+    let last_index = net.raft(1).last_index();
+    let vote = |from, to, term| Message {
+        from,
+        to,
+        term,
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: last_index + 10,
+            last_log_term: term,
+        },
+    };
+    let term = net.raft(1).term();
+    net.raft_mut(1).step(vote(2, 1, term + 5));
+    assert_eq!(
+        net.raft(1).term(),
+        term,
+        "a removed node's request raises no term"
+    );
+    net.raft_mut(2).step(vote(1, 2, term + 5));
+    let rd = net.raft_mut(2).ready();
+    assert!(rd
+        .messages
+        .iter()
+        .chain(&rd.persisted_messages)
+        .all(|m| !matches!(
+            m.body,
+            MessageBody::RequestVoteResponse { granted: true, .. }
+        )));
+}
+
+#[test]
+fn snapshots_carry_the_configuration_to_a_joiner_and_across_restarts() {
+    let mut net = three_and_a_learner(|_| {});
+    net.conf_change(0, ConfChange::Promote(3)).unwrap();
+    net.settle();
+    net.conf_change(0, ConfChange::Remove(1)).unwrap();
+    net.settle();
+    for _ in 0..3 {
+        net.propose(0, b"x");
+    }
+    net.settle();
+    let applied = net.raft(0).applied_index();
+    net.compact(0, applied, applied + 1);
+    // Node 4 joins after the log that made the configuration is gone: it learns it from the
+    // snapshot.
+    net.add_empty_node(4, |_| {});
+    net.conf_change(0, ConfChange::AddLearner(4)).unwrap();
+    net.settle();
+    assert_eq!(net.installs.get(&4).map(Vec::len), Some(1));
+    assert_eq!(net.raft(4).membership(), net.raft(0).membership());
+    assert_eq!(voters_of(&net, 4), vec![0, 2, 3]);
+    assert!(net.raft(4).membership().was_removed(1));
+    // Restarts from the snapshot file's configuration plus the log after it.
+    for id in [0, 4] {
+        let before = net.raft(id).membership().clone();
+        net.crash(id);
+        net.restart(id);
+        assert_eq!(net.raft(id).membership(), &before, "node {id}");
+    }
+    let leader = net.tick_until_leader();
+    let index = net.propose(leader, b"y");
+    net.settle();
+    assert!(net.raft(leader).commit_index() >= index);
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
+
+/// One of the three counter-examples in Ongaro's 2015 report of the single-server change bug
+/// (raft-dev, "bug in single-server membership changes"): leader 0 of the old configuration
+/// C = {0, 1, 2, 3} appends change D but few receive it; node 1 is elected in C and appends
+/// change E; a majority of E and a majority of D need not overlap, so without the fix E can
+/// commit and 0 can then win an election in D and overwrite it.
+struct BugCase {
+    learners: &'static [NodeId],
+    d: ConfChange,
+    /// Who receives D from 0.
+    d_to: &'static [NodeId],
+    e: ConfChange,
+    /// 0's side (with 0), the node both sides need, and 1's side (with 1).
+    old: &'static [NodeId],
+    swing: NodeId,
+    new: &'static [NodeId],
+}
+
+const ONE_ADD_ONE_REMOVE: BugCase = BugCase {
+    learners: &[4],
+    d: ConfChange::Promote(4),
+    d_to: &[4],
+    e: ConfChange::Remove(0),
+    old: &[0, 4],
+    swing: 3,
+    new: &[1, 2],
+};
+const TWO_ADDS: BugCase = BugCase {
+    learners: &[4, 5],
+    d: ConfChange::Promote(4),
+    d_to: &[4],
+    e: ConfChange::Promote(5),
+    old: &[0, 4],
+    swing: 3,
+    new: &[1, 2, 5],
+};
+const TWO_REMOVES: BugCase = BugCase {
+    learners: &[],
+    d: ConfChange::Remove(3),
+    d_to: &[],
+    e: ConfChange::Remove(0),
+    old: &[0],
+    swing: 2,
+    new: &[1, 3],
+};
+
+/// Plays `case`; returns the network after 0 tried to win in D, and whether E was proposed
+/// before 1's no-op committed (only possible with the unsafe test flag).
+fn play_bug_case(case: &BugCase, unsafe_rule: bool) -> (Network, bool) {
+    let configure = move |c: &mut Config| {
+        no_pre_vote(c);
+        c.testing_unsafe_conf_change_before_term_commit = unsafe_rule;
+    };
+    let mut net = Network::new(4, configure);
+    net.campaign(0);
+    for &learner in case.learners {
+        net.add_empty_node(learner, configure);
+        net.conf_change(0, ConfChange::AddLearner(learner)).unwrap();
+        net.settle();
+    }
+    let all: Vec<NodeId> = net.configs.keys().copied().collect();
+    // 0 appends D; only `d_to` receives it.
+    let others: Vec<NodeId> = all
+        .iter()
+        .copied()
+        .filter(|id| *id != 0 && !case.d_to.contains(id))
+        .collect();
+    net.split(&[0], &others);
+    let d_index = net.conf_change(0, case.d).unwrap();
+    net.settle();
+    assert!(net.raft(0).commit_index() < d_index, "D is not committed");
+    // 1 is elected in C by the swing node's vote, but sends it no entries.
+    net.heal();
+    let mut rest = case.new.to_vec();
+    rest.push(case.swing);
+    net.split(case.old, &rest);
+    let swing = case.swing;
+    net.filter = Some(Box::new(move |m: &mut Message| {
+        !(m.from == 1
+            && m.to == swing
+            && matches!(
+                m.body,
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+            ))
+    }));
+    net.campaign(1);
+    assert_eq!(net.raft(1).role(), Role::Leader);
+    let early = net.conf_change(1, case.e);
+    let e_index = match early {
+        Ok(index) => index,
+        Err(RaftError::ConfChange(ConfChangeError::TermNotCommitted)) => {
+            // The fix: first the no-op commits, which takes the swing node.
+            net.filter = None;
+            net.tick_all(2);
+            net.conf_change(1, case.e).unwrap()
+        }
+        Err(e) => panic!("unexpected {e:?}"),
+    };
+    net.settle();
+    assert!(net.raft(1).commit_index() >= e_index, "E committed");
+    // 1's side goes away; 0 campaigns in D with the swing node.
+    net.filter = None;
+    net.heal();
+    net.split(case.new, &[case.old, &[case.swing]].concat());
+    // 0 (still leading its old term, cut off) restarts and campaigns: the first try may only
+    // teach it the swing node's term.
+    let e_term = net.raft(1).term();
+    net.crash(0);
+    net.restart(0);
+    for _ in 0..2 {
+        if net.raft(0).role() != Role::Leader {
+            net.campaign(0);
+        }
+    }
+    if net.raft(0).role() == Role::Leader {
+        assert!(net.raft(0).term() > e_term);
+        net.propose(0, b"from D's leader");
+        net.settle();
+        net.heal();
+        net.tick_all(5);
+    }
+    (net, early.is_ok())
+}
+
+/// The index of E in 1's log.
+fn e_index_of(net: &Network, case: &BugCase) -> Index {
+    let e = case.e.encode();
+    net.raft(1)
+        .entries()
+        .iter()
+        .rfind(|entry| entry.kind == EntryKind::ConfChange && entry.data.starts_with(&e))
+        .map(|entry| entry.index)
+        .expect("E is in 1's log")
+}
+
+fn bug_case_is_prevented(case: &BugCase) {
+    let (net, early) = play_bug_case(case, false);
+    assert!(!early, "E must wait for the new leader's no-op to commit");
+    assert_ne!(net.raft(0).role(), Role::Leader, "0 cannot win in D");
+    let e_index = e_index_of(&net, case);
+    assert_eq!(
+        net.raft(case.swing).log_term(e_index),
+        net.raft(1).log_term(e_index),
+        "the swing node holds E"
+    );
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+    // And the unsafe rule shows the scenario is real: committed E is overwritten.
+    let (net, early) = play_bug_case(case, true);
+    assert!(early);
+    assert_eq!(net.raft(0).role(), Role::Leader, "0 won in D");
+    assert!(
+        !net.violations.is_empty(),
+        "the checker sees the lost commit"
+    );
+}
+
+#[test]
+fn ongaro_2015_one_add_one_remove() {
+    bug_case_is_prevented(&ONE_ADD_ONE_REMOVE);
+}
+
+#[test]
+fn ongaro_2015_two_adds() {
+    bug_case_is_prevented(&TWO_ADDS);
+}
+
+#[test]
+fn ongaro_2015_two_removes() {
+    bug_case_is_prevented(&TWO_REMOVES);
 }

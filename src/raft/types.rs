@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use super::membership::{ConfChangeError, Membership};
+
 /// A node's id: `0..count` for a cluster started as `server <id> <count> <port>`.
 pub type NodeId = u64;
 /// A Raft term (§5.1). Term 0 is "before any election"; real terms start at 1.
@@ -22,6 +24,10 @@ pub enum EntryKind {
     Noop = 0,
     /// An application command: opaque bytes the state machine interprets.
     Normal = 1,
+    /// A single-server membership change: `ConfChange::encode()` then an opaque context the
+    /// core never interprets (see `ConfChange::decode_entry`). It takes effect in the core
+    /// when appended; the driver applies its context when it is committed.
+    ConfChange = 2,
 }
 
 impl EntryKind {
@@ -29,6 +35,7 @@ impl EntryKind {
         match byte {
             0 => Some(EntryKind::Noop),
             1 => Some(EntryKind::Normal),
+            2 => Some(EntryKind::ConfChange),
             _ => None,
         }
     }
@@ -136,6 +143,9 @@ pub enum MessageBody {
     /// (success, `match_index` = what the follower now holds durably).
     InstallSnapshot {
         snapshot: SnapshotMeta,
+        /// The configuration in force at `snapshot.index` (the log entries that made it are
+        /// compacted); a follower that installs the snapshot takes it.
+        membership: Membership,
     },
 }
 
@@ -230,6 +240,8 @@ impl Ready {
 /// Errors the core returns to its caller. Nothing here is a bug; each is an answer to relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RaftError {
+    /// `propose_conf_change` refused the change; the error says why.
+    ConfChange(ConfChangeError),
     /// This node is not the leader; `leader_hint` is the leader it last heard from, if any.
     NotLeader { leader_hint: Option<NodeId> },
     /// A leadership transfer is under way; proposals are refused until it ends (§3.10).
@@ -247,6 +259,7 @@ impl std::fmt::Display for RaftError {
             RaftError::NotLeader { leader_hint: None } => write!(f, "not leader (no leader known)"),
             RaftError::TransferInProgress => write!(f, "leadership transfer in progress"),
             RaftError::BadTransferTarget => write!(f, "bad leadership transfer target"),
+            RaftError::ConfChange(e) => write!(f, "membership change refused: {e}"),
         }
     }
 }

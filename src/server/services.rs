@@ -148,6 +148,7 @@ fn describe(e: RaftError) -> String {
         RaftError::NotLeader { leader_hint: None } => "no leader".to_string(),
         RaftError::TransferInProgress => "leadership transfer in progress".to_string(),
         RaftError::BadTransferTarget => "bad transfer target".to_string(),
+        RaftError::ConfChange(e) => e.to_string(),
     }
 }
 

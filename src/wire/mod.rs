@@ -71,7 +71,7 @@
 //! | 0x07 | ReadIndex              | `ctx u64`                                                                    |
 //! | 0x08 | ReadIndexResponse      | `ctx u64`, `index opt u64` (absent: the leader cannot serve reads now)       |
 //! | 0x09 | TimeoutNow             | nothing                                                                      |
-//! | 0x0A | InstallSnapshot        | `snapshot_index u64`, `snapshot_term u64` (the data travels separately)      |
+//! | 0x0A | InstallSnapshot        | `snapshot_index u64`, `snapshot_term u64`, `len u32`, configuration (`Membership::encode`); the data travels separately |
 //!
 //! Each AppendEntries entry is `term u64`, `index u64`, `kind u8` (0 = noop, 1 = normal; others
 //! are malformed), `data_len u32`, then `data_len` bytes of data.

@@ -9,7 +9,8 @@ use super::codec::{option_u64_bytes, put_bool, put_option_u64, put_u32, put_u64,
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::WireError;
 use crate::raft::{
-    Entry, EntryKind, Message, MessageBody, NodeId, Payload, RejectHint, SnapshotMeta, Term,
+    Entry, EntryKind, Membership, Message, MessageBody, NodeId, Payload, RejectHint, SnapshotMeta,
+    Term,
 };
 
 /// One decoded peer frame. `Propose` borrows its command from the read buffer; a `Raft` message
@@ -132,7 +133,7 @@ fn message_body_bytes(body: &MessageBody) -> usize {
         MessageBody::ReadIndex { .. } => 8,
         MessageBody::ReadIndexResponse { index, .. } => 8 + option_u64_bytes(*index),
         MessageBody::TimeoutNow => 0,
-        MessageBody::InstallSnapshot { .. } => 8 + 8,
+        MessageBody::InstallSnapshot { membership, .. } => 8 + 8 + 4 + membership.encode().len(),
     }
 }
 
@@ -200,9 +201,15 @@ pub fn encode_raft_message(msg: &Message, out: &mut Vec<u8>) {
             put_option_u64(out, *index);
         }
         MessageBody::TimeoutNow => {}
-        MessageBody::InstallSnapshot { snapshot } => {
+        MessageBody::InstallSnapshot {
+            snapshot,
+            membership,
+        } => {
             put_u64(out, snapshot.index);
             put_u64(out, snapshot.term);
+            let membership = membership.encode();
+            put_u32(out, u32::try_from(membership.len()).unwrap_or(u32::MAX));
+            out.extend_from_slice(&membership);
         }
     }
     debug_assert_eq!(out.len() - start, FRAME_HEADER_BYTES + body_bytes);
@@ -370,6 +377,11 @@ fn raft_body(frame_type: PeerFrameType, r: &mut Reader<'_>) -> Result<MessageBod
             snapshot: SnapshotMeta {
                 index: r.u64()?,
                 term: r.u64()?,
+            },
+            membership: {
+                let len = r.u32()? as usize;
+                Membership::decode(r.bytes(len)?)
+                    .map_err(|_| WireError::Malformed("bad configuration"))?
             },
         },
         T::Propose | T::ProposeRejected | T::SnapshotChunk | T::SnapshotAck => {
@@ -563,6 +575,7 @@ pub(super) mod tests {
                         index: 1234,
                         term: 8,
                     },
+                    membership: Membership::from_parts([0, 2, 3], [4], [1]),
                 },
             ),
         ]
@@ -818,11 +831,11 @@ pub(super) mod tests {
 
     #[test]
     fn out_of_range_field_values_are_malformed() {
-        let entry_kind_2 = {
+        let entry_kind_9 = {
             let mut body = append_entries_body(1);
             put_u64(&mut body, 7);
             put_u64(&mut body, 1);
-            put_u8(&mut body, 2); // no such EntryKind
+            put_u8(&mut body, 9); // no such EntryKind
             put_u32(&mut body, 0);
             raw_frame(0x03, &body)
         };
@@ -832,7 +845,7 @@ pub(super) mod tests {
             raw_frame(0x02, &body)
         };
         let hint_tag_2 = raw_frame(0x11, &[0, 0, 0, 0, 0, 0, 0, 1, 2]);
-        for frame in [entry_kind_2, granted_2, hint_tag_2] {
+        for frame in [entry_kind_9, granted_2, hint_tag_2] {
             assert!(matches!(
                 decode_peer_frame(&frame),
                 Err(WireError::Malformed(_))

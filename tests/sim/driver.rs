@@ -499,7 +499,7 @@ impl Sim {
             return Ok(()); // not a link of this cluster
         }
         let data = match msg.body {
-            MessageBody::InstallSnapshot { snapshot } => {
+            MessageBody::InstallSnapshot { snapshot, .. } => {
                 let data = self.nodes[msg.from as usize].snapshot;
                 if data.map(|data| data.meta) != Some(snapshot) {
                     return Err(Violation::new(

@@ -174,6 +174,7 @@ impl Storage {
             hard_state: self.hard_state,
             snapshot: self.snapshot.map(|data| data.meta),
             entries: self.log.clone(),
+            membership: None,
         }
     }
 

@@ -87,7 +87,7 @@ pub fn message_words(msg: &Message) -> [u64; 6] {
         MessageBody::ReadIndex { ctx } => (9, *ctx, 0),
         MessageBody::ReadIndexResponse { ctx, index } => (10, *ctx, index.map_or(0, |i| i + 1)),
         MessageBody::TimeoutNow => (11, 0, 0),
-        MessageBody::InstallSnapshot { snapshot } => (12, snapshot.index, snapshot.term),
+        MessageBody::InstallSnapshot { snapshot, .. } => (12, snapshot.index, snapshot.term),
     };
     [msg.from, msg.to, msg.term, kind, a, b]
 }

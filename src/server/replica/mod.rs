@@ -170,7 +170,7 @@ impl Replica {
 
     /// A Raft message from peer `from` (already checked to come from that peer).
     pub fn step(&mut self, msg: Message) {
-        if let MessageBody::InstallSnapshot { snapshot } = msg.body {
+        if let MessageBody::InstallSnapshot { snapshot, .. } = msg.body {
             // A snapshot arrives as chunks, and this node steps the InstallSnapshot itself once
             // the whole file is in (`on_snapshot_chunk`); one on its own carries no data.
             log::debug!(
@@ -213,7 +213,12 @@ impl Replica {
                     from,
                     to: self.id,
                     term,
-                    body: MessageBody::InstallSnapshot { snapshot: meta },
+                    // Until the snapshot file carries it (issue 16, server side): the
+                    // configuration this node has, as before membership could change.
+                    body: MessageBody::InstallSnapshot {
+                        snapshot: meta,
+                        membership: self.raft.membership().clone(),
+                    },
                 });
                 if self.raft.snapshot() != Some(meta) {
                     self.snapshots.discard_received(meta);
@@ -353,7 +358,9 @@ impl Replica {
             self.applied_term = entry.term;
             self.applied_bytes_since_snapshot += entry.data.len() as u64;
             match entry.kind {
-                EntryKind::Noop => self.sm.apply_noop(entry.index),
+                // Issue 16, server side: apply the change's context (addresses). For now the
+                // core alone follows configurations; the state machine just moves on.
+                EntryKind::Noop | EntryKind::ConfChange => self.sm.apply_noop(entry.index),
                 EntryKind::Normal => {
                     let applied = self.sm.apply(entry.index, &entry.data);
                     out.events.push(Event::Applied {

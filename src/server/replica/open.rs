@@ -162,6 +162,8 @@ fn build_core(opts: &ReplicaOptions, recovered: Recovered, snapshot: Option<Snap
         hard_state: recovered.hard_state,
         snapshot,
         entries: recovered.entries,
+        // Until the snapshot file carries it (issue 16, server side): the bootstrap list.
+        membership: None,
     };
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
