@@ -192,9 +192,11 @@
 //!   `ConfChange` entries after the snapshot. `snapshot_membership()` gives what to write beside
 //!   a snapshot made for `compact`. A leader's `InstallSnapshot { snapshot, membership }` carries
 //!   the configuration at the snapshot's index; a follower that installs takes it.
-//! - **Removal.** A node removed by the configuration in force never campaigns and never
-//!   grants a vote (`is_removed()`); vote requests from a node known to be removed are dropped,
-//!   so it cannot raise anyone's term. The leader keeps replicating to a node whose removal is
+//! - **Removal.** A node removed by the configuration in force never campaigns
+//!   (`is_removed()`). Once its removal is committed it also never grants a vote, and vote
+//!   requests from a node whose removal is committed are dropped, so it cannot raise anyone's
+//!   term. (Before that commit the old configuration may still need its vote: the removal may
+//!   be truncated.) The leader keeps replicating to a node whose removal is
 //!   not yet committed, so it learns of it. A leader that removes itself keeps leading without
 //!   counting itself, and when the removal commits sends TimeoutNow to the most caught-up voter
 //!   holding its whole log (if any) and steps down.
