@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use raftchat::raft::{Entry, EntryKind, Role};
+use raftchat::raft::{ConfChange, Config, Entry, EntryKind, Persisted, Raft, Role};
 use sim::checker::{check_read, Checker, LogChain, Violation};
 use sim::driver::LIVENESS_BOUND_ELECTIONS;
 use sim::scenario::DEFAULT_SEEDS;
@@ -318,6 +318,67 @@ fn checker_flags_broken_histories() {
     assert_eq!(
         property(checker.check_committed_durable(durable.iter())),
         "none"
+    );
+
+    // Membership: a change that breaks the single-server rules in a log; a node whose removal
+    // committed elected; the committed log durable on a majority of the configuration in
+    // force at its end (after removing 2 from {0, 1, 2}: both of {0, 1}).
+    let change =
+        |index, change: ConfChange| Entry::new(1, index, EntryKind::ConfChange, &change.encode());
+    let mut checker = Checker::new(3, 3);
+    let bad = vec![
+        log_of(&[(1, b'a')])[0].clone(),
+        change(2, ConfChange::Promote(1)),
+    ];
+    assert_eq!(
+        property(checker.observe_log(0, 1, &bad, 1)),
+        "Configuration rules"
+    );
+    let removal = vec![
+        log_of(&[(1, b'a')])[0].clone(),
+        change(2, ConfChange::Remove(2)),
+    ];
+    for entry in &removal {
+        let applied = checker.on_apply(0, entry, &chain_of(&removal));
+        assert_eq!(property(applied), "none");
+    }
+    assert_eq!(
+        property(checker.observe_role(2, Role::Leader, 5)),
+        "Removed nodes stay out"
+    );
+    let durable = [chain_of(&removal), LogChain::default(), chain_of(&removal)];
+    assert_eq!(
+        property(checker.check_committed_durable(durable.iter())),
+        "Committed entries durable on a quorum",
+        "node 2 no longer counts"
+    );
+    let durable = [chain_of(&removal), chain_of(&removal), LogChain::default()];
+    assert_eq!(
+        property(checker.check_committed_durable(durable.iter())),
+        "none"
+    );
+
+    // The configuration in force is the last one in the node's log.
+    let learner = vec![
+        log_of(&[(1, b'a')])[0].clone(),
+        change(2, ConfChange::AddLearner(3)),
+    ];
+    let persisted = |entries: &[Entry]| Persisted {
+        entries: entries.to_vec(),
+        ..Persisted::default()
+    };
+    let raft = Raft::new(Config::new(0, vec![0, 1, 2]), persisted(&learner), 1);
+    let mut checker = Checker::new(4, 3);
+    assert_eq!(
+        property(checker.observe_log(0, 1, raft.entries(), 1)),
+        "none"
+    );
+    assert_eq!(property(checker.check_membership(0, 0, &raft)), "none");
+    let stale = Raft::new(Config::new(1, vec![0, 1, 2]), persisted(&learner[..1]), 1);
+    assert_eq!(property(checker.observe_log(1, 1, &learner, 1)), "none");
+    assert_eq!(
+        property(checker.check_membership(1, 0, &stale)),
+        "Configuration in force"
     );
 
     // Linearizable reads: a read must see every write acknowledged before it began.
