@@ -197,7 +197,10 @@ fn a_snapshot_compacts_the_log_and_a_restart_loads_it() {
     // The snapshot seen above, or a newer one: collecting the first may have started the
     // next (120 entries applied, one every 50), and its writer may finish before the drop.
     let loaded = h.replica.snapshot().expect("restart loads a snapshot");
-    assert!(loaded.index >= snapshot.index, "{loaded:?} older than {snapshot:?}");
+    assert!(
+        loaded.index >= snapshot.index,
+        "{loaded:?} older than {snapshot:?}"
+    );
     assert!(h.replica.sm().message_count() as u64 >= loaded.index - 1);
     elect_single(&mut h.replica);
     for _ in 0..TURNS_MAX {
