@@ -283,16 +283,15 @@ impl Raft {
         }
     }
 
-    /// Fast back-off (§5.3's optimisation): if we hold entries of the follower's conflicting term,
-    /// resume after our last one of that term; otherwise skip the follower's whole term.
+    /// Fast back-off (§5.3's optimisation, both sides as in etcd's `findConflictByTerm`): the
+    /// follower's log can match ours at most up to `hint.conflict_index`, where its term is
+    /// `hint.conflict_term`; ours can match it only where our term is `<=` that term. So the next
+    /// probe goes after our last such index. Any value is safe (the probe's consistency check
+    /// decides); the caller clamps it so each rejection moves back at least one entry.
     fn next_index_after_rejection(&self, rejected: Index, hint: RejectHint) -> Index {
-        if hint.conflict_term == 0 {
-            return hint.conflict_index; // The follower's log is shorter: its last index + 1.
-        }
-        match self.log.last_index_of_term(hint.conflict_term, rejected) {
-            Some(index) => index + 1,
-            None => hint.conflict_index,
-        }
+        let upto = hint.conflict_index.min(rejected);
+        let (index, _) = self.log.last_with_term_at_most(upto, hint.conflict_term);
+        index + 1
     }
 
     /// Leader: a follower answered a heartbeat.
@@ -415,7 +414,7 @@ impl Raft {
         };
         if prev_log_index > self.log.last_index() {
             // Includes absurd indexes: we simply do not have that entry.
-            let hint = self.log.reject_hint(prev_log_index);
+            let hint = self.log.reject_hint(prev_log_index, prev_log_term);
             reject(self, hint);
             return;
         }

@@ -152,9 +152,10 @@ pub enum MessageBody {
 /// Why a follower rejected AppendEntries, so the leader can back off by a term at a time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RejectHint {
-    /// The term of the follower's entry at `prev_log_index`, or 0 if its log is shorter.
+    /// The term of the follower's entry at `conflict_index`.
     pub conflict_term: Term,
-    /// The first index the follower holds of `conflict_term`, or its last index + 1 if shorter.
+    /// The last index `<= prev_log_index` where the follower's log could still match the
+    /// leader's: the last whose term is `<=` the leader's `prev_log_term` (`RaftLog::reject_hint`).
     pub conflict_index: Index,
 }
 
