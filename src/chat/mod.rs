@@ -17,6 +17,7 @@
 
 mod chat_log;
 pub mod command;
+pub mod members;
 mod message;
 mod outcome;
 pub mod session;
