@@ -25,8 +25,10 @@ pub mod config;
 mod error;
 mod frontend;
 mod identity;
+mod join;
 pub mod limits;
 pub mod logins;
+mod membership;
 mod node;
 mod replica;
 mod requests;
@@ -34,6 +36,10 @@ mod services;
 mod transport;
 
 pub use config::{parse_args, usage, Command, ServerConfig};
+
+/// Node ids are below this (each outbound peer link has a poll token of its own; see
+/// `transport`). `add` refuses larger ids.
+pub const NODE_ID_MAX: u64 = 1024;
 pub use error::ServerError;
 pub use node::Node;
 

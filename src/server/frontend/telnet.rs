@@ -17,6 +17,7 @@ use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
 use crate::server::accounts::Verdict;
 use crate::server::limits;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
+use crate::server::membership::MemberOp;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -348,7 +349,7 @@ impl Telnet {
         let text = format!(
             "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
             svc.cfg.id,
-            svc.cfg.members.len()
+            svc.member_list().len()
         );
         Self::write_line(svc, conn, &text);
     }
@@ -568,7 +569,37 @@ impl Telnet {
                 };
                 Self::write_line(svc, conn, &line);
             }
+            Request::Members => {
+                let members = svc.member_list();
+                for m in &members {
+                    Self::write_line(svc, conn, &m.telnet_line());
+                }
+                Self::write_line(svc, conn, &format!("end {}", members.len()));
+            }
+            Request::AddMember { id, addr } => {
+                self.member_change(svc, conn, MemberOp::Add { id, addr })
+            }
+            Request::PromoteMember { id } => self.member_change(svc, conn, MemberOp::Promote(id)),
+            Request::RemoveMember { id } => self.member_change(svc, conn, MemberOp::Remove(id)),
         }
+    }
+
+    /// `add`, `promote`, `remove`: a configuration entry on the leader, answered `ack` once
+    /// it is committed (`answer_member_change`), or `err` with the reason now.
+    fn member_change(&mut self, svc: &mut Services, conn: ConnRef, op: MemberOp) {
+        let reply = ReplyTo::Telnet {
+            conn,
+            join_room: None,
+        };
+        match svc.start_member_change(op, reply) {
+            Ok(req) => self.set_busy(conn, req),
+            Err(failure) => Self::write_line(svc, conn, &format!("err {}", failure.text())),
+        }
+    }
+
+    /// The membership change in flight on `conn` is committed.
+    pub fn answer_member_change(&mut self, svc: &mut Services, conn: ConnRef, done: &str) {
+        self.finish(svc, conn, &format!("ack {done}"));
     }
 
     fn write_status(svc: &mut Services, conn: ConnRef) {

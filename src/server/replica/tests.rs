@@ -21,6 +21,14 @@ fn options(dir: &std::path::Path, id: NodeId, count: u64) -> ReplicaOptions {
     ReplicaOptions {
         id,
         voters: (0..count).collect(),
+        bootstrap: (0..count)
+            .map(|id| {
+                (
+                    id,
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+                )
+            })
+            .collect(),
         data_dir: dir.join(format!("node-{id}")),
         cluster_id: 0xc1,
         fsync: FsyncPolicy::Always,
@@ -197,7 +205,10 @@ fn a_snapshot_compacts_the_log_and_a_restart_loads_it() {
     // The snapshot seen above, or a newer one: collecting the first may have started the
     // next (120 entries applied, one every 50), and its writer may finish before the drop.
     let loaded = h.replica.snapshot().expect("restart loads a snapshot");
-    assert!(loaded.index >= snapshot.index, "{loaded:?} older than {snapshot:?}");
+    assert!(
+        loaded.index >= snapshot.index,
+        "{loaded:?} older than {snapshot:?}"
+    );
     assert!(h.replica.sm().message_count() as u64 >= loaded.index - 1);
     elect_single(&mut h.replica);
     for _ in 0..TURNS_MAX {
