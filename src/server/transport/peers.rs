@@ -37,8 +37,8 @@ pub struct PeerLink {
     reported_down: bool,
     /// Before the first connection, a refused connect is a peer still starting: not news.
     ever_up: bool,
-    /// The peer's refusal of this node was logged (once per link, not once per retry).
-    refusal_logged: bool,
+    /// The peer's last refusal of this node, logged once (not once per retry).
+    refusal_logged: Option<String>,
 }
 
 impl PeerLink {
@@ -53,7 +53,7 @@ impl PeerLink {
             backoff_ms: BACKOFF_MIN_MS,
             reported_down: false,
             ever_up: false,
-            refusal_logged: false,
+            refusal_logged: None,
         }
     }
 
@@ -197,9 +197,9 @@ impl PeerLink {
         let outcome = self.buffers.read_from(stream, 4096, plain);
         // A peer never sends on this connection, except the reason it refused it.
         if let Some(reason) = wire::decode_refusal(self.buffers.input()) {
-            if !self.refusal_logged {
+            if self.refusal_logged.as_deref() != Some(reason.as_str()) {
                 log::warn!("link to node {} at {}: {reason}", self.id, self.addr);
-                self.refusal_logged = true;
+                self.refusal_logged = Some(reason);
             }
         }
         let input_len = self.buffers.input().len();
