@@ -16,6 +16,8 @@
 //! - `error`: why a node stopped.
 //! - `identity`: the cluster id and member list, bootstrapped once and then read from the
 //!   data dir (the command line's member list only bootstraps).
+//! - `membership`: `members`, `add`, `promote`, `remove` for every front-end, and which peers
+//!   may connect; `join`: `server <id> --join` waits until the cluster added this node.
 //!
 //! Dependencies run downward only: a front-end never imports the node, the replica never
 //! imports a front-end or the transport. It never decides anything Raft decides.
