@@ -309,3 +309,84 @@ fn removing_the_leader_keeps_the_cluster_serving() {
         "{taken}"
     );
 }
+
+/// A child process stopped with SIGTERM (a clean stop of everything it started) when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `count` consecutive free loopback ports (the cluster tool puts node j on base + j).
+fn consecutive_free_ports(count: u16) -> u16 {
+    let start = 30000 + (std::process::id() % 500) as u16 * 50;
+    (0..40)
+        .map(|k| start.wrapping_add(k * 97) % 30000 + 30000)
+        .find(|base| {
+            (0..count).all(|j| std::net::TcpListener::bind(("127.0.0.1", base + j)).is_ok())
+        })
+        .expect("consecutive free ports")
+}
+
+fn cluster_tool(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cluster"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cluster");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_cluster_tool_adds_a_fourth_node_and_removes_an_original() {
+    let base = consecutive_free_ports(4);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().unwrap().to_string();
+    let port = base.to_string();
+    // Tool options, then `--` and what every node it starts gets.
+    let spawn = |tool_args: &[&str], node_args: &[&str]| {
+        Stopped(
+            Command::new(env!("CARGO_BIN_EXE_cluster"))
+                .args(tool_args)
+                .args(["--base-port", &port, "--data-dir", &data, "--"])
+                .args(["--heartbeat-ms", "40", "--election-timeout-ms", "400"])
+                .args(node_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn cluster"),
+        )
+    };
+    let _cluster = spawn(&["--nodes", "3", "--fsync", "never"], &[]);
+    let members_now = || cluster_tool(&["members", "--base-port", &port]).1;
+    wait_for("the local cluster to elect a leader", DEADLINE, || {
+        members_now().contains(" leader").then_some(())
+    });
+    let _added = spawn(&["add", "3"], &["--fsync", "never"]);
+    let voter3 = format!("member 3 127.0.0.1:{} voter", base + 3);
+    wait_for("node 3 to be added and promoted", DEADLINE, || {
+        members_now().contains(&voter3).then_some(())
+    });
+    let (ok, said) = cluster_tool(&["remove", "0", "--base-port", &port]);
+    assert!(ok && said.contains("removed node 0"), "{said}");
+    let listed = members_now();
+    let ids: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.strip_prefix("member "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"], "{listed}");
+}

@@ -366,6 +366,8 @@ fn run_node(args: &[String]) {
 mod membership {
     use std::net::SocketAddr;
     use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use raftchat::client::{self, MemberChange, MemberError};
@@ -527,6 +529,11 @@ mod membership {
                 return 1;
             }
         };
+        // SIGINT or SIGTERM stops the node cleanly (SIGTERM to it), then this process.
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+        }
         let add = MemberChange::Add {
             id,
             addr: own.to_string(),
@@ -538,9 +545,24 @@ mod membership {
         if status == 0 {
             println!("cluster: node {id} runs here at {own}; Ctrl-C stops it");
         }
-        match child.wait() {
-            Ok(exit) if exit.success() => status,
-            _ => 1,
+        loop {
+            match child.try_wait() {
+                Ok(Some(exit)) => return if exit.success() { status } else { 1 },
+                Ok(None) if stop.load(Ordering::SeqCst) => {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return status;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => return 1,
+            }
         }
     }
 

@@ -198,6 +198,7 @@ const MEMBER_LIST_MAX: usize = 1024;
 fn encode_member_list(out: &mut Vec<u8>, req_id: u64, list: &MemberList) {
     put_u64(out, req_id);
     put_u64(out, list.cluster_id);
+    put_u64(out, list.node_id);
     put_opt_u64(out, list.leader);
     let members = &list.members[..list.members.len().min(MEMBER_LIST_MAX)];
     put_u32(out, members.len() as u32);
@@ -217,6 +218,7 @@ fn encode_member_list(out: &mut Vec<u8>, req_id: u64, list: &MemberList) {
 fn decode_member_list(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {
     let req_id = r.u64("req_id")?;
     let cluster_id = r.u64("cluster_id")?;
+    let node_id = r.u64("node_id")?;
     let leader = r.opt_u64("leader")?;
     let count = r.u32("member count")? as usize;
     // Each member is at least 11 bytes: a count the body cannot hold is refused up front.
@@ -244,6 +246,7 @@ fn decode_member_list(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {
     }
     let list = MemberList {
         cluster_id,
+        node_id,
         leader,
         members,
         bootstrap,

@@ -36,7 +36,7 @@
 //! | 107 | `CasFailed` | `u64 req_id \| opt<str> current` |
 //! | 108 | `KeyList` | `u64 req_id \| u64 total \| u32 count \| count × str key` |
 //! | 109 | `AccountOk` | `u64 req_id \| str nick \| str message` |
-//! | 111 | `MemberList` | `u64 req_id \| u64 cluster_id \| opt<u64> leader \| u32 count \| count × (u64 id \| str host_port \| u8 voter) \| u32 bootstrap_count \| bootstrap_count × (u64 id \| str host_port)` |
+//! | 111 | `MemberList` | `u64 req_id \| u64 cluster_id \| u64 node_id \| opt<u64> leader \| u32 count \| count × (u64 id \| str host_port \| u8 voter) \| u32 bootstrap_count \| bootstrap_count × (u64 id \| str host_port)` |
 //! | 112 | `MemberOk` | `u64 req_id \| str message` |
 //! | 110 | `Error` | `u64 req_id \| u8 kind \| opt<u64> leader_hint \| str message` |
 //!
@@ -315,6 +315,8 @@ pub struct MemberInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberList {
     pub cluster_id: u64,
+    /// The node that answered.
+    pub node_id: u64,
     pub leader: Option<u64>,
     /// Ids ascending.
     pub members: Vec<MemberInfo>,

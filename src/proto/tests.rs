@@ -209,6 +209,7 @@ fn sample_answers() -> Vec<Answer> {
             req_id: 9,
             list: MemberList {
                 cluster_id: 0xfeed,
+                node_id: 2,
                 leader: Some(1),
                 members: vec![
                     MemberInfo {

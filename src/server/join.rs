@@ -1,8 +1,9 @@
 //! `server <id> --join <host:port>`: an empty node becomes a member of a running cluster.
 //!
 //! Before the node opens anything, it asks the member at `--join` for the configuration
-//! (`Members` over the binary client protocol: the cluster id, the bootstrap list and the
-//! members now) until this node's id is among the members, i.e. until an operator ran
+//! (`Members` over the binary client protocol: the cluster id, the bootstrap list as that
+//! member reaches it, with the member itself at the `--join` address, and the members now)
+//! until this node's id is among the members, i.e. until an operator ran
 //! `add <id> <host:port>` on the cluster (either order works: add first, or start first). It
 //! then starts as that member: its identity (the cluster id and the bootstrap list, plus its
 //! own address) is stored once the data dir has opened (`identity::Bootstrap::joined`), its
@@ -89,7 +90,13 @@ fn adopt_list(
 ) -> Result<Bootstrap, ServerError> {
     let mut bootstrap = Vec::with_capacity(list.bootstrap.len());
     for (k, (id, addr)) in list.bootstrap.iter().enumerate() {
-        let addr: Option<SocketAddr> = addr.parse().ok();
+        // The member asked is reached where it was asked; the others where it reaches them
+        // (its own view of itself may be an address only it uses, behind NAT or a proxy).
+        let addr: Option<SocketAddr> = if *id == list.node_id {
+            Some(at)
+        } else {
+            addr.parse().ok()
+        };
         match addr {
             Some(addr) if *id == k as u64 => bootstrap.push(addr),
             _ => {

@@ -137,6 +137,7 @@ impl Services {
             .collect();
         crate::proto::MemberList {
             cluster_id: self.cfg.cluster_id,
+            node_id: self.cfg.id,
             leader: self.replica.leader(),
             members,
             bootstrap,

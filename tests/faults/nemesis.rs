@@ -329,6 +329,22 @@ impl Nemesis<'_> {
                 &["not caught up", "not committed"],
             );
             self.note(format!("promote {id}: {promoted}"));
+            if !promoted.starts_with("ack") {
+                let log = std::fs::read_to_string(
+                    self.cluster.dir.path().join(format!("joiner-{id}.log")),
+                )
+                .unwrap_or_default();
+                for line in log
+                    .lines()
+                    .rev()
+                    .take(12)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
+                    self.note(format!("  joiner {id}: {line}"));
+                }
+            }
             self.hold(300, 1500);
         }
         // Removed whatever happened above (a learner, a voter, or an add that may still commit).
