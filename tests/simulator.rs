@@ -8,6 +8,9 @@
 //!   snapshot, so the feature cannot silently go unused.
 //! - `catches_unsafe_commit_any_term`: with `Config::testing_unsafe_commit_any_term` the same
 //!   seed range must expose a safety violation: proof that the checker can fail.
+//! - `catches_unsafe_conf_change_before_term_commit`: with
+//!   `Config::testing_unsafe_conf_change_before_term_commit` (a new leader may change the
+//!   membership before its term's first entry commits) the checker must flag a run.
 //! - `same_seed_same_trace`: a seed replays to the same event trace.
 //! - `checker_flags_broken_histories`: the checker rejects hand-made histories that break each
 //!   property, and accepts their correct counterparts.
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use raftchat::raft::{Entry, EntryKind, Role};
+use raftchat::raft::{ConfChange, Config, Entry, EntryKind, Persisted, Raft, Role};
 use sim::checker::{check_read, Checker, LogChain, Violation};
 use sim::driver::LIVENESS_BOUND_ELECTIONS;
 use sim::scenario::DEFAULT_SEEDS;
@@ -74,7 +77,7 @@ fn summarize(reports: &[Report]) -> String {
             (r.liveness_ticks, elections, r.seed)
         });
     format!(
-        "{} runs ({} with 5 nodes, {} with 3): {} steps, {} ticks, {} leaders, {} faults, {} crashes, {} entries committed, {} writes acknowledged, {} reads served, {} messages sent ({} dropped, {} duplicated, {} cut off), {} snapshots taken, {} installed from a leader (in {} runs), {} restored at restart, {} torn installs repaired; slowest recovery {} ticks = {:.1} election timeouts (seed {}; bound {})",
+        "{} runs ({} with 5 nodes, {} with 3): {} steps, {} ticks, {} leaders, {} faults, {} crashes, {} entries committed, {} writes acknowledged, {} reads served, {} messages sent ({} dropped, {} duplicated, {} cut off), {} snapshots taken, {} installed from a leader (in {} runs), {} restored at restart, {} torn installs repaired; membership: {} runs with spares, {} changes accepted and {} refused, {} runs ended with voters other than the bootstrap count, {} ids removed; slowest recovery {} ticks = {:.1} election timeouts (seed {}; bound {})",
         reports.len(),
         five,
         reports.len() - five,
@@ -95,6 +98,14 @@ fn summarize(reports: &[Report]) -> String {
         reports.iter().filter(|r| r.installs > 0).count(),
         sum(|r| r.restores),
         sum(|r| r.torn_installs),
+        reports.iter().filter(|r| r.scenario.spares > 0).count(),
+        sum(|r| r.conf_changes),
+        sum(|r| r.conf_refused),
+        reports
+            .iter()
+            .filter(|r| r.final_voters != r.scenario.nodes as u64)
+            .count(),
+        sum(|r| r.removed),
         slowest.0,
         slowest.1,
         slowest.2,
@@ -171,6 +182,38 @@ fn catches_unsafe_commit_any_term() {
     );
 }
 
+/// With `Config::testing_unsafe_conf_change_before_term_commit` a new leader may propose a
+/// membership change before an entry of its own term committed (the single-server bug's
+/// ground): the membership nemesis must make the checker see it.
+#[test]
+fn catches_unsafe_conf_change_before_term_commit() {
+    if replay_seed().is_some() {
+        eprintln!("SIM_SEED is set: replaying in simulate_seeds only");
+        return;
+    }
+    let options = Options {
+        unsafe_conf_change: true,
+        ..Options::from_env()
+    };
+    let seeds = env_u64("SIM_SEEDS", DEFAULT_SEEDS);
+    let started = Instant::now();
+    let (reports, failures) = run_seeds(seeds, &options);
+    let failure = failures.first().unwrap_or_else(|| {
+        panic!(
+            "membership changes before the leader's term committed went unnoticed in {seeds} seeds: {}",
+            summarize(&reports)
+        )
+    });
+    eprintln!(
+        "unsafe membership change caught after {:.1?}: {failure}",
+        started.elapsed()
+    );
+    assert!(
+        failure.is_safety(),
+        "expected a safety violation, got: {failure}"
+    );
+}
+
 #[test]
 fn same_seed_same_trace() {
     if replay_seed().is_some() {
@@ -220,7 +263,7 @@ fn property(result: Result<impl Sized, Violation>) -> &'static str {
 #[test]
 fn checker_flags_broken_histories() {
     // Election Safety: a second leader in term 2.
-    let mut checker = Checker::new(3);
+    let mut checker = Checker::new(3, 3);
     assert_eq!(property(checker.observe_role(0, Role::Leader, 2)), "none");
     assert_eq!(property(checker.observe_role(0, Role::Leader, 2)), "none");
     assert_eq!(property(checker.observe_role(1, Role::Leader, 3)), "none");
@@ -230,7 +273,7 @@ fn checker_flags_broken_histories() {
     );
 
     // Log Matching: (2, 2) preceded by different entries in two logs.
-    let mut checker = Checker::new(3);
+    let mut checker = Checker::new(3, 3);
     let a = log_of(&[(1, b'a'), (2, b'x')]);
     let b = log_of(&[(1, b'b'), (2, b'x')]);
     assert_eq!(property(checker.observe_log(0, 1, &a, 2)), "none");
@@ -239,7 +282,7 @@ fn checker_flags_broken_histories() {
 
     // State Machine Safety: two nodes apply different entries at index 1; and the durability
     // promise: nothing is applied that is not durable on the node.
-    let mut checker = Checker::new(3);
+    let mut checker = Checker::new(3, 3);
     assert_eq!(property(checker.on_apply(0, &a[0], &chain_of(&a))), "none");
     assert_eq!(
         property(checker.on_apply(1, &a[0], &LogChain::default())),
@@ -251,7 +294,7 @@ fn checker_flags_broken_histories() {
     );
 
     // Leader Completeness: entries 1..=2 committed by term 2; a term-3 leader without them.
-    let mut checker = Checker::new(3);
+    let mut checker = Checker::new(3, 3);
     for entry in &a {
         assert_eq!(property(checker.on_apply(0, entry, &chain_of(&a))), "none");
     }
@@ -275,6 +318,67 @@ fn checker_flags_broken_histories() {
     assert_eq!(
         property(checker.check_committed_durable(durable.iter())),
         "none"
+    );
+
+    // Membership: a change that breaks the single-server rules in a log; a node whose removal
+    // committed elected; the committed log durable on a majority of the configuration in
+    // force at its end (after removing 2 from {0, 1, 2}: both of {0, 1}).
+    let change =
+        |index, change: ConfChange| Entry::new(1, index, EntryKind::ConfChange, &change.encode());
+    let mut checker = Checker::new(3, 3);
+    let bad = vec![
+        log_of(&[(1, b'a')])[0].clone(),
+        change(2, ConfChange::Promote(1)),
+    ];
+    assert_eq!(
+        property(checker.observe_log(0, 1, &bad, 1)),
+        "Configuration rules"
+    );
+    let removal = vec![
+        log_of(&[(1, b'a')])[0].clone(),
+        change(2, ConfChange::Remove(2)),
+    ];
+    for entry in &removal {
+        let applied = checker.on_apply(0, entry, &chain_of(&removal));
+        assert_eq!(property(applied), "none");
+    }
+    assert_eq!(
+        property(checker.observe_role(2, Role::Leader, 5)),
+        "Removed nodes stay out"
+    );
+    let durable = [chain_of(&removal), LogChain::default(), chain_of(&removal)];
+    assert_eq!(
+        property(checker.check_committed_durable(durable.iter())),
+        "Committed entries durable on a quorum",
+        "node 2 no longer counts"
+    );
+    let durable = [chain_of(&removal), chain_of(&removal), LogChain::default()];
+    assert_eq!(
+        property(checker.check_committed_durable(durable.iter())),
+        "none"
+    );
+
+    // The configuration in force is the last one in the node's log.
+    let learner = vec![
+        log_of(&[(1, b'a')])[0].clone(),
+        change(2, ConfChange::AddLearner(3)),
+    ];
+    let persisted = |entries: &[Entry]| Persisted {
+        entries: entries.to_vec(),
+        ..Persisted::default()
+    };
+    let raft = Raft::new(Config::new(0, vec![0, 1, 2]), persisted(&learner), 1);
+    let mut checker = Checker::new(4, 3);
+    assert_eq!(
+        property(checker.observe_log(0, 1, raft.entries(), 1)),
+        "none"
+    );
+    assert_eq!(property(checker.check_membership(0, 0, &raft)), "none");
+    let stale = Raft::new(Config::new(1, vec![0, 1, 2]), persisted(&learner[..1]), 1);
+    assert_eq!(property(checker.observe_log(1, 1, &learner, 1)), "none");
+    assert_eq!(
+        property(checker.check_membership(1, 0, &stale)),
+        "Configuration in force"
     );
 
     // Linearizable reads: a read must see every write acknowledged before it began.

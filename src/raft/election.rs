@@ -11,6 +11,10 @@ impl Raft {
     /// Follower, pre-candidate, candidate: one tick toward an election timeout.
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if !self.may_campaign() {
+            // The clock keeps running, so a learner's leader lease expires like anyone's.
+            return;
+        }
         if self.election_elapsed >= self.randomized_election_ticks {
             self.election_elapsed = 0;
             self.campaign(self.config.pre_vote);
@@ -25,11 +29,9 @@ impl Raft {
     /// the new term must be durable first, or a crash could let it vote twice in that term.
     /// Pre-vote requests change nothing, so they leave at once.
     pub(super) fn campaign(&mut self, pre_vote: bool) {
-        // Only a voter of the configuration in force campaigns: never a learner, a node that
-        // has not joined yet, or a removed one.
-        let Some(self_pos) = self.self_pos.filter(|&pos| pos < self.voter_count) else {
+        if !self.may_campaign() {
             return;
-        };
+        }
         let vote_term = if pre_vote {
             self.become_pre_candidate();
             self.term.saturating_add(1)
@@ -37,7 +39,12 @@ impl Raft {
             self.become_candidate();
             self.term
         };
-        self.votes[self_pos] = Some(true);
+        // Our own vote counts only if we are a voter of the configuration in force (a node
+        // whose removal is pending campaigns on the others' votes alone).
+        let self_pos = self.self_pos.filter(|&pos| pos < self.voter_count);
+        if let Some(pos) = self_pos {
+            self.votes[pos] = Some(true);
+        }
         if self.vote_quorum() == Some(true) {
             // A single voter: its own vote is a quorum.
             if pre_vote {
@@ -50,7 +57,7 @@ impl Raft {
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
         for pos in 0..self.voter_count {
-            if pos == self_pos {
+            if Some(pos) == self_pos {
                 continue;
             }
             let to = self.members[pos];
@@ -66,6 +73,19 @@ impl Raft {
             self.id,
             if pre_vote { "pre-vote" } else { "election" }
         );
+    }
+
+    /// Who campaigns: a voter of the configuration in force; and a node whose own removal is
+    /// appended but not committed (it was a voter of the committed configuration). Such a node
+    /// may hold the most up-to-date log; were it silent, the others could be left without
+    /// anyone they may elect (the simulator found logs with two different uncommitted
+    /// removals, each held by the node it removed). It counts the new configuration's votes,
+    /// not its own, and like a leader that removes itself, leads until the removal commits.
+    /// Learners, nodes that have not joined, and nodes whose removal committed never campaign.
+    pub(super) fn may_campaign(&self) -> bool {
+        self.is_voter()
+            || (self.history.effective().was_removed(self.id)
+                && self.history.at(self.log.commit_index()).is_voter(self.id))
     }
 
     /// The leader lease (§6.2, §9.6): a node that heard from a live leader less than a minimum
@@ -107,12 +127,17 @@ impl Raft {
         let can_vote = self.voted_for == Some(candidate)
             || (self.voted_for.is_none() && self.leader.is_none())
             || (pre_vote && term > self.term);
-        // A removed node never grants a vote (it must not help anyone disrupt the cluster). A
-        // learner, or a node that does not know it is a member, does answer: it may have been
+        // A node whose removal is committed never grants a vote (it must not help anyone
+        // disrupt the cluster), and nobody votes for a candidate its log says was removed: a
+        // node whose removal is pending may campaign (see `may_campaign`), but once the removal
+        // commits, a majority of the new voters holds it and refuses, so a node whose removal
+        // committed never wins. A learner, or a node that does not know it is a member, does answer: it may have been
         // promoted without having heard of it yet (learner-must-vote), and a vote is safe to
         // give whatever the voter's configuration.
-        let granted =
-            can_vote && !self.is_removed() && self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = can_vote
+            && !self.removal_committed(self.id)
+            && !self.history.effective().was_removed(candidate)
+            && self.log.is_up_to_date(last_log_index, last_log_term);
         if granted && !pre_vote {
             // Invariant: at most one vote per term.
             assert!(self.voted_for.is_none() || self.voted_for == Some(candidate));

@@ -21,16 +21,35 @@
 //!   ([`Membership::quorum_index`]); learners never count.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::types::{Index, NodeId};
 
 /// A configuration: the voters, the learners (they receive the log but neither vote nor count
 /// toward a quorum) and every id removed so far (never reused).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// A value, shared behind an `Arc`: cloning is cheap, and a `Message` carrying one
+/// (`InstallSnapshot`) stays small (every message is moved through queues).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Membership {
+    sets: Arc<Sets>,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Sets {
     voters: BTreeSet<NodeId>,
     learners: BTreeSet<NodeId>,
     removed: BTreeSet<NodeId>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("voters", &self.sets.voters)
+            .field("learners", &self.sets.learners)
+            .field("removed", &self.sets.removed)
+            .finish()
+    }
 }
 
 /// One single-server change, as carried in a configuration entry.
@@ -160,10 +179,7 @@ impl ConfChange {
 impl Membership {
     /// The bootstrap configuration: these voters, no learners.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Membership {
-        Membership {
-            voters: voters.into_iter().collect(),
-            ..Membership::default()
-        }
+        Membership::from_parts(voters, [], [])
     }
 
     /// A configuration from its three sets (for a driver decoding one from its snapshot file or
@@ -183,15 +199,17 @@ impl Membership {
             .filter(|id| !voters.contains(id) && !learners.contains(id))
             .collect();
         Membership {
-            voters,
-            learners,
-            removed,
+            sets: Arc::new(Sets {
+                voters,
+                learners,
+                removed,
+            }),
         }
     }
 
     /// Every id removed so far (never a member again).
     pub fn removed(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.removed.iter().copied()
+        self.sets.removed.iter().copied()
     }
 
     /// Voters and learners.
@@ -200,7 +218,7 @@ impl Membership {
     }
 
     pub fn voter_count(&self) -> usize {
-        self.voters.len()
+        self.sets.voters.len()
     }
 
     /// `count u32 LE | ids u64 LE` for voters, learners, removed in turn: how the first entry
@@ -208,7 +226,7 @@ impl Membership {
     /// compact form a driver may use in its snapshot file or on the wire.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + 8 * self.len_all());
-        for set in [&self.voters, &self.learners, &self.removed] {
+        for set in [&self.sets.voters, &self.sets.learners, &self.sets.removed] {
             out.extend_from_slice(&(set.len() as u32).to_le_bytes());
             for id in set {
                 out.extend_from_slice(&id.to_le_bytes());
@@ -248,37 +266,37 @@ impl Membership {
     }
 
     fn len_all(&self) -> usize {
-        self.voters.len() + self.learners.len() + self.removed.len()
+        self.sets.voters.len() + self.sets.learners.len() + self.sets.removed.len()
     }
 
     pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied()
+        self.sets.voters.iter().copied()
     }
 
     pub fn learners(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.learners.iter().copied()
+        self.sets.learners.iter().copied()
     }
 
     pub fn is_voter(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
+        self.sets.voters.contains(&id)
     }
 
     pub fn is_learner(&self, id: NodeId) -> bool {
-        self.learners.contains(&id)
+        self.sets.learners.contains(&id)
     }
 
     pub fn was_removed(&self, id: NodeId) -> bool {
-        self.removed.contains(&id)
+        self.sets.removed.contains(&id)
     }
 
     /// How many voters make a majority.
     pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        self.sets.voters.len() / 2 + 1
     }
 
     /// The configuration after `change`, or why it may not happen.
     pub fn apply(&self, change: ConfChange) -> Result<Membership, ConfChangeError> {
-        let mut next = self.clone();
+        let mut next = Sets::clone(&self.sets);
         match change {
             ConfChange::AddLearner(id) => {
                 if self.is_voter(id) || self.is_learner(id) || self.was_removed(id) {
@@ -293,7 +311,7 @@ impl Membership {
                 next.voters.insert(id);
             }
             ConfChange::Remove(id) => {
-                if self.is_voter(id) && self.voters.len() == 1 {
+                if self.is_voter(id) && self.sets.voters.len() == 1 {
                     return Err(ConfChangeError::LastVoter(id));
                 }
                 if !next.voters.remove(&id) && !next.learners.remove(&id) {
@@ -302,7 +320,9 @@ impl Membership {
                 next.removed.insert(id);
             }
         }
-        Ok(next)
+        Ok(Membership {
+            sets: Arc::new(next),
+        })
     }
 
     /// The highest index a majority of the voters hold (`match_of` gives each voter's match;
@@ -327,7 +347,10 @@ impl Membership {
     /// How many voters are in one configuration and not the other (the single-server rule
     /// keeps this at most 1 between consecutive configurations).
     pub fn voters_changed(&self, other: &Membership) -> usize {
-        self.voters.symmetric_difference(&other.voters).count()
+        self.sets
+            .voters
+            .symmetric_difference(&other.sets.voters)
+            .count()
     }
 }
 

@@ -192,12 +192,19 @@
 //!   `ConfChange` entries after the snapshot. `snapshot_membership()` gives what to write beside
 //!   a snapshot made for `compact`. A leader's `InstallSnapshot { snapshot, membership }` carries
 //!   the configuration at the snapshot's index; a follower that installs takes it.
-//! - **Removal.** A node removed by the configuration in force never campaigns and never
-//!   grants a vote (`is_removed()`); vote requests from a node known to be removed are dropped,
-//!   so it cannot raise anyone's term. The leader keeps replicating to a node whose removal is
-//!   not yet committed, so it learns of it. A leader that removes itself keeps leading without
-//!   counting itself, and when the removal commits sends TimeoutNow to the most caught-up voter
-//!   holding its whole log (if any) and steps down.
+//! - **Removal.** `is_removed()` says the configuration in force removed this node. Nobody
+//!   votes for a candidate its own log says was removed; once its removal is committed a node
+//!   never campaigns and never grants a vote, and its vote requests are dropped unread, so it
+//!   cannot raise anyone's term (a majority of the new voters holds a committed removal, so a
+//!   removed node never wins). While the removal is not committed it may still be truncated, so
+//!   the node still grants votes, and it may campaign on the new configuration's votes (not its
+//!   own) if it was a voter: it may hold the most up-to-date log, and the simulator found
+//!   clusters left with nobody electable otherwise. The leader keeps replicating to a node
+//!   whose removal is not committed, and after the commit until it has sent it that commit (at
+//!   most an election timeout), so the node learns it was removed. A leader that removes itself
+//!   keeps leading without counting itself, and when the removal commits sends TimeoutNow to
+//!   the most caught-up voter holding its whole log (if any) and steps down. The core logs a
+//!   warning once when it finds itself removed.
 //! - **Learners vote.** A node that is a learner (or not a member) in its own log still answers
 //!   vote requests: it may have been promoted by an entry it has not received yet, and its vote
 //!   may be needed (etcd's learner-must-vote). Messages from non-members are handled (a joining

@@ -229,6 +229,9 @@ pub struct Raft {
     pub(super) match_scratch: Vec<Index>,
     /// Whether this node already logged that it was removed.
     removal_logged: bool,
+    /// Leader: a node whose removal just committed, still replicated to until it has been sent
+    /// that commit: `(id, index of the removal, ticks since)`.
+    pub(super) lingering: Option<(NodeId, Index, u32)>,
 }
 
 impl Raft {
@@ -302,6 +305,7 @@ impl Raft {
             pending_snapshot: None,
             match_scratch: Vec::new(),
             removal_logged: false,
+            lingering: None,
             config,
         };
         raft.sync_members();
@@ -338,9 +342,7 @@ impl Raft {
         if msg.to != self.id || msg.from == self.id {
             return;
         }
-        if matches!(msg.body, MessageBody::RequestVote { .. })
-            && self.history.effective().was_removed(msg.from)
-        {
+        if matches!(msg.body, MessageBody::RequestVote { .. }) && self.removal_committed(msg.from) {
             return;
         }
         let from_pos = self.member_pos(msg.from);
@@ -647,8 +649,9 @@ impl Raft {
         self.history.at(index).clone()
     }
 
-    /// True once this node's configuration says it was removed: it never campaigns, never
-    /// grants a vote, and a leader steps down once its removal commits.
+    /// True once this node's configuration in force says it was removed: it never campaigns,
+    /// never grants a vote once the removal is committed, and a leader steps down once its
+    /// removal commits.
     pub fn is_removed(&self) -> bool {
         self.history.effective().was_removed(self.id)
     }
@@ -950,6 +953,7 @@ impl Raft {
             pr.silent_ticks = 0;
         }
         self.term_start = self.log.last_index() + 1;
+        self.lingering = None;
         self.sync_members();
         if self.term_start == 1 {
             // The first entry of a new cluster carries its bootstrap configuration, so a node
@@ -996,6 +1000,15 @@ impl Raft {
             .position(|&v| v == id)
     }
 
+    /// Whether `id`'s removal is committed here (in the configuration at the commit index).
+    /// Only then does a node refuse to vote, or drop a removed node's vote requests: while the
+    /// removal may still be truncated, the old configuration may need that vote (the simulator
+    /// found two nodes that had each appended its own uncommitted removal, refusing the votes
+    /// the other two needed, forever).
+    pub(super) fn removal_committed(&self, id: NodeId) -> bool {
+        self.history.at(self.log.commit_index()).was_removed(id)
+    }
+
     /// Whether this node is a voter of the configuration in force (only voters campaign).
     pub(super) fn is_voter(&self) -> bool {
         self.self_pos.is_some_and(|pos| pos < self.voter_count)
@@ -1030,7 +1043,16 @@ impl Raft {
         let committed = self.history.at(self.log.commit_index());
         let leaving = committed.voters().chain(committed.learners());
         let leaving = leaving.filter(|id| m.was_removed(*id));
-        let members: Vec<NodeId> = m.voters().chain(m.learners()).chain(leaving).collect();
+        let lingering = self
+            .lingering
+            .map(|(id, _, _)| id)
+            .filter(|&id| !committed.is_member(id));
+        let members: Vec<NodeId> = m
+            .voters()
+            .chain(m.learners())
+            .chain(leaving)
+            .chain(lingering)
+            .collect();
         let voter_count = m.voter_count();
         if members == self.members && voter_count == self.voter_count {
             return;
@@ -1221,7 +1243,7 @@ impl Raft {
             "members, progress and votes follow the configuration"
         );
         if matches!(self.role, Role::Candidate | Role::PreCandidate) {
-            assert!(self.is_voter(), "only a voter campaigns");
+            assert!(self.may_campaign(), "only a voter campaigns");
         }
         assert!(self.emitted_hard.term <= self.term, "term never decreases");
         if self.emitted_hard.term == self.term && self.emitted_hard.voted_for.is_some() {

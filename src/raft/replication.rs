@@ -37,6 +37,17 @@ impl Raft {
                 self.transfer_elapsed = 0;
             }
         }
+        if let Some((id, index, ticks)) = self.lingering {
+            let told = self
+                .member_pos(id)
+                .is_none_or(|pos| self.progress[pos].commit_sent >= index);
+            if told || ticks >= self.config.election_ticks {
+                self.lingering = None;
+                self.sync_members();
+            } else {
+                self.lingering = Some((id, index, ticks + 1));
+            }
+        }
         let timeout = self.config.snapshot_timeout_ticks;
         for pos in 0..self.progress.len() {
             let pr = &mut self.progress[pos];
@@ -366,8 +377,18 @@ impl Raft {
             return false;
         }
         self.log.commit_to(quorum_index);
-        if self.history.last_change_index() > commit {
-            // A removal committed: stop replicating to the removed node.
+        let change = self.history.last_change_index();
+        if change > commit && change <= quorum_index {
+            // A change committed. If it removed a node, keep replicating to it until it has
+            // been told this commit (so it knows its removal is final and refuses votes), for
+            // at most an election timeout (`tick_leader`).
+            let config = self.history.effective();
+            self.lingering = self
+                .members
+                .iter()
+                .copied()
+                .find(|&id| id != self.id && !config.is_member(id))
+                .map(|id| (id, change, 0));
             self.sync_members();
         }
         self.release_reads_waiting_for_commit();

@@ -22,7 +22,9 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use raftchat::raft::{Entry, Index, NodeId, Role, SnapshotMeta, Term};
+use raftchat::raft::{
+    ConfChange, Entry, EntryKind, Index, Membership, NodeId, Raft, Role, SnapshotMeta, Term,
+};
 
 /// A broken property: what, and the evidence.
 #[derive(Clone, Debug)]
@@ -181,9 +183,22 @@ pub struct CheckerStats {
 }
 
 pub struct Checker {
-    quorum: usize,
     /// The log each node's core showed at its last observation (kept through crashes).
     logs: Vec<LogChain>,
+    /// For each node's shadow log, the configuration each of its configuration entries after
+    /// the shadow's start sets, replayed here from the entries: `(index, configuration)`.
+    /// Below the start the log is committed, and so is its configuration.
+    confs: Vec<Vec<(Index, Membership)>>,
+    /// The committed configurations: `(index, configuration from there on)`, from the
+    /// bootstrap one at 0, replayed from the committed log's entries.
+    committed_confs: Vec<(Index, Membership)>,
+    /// Bumped whenever a node's shadow log changes; with the node's incarnation, says whether
+    /// its configuration must be compared again (`check_membership`).
+    log_versions: Vec<u64>,
+    membership_checked: Vec<Option<(u64, u64)>>,
+    /// `(committed length, voters bitmask, quorum)` of the configuration at the committed
+    /// length, recomputed when the committed log grows.
+    durable_quorum: (Index, u64, usize),
     /// Log Matching across all logs and all time: the prefix hash first seen for (index, term).
     prefix_of: HashMap<(Index, Term), (u64, NodeId)>,
     /// Election Safety: the one leader of each term, with its log when elected.
@@ -201,10 +216,15 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(count: usize) -> Checker {
+    /// `count` nodes, of which `0..voters` bootstrap the cluster.
+    pub fn new(count: usize, voters: usize) -> Checker {
         Checker {
-            quorum: count / 2 + 1,
             logs: vec![LogChain::default(); count],
+            confs: vec![Vec::new(); count],
+            committed_confs: vec![(0, Membership::with_voters(0..voters as NodeId))],
+            log_versions: vec![0; count],
+            membership_checked: vec![None; count],
+            durable_quorum: (0, (1u64 << voters) - 1, voters / 2 + 1),
             prefix_of: HashMap::new(),
             leaders: BTreeMap::new(),
             committed: LogChain::default(),
@@ -295,6 +315,8 @@ impl Checker {
         if chain.prefix(offset) != Some(committed) {
             let term = self.committed.key(offset).map_or(0, |key| key.term);
             chain.reset(offset, committed, term);
+            self.confs[node as usize].clear();
+            self.log_versions[node as usize] += 1;
         }
         Ok(())
     }
@@ -311,7 +333,23 @@ impl Checker {
     ) -> Result<(), Violation> {
         let chain = &mut self.logs[node as usize];
         chain.truncate(unchanged);
+        self.log_versions[node as usize] += 1;
+        let confs = &mut self.confs[node as usize];
+        confs.retain(|(index, _)| *index <= unchanged);
         for entry in &entries[(unchanged + 1 - first_index) as usize..] {
+            let before = match confs.last() {
+                Some((_, m)) => m,
+                None => committed_config_at(&self.committed_confs, chain.start()),
+            };
+            if let Some(next) = next_config(before, entry) {
+                let next = next.map_err(|why| {
+                    Violation::new(
+                        "Configuration rules",
+                        format!("node {node}: entry {} of its log: {why}", entry.index),
+                    )
+                })?;
+                confs.push((entry.index, next));
+            }
             let index = chain.len() + 1;
             if entry.index != index {
                 return Err(Violation::new(
@@ -379,6 +417,15 @@ impl Checker {
             if leader.id == node {
                 return Ok(false);
             }
+        }
+        let removed = &self.committed_confs.last().expect("never empty").1;
+        if removed.was_removed(node) {
+            return Err(Violation::new(
+                "Removed nodes stay out",
+                format!("node {node}, whose removal committed, won the election of term {term}"),
+            ));
+        }
+        if let Some(leader) = self.leaders.get(&term) {
             return Err(Violation::new(
                 "Election Safety",
                 format!(
@@ -475,6 +522,16 @@ impl Checker {
             None => {
                 debug_assert_eq!(self.committed.len() + 1, index);
                 self.committed.push(key);
+                let before = &self.committed_confs.last().expect("never empty").1;
+                if let Some(next) = next_config(before, entry) {
+                    let next = next.map_err(|why| {
+                        Violation::new(
+                            "Configuration rules",
+                            format!("committed entry {index}: {why}"),
+                        )
+                    })?;
+                    self.committed_confs.push((index, next));
+                }
             }
         }
         self.applied[node as usize] = index;
@@ -544,31 +601,162 @@ impl Checker {
     /// A committed entry is never lost: the whole committed log is durable on a quorum, crashes
     /// included. (Prefix hashes chain, so checking the last committed index covers the rest.)
     pub fn check_committed_durable<'a>(
-        &self,
+        &mut self,
         durable_logs: impl Iterator<Item = &'a LogChain>,
     ) -> Result<(), Violation> {
         let committed_len = self.committed.len();
         if committed_len == 0 {
             return Ok(());
         }
+        // A majority of the voters of the configuration in force at the last committed index:
+        // the ones that committed it (or, after a removal, a majority of the old ones).
+        if self.durable_quorum.0 != committed_len {
+            let config = committed_config_at(&self.committed_confs, committed_len);
+            let mask = config.voters().fold(0u64, |bits, id| bits | 1 << id);
+            self.durable_quorum = (committed_len, mask, config.quorum());
+        }
+        let (_, voters, quorum) = self.durable_quorum;
         let want = self.committed.prefix(committed_len);
         // A bit per node that holds the committed log durably (clusters are small).
         let holders = durable_logs
             .enumerate()
-            .filter(|(_, log)| log.prefix(committed_len) == want)
+            .filter(|(node, log)| voters & 1 << node != 0 && log.prefix(committed_len) == want)
             .fold(0u64, |bits, (node, _)| bits | 1 << node);
-        if holders.count_ones() as usize >= self.quorum {
+        if holders.count_ones() as usize >= quorum {
             return Ok(());
         }
         let nodes: Vec<u32> = (0..64).filter(|node| holders & 1 << node != 0).collect();
         Err(Violation::new(
             "Committed entries durable on a quorum",
             format!(
-                "entries 1..={committed_len} were committed, but only nodes {nodes:?} still hold them all durably (quorum {})",
-                self.quorum
+                "entries 1..={committed_len} were committed, but only voters {nodes:?} of {:?} still hold them all durably (quorum {quorum})",
+                committed_config_at(&self.committed_confs, committed_len)
+                    .voters()
+                    .collect::<Vec<_>>()
             ),
         ))
     }
+
+    /// The latest committed configuration.
+    pub fn committed_config(&self) -> &Membership {
+        &self.committed_confs.last().expect("never empty").1
+    }
+
+    /// The membership rules, for a node observed after a step (call after `observe_log`):
+    ///
+    /// - its configuration in force is the last one in its log, or its snapshot's (the
+    ///   committed one at its log's offset), also right after a truncation;
+    /// - a leader holds at most one uncommitted configuration entry, and one of its own term
+    ///   only once an entry of its term committed (checked at the end of the step that
+    ///   appended it: commit only grows, and it needs a round trip to move).
+    ///
+    /// `incarnation` tells restarts apart: a restarted core must rebuild its configuration from
+    /// its disk (`Persisted::membership` and the log), and is compared again.
+    pub fn check_membership(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        raft: &Raft,
+    ) -> Result<(), Violation> {
+        let version = (incarnation, self.log_versions[node as usize]);
+        let unchanged = self.membership_checked[node as usize] == Some(version);
+        self.membership_checked[node as usize] = Some(version);
+        let chain = &self.logs[node as usize];
+        let confs = &self.confs[node as usize];
+        if chain.len() > 0 && !unchanged {
+            let expected = match confs.last() {
+                Some((_, m)) => m,
+                None => committed_config_at(&self.committed_confs, chain.start()),
+            };
+            if raft.membership() != expected {
+                return Err(Violation::new(
+                    "Configuration in force",
+                    format!(
+                        "node {node} uses {:?}, but the last configuration in its log (ending at {}) is {expected:?}",
+                        raft.membership(),
+                        chain.len()
+                    ),
+                ));
+            }
+        }
+        if raft.role() != Role::Leader {
+            return Ok(());
+        }
+        let commit = raft.commit_index();
+        // (Index 1 is a leader's no-op carrying the bootstrap configuration, not a change.)
+        let uncommitted = confs
+            .iter()
+            .rev()
+            .take_while(|(index, _)| *index > commit && *index > 1)
+            .count();
+        if uncommitted > 1 {
+            let uncommitted: Vec<Index> = confs
+                .iter()
+                .map(|(index, _)| *index)
+                .filter(|&index| index > commit)
+                .collect();
+            return Err(Violation::new(
+                "One configuration change at a time",
+                format!(
+                    "leader {node} of term {} holds uncommitted configuration entries at {uncommitted:?} (commit {commit})",
+                    raft.term()
+                ),
+            ));
+        }
+        if uncommitted == 0 {
+            return Ok(());
+        }
+        let index = confs.last().expect("one uncommitted").0;
+        if raft.log_term(index) != Some(raft.term()) {
+            return Ok(());
+        }
+        // The first entry of the leader's term: scan back from the change (the term at the
+        // compacted log's offset is known; an entry there is committed anyway).
+        let mut term_start = index;
+        while term_start > 1 && raft.log_term(term_start - 1) == Some(raft.term()) {
+            term_start -= 1;
+        }
+        if commit < term_start {
+            return Err(Violation::new(
+                "No configuration change before the term commits",
+                format!(
+                    "leader {node} of term {} appended a configuration change at {index} while its term's first entry {term_start} is not committed (commit {commit})",
+                    raft.term()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The configuration in force at `index` among `(index, configuration)` pairs (ascending).
+fn committed_config_at(confs: &[(Index, Membership)], index: Index) -> &Membership {
+    let at = confs.partition_point(|(i, _)| *i <= index);
+    &confs[at.max(1) - 1].1
+}
+
+/// The configuration `entry` sets after `before`: a configuration change (it must follow the
+/// single-server rules: at most one voter differs), or a new cluster's first entry carrying
+/// its bootstrap configuration. `None` for every other entry.
+fn next_config(before: &Membership, entry: &Entry) -> Option<Result<Membership, String>> {
+    let next = match entry.kind {
+        EntryKind::ConfChange => ConfChange::decode_entry(&entry.data)
+            .map_err(|e| e.to_string())
+            .and_then(|(change, _)| before.apply(change).map_err(|e| format!("{change:?}: {e}"))),
+        EntryKind::Noop if entry.index == 1 && !entry.data.is_empty() => {
+            Membership::decode(&entry.data).map_err(|e| e.to_string())
+        }
+        _ => return None,
+    };
+    Some(next.and_then(|next| {
+        let changed = next.voters_changed(before);
+        if changed > 1 && entry.kind == EntryKind::ConfChange {
+            return Err(format!(
+                "{changed} voters differ from the configuration before"
+            ));
+        }
+        Ok(next)
+    }))
 }
 
 /// A read is linearizable if it reflects every write acknowledged before it began: the index it

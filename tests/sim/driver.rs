@@ -14,8 +14,8 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use raftchat::raft::{
-    Entry, EntryKind, Index, Message, MessageBody, NodeId, RaftError, Ready, Role, SnapshotMeta,
-    Term,
+    ConfChange, Entry, EntryKind, Index, Message, MessageBody, NodeId, RaftError, Ready, Role,
+    SnapshotMeta, Term,
 };
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -68,6 +68,12 @@ pub struct Report {
     pub restores: u64,
     /// Crashes that cut a snapshot install short (snapshot stored, log not reset).
     pub torn_installs: u64,
+    /// Membership changes a leader accepted, and ones it refused (a rule said no).
+    pub conf_changes: u64,
+    pub conf_refused: u64,
+    /// The committed configuration at the end: voters, and ids removed.
+    pub final_voters: u64,
+    pub removed: u64,
 }
 
 /// A run that broke a property (or in which a core panicked).
@@ -201,6 +207,7 @@ pub(super) mod tag {
     pub const SERVE: u64 = 15;
     pub const COMPACT: u64 = 16;
     pub const INSTALL: u64 = 17;
+    pub const CONF: u64 = 18;
 }
 
 pub(super) struct Sim {
@@ -238,13 +245,16 @@ pub(super) struct Sim {
     pub(super) faults: u64,
     pub(super) crashes: u64,
     snapshots: u64,
+    /// Membership changes proposed (accepted by a leader) and refused.
+    conf_changes: u64,
+    conf_refused: u64,
 }
 
 impl Sim {
     fn new(seed: u64, options: Options) -> Sim {
         let mut rng = SmallRng::seed_from_u64(seed);
         let scenario = Scenario::draw(&mut rng);
-        let nodes: Vec<SimNode> = (0..scenario.nodes)
+        let nodes: Vec<SimNode> = (0..scenario.total())
             .map(|id| SimNode::new(scenario.config(id as NodeId, &options), rng.gen()))
             .collect();
         let trace = Trace::new(options.trace);
@@ -254,13 +264,13 @@ impl Sim {
         let mut sim = Sim {
             seed,
             fault_steps: options.steps * FAULT_PHASE_PERCENT / 100,
-            network: Network::new(scenario.nodes, scenario.network.clone()),
+            network: Network::new(scenario.total(), scenario.network.clone()),
             clients: Clients::new(
-                scenario.nodes,
+                scenario.total(),
                 CLIENTS,
                 scenario.ticks(CLIENT_TIMEOUT_ELECTIONS),
             ),
-            checker: Checker::new(scenario.nodes),
+            checker: Checker::new(scenario.total(), scenario.nodes),
             options,
             scenario,
             rng,
@@ -281,6 +291,8 @@ impl Sim {
             faults: 0,
             crashes: 0,
             snapshots: 0,
+            conf_changes: 0,
+            conf_refused: 0,
         };
         for node in 0..sim.nodes.len() {
             let phase = sim.rng.gen_range(1..=SUBTICKS_PER_TICK);
@@ -324,6 +336,10 @@ impl Sim {
                 .iter()
                 .map(|node| node.storage.torn_installs)
                 .sum(),
+            conf_changes: self.conf_changes,
+            conf_refused: self.conf_refused,
+            final_voters: self.checker.committed_config().voters().count() as u64,
+            removed: self.checker.committed_config().removed().count() as u64,
         }
     }
 
@@ -432,7 +448,8 @@ impl Sim {
             ));
         }
         let first_kept = raft.first_index();
-        sim_node.storage.compact(data, first_kept);
+        let membership = raft.snapshot_membership();
+        sim_node.storage.compact(data, first_kept, membership);
         sim_node.snapshot = Some(data);
         self.snapshots += 1;
         self.trace
@@ -607,6 +624,14 @@ impl Sim {
             Some(meta) => Some(self.install_snapshot(node, meta)?),
             None => None,
         };
+        // The configuration the installed snapshot carried, to store beside it.
+        let membership = snapshot.map(|_| {
+            self.nodes[node]
+                .raft
+                .as_ref()
+                .expect("is up")
+                .snapshot_membership()
+        });
         if !committed_entries.is_empty() {
             for entry in &committed_entries {
                 self.apply(node, entry)?;
@@ -640,6 +665,7 @@ impl Sim {
         let written = WrittenReady {
             number,
             snapshot,
+            membership,
             hard_state,
             entries,
             persisted_messages,
@@ -726,6 +752,9 @@ impl Sim {
     fn on_client(&mut self) -> Result<(), Violation> {
         let gap = self.rng.gen_range(1..=self.scenario.client_gap_max);
         self.schedule(gap, Event::Client);
+        if self.calm_since.is_some() {
+            self.promote_learners()?;
+        }
         if self.clients.probe_wanted(self.now) {
             self.propose(self.clients.probe_writer())?;
         }
@@ -817,6 +846,89 @@ impl Sim {
             .map(|(_, node)| node)
     }
 
+    // ---- membership ----------------------------------------------------------------------
+
+    /// The membership nemesis: the leader (if any) is asked to add the next spare as a
+    /// learner, promote a learner, or remove a member (the leader itself included), keeping at
+    /// least three voters. Refusals (a change pending, the term not committed, a learner not
+    /// caught up) are part of the test: the core must say no.
+    pub(super) fn membership_fault(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.current_leader() else {
+            return Ok(());
+        };
+        let m = self.nodes[leader]
+            .raft
+            .as_ref()
+            .expect("leads")
+            .membership()
+            .clone();
+        let voters: Vec<NodeId> = m.voters().collect();
+        let learners: Vec<NodeId> = m.learners().collect();
+        let spare = (self.scenario.nodes as NodeId..self.nodes.len() as NodeId)
+            .find(|&id| !m.is_member(id) && !m.was_removed(id));
+        let mut choices = Vec::new();
+        if let Some(id) = spare {
+            choices.push(ConfChange::AddLearner(id));
+        }
+        if let Some(&id) = learners.choose(&mut self.rng) {
+            choices.push(ConfChange::Promote(id));
+            choices.push(ConfChange::Promote(id));
+            choices.push(ConfChange::Remove(id));
+        }
+        if voters.len() > 3 {
+            if let Some(&id) = voters.choose(&mut self.rng) {
+                choices.push(ConfChange::Remove(id));
+            }
+            choices.push(ConfChange::Remove(leader as NodeId));
+        }
+        let Some(&change) = choices.choose(&mut self.rng) else {
+            return Ok(());
+        };
+        self.propose_conf_change(leader, change)
+    }
+
+    fn propose_conf_change(&mut self, leader: usize, change: ConfChange) -> Result<(), Violation> {
+        let result = self.nodes[leader]
+            .raft
+            .as_mut()
+            .expect("leads")
+            .propose_conf_change(change, b"");
+        let (op, id) = match change {
+            ConfChange::AddLearner(id) => (1, id),
+            ConfChange::Promote(id) => (2, id),
+            ConfChange::Remove(id) => (3, id),
+        };
+        self.trace.record(&[
+            tag::CONF,
+            self.now,
+            leader as u64,
+            op,
+            id,
+            *result.as_ref().unwrap_or(&0),
+        ]);
+        self.log(|| format!("conf    node {leader}: {change:?} -> {result:?}"));
+        if result.is_ok() {
+            self.conf_changes += 1;
+        } else {
+            self.conf_refused += 1;
+        }
+        self.touched.push(leader);
+        self.drive(leader)
+    }
+
+    /// Once the faults stopped: the leader promotes its learners (the target configuration has
+    /// none), one at a time as the rules allow.
+    fn promote_learners(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.current_leader() else {
+            return Ok(());
+        };
+        let raft = self.nodes[leader].raft.as_ref().expect("leads");
+        let Some(learner) = raft.membership().learners().next() else {
+            return Ok(());
+        };
+        self.propose_conf_change(leader, ConfChange::Promote(learner))
+    }
+
     // ---- checks --------------------------------------------------------------------------
 
     fn check_safety(&mut self) -> Result<(), Violation> {
@@ -828,6 +940,9 @@ impl Sim {
                     raft.entries(),
                     raft.term(),
                 )?;
+                let incarnation = self.nodes[node].incarnation;
+                self.checker
+                    .check_membership(node as NodeId, incarnation, raft)?;
             }
         }
         let full_log_check = self.step.is_multiple_of(FULL_LOG_CHECK_EVERY_STEPS);
@@ -895,13 +1010,28 @@ impl Sim {
             return Ok(());
         }
         if let Some(index) = self.clients.probe.committed_index {
-            if self
-                .nodes
-                .iter()
-                .all(|sim_node| sim_node.is_up() && sim_node.applied_index >= index)
+            // Every voter of the target configuration (the committed one, all learners
+            // promoted, no change pending) applied the probe. Removed nodes and spares never
+            // added are outside it.
+            let config = self.checker.committed_config();
+            let settled = config.learners().next().is_none()
+                && self.current_leader().is_some_and(|leader| {
+                    let raft = self.nodes[leader].raft.as_ref().expect("leads");
+                    raft.membership() == config
+                });
+            if settled
+                && config.voters().all(|id| {
+                    let sim_node = &self.nodes[id as usize];
+                    sim_node.is_up() && sim_node.applied_index >= index
+                })
             {
                 self.live_at = Some(self.now);
-                self.log(|| format!("live    probe write at index {index} applied on every node"));
+                self.log(|| {
+                    format!(
+                        "live    probe write at index {index} applied on every voter of {:?}",
+                        self.checker.committed_config()
+                    )
+                });
                 return Ok(());
             }
         }
@@ -914,12 +1044,14 @@ impl Sim {
             .iter()
             .map(|sim_node| match sim_node.raft.as_ref() {
                 Some(raft) => format!(
-                    "{:?} term {} commit {} applied {} last {}",
+                    "{:?} term {} commit {} applied {} last {} voters {:?} learners {:?}",
                     raft.role(),
                     raft.term(),
                     raft.commit_index(),
                     sim_node.applied_index,
-                    raft.last_index()
+                    raft.last_index(),
+                    raft.membership().voters().collect::<Vec<_>>(),
+                    raft.membership().learners().collect::<Vec<_>>()
                 ),
                 None => "down".to_string(),
             })

@@ -42,6 +42,9 @@ impl Sim {
             return Ok(()); // everyone is down; restarts are scheduled
         };
         let leader = self.current_leader().unwrap_or(random);
+        if self.scenario.membership_prob > 0.0 && self.rng.gen_bool(self.scenario.membership_prob) {
+            return self.membership_fault();
+        }
         match self.rng.gen_range(0..100) {
             0..=24 => self.crash(leader),
             25..=34 => self.crash(random),

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use raftchat::raft::{Config, Entry, HardState, Index, Message, Persisted, Raft};
+use raftchat::raft::{Config, Entry, HardState, Index, Membership, Message, Persisted, Raft};
 
 use super::checker::{EntryKey, LogChain, SnapshotData, Violation, EMPTY_PREFIX};
 
@@ -25,8 +25,10 @@ use super::checker::{EntryKey, LogChain, SnapshotData, Violation, EMPTY_PREFIX};
 #[derive(Debug)]
 pub struct WrittenReady {
     pub number: u64,
-    /// A leader's snapshot to install before anything else of this Ready.
+    /// A leader's snapshot to install before anything else of this Ready, and the
+    /// configuration it carries (stored beside it, as a snapshot file would).
     pub snapshot: Option<SnapshotData>,
+    pub membership: Option<Membership>,
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
     pub persisted_messages: Vec<Message>,
@@ -44,6 +46,8 @@ impl WrittenReady {
 pub struct Storage {
     hard_state: HardState,
     snapshot: Option<SnapshotData>,
+    /// The configuration in force at the snapshot's index (`Persisted::membership`).
+    membership: Option<Membership>,
     /// Contiguous entries from `first_index()`.
     log: Vec<Entry>,
     /// The durable log as the checker sees logs.
@@ -81,12 +85,13 @@ impl Storage {
     /// The node made a durable snapshot: it replaces the old one, and the log drops entries
     /// below `first_kept` (the core's first index after `compact`). The durable chain keeps
     /// its keys: the logical log (snapshot plus entries) did not change.
-    pub fn compact(&mut self, data: SnapshotData, first_kept: Index) {
+    pub fn compact(&mut self, data: SnapshotData, first_kept: Index, membership: Membership) {
         debug_assert!(
             self.written.is_empty(),
             "compact only with nothing in flight"
         );
         self.snapshot = Some(data);
+        self.membership = Some(membership);
         let drop = first_kept.saturating_sub(self.first_index()) as usize;
         self.log.drain(..drop.min(self.log.len()));
     }
@@ -129,6 +134,7 @@ impl Storage {
             if torn_install {
                 if let Some(data) = ready.snapshot {
                     self.snapshot = Some(data);
+                    self.membership = ready.membership.take();
                     self.torn = true;
                     self.torn_installs += 1;
                     return Ok(());
@@ -174,7 +180,7 @@ impl Storage {
             hard_state: self.hard_state,
             snapshot: self.snapshot.map(|data| data.meta),
             entries: self.log.clone(),
-            membership: None,
+            membership: self.membership.clone(),
         }
     }
 
@@ -184,6 +190,7 @@ impl Storage {
         if let Some(data) = ready.snapshot {
             // Install first: the snapshot, then an empty log after it.
             self.snapshot = Some(data);
+            self.membership = ready.membership.take();
             self.log.clear();
             self.chain
                 .reset(data.meta.index, data.prefix, data.meta.term);

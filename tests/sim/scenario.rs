@@ -25,6 +25,8 @@ pub struct Options {
     pub steps: u64,
     /// Sets `Config::testing_unsafe_commit_any_term` on every node.
     pub unsafe_commit_any_term: bool,
+    /// Sets `Config::testing_unsafe_conf_change_before_term_commit` on every node.
+    pub unsafe_conf_change: bool,
     /// Prints every event (`SIM_TRACE=1`).
     pub trace: bool,
 }
@@ -34,6 +36,7 @@ impl Options {
         Options {
             steps: env_u64("SIM_STEPS", DEFAULT_STEPS),
             unsafe_commit_any_term: env_flag("SIM_UNSAFE_COMMIT"),
+            unsafe_conf_change: env_flag("SIM_UNSAFE_CONF"),
             trace: env_flag("SIM_TRACE"),
         }
     }
@@ -43,6 +46,9 @@ impl Options {
         let mut command = String::new();
         if self.unsafe_commit_any_term {
             command.push_str("SIM_UNSAFE_COMMIT=1 ");
+        }
+        if self.unsafe_conf_change {
+            command.push_str("SIM_UNSAFE_CONF=1 ");
         }
         if self.steps != DEFAULT_STEPS {
             command.push_str(&format!("SIM_STEPS={} ", self.steps));
@@ -58,7 +64,14 @@ impl Options {
 /// the network and the disk are, how busy the clients are and how often faults strike.
 #[derive(Clone, Debug)]
 pub struct Scenario {
+    /// The bootstrap voters: nodes `0..nodes`.
     pub nodes: usize,
+    /// Spare nodes `nodes..nodes + spares`: running from the start, empty and outside the
+    /// configuration until the membership nemesis adds them (ids are never reused).
+    pub spares: usize,
+    /// The share of fault events that are membership changes (add a learner, promote one,
+    /// remove a member, the leader included); 0 in runs without spares.
+    pub membership_prob: f64,
     pub election_ticks: u32,
     pub heartbeat_ticks: u32,
     pub pre_vote: bool,
@@ -103,8 +116,17 @@ impl Scenario {
         } else {
             &[1, 4, 256]
         };
+        let nodes = if rng.gen_bool(0.5) { 3 } else { 5 };
+        let spares = *[0usize, 2, 3, 3].choose(rng).expect("not empty");
+        let membership_prob = if spares == 0 {
+            0.0
+        } else {
+            *[0.2, 0.4].choose(rng).expect("not empty")
+        };
         Scenario {
-            nodes: if rng.gen_bool(0.5) { 3 } else { 5 },
+            nodes,
+            spares,
+            membership_prob,
             election_ticks,
             heartbeat_ticks: rng.gen_range(1..=2),
             pre_vote: rng.gen_bool(0.7),
@@ -136,8 +158,20 @@ impl Scenario {
         }
     }
 
+    /// Bootstrap voters and spares.
+    pub fn total(&self) -> usize {
+        self.nodes + self.spares
+    }
+
+    /// A bootstrap voter's configuration, or a spare's: no voters (it learns its configuration
+    /// from the log's first entry or a snapshot once added).
     pub fn config(&self, id: NodeId, options: &Options) -> Config {
-        let mut config = Config::new(id, (0..self.nodes as NodeId).collect());
+        let voters = if (id as usize) < self.nodes {
+            (0..self.nodes as NodeId).collect()
+        } else {
+            Vec::new()
+        };
+        let mut config = Config::new(id, voters);
         config.election_ticks = self.election_ticks;
         config.heartbeat_ticks = self.heartbeat_ticks;
         config.pre_vote = self.pre_vote;
@@ -145,6 +179,7 @@ impl Scenario {
         config.max_inflight_msgs = self.max_inflight_msgs;
         config.max_msg_bytes = self.max_msg_bytes;
         config.testing_unsafe_commit_any_term = options.unsafe_commit_any_term;
+        config.testing_unsafe_conf_change_before_term_commit = options.unsafe_conf_change;
         config
     }
 
