@@ -13,7 +13,7 @@
 //! Owns the request side only; never decides what the core decides (which changes are
 //! allowed, when a learner is caught up).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -86,11 +86,23 @@ impl MemberLine {
 /// proposed, so an entry another leader wrote at the same index is not mistaken for it.
 #[derive(Debug, Default)]
 pub struct MemberRequests {
-    proposed: HashMap<u64, MemberChange>,
+    /// By request id (ids grow, so the first is the oldest).
+    proposed: BTreeMap<u64, MemberChange>,
 }
 
+/// Changes remembered at most: one is proposed at a time, and a request that failed another
+/// way (a timeout, a new leader) is forgotten once this many newer ones came.
+const MEMBER_REQUESTS_MAX: usize = 64;
+
 impl MemberRequests {
-    /// The request `req` proposed `change`? Forgets it either way.
+    fn insert(&mut self, req: u64, change: MemberChange) {
+        self.proposed.insert(req, change);
+        while self.proposed.len() > MEMBER_REQUESTS_MAX {
+            self.proposed.pop_first();
+        }
+    }
+
+    /// The change request `req` proposed, if it did; forgotten either way.
     pub fn take(&mut self, req: u64) -> Option<MemberChange> {
         self.proposed.remove(&req)
     }
@@ -173,9 +185,7 @@ impl Services {
                 let req = self.table.new_request(Instant::now());
                 self.table.insert_local_proposal(index, req);
                 self.table.insert_write(req, reply, None);
-                self.member_requests
-                    .proposed
-                    .insert(req, member_change(change));
+                self.member_requests.insert(req, member_change(change));
                 log::info!(
                     "node {}: proposed {change:?} (context '{context}') at index {index}",
                     self.cfg.id
@@ -210,17 +220,52 @@ impl Services {
     /// removed from the cluster (never let back), or an id not in the configuration.
     pub fn peer_refusal(&self, id: NodeId) -> Option<String> {
         let membership = self.replica.membership();
+        let member = membership.is_voter(id) || membership.is_learner(id);
+        // A leader that removed itself still leads until that entry commits.
+        let leading = self.replica.leader() == Some(id);
         if id == self.cfg.id {
             Some(format!("node id {id} is this node's own"))
-        } else if membership.was_removed(id) && self.replica.leader() != Some(id) {
-            // (The leader that removed itself still leads until that entry commits.)
-            Some(format!("node {id} was removed from this cluster"))
+        } else if member || leading {
+            None
         } else if membership.was_removed(id) {
-            None
-        } else if !membership.is_voter(id) && !membership.is_learner(id) {
-            Some(format!("node id {id} is not a member of this cluster"))
+            Some(format!("node {id} was removed from this cluster"))
         } else {
-            None
+            Some(format!("node id {id} is not a member of this cluster"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_line_marks_the_leader_and_an_unknown_address() {
+        let line = MemberLine {
+            id: 3,
+            addr: Some("127.0.0.1:20003".parse().unwrap()),
+            voter: false,
+            leader: false,
+        };
+        assert_eq!(line.telnet_line(), "member 3 127.0.0.1:20003 learner");
+        let leader = MemberLine {
+            addr: None,
+            voter: true,
+            leader: true,
+            ..line
+        };
+        assert_eq!(leader.telnet_line(), "member 3 - voter leader");
+    }
+
+    #[test]
+    fn remembered_changes_are_bounded_and_taken_once() {
+        let mut requests = MemberRequests::default();
+        for req in 0..200 {
+            requests.insert(req, MemberChange::Promote(req));
+        }
+        assert_eq!(requests.proposed.len(), MEMBER_REQUESTS_MAX);
+        assert_eq!(requests.take(0), None, "the oldest were forgotten");
+        assert_eq!(requests.take(199), Some(MemberChange::Promote(199)));
+        assert_eq!(requests.take(199), None);
     }
 }
