@@ -2739,3 +2739,41 @@ fn ongaro_2015_two_adds() {
 fn ongaro_2015_two_removes() {
     bug_case_is_prevented(&TWO_REMOVES);
 }
+
+/// A node whose own removal is appended but not committed may hold the most up-to-date log:
+/// the others can then elect nobody without it (its log beats theirs, and the fourth voter is
+/// down). It campaigns on the new configuration's votes, commits its removal and steps down.
+#[test]
+fn a_node_whose_removal_is_pending_can_still_lead_the_cluster_out_of_it() {
+    let mut net = Network::new(4, |_| {});
+    net.campaign(0);
+    net.propose(0, b"everywhere");
+    net.settle();
+    net.crash(3);
+    net.isolate(0);
+    let index = net.conf_change(0, ConfChange::Remove(0)).unwrap();
+    net.settle();
+    // 0 loses leadership with its removal only in its own log.
+    net.crash(0);
+    net.restart(0);
+    net.heal();
+    assert!(net.raft(0).is_removed() && net.raft(0).commit_index() < index);
+    let mut led = None;
+    for _ in 0..300 {
+        net.tick_all(1);
+        if let Some(leader) = net
+            .leaders()
+            .into_iter()
+            .find(|&id| id != 0 && net.raft(id).commit_index() >= index)
+        {
+            led = Some(leader);
+            break;
+        }
+    }
+    let leader = led.expect("1 or 2 leads {1, 2, 3} after 0 committed its removal");
+    assert_ne!(net.raft(0).role(), Role::Leader);
+    let write = net.propose(leader, b"after");
+    net.settle();
+    assert!(net.raft(leader).commit_index() >= write);
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
