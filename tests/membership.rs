@@ -197,6 +197,11 @@ fn a_fourth_node_joins_is_promoted_and_replaces_an_original_under_load() {
             .contains(&(new as u64, addr.to_string(), "learner".into()))
             .then_some(())
     });
+    wait_for("status to list the learner", DEADLINE, || {
+        let status = common::status(&cluster, 0)?;
+        let learners = status.get("learners")?.clone();
+        (learners == new.to_string() && status.get("voters")? == "0,1,2").then_some(())
+    });
     // Promoted once caught up (the leader refuses with the reason until then).
     let promoted = on_leader(
         &cluster,

@@ -98,6 +98,15 @@ impl Session {
     }
 }
 
+/// `0,1,2`, or `-` for none.
+fn ids(list: &[u64]) -> String {
+    if list.is_empty() {
+        return "-".to_string();
+    }
+    let ids: Vec<String> = list.iter().map(u64::to_string).collect();
+    ids.join(",")
+}
+
 fn quoted_room(room: &str) -> String {
     format!("#{room}")
 }
@@ -626,6 +635,8 @@ impl Telnet {
             format!("last_position {}", sm.last_position()),
             format!("retain_messages {}", sm.retain_messages()),
             format!("accounts {}", sm.account_count()),
+            format!("voters {}", ids(&status.voters)),
+            format!("learners {}", ids(&status.learners)),
         ];
         let stats = svc.replica.stats();
         lines.extend([
