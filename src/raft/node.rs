@@ -1205,8 +1205,11 @@ impl Raft {
                     && (e.kind == EntryKind::ConfChange || (e.index == 1 && !e.data.is_empty()))
             })
             .map(|e| e.index);
+        // (An entry that is not a valid change changes nothing, so the last change the history
+        // holds may be older than the log's last configuration entry, never newer.)
+        let last_change = self.history.last_change_index();
         debug_assert!(
-            last_conf.is_none_or(|i| i == self.history.last_change_index()),
+            last_change == self.history.base_index() || last_conf.is_some_and(|i| i >= last_change),
             "the configuration in force is the log's last"
         );
         if let Some(pending) = self.pending_snapshot {
