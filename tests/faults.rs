@@ -12,7 +12,8 @@
 //! link one way, flaps a link, stalls a node's links (bytes held, then delivered late),
 //! pauses one node while isolating another (no majority with 3 nodes), transfers leadership
 //! and restarts every node in turn (a rolling restart: SIGTERM, which must exit 0, or
-//! kill -9); the last fault is left in place for the healing step. Then everything is healed,
+//! kill -9), and grows and shrinks the cluster (a node joins with `--join`, is added as a
+//! learner, promoted, removed and stopped; its links bypass the proxy); the last fault is left in place for the healing step. Then everything is healed,
 //! every node must acknowledge a write within `RECOVERY_BOUND` (20 s), and the checker
 //! (`faults/checker.rs`) judges the history against every node's final log: acked messages
 //! exactly once at their acked position, not-stored ones never, unknown ones (and binary

@@ -2,6 +2,19 @@
 //!
 //! `cargo run --release --bin cluster [-- --nodes 3 --base-port 20000 --data-dir data --tls]`
 //!
+//! Membership of a running local cluster (issue 16), from another terminal:
+//!
+//! - `cluster members [--base-port P]`: the configuration, as the first node that answers sees
+//!   it.
+//! - `cluster add <id> [--base-port P] [--data-dir DIR] [-- SERVER OPTIONS]`: starts node
+//!   `<id>` on `127.0.0.1:<P + id>` with `--join` (an empty data dir `DIR/node-<id>`), asks the
+//!   leader to `add` it as a learner, then to `promote` it once caught up; the node keeps
+//!   running in this terminal (Ctrl-C stops it).
+//! - `cluster remove <id> [--base-port P]`: asks the leader to `remove` node `<id>`. The node
+//!   itself keeps running until stopped, refused by the others.
+//!
+//! These talk to the nodes over the binary client protocol (plain, not `--tls`).
+//!
 //! With `--tls` it writes a CA and node certificates (`raftchat::tls::gen`) to
 //! `<data-dir>/certs` once and starts every node with `--cert --key --ca`.
 //!
@@ -38,8 +51,12 @@ fn main() {
         run_node(&args[1..]);
         return;
     }
+    if let Some(verb @ ("add" | "remove" | "members")) = args.first().map(String::as_str) {
+        std::process::exit(membership::run(verb, &args[1..]));
+    }
     let usage = options().usage(
-        "Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR] [-- SERVER OPTIONS]\n\n\
+        "Usage: cluster [--nodes N] [--base-port PORT] [--data-dir DIR] [-- SERVER OPTIONS]\n\
+         \x20      cluster members|add <id>|remove <id> [--base-port PORT] [--data-dir DIR]\n\n\
          Anything after `--` is passed to every node (e.g. `-- --snapshot-entries 50000`).",
     );
     let fail = |msg: String| -> ! {
@@ -343,4 +360,223 @@ fn wait_or_kill(child: &mut Child, id: usize, deadline: Instant) -> bool {
 /// Node mode: exactly what `server` does.
 fn run_node(args: &[String]) {
     std::process::exit(raftchat::server::run_cli(args));
+}
+
+/// `cluster members`, `cluster add <id>`, `cluster remove <id>` (see the module docs).
+mod membership {
+    use std::net::SocketAddr;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use raftchat::client::{self, MemberChange, MemberError};
+
+    /// Ports probed above the base port for a live member.
+    const PROBE_PORTS: u64 = 64;
+    /// How long a change may wait for a leader, or a learner to catch up.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    struct Args {
+        id: Option<u64>,
+        base_port: u64,
+        data_dir: String,
+        node_args: Vec<String>,
+    }
+
+    fn parse(verb: &str, args: &[String]) -> Result<Args, String> {
+        let mut opts = getopts::Options::new();
+        opts.optopt(
+            "",
+            "base-port",
+            "node j listens on base-port + j (default 20000)",
+            "PORT",
+        );
+        opts.optopt(
+            "",
+            "data-dir",
+            "parent of node data dirs (default data)",
+            "DIR",
+        );
+        let m = opts.parse(args).map_err(|e| e.to_string())?;
+        let base_port = match m.opt_str("base-port") {
+            Some(v) => v.parse().map_err(|_| format!("--base-port: '{v}'"))?,
+            None => 20000,
+        };
+        let (id, node_args) = match (verb, m.free.split_first()) {
+            ("members", None) => (None, Vec::new()),
+            ("add" | "remove", Some((id, rest))) => {
+                let id = id.parse().map_err(|_| format!("'{id}' is not a node id"))?;
+                if verb == "remove" && !rest.is_empty() {
+                    return Err("remove takes only <id>".into());
+                }
+                (Some(id), rest.to_vec())
+            }
+            _ => {
+                return Err(format!(
+                    "usage: cluster {verb}{}",
+                    if verb == "members" { "" } else { " <id>" }
+                ))
+            }
+        };
+        let top = base_port + id.unwrap_or(0);
+        if base_port == 0 || top > 65535 {
+            return Err("--base-port and id out of range".into());
+        }
+        Ok(Args {
+            id,
+            base_port,
+            data_dir: m.opt_str("data-dir").unwrap_or_else(|| "data".into()),
+            node_args,
+        })
+    }
+
+    fn addr(port: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port as u16))
+    }
+
+    /// The leader's view, or else the first local node that answers `Members` (a removed
+    /// node that was not told still lists the configuration it last knew).
+    fn live_member(
+        base_port: u64,
+        skip: Option<u64>,
+    ) -> Option<(SocketAddr, raftchat::proto::MemberList)> {
+        let (at, list) = (0..PROBE_PORTS)
+            .filter(|j| Some(*j) != skip && base_port + j <= 65535)
+            .map(|j| addr(base_port + j))
+            .find_map(|a| client::members(a, None).ok().map(|l| (a, l)))?;
+        let leader = list
+            .leader
+            .and_then(|l| list.members.iter().find(|m| m.id == l));
+        let leader_addr: Option<SocketAddr> = leader.and_then(|m| m.addr.parse().ok());
+        match leader_addr.and_then(|a| client::members(a, None).ok().map(|l| (a, l))) {
+            Some(found) => Some(found),
+            None => Some((at, list)),
+        }
+    }
+
+    pub fn run(verb: &str, args: &[String]) -> i32 {
+        let args = match parse(verb, args) {
+            Ok(args) => args,
+            Err(e) => {
+                eprintln!("cluster: {e}");
+                return 2;
+            }
+        };
+        let Some((at, list)) = live_member(args.base_port, args.id) else {
+            eprintln!("cluster: no node answers on 127.0.0.1:{}..", args.base_port);
+            return 1;
+        };
+        match (verb, args.id) {
+            ("members", _) => {
+                for m in &list.members {
+                    let role = if m.voter { "voter" } else { "learner" };
+                    let leader = if list.leader == Some(m.id) {
+                        " leader"
+                    } else {
+                        ""
+                    };
+                    println!("member {} {} {role}{leader}", m.id, m.addr);
+                }
+                0
+            }
+            ("remove", Some(id)) => report(client::change_members(
+                at,
+                &MemberChange::Remove(id),
+                None,
+                PATIENCE,
+            )),
+            ("add", Some(id)) => add(&args, id, at),
+            _ => 2,
+        }
+    }
+
+    fn report(result: Result<String, MemberError>) -> i32 {
+        match result {
+            Ok(words) => {
+                println!("cluster: {words}");
+                0
+            }
+            Err(e) => {
+                eprintln!("cluster: {e}");
+                1
+            }
+        }
+    }
+
+    /// Starts the joining node, adds it, promotes it once caught up, then waits for it.
+    fn add(args: &Args, id: u64, at: SocketAddr) -> i32 {
+        let own = addr(args.base_port + id);
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                eprintln!("cluster: cannot find own executable: {e}");
+                return 1;
+            }
+        };
+        let child = Command::new(exe)
+            .arg(super::NODE_MODE)
+            .arg(id.to_string())
+            .args(["--join", &at.to_string(), "--bind", &own.to_string()])
+            .args(["--data-dir", &format!("{}/node-{id}", args.data_dir)])
+            .args(&args.node_args)
+            .stdin(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("cluster: cannot start node {id}: {e}");
+                return 1;
+            }
+        };
+        // SIGINT or SIGTERM stops the node cleanly (SIGTERM to it), then this process.
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+        }
+        let add = MemberChange::Add {
+            id,
+            addr: own.to_string(),
+        };
+        let mut status = report(client::change_members(at, &add, None, PATIENCE));
+        if status == 0 {
+            status = promote(at, id);
+        }
+        if status == 0 {
+            println!("cluster: node {id} runs here at {own}; Ctrl-C stops it");
+        }
+        loop {
+            match child.try_wait() {
+                Ok(Some(exit)) => return if exit.success() { status } else { 1 },
+                Ok(None) if stop.load(Ordering::SeqCst) => {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return status;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => return 1,
+            }
+        }
+    }
+
+    /// Asks for the promotion until the learner has caught up (or `PATIENCE` passed).
+    fn promote(at: SocketAddr, id: u64) -> i32 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match client::change_members(at, &MemberChange::Promote(id), None, PATIENCE) {
+                Ok(words) => return report(Ok(words)),
+                Err(e) if Instant::now() < deadline && e.to_string().contains("not caught up") => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return report(Err(e)),
+            }
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! This module owns what a chat node *means*: the bytes stored in Raft log entries
 //! ([`command`]), the deterministic state machine that applies them ([`state`]) with its client
-//! sessions for exactly-once writes ([`session`]) and its snapshot form ([`snapshot`]), the
+//! sessions for exactly-once writes ([`session`]), the cluster's member table applied from
+//! configuration entries ([`members`]) and its snapshot form ([`snapshot`]), the
 //! rules every name, key and message must follow ([`validate`]), and the human line protocol
 //! spoken over telnet ([`telnet`], [`time`]). It never does IO (a snapshot is written to and
 //! read from whatever `Write`/`Read` the caller hands it), never reads a clock, never touches a
@@ -17,6 +18,7 @@
 
 mod chat_log;
 pub mod command;
+pub mod members;
 mod message;
 mod outcome;
 pub mod session;

@@ -17,7 +17,7 @@
 //!             | session_count u64 session* | revision u64 | key_count u64 kv*
 //!             | room_count u64 room* | retain_messages u64 | last_position u64
 //!             | message_count u64 message* | account_count u64 account*
-//!             | meta_count u64 room_meta* | end magic "RCHATEND"
+//!             | meta_count u64 room_meta* | members string | end magic "RCHATEND"
 //! session   = id u64 | last_active_ms u64 | lowest_retained_seq u64
 //!             | retained_count u64 (seq u64 | outcome)*
 //! outcome   = tag u8 | fields: 1 Posted position u64 | 2 RoomCreated existed u8
@@ -37,6 +37,9 @@
 //!
 //! Room position lists are not stored: [`restore`] rebuilds them from the messages. Sessions,
 //! keys and rooms are in ascending order; restore insists on it, so an encoding is canonical.
+//!
+//! Version 4 adds `members`: the member table (`members.rs`) in its text form (empty: the
+//! cluster still runs its bootstrap list). Versions 2 and 3 are read as an unset table.
 //!
 //! Version 3 adds the accounts and room owner sections; a version 2 body (no accounts section) is still read,
 //! as a state with no accounts, so snapshots written before accounts existed stay loadable.
@@ -74,7 +77,9 @@ use crate::raft::Index;
 const MAGIC: &[u8; 8] = b"RCHATSM1";
 const END_MAGIC: &[u8; 8] = b"RCHATEND";
 /// The encoding version this code writes (it also reads `SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS`).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+/// Version 3: the same body without the members section.
+pub const SNAPSHOT_FORMAT_VERSION_NO_MEMBERS: u32 = 3;
 /// The previous version: the same body without the accounts section.
 pub const SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS: u32 = 2;
 /// No string in a valid snapshot is longer (texts and values are at most 4 KiB; a `Rejected`
@@ -101,6 +106,7 @@ pub struct ChatSnapshot {
     retain_messages: u64,
     accounts: BTreeMap<String, String>,
     room_meta: BTreeMap<String, RoomMeta>,
+    members: super::members::MemberTable,
 }
 
 /// Why a snapshot body could not be restored: one human line.
@@ -138,6 +144,7 @@ impl StateMachine {
             retain_messages: self.retain_messages,
             accounts: self.accounts.clone(),
             room_meta: self.room_meta.clone(),
+            members: self.members.clone(),
         }
     }
 
@@ -184,6 +191,7 @@ impl ChatSnapshot {
         self.write_messages(&mut out, w, &room_ids)?;
         self.write_accounts(&mut out, w)?;
         self.write_room_meta(&mut out, w)?;
+        write_str(&mut out, &self.members.encode_text())?;
         out.extend_from_slice(END_MAGIC);
         w.write_all(&out)
     }
@@ -471,7 +479,7 @@ pub fn restore(
     };
     input.magic(MAGIC, "magic")?;
     let version = input.u32("version")?;
-    if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
+    if !(SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return bad(format!("unknown snapshot format version {version}"));
     }
     let applied_index = input.u64("applied index")?;
@@ -492,6 +500,12 @@ pub fn restore(
         let accounts = read_accounts(&mut input)?;
         (accounts, read_room_meta(&mut input, &room_names)?)
     };
+    let members = if version >= SNAPSHOT_FORMAT_VERSION {
+        let text = input.string("members")?;
+        super::members::MemberTable::decode_text(&text).map_err(RestoreError)?
+    } else {
+        Default::default()
+    };
     read_end(&mut input)?;
     let rooms = room_names.into_iter().zip(positions).collect();
     let mut sm = StateMachine::from_parts(
@@ -505,6 +519,7 @@ pub fn restore(
     );
     sm.accounts = accounts;
     sm.room_meta = room_meta;
+    sm.members = members;
     Ok(sm)
 }
 
@@ -1081,16 +1096,41 @@ mod tests {
         v2[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS.to_le_bytes());
         let end = v2.len() - END_MAGIC.len();
         assert_eq!(
-            &v2[end - 16..end],
-            &[0u8; 16],
-            "the empty account and room owner counts"
+            &v2[end - 20..end],
+            &[0u8; 20],
+            "the empty account and room owner counts, the empty members string"
         );
-        v2.drain(end - 16..end);
+        v2.drain(end - 20..end);
         assert_eq!(restored(&v2, SessionConfig::default()), plain);
         // ... and a version 3 body without the section is truncated, not misread.
         let mut cut = v2.clone();
         cut[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
         assert!(StateMachine::restore(&mut &cut[..], SessionConfig::default(), 0).is_err());
+    }
+
+    #[test]
+    fn the_member_table_travels_in_its_own_section() {
+        use crate::chat::members::MemberChange;
+        let mut sm = busy_machine(10);
+        let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        sm.bootstrap_members((0..3).map(|id| (id, addr(9000 + id as u16))));
+        let next = sm.applied_index() + 1;
+        assert!(sm.apply_member_change(next, MemberChange::AddLearner(3), b"127.0.0.1:9003"));
+        let back = restored(&encode(&sm), SessionConfig::default());
+        assert_eq!(back.members(), sm.members());
+        assert_eq!(back.members().learners().collect::<Vec<_>>(), vec![3]);
+        // Version 3 (before members): the section is absent, the table unset.
+        let plain = busy_machine(10);
+        let mut v3 = encode(&plain);
+        v3[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION_NO_MEMBERS.to_le_bytes());
+        let end = v3.len() - END_MAGIC.len();
+        v3.drain(end - 4..end);
+        assert!(!restored(&v3, SessionConfig::default()).members().is_set());
+        // A damaged members section is an error, not a panic.
+        let mut bad = encode(&sm);
+        let at = bad.windows(5).position(|w| w == b"voter").unwrap();
+        bad[at] = b'V';
+        assert!(StateMachine::restore(&mut &bad[..], SessionConfig::default(), 0).is_err());
     }
 
     #[test]

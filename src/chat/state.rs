@@ -103,6 +103,8 @@ pub struct StateMachine {
     pub(super) accounts: BTreeMap<String, String>,
     /// Owners and settings of rooms created by logged-in accounts (`JoinRoom`).
     pub(super) room_meta: BTreeMap<String, RoomMeta>,
+    /// The cluster's members (issue 16; `members.rs`): changed only by configuration entries.
+    pub(super) members: super::members::MemberTable,
 }
 
 /// Sessions expire after `session::DEFAULT_SESSION_EXPIRY_MS` (10 minutes) of log time.
@@ -137,6 +139,7 @@ impl StateMachine {
             retain_messages: 0,
             accounts: BTreeMap::new(),
             room_meta: BTreeMap::new(),
+            members: Default::default(),
         }
     }
 
@@ -175,6 +178,7 @@ impl StateMachine {
             retain_messages,
             accounts: BTreeMap::new(),
             room_meta: BTreeMap::new(),
+            members: Default::default(),
         };
         sm.debug_assert_invariants();
         sm
@@ -252,6 +256,31 @@ impl StateMachine {
     pub fn apply_noop(&mut self, index: Index) {
         debug_assert!(index > self.applied_index);
         self.applied_index = self.applied_index.max(index);
+    }
+
+    /// Applies the configuration entry at `index` to the member table (`members.rs`).
+    /// Returns false when the change did not fit the table (nothing changed).
+    pub fn apply_member_change(
+        &mut self,
+        index: Index,
+        change: super::members::MemberChange,
+        context: &[u8],
+    ) -> bool {
+        self.apply_noop(index);
+        self.members.apply(change, context)
+    }
+
+    /// The member table (unset until bootstrapped, changed or restored from a snapshot).
+    pub fn members(&self) -> &super::members::MemberTable {
+        &self.members
+    }
+
+    /// Fills an unset member table with the cluster's bootstrap list (all voters).
+    pub fn bootstrap_members(
+        &mut self,
+        voters: impl IntoIterator<Item = (u64, std::net::SocketAddr)>,
+    ) {
+        self.members.bootstrap(voters);
     }
 
     pub fn applied_index(&self) -> Index {

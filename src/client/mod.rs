@@ -14,6 +14,8 @@
 //!   keep the SAME session and seq.
 //! - [`Connection::login`], [`Session::login`] and their `register`, `logout`, `passwd`:
 //!   accounts (a login belongs to a connection; a session logs in again after a failover).
+//! - [`members`], [`change_members`], [`Connection::members`]: the configuration and changes
+//!   to it (`add`, `promote`, `remove`), found on the leader.
 //! - [`status`], [`read_log_all`], [`read_log_pages`], [`cluster_status`]: one-shot reads.
 //!
 //! This module never runs inside a node and knows nothing of Raft beyond what answers say.
@@ -43,6 +45,7 @@
 mod account;
 mod conn;
 mod core;
+mod members;
 pub use crate::proto;
 mod session;
 mod tls;
@@ -60,6 +63,7 @@ pub use self::core::{
     Completion, Event, Mutation, NodePicker, RetryPolicy, SessionCore, SessionStats,
     OPEN_SESSION_REQ_ID,
 };
+pub use self::members::{change_members, members, MemberChange, MemberError};
 pub use self::proto::{Answer, ErrorKind, LogMessage, NodeStatus, Request, Role};
 pub use self::session::{Session, SessionError};
 pub use self::tls::{ClientStream, ClientTls};

@@ -18,6 +18,8 @@ impl Answer {
             | Answer::CasFailed { req_id, .. }
             | Answer::KeyList { req_id, .. }
             | Answer::AccountOk { req_id, .. }
+            | Answer::MemberList { req_id, .. }
+            | Answer::MemberOk { req_id, .. }
             | Answer::Error { req_id, .. } => *req_id,
         }
     }
@@ -34,6 +36,8 @@ impl Answer {
             Answer::KeyList { .. } => frame_type::KEY_LIST,
             Answer::AccountOk { .. } => frame_type::ACCOUNT_OK,
             Answer::Error { .. } => frame_type::ERROR,
+            Answer::MemberList { .. } => frame_type::MEMBER_LIST,
+            Answer::MemberOk { .. } => frame_type::MEMBER_OK,
         }
     }
 
@@ -123,6 +127,11 @@ impl Answer {
                 put_opt_u64(out, *leader_hint);
                 put_str(out, message);
             }
+            Answer::MemberList { req_id, list } => encode_member_list(out, *req_id, list),
+            Answer::MemberOk { req_id, message } => {
+                put_u64(out, *req_id);
+                put_str(out, message);
+            }
         }
         finish_frame(out, start);
     }
@@ -171,11 +180,78 @@ impl Answer {
                     message: r.str("message")?,
                 }
             }
+            frame_type::MEMBER_LIST => decode_member_list(&mut r)?,
+            frame_type::MEMBER_OK => Answer::MemberOk {
+                req_id: r.u64("req_id")?,
+                message: r.str("message")?,
+            },
             other => return Err(ProtoError::UnknownFrameType(other)),
         };
         r.finish()?;
         Ok(answer)
     }
+}
+
+/// Members beyond this many are not sent (a cluster has a handful).
+const MEMBER_LIST_MAX: usize = 1024;
+
+fn encode_member_list(out: &mut Vec<u8>, req_id: u64, list: &MemberList) {
+    put_u64(out, req_id);
+    put_u64(out, list.cluster_id);
+    put_u64(out, list.node_id);
+    put_opt_u64(out, list.leader);
+    let members = &list.members[..list.members.len().min(MEMBER_LIST_MAX)];
+    put_u32(out, members.len() as u32);
+    for m in members {
+        put_u64(out, m.id);
+        put_str(out, &m.addr);
+        put_u8(out, u8::from(m.voter));
+    }
+    let bootstrap = &list.bootstrap[..list.bootstrap.len().min(MEMBER_LIST_MAX)];
+    put_u32(out, bootstrap.len() as u32);
+    for (id, addr) in bootstrap {
+        put_u64(out, *id);
+        put_str(out, addr);
+    }
+}
+
+fn decode_member_list(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {
+    let req_id = r.u64("req_id")?;
+    let cluster_id = r.u64("cluster_id")?;
+    let node_id = r.u64("node_id")?;
+    let leader = r.opt_u64("leader")?;
+    let count = r.u32("member count")? as usize;
+    // Each member is at least 11 bytes: a count the body cannot hold is refused up front.
+    if count > MEMBER_LIST_MAX || count > r.remaining() / 11 {
+        return Err(ProtoError::Truncated { field: "members" });
+    }
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = r.u64("member id")?;
+        let addr = r.str("member addr")?;
+        let voter = match r.u8("voter")? {
+            0 => false,
+            1 => true,
+            other => return Err(ProtoError::BadOptionTag(other)),
+        };
+        members.push(MemberInfo { id, addr, voter });
+    }
+    let count = r.u32("bootstrap count")? as usize;
+    if count > MEMBER_LIST_MAX || count > r.remaining() / 10 {
+        return Err(ProtoError::Truncated { field: "bootstrap" });
+    }
+    let mut bootstrap = Vec::with_capacity(count);
+    for _ in 0..count {
+        bootstrap.push((r.u64("bootstrap id")?, r.str("bootstrap addr")?));
+    }
+    let list = MemberList {
+        cluster_id,
+        node_id,
+        leader,
+        members,
+        bootstrap,
+    };
+    Ok(Answer::MemberList { req_id, list })
 }
 
 fn decode_log_chunk(r: &mut Reader<'_>) -> Result<Answer, ProtoError> {

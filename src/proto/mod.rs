@@ -23,6 +23,10 @@
 //! | 11 | `Login` | `u64 req_id \| str nick \| str password` |
 //! | 12 | `Logout` | `u64 req_id` |
 //! | 13 | `Passwd` | `u64 req_id \| str old \| str new` |
+//! | 14 | `Members` | `u64 req_id` |
+//! | 15 | `AddMember` | `u64 req_id \| u64 id \| str host_port` |
+//! | 16 | `PromoteMember` | `u64 req_id \| u64 id` |
+//! | 17 | `RemoveMember` | `u64 req_id \| u64 id` |
 //! | 101 | `SessionOpened` | `u64 req_id \| u64 session_id` |
 //! | 102 | `Posted` | `u64 req_id \| u64 position` |
 //! | 103 | `LogChunk` | `u64 req_id \| u64 total \| u32 count \| count × (u64 position \| u64 timestamp_ms \| str room \| str nick \| str text)` |
@@ -32,6 +36,8 @@
 //! | 107 | `CasFailed` | `u64 req_id \| opt<str> current` |
 //! | 108 | `KeyList` | `u64 req_id \| u64 total \| u32 count \| count × str key` |
 //! | 109 | `AccountOk` | `u64 req_id \| str nick \| str message` |
+//! | 111 | `MemberList` | `u64 req_id \| u64 cluster_id \| u64 node_id \| opt<u64> leader \| u32 count \| count × (u64 id \| str host_port \| u8 voter) \| u32 bootstrap_count \| bootstrap_count × (u64 id \| str host_port)` |
+//! | 112 | `MemberOk` | `u64 req_id \| str message` |
 //! | 110 | `Error` | `u64 req_id \| u8 kind \| opt<u64> leader_hint \| str message` |
 //!
 //! This module owns the bytes: the connection preamble, the frame header
@@ -71,7 +77,7 @@ pub const BODY_LEN_MAX: usize = 1 << 20;
 /// The longest string a `u16 len | bytes` field can carry.
 pub const STR_LEN_MAX: usize = u16::MAX as usize;
 
-/// Frame type bytes. Requests are 1..=9; answers are 101..=108 and 110 (109 is unused).
+/// Frame type bytes. Requests are 1..=17; answers are 101..=112.
 pub mod frame_type {
     pub const OPEN_SESSION: u8 = 1;
     pub const POST: u8 = 2;
@@ -86,6 +92,12 @@ pub mod frame_type {
     pub const LOGIN: u8 = 11;
     pub const LOGOUT: u8 = 12;
     pub const PASSWD: u8 = 13;
+    pub const MEMBERS: u8 = 14;
+    pub const ADD_MEMBER: u8 = 15;
+    pub const PROMOTE_MEMBER: u8 = 16;
+    pub const REMOVE_MEMBER: u8 = 17;
+    pub const MEMBER_LIST: u8 = 111;
+    pub const MEMBER_OK: u8 = 112;
     pub const SESSION_OPENED: u8 = 101;
     pub const POSTED: u8 = 102;
     pub const LOG_CHUNK: u8 = 103;
@@ -267,6 +279,49 @@ pub enum Request {
         old: String,
         new: String,
     },
+    /// The configuration in force on the node asked, with addresses; also the cluster id and
+    /// the bootstrap member list, which a joining node (`server <id> --join`) stores.
+    Members {
+        req_id: u64,
+    },
+    /// Add a learner at `addr` (`ip:port`); the leader answers `MemberOk` once committed.
+    AddMember {
+        req_id: u64,
+        id: u64,
+        addr: String,
+    },
+    /// Make a caught-up learner a voter.
+    PromoteMember {
+        req_id: u64,
+        id: u64,
+    },
+    /// Take a member out for good.
+    RemoveMember {
+        req_id: u64,
+        id: u64,
+    },
+}
+
+/// One member as `MemberList` carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    /// `ip:port`, or `-` when unknown.
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// The configuration a node is in, as `MemberList` carries it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberList {
+    pub cluster_id: u64,
+    /// The node that answered.
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    /// Ids ascending.
+    pub members: Vec<MemberInfo>,
+    /// The list the cluster was bootstrapped with: `(id, ip:port)`.
+    pub bootstrap: Vec<(u64, String)>,
 }
 
 /// One chat message as a `LogChunk` carries it.
@@ -484,6 +539,16 @@ pub enum Answer {
         req_id: u64,
         kind: ErrorKind,
         leader_hint: Option<u64>,
+        message: String,
+    },
+    /// The answer to `Members`.
+    MemberList {
+        req_id: u64,
+        list: MemberList,
+    },
+    /// A membership change is committed; `message` is the telnet `ack` line's words.
+    MemberOk {
+        req_id: u64,
         message: String,
     },
 }

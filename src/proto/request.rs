@@ -20,7 +20,11 @@ impl Request {
             | Request::Register { req_id, .. }
             | Request::Login { req_id, .. }
             | Request::Logout { req_id }
-            | Request::Passwd { req_id, .. } => *req_id,
+            | Request::Passwd { req_id, .. }
+            | Request::Members { req_id }
+            | Request::AddMember { req_id, .. }
+            | Request::PromoteMember { req_id, .. }
+            | Request::RemoveMember { req_id, .. } => *req_id,
         }
     }
 
@@ -38,7 +42,11 @@ impl Request {
             | Request::Register { req_id, .. }
             | Request::Login { req_id, .. }
             | Request::Logout { req_id }
-            | Request::Passwd { req_id, .. } => *req_id = id,
+            | Request::Passwd { req_id, .. }
+            | Request::Members { req_id }
+            | Request::AddMember { req_id, .. }
+            | Request::PromoteMember { req_id, .. }
+            | Request::RemoveMember { req_id, .. } => *req_id = id,
         }
     }
 
@@ -78,6 +86,10 @@ impl Request {
             Request::Login { .. } => frame_type::LOGIN,
             Request::Logout { .. } => frame_type::LOGOUT,
             Request::Passwd { .. } => frame_type::PASSWD,
+            Request::Members { .. } => frame_type::MEMBERS,
+            Request::AddMember { .. } => frame_type::ADD_MEMBER,
+            Request::PromoteMember { .. } => frame_type::PROMOTE_MEMBER,
+            Request::RemoveMember { .. } => frame_type::REMOVE_MEMBER,
         }
     }
 
@@ -114,10 +126,14 @@ impl Request {
             Request::Passwd { old, new, .. } => {
                 [("old", Some(old)), ("new", Some(new)), ("", None)]
             }
+            Request::AddMember { addr, .. } => [("addr", Some(addr)), ("", None), ("", None)],
             Request::OpenSession { .. }
             | Request::ReadLog { .. }
             | Request::Status { .. }
-            | Request::Logout { .. } => [("", None), ("", None), ("", None)],
+            | Request::Logout { .. }
+            | Request::Members { .. }
+            | Request::PromoteMember { .. }
+            | Request::RemoveMember { .. } => [("", None), ("", None), ("", None)],
         };
         let mut body_len = 8 + 8 * 3 + 1;
         for (field, s) in strings {
@@ -146,7 +162,17 @@ impl Request {
         match self {
             Request::OpenSession { req_id }
             | Request::Status { req_id }
-            | Request::Logout { req_id } => put_u64(out, *req_id),
+            | Request::Logout { req_id }
+            | Request::Members { req_id } => put_u64(out, *req_id),
+            Request::AddMember { req_id, id, addr } => {
+                put_u64(out, *req_id);
+                put_u64(out, *id);
+                put_str(out, addr);
+            }
+            Request::PromoteMember { req_id, id } | Request::RemoveMember { req_id, id } => {
+                put_u64(out, *req_id);
+                put_u64(out, *id);
+            }
             Request::Register {
                 req_id,
                 nick,
@@ -297,6 +323,22 @@ impl Request {
                 req_id: r.u64("req_id")?,
                 old: r.str("old")?,
                 new: r.str("new")?,
+            },
+            frame_type::MEMBERS => Request::Members {
+                req_id: r.u64("req_id")?,
+            },
+            frame_type::ADD_MEMBER => Request::AddMember {
+                req_id: r.u64("req_id")?,
+                id: r.u64("id")?,
+                addr: r.str("addr")?,
+            },
+            frame_type::PROMOTE_MEMBER => Request::PromoteMember {
+                req_id: r.u64("req_id")?,
+                id: r.u64("id")?,
+            },
+            frame_type::REMOVE_MEMBER => Request::RemoveMember {
+                req_id: r.u64("req_id")?,
+                id: r.u64("id")?,
             },
             other => return Err(ProtoError::UnknownFrameType(other)),
         };

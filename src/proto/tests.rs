@@ -88,6 +88,17 @@ fn sample_requests() -> Vec<Request> {
             old: "s3cret-pw".into(),
             new: "n3w pässwörd".into(),
         },
+        Request::Members { req_id: 16 },
+        Request::AddMember {
+            req_id: 17,
+            id: 3,
+            addr: "127.0.0.1:20003".into(),
+        },
+        Request::PromoteMember { req_id: 18, id: 3 },
+        Request::RemoveMember {
+            req_id: 19,
+            id: u64::MAX,
+        },
     ]
 }
 
@@ -194,6 +205,35 @@ fn sample_answers() -> Vec<Answer> {
             leader_hint: None,
             message: "".into(),
         },
+        Answer::MemberList {
+            req_id: 9,
+            list: MemberList {
+                cluster_id: 0xfeed,
+                node_id: 2,
+                leader: Some(1),
+                members: vec![
+                    MemberInfo {
+                        id: 1,
+                        addr: "127.0.0.1:20001".into(),
+                        voter: true,
+                    },
+                    MemberInfo {
+                        id: 3,
+                        addr: "-".into(),
+                        voter: false,
+                    },
+                ],
+                bootstrap: vec![(0, "127.0.0.1:20000".into()), (1, "127.0.0.1:20001".into())],
+            },
+        },
+        Answer::MemberList {
+            req_id: 10,
+            list: MemberList::default(),
+        },
+        Answer::MemberOk {
+            req_id: 11,
+            message: "node 3 is a voter".into(),
+        },
     ]
 }
 
@@ -217,7 +257,7 @@ fn every_request_round_trips() {
         assert_eq!(decode_request(&buf), Ok(Some((req.clone(), buf.len()))));
         types.insert(req.frame_type());
     }
-    assert_eq!(types.len(), 13, "every request type is sampled");
+    assert_eq!(types.len(), 17, "every request type is sampled");
 }
 
 #[test]
@@ -228,7 +268,7 @@ fn every_answer_round_trips() {
         assert_eq!(decode_answer(&buf), Ok(Some((answer.clone(), buf.len()))));
         types.insert(answer.frame_type());
     }
-    assert_eq!(types.len(), 10, "every answer type is sampled");
+    assert_eq!(types.len(), 12, "every answer type is sampled");
     for kind in ErrorKind::ALL {
         let a = Answer::Error {
             req_id: 1,

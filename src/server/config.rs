@@ -12,8 +12,15 @@ use crate::storage::FsyncPolicy;
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub id: u64,
-    /// Every member's address, in id order (this node's own included).
+    /// The cluster's bootstrap list: every first member's address, in id order. From the
+    /// command line (`<count> <port>` or `--peers`) until the data dir holds an identity, then
+    /// the stored one (`server::identity`); a joining node learns it from the cluster. Empty
+    /// for `server <id> --join` and `server <id>` (a restart from the data dir) until then.
+    /// The members *now* are replicated state (`chat::members`), not this.
     pub members: Vec<SocketAddr>,
+    /// `--join <host:port>`: an empty node asks this member for the cluster id and member list
+    /// and waits until it has been added (`add <id> <host:port>` on a member).
+    pub join: Option<SocketAddr>,
     /// Where this node listens; by default its own member address.
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -106,6 +113,14 @@ fn network_options(opts: &mut getopts::Options) {
         "peers",
         "every member's address in id order (overrides the derived ports)",
         "HOST:PORT,...",
+    );
+    opts.optopt(
+        "",
+        "join",
+        "start as a new, empty member of a running cluster: ask this member for the cluster's \
+         id and members, and wait until an operator ran `add <id> <host:port>` (usage: server \
+         <id> --join HOST:PORT)",
+        "HOST:PORT",
     );
     opts.optopt(
         "",
@@ -299,7 +314,9 @@ fn testing_options(opts: &mut getopts::Options) {
 
 /// The usage text shown by `--help` and after an argument error.
 pub fn usage() -> String {
-    let brief = "Usage: server <id> <count> <port> [options]\n\n\
+    let brief = "Usage: server <id> <count> <port> [options]   (bootstrap or restart)\n\
+        \x20      server <id> --join <host:port> [options]  (a new member of a running cluster)\n\
+        \x20      server <id> [options]                      (restart from the data dir)\n\n\
         Starts node <id> of a <count>-node raftchat cluster. Node j listens on 127.0.0.1:<port - id + j>,\n\
         so `server 0 3 20000`, `server 1 3 20001`, `server 2 3 20002` form one cluster.\n\
         Talk to any node with `telnet 127.0.0.1 <port>` and type `help`.";
@@ -351,9 +368,29 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     if matches.opt_present("help") {
         return Ok(Command::Help(usage()));
     }
-    let (id, count, port) = parse_positional(&matches.free)?;
-    let members = parse_members(&matches, id, count, port)?;
-    let listen = parse_listen(&matches, members[id as usize])?;
+    let (id, sized) = parse_positional(&matches.free)?;
+    let join = match matches.opt_str("join") {
+        Some(_) if sized.is_some() => {
+            return Err("--join takes no <count> <port>: server <id> --join <host:port>".into())
+        }
+        Some(addr) => Some(resolve(&addr).map_err(|e| format!("--join: {e}"))?),
+        None => None,
+    };
+    let members = match sized {
+        Some((count, port)) => parse_members(&matches, id, count, port)?,
+        None if matches.opt_present("peers") => {
+            return Err(
+                "--peers needs <count> <port>: server <id> <count> <port> --peers ..".into(),
+            )
+        }
+        None => Vec::new(),
+    };
+    // Without a member list the address comes from the data dir or the cluster, unless --bind.
+    let own = members
+        .get(id as usize)
+        .copied()
+        .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+    let listen = parse_listen(&matches, own)?;
     let fsync = parse_fsync(&matches)?;
     let (election_timeout_ms, heartbeat_ms, request_timeout_ms) = parse_timing(&matches)?;
     let storage = parse_storage(&matches)?;
@@ -370,11 +407,20 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     let cluster_id = match matches.opt_str("cluster-token") {
         Some(token) if token.is_empty() => return Err("--cluster-token must not be empty".into()),
         Some(token) => cluster_id_of_token(&token),
+        // No member list: the cluster id is read from the data dir or learned by --join.
+        None if members.is_empty() => 0,
         None => cluster_id_of(&members),
     };
+    if id >= crate::server::NODE_ID_MAX {
+        return Err(format!(
+            "id must be below {}, got {id}",
+            crate::server::NODE_ID_MAX
+        ));
+    }
     Ok(Command::Run(ServerConfig {
         id,
         members,
+        join,
         listen,
         data_dir,
         fsync,
@@ -466,13 +512,16 @@ fn parse_tls(
     }
 }
 
-/// `<id> <count> <port>`, checked against each other.
-fn parse_positional(free: &[String]) -> Result<(u64, u64, u64), String> {
+/// `<id> <count> <port>` (checked against each other), or `<id>` alone (a joining node, or a
+/// restart from the data dir): the id, and the count and port if given.
+fn parse_positional(free: &[String]) -> Result<(u64, Option<(u64, u64)>), String> {
     let [id, count, port] = match free {
         [a, b, c] => [a, b, c],
+        [id] => return Ok((parse_num("id", id)?, None)),
         free => {
             return Err(format!(
-                "expected <id> <count> <port>, got {} argument(s)",
+                "expected <id> <count> <port> (or <id> alone with --join or a data dir), got {} \
+                 argument(s)",
                 free.len()
             ))
         }
@@ -488,7 +537,7 @@ fn parse_positional(free: &[String]) -> Result<(u64, u64, u64), String> {
     if id >= count {
         return Err(format!("id must be less than count ({count}), got {id}"));
     }
-    Ok((id, count, port))
+    Ok((id, Some((count, port))))
 }
 
 /// Every member's address: `--peers`, or `count` loopback ports around `port`.
@@ -769,6 +818,28 @@ mod tests {
             assert!(!err.contains('\n'), "{bad}: {err}");
         }
         assert!(usage().contains("--partial-line-timeout-secs"));
+    }
+
+    #[test]
+    fn a_joining_node_needs_only_its_id_and_a_member_address() {
+        let cfg = run("3 --join 127.0.0.1:20000 --data-dir d3");
+        assert_eq!(cfg.join, Some("127.0.0.1:20000".parse().unwrap()));
+        assert!(cfg.members.is_empty());
+        assert_eq!(cfg.data_dir, PathBuf::from("d3"));
+        let restart = run("3 --data-dir d3");
+        assert_eq!((restart.join, restart.members.len()), (None, 0));
+        let bound = run("3 --join 127.0.0.1:20000 --bind 127.0.0.1:20003");
+        assert_eq!(bound.listen.port(), 20003);
+        for bad in [
+            "3 3 20003 --join 127.0.0.1:20000",
+            "3 --join nowhere",
+            "3 --peers 127.0.0.1:1",
+            "5000 --join 127.0.0.1:20000",
+            "3 4",
+        ] {
+            let err = parse_args(&args(bad)).expect_err(bad);
+            assert!(!err.contains('\n'), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum ServerError {
     Snapshot(String),
     /// A TLS file (`--cert --key --ca`) is missing, unreadable, expired or does not match.
     Tls(crate::tls::TlsFileError),
+    /// The node cannot start as asked (no identity and nothing to bootstrap or join from).
+    Config(String),
 }
 
 impl std::fmt::Display for ServerError {
@@ -23,6 +25,7 @@ impl std::fmt::Display for ServerError {
             ServerError::Storage(e) => write!(f, "storage failed, node stopped: {e}"),
             ServerError::Snapshot(why) => write!(f, "snapshot unusable, node stopped: {why}"),
             ServerError::Tls(e) => write!(f, "{e}"),
+            ServerError::Config(why) => write!(f, "{why}"),
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - `error`: why a node stopped.
 //! - `identity`: the cluster id and member list, bootstrapped once and then read from the
 //!   data dir (the command line's member list only bootstraps).
+//! - `membership`: `members`, `add`, `promote`, `remove` for every front-end, and which peers
+//!   may connect; `join`: `server <id> --join` waits until the cluster added this node.
 //!
 //! Dependencies run downward only: a front-end never imports the node, the replica never
 //! imports a front-end or the transport. It never decides anything Raft decides.
@@ -25,8 +27,10 @@ pub mod config;
 mod error;
 mod frontend;
 mod identity;
+mod join;
 pub mod limits;
 pub mod logins;
+mod membership;
 mod node;
 mod replica;
 mod requests;
@@ -34,6 +38,10 @@ mod services;
 mod transport;
 
 pub use config::{parse_args, usage, Command, ServerConfig};
+
+/// Node ids are below this (each outbound peer link has a poll token of its own; see
+/// `transport`). `add` refuses larger ids.
+pub const NODE_ID_MAX: u64 = 1024;
 pub use error::ServerError;
 pub use node::Node;
 

@@ -21,10 +21,12 @@ use super::frontend::telnet::Telnet;
 use super::frontend::web::{Web, HTTP_PREFIX};
 use super::limits::{ClientKind, CloseReason};
 use super::logins::{Front, Logins, Pending};
+use super::membership::done_text;
 use super::replica::{Event, Output, Replica, ReplicaOptions};
 use super::requests::Expired;
 use super::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use super::transport::{ConnRef, Proto, ReadOutcome, Source, Transport};
+use crate::chat::members::MemberChange;
 use crate::chat::{Applied, Outcome};
 use crate::raft::SoftState;
 use crate::wire::{self, Handshake, CLIENT_MAGIC, PEER_MAGIC};
@@ -65,8 +67,10 @@ impl Node {
             cluster_id: cfg.cluster_id,
             node_id: cfg.id,
         };
+        let bootstrap_peers: Vec<(u64, std::net::SocketAddr)> =
+            (0..).zip(cfg.members.iter().copied()).collect();
         let (mut transport, waker) =
-            Transport::bind(cfg.listen, cfg.listen_backlog, &cfg.members, hello)?;
+            Transport::bind(cfg.listen, cfg.listen_backlog, &bootstrap_peers, hello)?;
         transport.set_tls(tls);
         let mut logins = Logins::default();
         logins
@@ -75,10 +79,13 @@ impl Node {
                 context: "cannot start the account worker thread".into(),
                 source,
             })?;
-        let replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
+        let mut replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
         if let Some(bootstrap) = bootstrap {
             bootstrap.store(&cfg)?;
         }
+        // The links follow the configuration the log and snapshot hold, not the command line.
+        replica.take_members_changed();
+        transport.set_peers(&replica.peer_addrs());
         let mut signals =
             Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| ServerError::Io {
                 context: "cannot install signal handlers".into(),
@@ -89,7 +96,10 @@ impl Node {
             "node {}: listening on {} ({} members, {})",
             cfg.id,
             cfg.listen,
-            cfg.members.len(),
+            {
+                let m = replica.membership();
+                m.voters().count() + m.learners().count()
+            },
             if cfg.tls.is_some() {
                 "peers over mutual TLS"
             } else {
@@ -97,6 +107,13 @@ impl Node {
             }
         );
         let tick = Duration::from_millis(cfg.heartbeat_ms);
+        if replica.membership().was_removed(cfg.id) {
+            log::warn!(
+                "node {}: this node was removed from the cluster; it will not vote or campaign, \
+                 and its peers refuse it",
+                cfg.id
+            );
+        }
         let mut svc = Services::new(cfg, transport, replica);
         svc.logins = logins;
         Ok(Node {
@@ -445,6 +462,10 @@ impl Node {
         let result = self.svc.replica.drive(&mut out);
         self.route(&mut out);
         self.out = out;
+        if self.svc.replica.take_members_changed() {
+            let peers = self.svc.replica.peer_addrs();
+            self.svc.transport.set_peers(&peers);
+        }
         result
     }
 
@@ -485,6 +506,7 @@ impl Node {
                     self.deliver(answered, &applied);
                 }
                 Event::ReadReady { ctx, index } => self.svc.table.on_read_ready(ctx, index),
+                Event::MemberChanged { index, change } => self.on_member_changed(index, change),
                 Event::ReadFailed { ctx, leader_hint } => {
                     if let Some(read) = self.svc.table.on_read_failed(ctx) {
                         self.fail_read(read, &Failure::no_leader_for_read(leader_hint));
@@ -493,6 +515,37 @@ impl Node {
             }
         }
         self.serve_reads();
+    }
+
+    /// A configuration entry was applied: answer the request that proposed it here, if any
+    /// (an entry another leader wrote at its index fails it as not stored).
+    fn on_member_changed(&mut self, index: u64, change: MemberChange) {
+        let Some(req) = self.svc.table.take_local_proposal(index) else {
+            return;
+        };
+        let proposed = self.svc.member_requests.take(req);
+        let Some(reply) = self.svc.table.take_write(req) else {
+            return;
+        };
+        if proposed != Some(change) {
+            let failure = Failure::NotStored("leader changed: not changed, try again".into());
+            return self.fail_reply(reply, &failure);
+        }
+        self.svc.record_request(req, "write", "ok");
+        let done = done_text(change);
+        match reply {
+            ReplyTo::Telnet { conn, .. } => {
+                self.telnet.answer_member_change(&mut self.svc, conn, &done);
+                self.read_resumed();
+            }
+            ReplyTo::Binary { conn, req_id } => {
+                Binary::answer_member_change(&mut self.svc, conn, req_id, &done)
+            }
+            ReplyTo::Web { conn, id, .. } => {
+                let failure = Failure::Rejected(format!("{done} (not a web request)"));
+                self.web.fail(&mut self.svc, conn, id, &failure);
+            }
+        }
     }
 
     fn on_leadership(&mut self, old: SoftState, new: SoftState) {

@@ -105,6 +105,12 @@ impl<W, R> RequestTable<W, R> {
         self.local_proposals.insert(index, req);
     }
 
+    /// The request this node proposed at `index`, if any, forgotten (a configuration entry's
+    /// apply answers it directly, not through `on_applied`'s origin).
+    pub fn take_local_proposal(&mut self, index: Index) -> Option<u64> {
+        self.local_proposals.remove(&index)
+    }
+
     #[cfg(test)]
     pub fn has_write(&self, req: u64) -> bool {
         self.writes.contains_key(&req)

@@ -187,6 +187,8 @@ pub struct Services {
     pub logins: Logins,
     /// For `/metrics`: requests answered, by kind and outcome, and their latency.
     pub requests: crate::metrics::ClientMetrics,
+    /// Membership changes proposed here, not yet answered (`server::membership`).
+    pub member_requests: super::membership::MemberRequests,
     /// Scratch buffer for encoding commands.
     scratch: Vec<u8>,
 }
@@ -208,6 +210,7 @@ impl Services {
             dirty_soon: false,
             writes: WriteCounts::default(),
             requests: Default::default(),
+            member_requests: Default::default(),
             scratch: Vec::new(),
         }
     }

@@ -37,6 +37,33 @@ pub fn encode_handshake(handshake: &Handshake, out: &mut Vec<u8>) {
     debug_assert_eq!(out.len() - start, HANDSHAKE_BYTES);
 }
 
+/// The one answer an acceptor ever writes on a peer connection: why it refused the handshake
+/// (`REFUSAL_MAGIC | u16 len | UTF-8 reason`), so the refused node can log it (a removed node
+/// learns that way that it was removed). Nothing is written on an accepted connection.
+pub const REFUSAL_MAGIC: [u8; 4] = *b"\0RCR";
+/// A longer reason is cut.
+pub const REFUSAL_REASON_BYTES_MAX: usize = 512;
+
+/// Appends a refusal carrying `reason` (cut at a char boundary to the maximum).
+pub fn encode_refusal(reason: &str, out: &mut Vec<u8>) {
+    let mut len = reason.len().min(REFUSAL_REASON_BYTES_MAX);
+    while !reason.is_char_boundary(len) {
+        len -= 1;
+    }
+    out.extend_from_slice(&REFUSAL_MAGIC);
+    put_u16(out, len as u16);
+    out.extend_from_slice(&reason.as_bytes()[..len]);
+}
+
+/// The reason of a refusal at the front of `buf`, once it is complete; `None` while bytes are
+/// missing or if `buf` is not a refusal. Never panics.
+pub fn decode_refusal(buf: &[u8]) -> Option<String> {
+    let rest = buf.strip_prefix(&REFUSAL_MAGIC)?;
+    let len = usize::from(BigEndian::read_u16(rest.get(..2)?));
+    let reason = rest.get(2..2 + len.min(REFUSAL_REASON_BYTES_MAX))?;
+    Some(String::from_utf8_lossy(reason).into_owned())
+}
+
 /// Reads a handshake from the front of `buf`: `Ok(None)` while bytes are missing, otherwise the
 /// handshake and the bytes it used (always `HANDSHAKE_BYTES`).
 ///
@@ -75,6 +102,23 @@ pub fn decode_handshake(buf: &[u8]) -> Result<Option<(Handshake, usize)>, WireEr
 mod tests {
     use super::*;
     use crate::wire::CLIENT_MAGIC;
+
+    #[test]
+    fn a_refusal_carries_its_reason_and_bad_bytes_are_none() {
+        let mut out = Vec::new();
+        encode_refusal("node 3 was removed from this cluster", &mut out);
+        assert_eq!(
+            decode_refusal(&out).as_deref(),
+            Some("node 3 was removed from this cluster")
+        );
+        for cut in 0..out.len() {
+            assert_eq!(decode_refusal(&out[..cut]), None, "incomplete at {cut}");
+        }
+        assert_eq!(decode_refusal(b"\0RCPxxxx"), None);
+        let mut long = Vec::new();
+        encode_refusal(&"é".repeat(400), &mut long);
+        assert!(decode_refusal(&long).is_some_and(|r| r.len() <= REFUSAL_REASON_BYTES_MAX));
+    }
 
     fn encoded(handshake: &Handshake) -> Vec<u8> {
         let mut out = Vec::new();

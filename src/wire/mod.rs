@@ -119,7 +119,10 @@ mod fuzz_tests;
 pub use crate::raft::NodeId;
 pub use error::WireError;
 pub use frame::FRAME_HEADER_BYTES;
-pub use handshake::{decode_handshake, encode_handshake, Handshake, HANDSHAKE_BYTES};
+pub use handshake::{
+    decode_handshake, decode_refusal, encode_handshake, encode_refusal, Handshake, HANDSHAKE_BYTES,
+    REFUSAL_MAGIC,
+};
 pub use peer::{
     decode_peer_frame, encode_propose, encode_propose_rejected, encode_raft_message,
     encode_snapshot_ack, encode_snapshot_chunk, raft_message_frame_bytes, PeerFrame,

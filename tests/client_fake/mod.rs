@@ -294,6 +294,8 @@ fn set_answer_req_id(answer: &mut Answer, id: u64) {
         | Answer::CasFailed { req_id, .. }
         | Answer::KeyList { req_id, .. }
         | Answer::AccountOk { req_id, .. }
+        | Answer::MemberList { req_id, .. }
+        | Answer::MemberOk { req_id, .. }
         | Answer::Error { req_id, .. } => *req_id = id,
     }
 }

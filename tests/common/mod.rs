@@ -56,6 +56,9 @@ pub struct Cluster {
     peer_lists: Option<Vec<Vec<SocketAddr>>>,
     /// With TLS: the directory holding `ca.pem` and `node-<id>.pem`/`node-<id>-key.pem`.
     pub tls_dir: Option<PathBuf>,
+    /// Nodes that joined the running cluster (`add_joiner`): started with `--join` once,
+    /// later from their data dir alone.
+    joined: Vec<bool>,
 }
 
 impl Cluster {
@@ -79,6 +82,7 @@ impl Cluster {
             members: None,
             peer_lists: None,
             tls_dir: None,
+            joined: vec![false; count],
         };
         for id in 0..count {
             cluster.spawn(id);
@@ -109,6 +113,7 @@ impl Cluster {
             members: Some(members),
             peer_lists: None,
             tls_dir: None,
+            joined: vec![false; count],
         }
     }
 
@@ -124,6 +129,7 @@ impl Cluster {
             .collect();
         cluster.members = None;
         cluster.children = (0..count).map(|_| None).collect();
+        cluster.joined = vec![false; count];
         cluster.use_tls();
         for id in 0..count {
             cluster.spawn(id);
@@ -204,18 +210,87 @@ impl Cluster {
         }
     }
 
+    /// How many nodes bootstrapped the cluster (the rest joined it later).
+    pub fn bootstrap_len(&self) -> usize {
+        self.joined.iter().filter(|j| !**j).count()
+    }
+
     pub fn peers_arg(&self) -> String {
+        let bootstrap = &self.addrs[..self.bootstrap_len()];
         self.members
-            .as_ref()
-            .unwrap_or(&self.addrs)
+            .as_deref()
+            .unwrap_or(bootstrap)
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(",")
     }
 
+    /// A new node slot (a free loopback port; not started): the next id. Start it with
+    /// `spawn_join`, after or before `add <id> <addr>` on the cluster.
+    pub fn add_joiner(&mut self) -> usize {
+        let id = self.addrs.len();
+        let port = free_ports(1)[0];
+        self.addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        self.children.push(None);
+        self.joined.push(true);
+        id
+    }
+
+    /// Starts the empty node `id` with `server <id> --join <node via's address>`. It listens
+    /// only once it has been added, so this does not wait for it.
+    pub fn spawn_join(&mut self, id: usize, via: usize) {
+        assert!(self.children[id].is_none(), "node {id} is already running");
+        let log = self.log_file(id);
+        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .arg(id.to_string())
+            .args(["--join", &self.addrs[via].to_string()])
+            .args(["--bind", &self.addrs[id].to_string()])
+            .args(["--data-dir", self.data_dir(id).to_str().unwrap()])
+            .args(&self.extra_args)
+            .args(self.tls_args(id))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn server");
+        self.children[id] = Some(child);
+    }
+
+    fn log_file(&self, id: usize) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("log file")
+    }
+
+    /// One telnet command on node `id` (a fresh connection), or `None` if it cannot be asked.
+    pub fn try_command(&self, id: usize, line: &str) -> Option<Reply> {
+        Client::try_connect(self.addrs[id])?.command(line).ok()
+    }
+
     /// (Re)starts node `id` with its data dir; its output is appended to its log file.
     pub fn spawn(&mut self, id: usize) {
+        if self.joined[id] {
+            // A joined node restarts from its data dir alone.
+            assert!(self.children[id].is_none(), "node {id} is already running");
+            let log = self.log_file(id);
+            let child = Command::new(env!("CARGO_BIN_EXE_server"))
+                .arg(id.to_string())
+                .args(["--data-dir", self.data_dir(id).to_str().unwrap()])
+                .args(&self.extra_args)
+                .args(self.tls_args(id))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn server");
+            self.children[id] = Some(child);
+            return wait_for(&format!("node {id} to listen"), DEADLINE, || {
+                TcpStream::connect(self.addrs[id]).ok().map(|_| ())
+            });
+        }
         assert!(self.children[id].is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -225,7 +300,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_server"))
             .args([
                 id.to_string(),
-                self.len().to_string(),
+                self.bootstrap_len().to_string(),
                 self.addrs[id].port().to_string(),
             ])
             .args(["--peers", &self.peers_arg_of(id)])

@@ -3,8 +3,9 @@
 //! Owns choosing, applying and undoing faults (kill -9 and restart from the data dir,
 //! SIGSTOP/SIGCONT, isolating a node, a majority/minority split, a one-way cut, a flapping
 //! link, a silent partition that delivers late (stalled links), two faults at once, a
-//! leadership transfer, a rolling restart of every node) and the written schedule of what it
-//! did and when. One fault at a time, each undone before the next, so a majority is usually
+//! leadership transfer, a rolling restart of every node, and a membership grow and shrink: a
+//! new node joins with `--join`, is added as a learner, promoted once caught up, then removed
+//! and stopped) and the written schedule of what it did and when. One fault at a time, each undone before the next, so a majority is usually
 //! reachable and the short run keeps making progress. It never looks at client outcomes.
 
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::proxy::Proxy;
-use crate::common::{Client, Cluster};
+use crate::common::{free_ports, Client, Cluster, FAST_TIMING};
 
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
@@ -23,16 +24,23 @@ pub struct Nemesis<'a> {
     t0: Instant,
     /// `"<seconds> <what>"`, in order.
     pub schedule: Vec<String>,
+    /// A node that joined for a grow fault and is not yet removed and stopped.
+    joiner: Option<std::process::Child>,
+    /// The id the next joining node takes (ids are never reused).
+    next_joiner: usize,
 }
 
 impl<'a> Nemesis<'a> {
     pub fn new(cluster: &'a mut Cluster, proxy: &'a Proxy, seed: u64, t0: Instant) -> Self {
+        let next_joiner = cluster.len();
         Nemesis {
             cluster,
             proxy,
             rng: SmallRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
             t0,
             schedule: Vec::new(),
+            joiner: None,
+            next_joiner,
         }
     }
 
@@ -116,7 +124,8 @@ impl<'a> Nemesis<'a> {
 
     fn one_fault(&mut self) {
         let count = self.cluster.len();
-        match self.rng.gen_range(0..10) {
+        match self.rng.gen_range(0..11) {
+            10 => self.grow_and_shrink(),
             9 => {
                 // A rolling restart, as an operator upgrading the cluster would do it: every
                 // node in turn stopped (SIGTERM, which must exit 0, or kill -9) and restarted
@@ -254,6 +263,7 @@ impl<'a> Nemesis<'a> {
     /// for healing, which has no child any more), so those died on their own.
     pub fn heal(&mut self) -> Vec<usize> {
         let mut dead = Vec::new();
+        self.stop_joiner();
         self.proxy.heal_all();
         for node in 0..self.cluster.len() {
             if self.cluster.is_running(node) {
@@ -270,5 +280,109 @@ impl<'a> Nemesis<'a> {
         }
         self.note("healed".into());
         dead
+    }
+}
+
+/// How long a membership step may wait for a leader, a commit or a learner to catch up.
+const MEMBER_PATIENCE: Duration = Duration::from_secs(10);
+
+impl Nemesis<'_> {
+    /// Grow and shrink: a new node (the next unused id, on a free port, its links direct rather
+    /// than through the proxy) starts with `--join`, is added as a learner, promoted once
+    /// caught up, held as a voter for a while (other nodes keep serving), then removed and
+    /// stopped. Not with TLS (the joiner would need a certificate of its own).
+    fn grow_and_shrink(&mut self) {
+        if self.cluster.tls_dir.is_some() {
+            self.note("grow and shrink: skipped (TLS)".into());
+            return;
+        }
+        let id = self.next_joiner.max(self.cluster.len());
+        self.next_joiner = id + 1;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_ports(1)[0]));
+        let via = self.rng.gen_range(0..self.cluster.len());
+        self.note(format!("grow: node {id} at {addr} joins via node {via}"));
+        let dir = self.cluster.dir.path().join(format!("joiner-{id}"));
+        let log = std::fs::File::create(self.cluster.dir.path().join(format!("joiner-{id}.log")))
+            .expect("joiner log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .arg(id.to_string())
+            .args(["--join", &self.cluster.addrs[via].to_string()])
+            .args([
+                "--bind",
+                &addr.to_string(),
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ])
+            .args(FAST_TIMING)
+            .args(["--request-timeout-ms", "2000", "--msg-rate", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("joiner log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn the joining node");
+        self.joiner = Some(child);
+        let added = self.on_leader(&format!("add {id} {addr}"), &["not committed"]);
+        self.note(format!("add {id}: {added}"));
+        if added.starts_with("ack") {
+            let promoted = self.on_leader(
+                &format!("promote {id}"),
+                &["not caught up", "not committed"],
+            );
+            self.note(format!("promote {id}: {promoted}"));
+            if !promoted.starts_with("ack") {
+                let log = std::fs::read_to_string(
+                    self.cluster.dir.path().join(format!("joiner-{id}.log")),
+                )
+                .unwrap_or_default();
+                for line in log
+                    .lines()
+                    .rev()
+                    .take(12)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
+                    self.note(format!("  joiner {id}: {line}"));
+                }
+            }
+            self.hold(300, 1500);
+        }
+        // Removed whatever happened above (a learner, a voter, or an add that may still commit).
+        let removed = self.on_leader(&format!("remove {id}"), &["not committed", "timeout"]);
+        self.note(format!("shrink: remove {id}: {removed}"));
+        self.stop_joiner();
+    }
+
+    /// Kills the joining node, if one runs.
+    fn stop_joiner(&mut self) {
+        if let Some(mut child) = self.joiner.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.note("joining node stopped".into());
+        }
+    }
+
+    /// Runs `line` on the leader, again while there is none, it is not the leader any more, or
+    /// the answer contains one of `retry`, for up to `MEMBER_PATIENCE`; the last answer.
+    fn on_leader(&mut self, line: &str, retry: &[&str]) -> String {
+        let deadline = Instant::now() + MEMBER_PATIENCE;
+        let mut last = "no answer".to_string();
+        while Instant::now() < deadline {
+            let answer = self.leader().and_then(|leader| {
+                let mut client = Client::try_connect(self.cluster.addrs.get(leader).copied()?)?;
+                client.set_read_timeout(Duration::from_secs(3)).ok()?;
+                client.command(line).ok().map(|r| r.final_line)
+            });
+            if let Some(answer) = answer {
+                let again =
+                    answer.contains("not leader") || retry.iter().any(|r| answer.contains(r));
+                if !again {
+                    return answer;
+                }
+                last = answer;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        last
     }
 }

@@ -76,6 +76,21 @@ pub enum Request {
     Transfer {
         to: u64,
     },
+    /// `members`: one `member <id> <host:port> voter|learner` line per member, then `end`.
+    Members,
+    /// `add <id> <host:port>`: add a learner at that address (membership change).
+    AddMember {
+        id: u64,
+        addr: String,
+    },
+    /// `promote <id>`: make a caught-up learner a voter.
+    PromoteMember {
+        id: u64,
+    },
+    /// `remove <id>`: take a member out for good (its id is never reused).
+    RemoveMember {
+        id: u64,
+    },
     /// `register <nick> <password>`: create an account (and log in to it).
     Register {
         nick: String,
@@ -146,6 +161,10 @@ pub const HELP_TEXT: &str = concat!(
     "help                            (owners only: a room's creator, logged in, owns it)\r\n",
     "help   status                   this node's role, term and leader\r\n",
     "help   transfer <node>          hand leadership to a node      transfer 1\r\n",
+    "help   members                  members: id, address, role     members\r\n",
+    "help   add <id> <host:port>     add a learner (ack when done)  add 3 127.0.0.1:20003\r\n",
+    "help   promote <id>             a caught-up learner votes      promote 3\r\n",
+    "help   remove <id>              a member leaves for good       remove 0\r\n",
     "help   help                     this text\r\n",
     "help   quit                     close the connection\r\n",
     "help names and rooms: 1-32 letters, digits, - or _; messages and values: up to 4096 bytes;\r\n",
@@ -293,17 +312,55 @@ fn parse_text(text: &str) -> Result<Request, String> {
         "quit" => no_args(args, Request::Quit, "usage: quit (no arguments)"),
         "transfer" => {
             let usage = "usage: transfer <node id>, e.g. transfer 1";
-            let to = one_word(args, usage)?;
-            // `u64::from_str` also takes a leading '+'; a node id is digits only.
-            if !to.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(usage.to_string());
-            }
-            to.parse::<u64>()
-                .map(|to| Request::Transfer { to })
-                .map_err(|_| usage.to_string())
+            node_id(one_word(args, usage)?, usage).map(|to| Request::Transfer { to })
+        }
+        "members" => no_args(args, Request::Members, "usage: members (no arguments)"),
+        "add" => parse_add(args),
+        "promote" => {
+            let usage = "usage: promote <node id>, e.g. promote 3";
+            node_id(one_word(args, usage)?, usage).map(|id| Request::PromoteMember { id })
+        }
+        "remove" => {
+            let usage = "usage: remove <node id>, e.g. remove 0";
+            node_id(one_word(args, usage)?, usage).map(|id| Request::RemoveMember { id })
         }
         _ => Err(format!("unknown command '{}': type help", shown(command))),
     }
+}
+
+/// A node id: digits only (`u64::from_str` also takes a leading '+').
+fn node_id(word: &str, usage: &str) -> Result<u64, String> {
+    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(usage.to_string());
+    }
+    word.parse::<u64>().map_err(|_| usage.to_string())
+}
+
+/// The longest `host:port` a member address may be (a DNS name is at most 253 bytes).
+pub const MEMBER_ADDR_BYTES_MAX: usize = 260;
+
+/// `add <id> <host:port>`: the address is checked for shape here (a host, a colon, a port);
+/// the server resolves it.
+fn parse_add(args: &str) -> Result<Request, String> {
+    let usage = "usage: add <node id> <host:port>, e.g. add 3 127.0.0.1:20003";
+    let (id, addr) = split_word(args);
+    let id = node_id(id, usage)?;
+    if addr.is_empty() || addr.contains(is_blank) {
+        return Err(usage.to_string());
+    }
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok || addr.len() > MEMBER_ADDR_BYTES_MAX {
+        return Err(format!(
+            "'{}' is not a host:port address; {usage}",
+            shown(addr)
+        ));
+    }
+    Ok(Request::AddMember {
+        id,
+        addr: addr.to_string(),
+    })
 }
 
 fn parse_msg(args: &str) -> Result<Request, String> {
@@ -675,6 +732,32 @@ mod tests {
         assert_eq!(parse("quit"), Ok(Request::Quit));
         assert!(err("quit now").starts_with("usage: quit"));
         assert_eq!(parse("transfer 2"), Ok(Request::Transfer { to: 2 }));
+        assert_eq!(parse("members"), Ok(Request::Members));
+        assert_eq!(
+            parse("add 3 127.0.0.1:20003"),
+            Ok(Request::AddMember {
+                id: 3,
+                addr: "127.0.0.1:20003".into()
+            })
+        );
+        assert_eq!(parse("promote 3"), Ok(Request::PromoteMember { id: 3 }));
+        assert_eq!(parse("remove 0"), Ok(Request::RemoveMember { id: 0 }));
+        for bad in [
+            "add",
+            "add 3",
+            "add x 127.0.0.1:1",
+            "add 3 127.0.0.1",
+            "add 3 :80",
+            "add 3 host:0",
+            "add 3 host:99999",
+            "add 3 a:1 b",
+            "promote",
+            "promote +3",
+            "remove -1",
+            "members now",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
         assert!(err("transfer").starts_with("usage: transfer"));
         assert!(err("transfer +2").starts_with("usage: transfer"));
         assert!(err("transfer two").starts_with("usage: transfer"));
@@ -705,7 +788,7 @@ mod tests {
         for command in [
             "msg", "get", "history", "nick", "join", "leave", "rooms", "set", "del", "keys", "cas",
             "status", "transfer", "help", "quit", "register", "login", "logout", "passwd", "op",
-            "kick", "topic", "private", "invite",
+            "kick", "topic", "private", "invite", "members", "add", "promote", "remove",
         ] {
             assert!(
                 lines

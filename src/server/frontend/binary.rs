@@ -13,6 +13,7 @@ use crate::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, 
 use crate::raft::Role;
 use crate::server::accounts::Verdict;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
+use crate::server::membership::MemberOp;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -330,7 +331,32 @@ impl Binary {
                 };
                 Self::send_answer(svc, conn, &Answer::StatusReply { req_id, status });
             }
+            Request::Members { req_id } => {
+                let list = svc.member_list_answer();
+                Self::send_answer(svc, conn, &Answer::MemberList { req_id, list });
+            }
+            Request::AddMember { req_id, id, addr } => {
+                Self::member_change(svc, conn, req_id, MemberOp::Add { id, addr })
+            }
+            Request::PromoteMember { req_id, id } => {
+                Self::member_change(svc, conn, req_id, MemberOp::Promote(id))
+            }
+            Request::RemoveMember { req_id, id } => {
+                Self::member_change(svc, conn, req_id, MemberOp::Remove(id))
+            }
         }
+    }
+
+    fn member_change(svc: &mut Services, conn: ConnRef, req_id: u64, op: MemberOp) {
+        if let Err(failure) = svc.start_member_change(op, ReplyTo::Binary { conn, req_id }) {
+            Self::fail(svc, conn, req_id, &failure);
+        }
+    }
+
+    /// A membership change this connection asked for is committed.
+    pub fn answer_member_change(svc: &mut Services, conn: ConnRef, req_id: u64, done: &str) {
+        let message = done.to_string();
+        Self::send_answer(svc, conn, &Answer::MemberOk { req_id, message });
     }
 
     /// A refused account request is answered at once; a started one when its job is done.

@@ -12,23 +12,29 @@ pub const PEER_INPUT_BYTES_MAX: usize = 2 * wire::FRAME_BYTES_MAX + 4096;
 
 /// Accepts `hello` on `conn` if it names another member of this cluster; closes it otherwise.
 pub fn accept_handshake(svc: &mut Services, conn: ConnRef, hello: Handshake) -> bool {
-    let members = svc.cfg.members.len() as u64;
     let refuse = if hello.cluster_id != svc.cfg.cluster_id {
         Some(format!(
             "cluster id {:#x} is not ours ({:#x})",
             hello.cluster_id, svc.cfg.cluster_id
         ))
-    } else if hello.node_id >= members || hello.node_id == svc.cfg.id {
-        Some(format!(
-            "node id {} is not another member of this {members}-node cluster",
-            hello.node_id
-        ))
+    } else if let Some(why) = svc.peer_refusal(hello.node_id) {
+        Some(why)
     } else {
         svc.transport.check_peer(conn, hello.node_id).err()
     };
     if let Some(why) = refuse {
         log::warn!("node {}: refused a peer connection: {why}", svc.cfg.id);
-        svc.transport.close(conn.key);
+        // Tell the refused node why (it logs it), then close once that is written.
+        let reason = format!("node {} refused this node: {why}", svc.cfg.id);
+        match svc.transport.output(conn) {
+            Some(out) => {
+                wire::encode_refusal(&reason, out);
+                if let Some(c) = svc.transport.get_mut(conn) {
+                    c.closing = true;
+                }
+            }
+            None => svc.transport.close(conn.key),
+        }
         return false;
     }
     log::info!(

@@ -17,6 +17,7 @@ use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
 use crate::server::accounts::Verdict;
 use crate::server::limits;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
+use crate::server::membership::MemberOp;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
 
@@ -95,6 +96,15 @@ impl Session {
     fn input_paused(&self) -> bool {
         self.queued.len() >= QUEUED_LINES_MAX
     }
+}
+
+/// `0,1,2`, or `-` for none.
+fn ids(list: &[u64]) -> String {
+    if list.is_empty() {
+        return "-".to_string();
+    }
+    let ids: Vec<String> = list.iter().map(u64::to_string).collect();
+    ids.join(",")
 }
 
 fn quoted_room(room: &str) -> String {
@@ -348,7 +358,7 @@ impl Telnet {
         let text = format!(
             "hello raftchat node {} of {}: type `help` for commands, `msg <text>` to chat",
             svc.cfg.id,
-            svc.cfg.members.len()
+            svc.member_list().len()
         );
         Self::write_line(svc, conn, &text);
     }
@@ -568,7 +578,37 @@ impl Telnet {
                 };
                 Self::write_line(svc, conn, &line);
             }
+            Request::Members => {
+                let members = svc.member_list();
+                for m in &members {
+                    Self::write_line(svc, conn, &m.telnet_line());
+                }
+                Self::write_line(svc, conn, &format!("end {}", members.len()));
+            }
+            Request::AddMember { id, addr } => {
+                self.member_change(svc, conn, MemberOp::Add { id, addr })
+            }
+            Request::PromoteMember { id } => self.member_change(svc, conn, MemberOp::Promote(id)),
+            Request::RemoveMember { id } => self.member_change(svc, conn, MemberOp::Remove(id)),
         }
+    }
+
+    /// `add`, `promote`, `remove`: a configuration entry on the leader, answered `ack` once
+    /// it is committed (`answer_member_change`), or `err` with the reason now.
+    fn member_change(&mut self, svc: &mut Services, conn: ConnRef, op: MemberOp) {
+        let reply = ReplyTo::Telnet {
+            conn,
+            join_room: None,
+        };
+        match svc.start_member_change(op, reply) {
+            Ok(req) => self.set_busy(conn, req),
+            Err(failure) => Self::write_line(svc, conn, &format!("err {}", failure.text())),
+        }
+    }
+
+    /// The membership change in flight on `conn` is committed.
+    pub fn answer_member_change(&mut self, svc: &mut Services, conn: ConnRef, done: &str) {
+        self.finish(svc, conn, &format!("ack {done}"));
     }
 
     fn write_status(svc: &mut Services, conn: ConnRef) {
@@ -595,6 +635,8 @@ impl Telnet {
             format!("last_position {}", sm.last_position()),
             format!("retain_messages {}", sm.retain_messages()),
             format!("accounts {}", sm.account_count()),
+            format!("voters {}", ids(&status.voters)),
+            format!("learners {}", ids(&status.learners)),
         ];
         let stats = svc.replica.stats();
         lines.extend([

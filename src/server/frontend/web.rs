@@ -251,7 +251,7 @@ impl Web {
         if let Some(out) = svc.transport.output(conn) {
             ws::write_handshake_response(out, accept);
         }
-        let members: Vec<String> = svc.cfg.members.iter().map(|a| a.to_string()).collect();
+        let members = member_addrs(svc);
         send_text(svc, conn, &wsjson::encode_hello(svc.cfg.id, &members));
         self.handle_frames(svc, conn);
     }
@@ -680,7 +680,7 @@ fn respond(svc: &Services, route: Route) -> Vec<u8> {
     let mut out = Vec::new();
     match route {
         Route::Page => {
-            let members: Vec<String> = svc.cfg.members.iter().map(|a| a.to_string()).collect();
+            let members = member_addrs(svc);
             let body = page::render(svc.cfg.id, &members);
             let content_type = "text/html; charset=utf-8";
             http::write_response(&mut out, 200, content_type, &[], body.as_bytes(), false);
@@ -768,4 +768,12 @@ fn metrics_of(svc: &Services) -> Metrics {
         }
     }
     m
+}
+
+/// The members' addresses now (the configuration in force here), for the page's failover.
+fn member_addrs(svc: &Services) -> Vec<String> {
+    svc.member_list()
+        .into_iter()
+        .filter_map(|m| m.addr.map(|a| a.to_string()))
+        .collect()
 }

@@ -17,6 +17,7 @@
 //! fsync do its `persisted_messages` (votes, acknowledgements) leave, and (4) the core is told
 //! `advance(number)`, strictly in Ready order; (5) committed entries are applied.
 
+mod members;
 mod open;
 mod snapshot;
 mod stats;
@@ -57,6 +58,11 @@ pub enum Event {
         ctx: u64,
         leader_hint: Option<NodeId>,
     },
+    /// The configuration entry at `index` was applied to the member table.
+    MemberChanged {
+        index: Index,
+        change: crate::chat::members::MemberChange,
+    },
 }
 
 /// What one [`Replica::drive`] produced: messages for peers and events, each in order.
@@ -95,6 +101,12 @@ pub struct Replica {
     /// The term and vote last handed to the WAL. A hard state that changes only the commit
     /// index rides with the next write instead of costing an fdatasync of its own.
     written_vote: Option<(Term, Option<NodeId>)>,
+    /// Addresses from appended configuration entries, and the configuration last reported
+    /// (`members.rs`).
+    members: members::MemberState,
+    /// A snapshot received from the leader, restored to read its members before the core was
+    /// asked to install it; used by the install that follows.
+    restored: Option<(SnapshotMeta, StateMachine)>,
 }
 
 impl Replica {
@@ -209,18 +221,29 @@ impl Replica {
         {
             ChunkOutcome::Ack { received } => received,
             ChunkOutcome::Complete { term, meta } => {
+                // The core takes the snapshot's configuration with it: read it from the file
+                // now (the restored machine is kept for the install that follows).
+                let sm = match self.restore_received(meta) {
+                    Ok(sm) => sm,
+                    Err(e) => {
+                        log::error!("node {}: snapshot {} refused: {e}", self.id, meta.index);
+                        self.snapshots.discard_received(meta);
+                        return 0;
+                    }
+                };
+                let membership = members::membership_of(sm.members());
+                self.restored = Some((meta, sm));
                 self.raft.step(Message {
                     from,
                     to: self.id,
                     term,
-                    // Until the snapshot file carries it (issue 16, server side): the
-                    // configuration this node has, as before membership could change.
                     body: MessageBody::InstallSnapshot {
                         snapshot: meta,
-                        membership: self.raft.membership().clone(),
+                        membership,
                     },
                 });
                 if self.raft.snapshot() != Some(meta) {
+                    self.restored = None;
                     self.snapshots.discard_received(meta);
                 }
                 total_len
@@ -312,6 +335,7 @@ impl Replica {
         }
         // (1) The leader's appends leave before its own write: §10.2.1.
         self.send_raft(rd.messages, out);
+        self.note_appended(&rd.entries);
         if let Some(meta) = rd.snapshot {
             // Before this Ready's entries: they continue the log after the snapshot.
             self.install_snapshot(meta, out)?;
@@ -358,9 +382,8 @@ impl Replica {
             self.applied_term = entry.term;
             self.applied_bytes_since_snapshot += entry.data.len() as u64;
             match entry.kind {
-                // Issue 16, server side: apply the change's context (addresses). For now the
-                // core alone follows configurations; the state machine just moves on.
-                EntryKind::Noop | EntryKind::ConfChange => self.sm.apply_noop(entry.index),
+                EntryKind::Noop => self.sm.apply_noop(entry.index),
+                EntryKind::ConfChange => self.apply_conf_entry(&entry, out),
                 EntryKind::Normal => {
                     let applied = self.sm.apply(entry.index, &entry.data);
                     out.events.push(Event::Applied {
@@ -450,13 +473,10 @@ impl Replica {
             ))
         })?;
         let started = Instant::now();
-        let mut body = file.body()?;
-        let sm = StateMachine::restore(
-            &mut body,
-            SessionConfig::default(),
-            self.opts.retain_messages,
-        )
-        .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+        let sm = match self.restored.take() {
+            Some((m, sm)) if m == meta => sm,
+            _ => self.restore_file(&file)?,
+        };
         self.sm = sm;
         self.applied_term = meta.term;
         self.applied_bytes_since_snapshot = 0;
@@ -479,6 +499,34 @@ impl Replica {
         self.stats.snapshots_installed += 1;
         out.events.push(Event::SnapshotInstalled(meta));
         Ok(())
+    }
+
+    /// The state machine in a snapshot file, with its member table filled from the bootstrap
+    /// list if the file predates members.
+    fn restore_file(
+        &self,
+        file: &crate::storage::SnapshotFile,
+    ) -> Result<StateMachine, ServerError> {
+        let mut body = file.body()?;
+        let mut sm = StateMachine::restore(
+            &mut body,
+            SessionConfig::default(),
+            self.opts.retain_messages,
+        )
+        .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+        members::bootstrap_table(&mut sm, &self.opts.bootstrap);
+        Ok(sm)
+    }
+
+    /// The state machine in the snapshot file just received for `meta`.
+    fn restore_received(&self, meta: SnapshotMeta) -> Result<StateMachine, ServerError> {
+        match self.snapshots.received(meta) {
+            Some(file) => self.restore_file(file),
+            None => Err(ServerError::Snapshot(format!(
+                "no received file for snapshot {}",
+                meta.index
+            ))),
+        }
     }
 
     /// Starts writing a snapshot once `snapshot_entries` entries were applied since the last,

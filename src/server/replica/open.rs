@@ -3,6 +3,7 @@
 //! continue the snapshot (a crash between installing a snapshot and resetting the log).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,8 +23,10 @@ use crate::server::error::ServerError;
 #[derive(Clone, Debug)]
 pub struct ReplicaOptions {
     pub id: NodeId,
-    /// Voting members, by id (`0..count` today).
+    /// The bootstrap configuration's voters (`0..count`), for a core without a snapshot.
     pub voters: Vec<NodeId>,
+    /// The bootstrap list with addresses: the member table of a new cluster.
+    pub bootstrap: Vec<(NodeId, SocketAddr)>,
     pub data_dir: PathBuf,
     pub cluster_id: u64,
     pub fsync: FsyncPolicy,
@@ -43,6 +46,12 @@ impl ReplicaOptions {
         ReplicaOptions {
             id: cfg.id,
             voters: (0..cfg.members.len() as u64).collect(),
+            bootstrap: cfg
+                .members
+                .iter()
+                .enumerate()
+                .map(|(id, addr)| (id as NodeId, *addr))
+                .collect(),
             data_dir: cfg.data_dir.clone(),
             cluster_id: cfg.cluster_id,
             fsync: cfg.fsync,
@@ -69,8 +78,11 @@ impl Replica {
             opts.voters.len(),
             Arc::clone(&waker),
         )?;
-        let (sm, snapshot) = load_snapshot(&opts, &snapshots)?;
-        let raft = build_core(&opts, recovered, snapshot);
+        let (mut sm, snapshot) = load_snapshot(&opts, &snapshots)?;
+        super::members::bootstrap_table(&mut sm, &opts.bootstrap);
+        // The configuration at the snapshot's index is in its member table.
+        let membership = snapshot.map(|_| super::members::membership_of(sm.members()));
+        let raft = build_core(&opts, recovered, snapshot, membership);
         if let Some(meta) = snapshot {
             reconcile_log(&opts, &raft, &mut wal, meta)?;
         }
@@ -99,6 +111,8 @@ impl Replica {
             soft,
             stats: Default::default(),
             durable_index,
+            members: Default::default(),
+            restored: None,
         })
     }
 }
@@ -153,7 +167,12 @@ fn load_snapshot(
     Ok((sm, Some(file.meta)))
 }
 
-fn build_core(opts: &ReplicaOptions, recovered: Recovered, snapshot: Option<SnapshotMeta>) -> Raft {
+fn build_core(
+    opts: &ReplicaOptions,
+    recovered: Recovered,
+    snapshot: Option<SnapshotMeta>,
+    membership: Option<raft::Membership>,
+) -> Raft {
     let mut raft_cfg = raft::Config::new(opts.id, opts.voters.clone());
     raft_cfg.heartbeat_ticks = 1;
     raft_cfg.election_ticks = (opts.election_timeout_ms / opts.heartbeat_ms.max(1)).max(2) as u32;
@@ -162,8 +181,7 @@ fn build_core(opts: &ReplicaOptions, recovered: Recovered, snapshot: Option<Snap
         hard_state: recovered.hard_state,
         snapshot,
         entries: recovered.entries,
-        // Until the snapshot file carries it (issue 16, server side): the bootstrap list.
-        membership: None,
+        membership,
     };
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -268,7 +268,15 @@ impl Snapshots {
     /// The core asked for a snapshot to reach `to` (in `term`). A transfer already under way
     /// continues; otherwise one starts with the latest snapshot.
     pub(super) fn want_send(&mut self, to: NodeId, term: Term, now: Instant) {
-        let Some(slot) = self.outgoing.get_mut(to as usize) else {
+        // Members come and go (issue 16): the table grows to the highest id asked for. Ids are
+        // below `server::NODE_ID_MAX`, so it stays small.
+        let Ok(at) = usize::try_from(to) else {
+            return;
+        };
+        if at >= self.outgoing.len() && to < crate::server::NODE_ID_MAX {
+            self.outgoing.resize_with(at + 1, || None);
+        }
+        let Some(slot) = self.outgoing.get_mut(at) else {
             return;
         };
         if slot.as_ref().is_some_and(|o| o.term == term) {
@@ -456,6 +464,12 @@ impl Snapshots {
                 log::warn!("cannot delete unused snapshot {}: {e}", file.path.display());
             }
         }
+    }
+
+    /// The verified file received for `meta`, still held (its members are read before the
+    /// core is asked to install it).
+    pub(super) fn received(&self, meta: SnapshotMeta) -> Option<&SnapshotFile> {
+        self.received.as_ref().filter(|f| f.meta == meta)
     }
 
     /// The verified file received for `meta`, for the core's `Ready::snapshot`.

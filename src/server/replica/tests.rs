@@ -21,6 +21,14 @@ fn options(dir: &std::path::Path, id: NodeId, count: u64) -> ReplicaOptions {
     ReplicaOptions {
         id,
         voters: (0..count).collect(),
+        bootstrap: (0..count)
+            .map(|id| {
+                (
+                    id,
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+                )
+            })
+            .collect(),
         data_dir: dir.join(format!("node-{id}")),
         cluster_id: 0xc1,
         fsync: FsyncPolicy::Always,
@@ -253,7 +261,8 @@ impl Cluster {
         }
         while let Some(msg) = self.wire.pop_front() {
             let to = msg.to as usize;
-            if !self.cut[to] {
+            // Messages to a member not run here (a learner added by a test) are lost.
+            if to < self.nodes.len() && !self.cut[to] {
                 self.nodes[to].replica.step(msg);
             }
         }
@@ -268,7 +277,7 @@ impl Cluster {
             self.nodes[from]
                 .replica
                 .pump_snapshots(Instant::now(), |to, encode| {
-                    if cut[to as usize] || cut[from] {
+                    if cut.get(to as usize).is_none_or(|c| *c) || cut[from] {
                         return false;
                     }
                     let mut buf = Vec::new();
@@ -371,4 +380,68 @@ fn three_replicas_elect_replicate_and_catch_a_lagging_follower_up_by_snapshot() 
         .map(|m| m.text.clone())
         .collect();
     assert_eq!(leader_log, lagging_log);
+}
+
+#[test]
+fn a_follower_learns_the_members_and_their_addresses_from_the_snapshot_it_installs() {
+    use crate::raft::ConfChange;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = Cluster::new(dir.path(), |opts| {
+        opts.snapshot_entries = 40;
+        opts.log_keep_entries = 5;
+    });
+    c.until("a leader", |c| c.leader().is_some());
+    let leader = c.leader().expect("leader");
+    let lagging = (leader + 1) % 3;
+    c.cut[lagging] = true;
+    c.until("the leader's term to commit", |c| {
+        c.nodes[leader].replica.commit_index() >= 1
+            && c.nodes[leader].replica.sm().applied_index() >= 1
+    });
+    let learner: std::net::SocketAddr = "127.0.0.1:7007".parse().unwrap();
+    c.nodes[leader]
+        .replica
+        .propose_conf_change(ConfChange::AddLearner(7), learner.to_string().as_bytes())
+        .expect("the leader takes the change");
+    for i in 0..150 {
+        let data = post(leader as NodeId, i, "hello");
+        c.nodes[leader]
+            .replica
+            .propose(&data)
+            .expect("still leader");
+        c.step();
+    }
+    c.until("the leader to compact past the change", |c| {
+        c.nodes[leader].replica.first_index() > 10
+    });
+    assert!(
+        c.nodes[lagging].replica.sm().members().get(7).is_none(),
+        "the lagging node has not heard of the change"
+    );
+    c.cut[lagging] = false;
+    c.until("the lagging node to catch up", |c| {
+        c.nodes[lagging].replica.sm().message_count() == 150
+    });
+    assert!(c.outs[lagging]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SnapshotInstalled(_))));
+    let follower = &c.nodes[lagging].replica;
+    assert_eq!(
+        follower.sm().members().get(7).and_then(|m| m.addr),
+        Some(learner)
+    );
+    assert!(
+        follower.membership().is_learner(7),
+        "the core took the snapshot's configuration"
+    );
+    assert_eq!(follower.member_addr(7), Some(learner));
+    assert!(follower.peer_addrs().contains(&(7, learner)));
+    // A restart loads the members from the snapshot file.
+    let opts = follower.opts.clone();
+    let Cluster { nodes, .. } = c;
+    drop(nodes);
+    let restarted = open(opts);
+    assert!(restarted.replica.membership().is_learner(7));
+    assert_eq!(restarted.replica.member_addr(7), Some(learner));
 }

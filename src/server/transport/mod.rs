@@ -141,12 +141,12 @@ fn listen_on(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 }
 
 impl Transport {
-    /// Binds `listen` and prepares links to `members` (indexed by node id). Returns the waker
-    /// helper threads use to wake the loop.
+    /// Binds `listen` and prepares links to `members` (`(id, address)`; this node's own id is
+    /// skipped). Returns the waker helper threads use to wake the loop.
     pub fn bind(
         listen: SocketAddr,
         backlog: u32,
-        members: &[SocketAddr],
+        members: &[(NodeId, SocketAddr)],
         hello: Handshake,
     ) -> Result<(Transport, Arc<Waker>), ServerError> {
         let poll = Poll::new().map_err(io_err("cannot create poller"))?;
@@ -157,20 +157,12 @@ impl Transport {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(io_err("cannot register listener"))?;
-        let now = Instant::now();
-        let links = members
-            .iter()
-            .enumerate()
-            .map(|(j, addr)| {
-                (j as u64 != hello.node_id).then(|| PeerLink::new(j as u64, *addr, now))
-            })
-            .collect();
-        let transport = Transport {
+        let mut transport = Transport {
             id: hello.node_id,
             poll,
             listener: Some(listener),
             conns: Slab::new(),
-            links,
+            links: Vec::new(),
             hello,
             next_conn_id: 1,
             dirty: Vec::new(),
@@ -180,7 +172,46 @@ impl Transport {
             tls: None,
             handshakes: std::collections::VecDeque::new(),
         };
+        transport.set_peers(members);
         Ok((transport, waker))
+    }
+
+    /// The links follow the configuration (issue 16): a link to every member in `members`
+    /// (`(id, address)`, this node's own id skipped), none to anyone else. A new member is
+    /// dialled at the next `connect_links`; a link to a member that left, or moved, is closed.
+    pub fn set_peers(&mut self, members: &[(NodeId, SocketAddr)]) {
+        let now = Instant::now();
+        let wanted: std::collections::BTreeMap<NodeId, SocketAddr> = members
+            .iter()
+            .filter(|(id, _)| *id != self.id && *id < crate::server::NODE_ID_MAX)
+            .copied()
+            .collect();
+        let registry = self.poll.registry();
+        for (j, slot) in self.links.iter_mut().enumerate() {
+            let keep = slot
+                .as_ref()
+                .is_none_or(|link| wanted.get(&link.id) == Some(&link.addr()));
+            if keep {
+                continue;
+            }
+            if let Some(mut link) = slot.take() {
+                log::info!(
+                    "node {}: link to node {j} dropped (not a member now)",
+                    self.id
+                );
+                link.close(registry);
+            }
+        }
+        for (id, addr) in wanted {
+            let j = id as usize;
+            if j >= self.links.len() {
+                self.links.resize_with(j + 1, || None);
+            }
+            if self.links[j].is_none() {
+                log::info!("node {}: link to node {id} at {addr} added", self.id);
+                self.links[j] = Some(PeerLink::new(id, addr, now));
+            }
+        }
     }
 
     /// Registers the signal source so signals arrive as [`Source::Signals`].

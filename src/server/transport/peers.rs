@@ -37,6 +37,8 @@ pub struct PeerLink {
     reported_down: bool,
     /// Before the first connection, a refused connect is a peer still starting: not news.
     ever_up: bool,
+    /// The peer's last refusal of this node, logged once (not once per retry).
+    refusal_logged: Option<String>,
 }
 
 impl PeerLink {
@@ -51,7 +53,22 @@ impl PeerLink {
             backoff_ms: BACKOFF_MIN_MS,
             reported_down: false,
             ever_up: false,
+            refusal_logged: None,
         }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes the link for good (its member left or moved).
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut stream) = self.stream.take() {
+            if let Some(tcp) = stream.tcp() {
+                let _ = registry.deregister(tcp);
+            }
+        }
+        self.connected = false;
     }
 
     pub fn is_connected(&self) -> bool {
@@ -178,6 +195,13 @@ impl PeerLink {
         };
         let plain = !stream.is_tls();
         let outcome = self.buffers.read_from(stream, 4096, plain);
+        // A peer never sends on this connection, except the reason it refused it.
+        if let Some(reason) = wire::decode_refusal(self.buffers.input()) {
+            if self.refusal_logged.as_deref() != Some(reason.as_str()) {
+                log::warn!("link to node {} at {}: {reason}", self.id, self.addr);
+                self.refusal_logged = Some(reason);
+            }
+        }
         let input_len = self.buffers.input().len();
         self.buffers.consume(input_len);
         if outcome == ReadOutcome::Closed {
