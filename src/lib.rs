@@ -33,6 +33,8 @@
 //!   encodes answers) and the client (the reverse).
 //! - [`client`]: a blocking client library with exactly-once retries (used by the load
 //!   generator and the tests); `client::proto` re-exports [`proto`].
+//! - [`history`]: the message store: committed chat messages in immutable checksummed segment
+//!   files on disk, indexed by position and by room, with a bounded cache of the newest.
 //! - [`codec`]: the length-checked reader and the writers every binary format is built from.
 //! - [`tls`]: TLS building blocks (rustls with ring): certificate files with precise errors,
 //!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream that
@@ -54,6 +56,7 @@
 pub mod chat;
 pub mod client;
 pub mod codec;
+pub mod history;
 pub mod metrics;
 pub mod proto;
 pub mod raft;
