@@ -63,6 +63,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Seal a segment once it holds this many bytes (default of [`HistoryOptions::segment_bytes`]).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -114,15 +115,98 @@ pub struct Opened {
 #[derive(Debug)]
 struct Sealed {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
+    /// Its `sparse` is moved to `sparse` (shared with readers).
     index: SealedIndex,
+    sparse: Arc<[u64]>,
+}
+
+impl Sealed {
+    fn new(path: PathBuf, file: Arc<File>, mut index: SealedIndex) -> Sealed {
+        let sparse = Arc::from(std::mem::take(&mut index.sparse));
+        Sealed {
+            path,
+            file,
+            index,
+            sparse,
+        }
+    }
+
+    fn view(&self) -> View {
+        View {
+            path: self.path.clone(),
+            file: Arc::clone(&self.file),
+            base_position: self.index.base_position,
+            count: self.index.count,
+            data_len: self.index.data_len,
+            sparse: Arc::clone(&self.sparse),
+        }
+    }
+}
+
+/// What a read of one segment needs, independent of the store: shared by [`HistoryReader`].
+#[derive(Clone, Debug)]
+struct View {
+    path: PathBuf,
+    file: Arc<File>,
+    base_position: u64,
+    count: u64,
+    data_len: u64,
+    sparse: Arc<[u64]>,
+}
+
+impl View {
+    fn read(
+        &self,
+        position: u64,
+        take: &mut dyn FnMut(ChatMessage) -> bool,
+    ) -> Result<(), StorageError> {
+        read_segment(
+            &self.file,
+            &self.path,
+            self.data_len,
+            self.base_position,
+            &self.sparse,
+            position,
+            take,
+        )
+    }
+}
+
+/// Reads the segment from `position` on (see `segment::read_from`), starting at the sparse
+/// index's nearest point at or before it.
+fn read_segment(
+    file: &File,
+    path: &Path,
+    data_len: u64,
+    base: u64,
+    sparse: &[u64],
+    position: u64,
+    take: &mut dyn FnMut(ChatMessage) -> bool,
+) -> Result<(), StorageError> {
+    if position < base {
+        return Ok(());
+    }
+    let point = (position - base) / SPARSE_EVERY;
+    let Some(&offset) = sparse.get(usize::try_from(point).unwrap_or(usize::MAX)) else {
+        return Ok(());
+    };
+    segment::read_from(
+        file,
+        path,
+        data_len,
+        offset,
+        base + point * SPARSE_EVERY,
+        position,
+        take,
+    )
 }
 
 /// The segment being appended to.
 #[derive(Debug)]
 struct Active {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     seq: u64,
     base_position: u64,
     count: u64,
@@ -220,6 +304,7 @@ impl History {
             .write(is_last)
             .open(&path)
             .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
+        let file = Arc::new(file);
         let mut header = vec![0; format::HEADER_LEN];
         let len = file
             .metadata()
@@ -257,7 +342,7 @@ impl History {
                     segment::verify(&path, &buf, base)?;
                 }
                 self.next_position = base + index.count;
-                self.sealed.push_back(Sealed { path, file, index });
+                self.sealed.push_back(Sealed::new(path, file, index));
             }
             None if !is_last => {
                 // Sealed, but its index is gone or damaged: rebuild it from a strict scan.
@@ -273,7 +358,7 @@ impl History {
                 );
                 opened.indexes_rebuilt += 1;
                 self.next_position = base + index.count;
-                self.sealed.push_back(Sealed { path, file, index });
+                self.sealed.push_back(Sealed::new(path, file, index));
             }
             None => {
                 let stale_index = segment::index_path(&path);
@@ -467,7 +552,7 @@ impl History {
             return Err(poison(self, e));
         }
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(file) => file,
+            Ok(file) => Arc::new(file),
             Err(e) => {
                 let e = StorageError::io(format!("opening {}", path.display()), e);
                 return Err(poison(self, e));
@@ -527,11 +612,8 @@ impl History {
         })();
         match result {
             Ok(index) => {
-                self.sealed.push_back(Sealed {
-                    path: active.path,
-                    file: active.file,
-                    index,
-                });
+                self.sealed
+                    .push_back(Sealed::new(active.path, active.file, index));
                 self.evict();
                 Ok(())
             }
@@ -612,35 +694,27 @@ impl History {
         let k = self
             .sealed
             .partition_point(|s| s.index.base_position + s.index.count <= position);
-        let (file, path, data_len, base, sparse) = match self.sealed.get(k) {
-            Some(s) => (
+        match (self.sealed.get(k), &self.active) {
+            (Some(s), _) => read_segment(
                 &s.file,
                 &s.path,
                 s.index.data_len,
                 s.index.base_position,
-                &s.index.sparse,
+                &s.sparse,
+                position,
+                take,
             ),
-            None => match &self.active {
-                Some(a) => (&a.file, &a.path, a.written, a.base_position, &a.sparse),
-                None => return Ok(()),
-            },
-        };
-        if position < base {
-            return Ok(());
+            (None, Some(a)) => read_segment(
+                &a.file,
+                &a.path,
+                a.written,
+                a.base_position,
+                &a.sparse,
+                position,
+                take,
+            ),
+            (None, None) => Ok(()),
         }
-        let point = (position - base) / SPARSE_EVERY;
-        let Some(&offset) = sparse.get(usize::try_from(point).unwrap_or(usize::MAX)) else {
-            return Ok(());
-        };
-        segment::read_from(
-            file,
-            path,
-            data_len,
-            offset,
-            base + point * SPARSE_EVERY,
-            position,
-            take,
-        )
     }
 
     /// Messages stored for `room` (the index's count over every segment).
@@ -714,6 +788,24 @@ impl History {
         Ok(out)
     }
 
+    /// A view of every message appended so far, for another thread (see [`HistoryReader`]).
+    /// Writes what is buffered first.
+    pub fn reader(&mut self) -> Result<HistoryReader, StorageError> {
+        self.flush()?;
+        let mut segments: Vec<View> = self.sealed.iter().map(Sealed::view).collect();
+        if let Some(a) = &self.active {
+            segments.push(View {
+                path: a.path.clone(),
+                file: Arc::clone(&a.file),
+                base_position: a.base_position,
+                count: a.written_count,
+                data_len: a.written,
+                sparse: Arc::from(a.sparse.as_slice()),
+            });
+        }
+        Ok(HistoryReader { segments })
+    }
+
     /// Reads and checks every record on disk (sealed and active): the count, or the first
     /// damage as `Corrupt` with the file and offset.
     pub fn verify(&self) -> Result<u64, StorageError> {
@@ -729,6 +821,57 @@ impl History {
             total += segment::verify(&a.path, &buf[..len], a.base_position)?;
         }
         Ok(total)
+    }
+}
+
+/// A read-only view of the store's messages as they were when [`History::reader`] took it:
+/// `Send + 'static`, so a thread can read while the store goes on (the snapshot writer, reads
+/// off the event loop). It shares the open files: a segment that retention deletes meanwhile
+/// stays readable through it, and later appends are not seen. Holds one sparse index per
+/// segment (shared with the store, copied for the active one) and no cache.
+#[derive(Clone, Debug)]
+pub struct HistoryReader {
+    segments: Vec<View>,
+}
+
+impl HistoryReader {
+    /// The first position it can read (`last_position() + 1` when it holds none).
+    pub fn first_position(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.last_position() + 1, |v| v.base_position)
+    }
+
+    /// The last position it can read; 0 for an empty view.
+    pub fn last_position(&self) -> u64 {
+        self.segments
+            .last()
+            .map_or(0, |v| (v.base_position + v.count).saturating_sub(1))
+    }
+
+    /// Up to `max` messages from `position` on, in position order, from disk.
+    pub fn read_range(&self, position: u64, max: usize) -> Result<Vec<ChatMessage>, StorageError> {
+        let mut out = Vec::new();
+        let last = self.last_position();
+        let mut at = position.max(self.first_position());
+        while out.len() < max && at <= last {
+            let k = self
+                .segments
+                .partition_point(|v| v.base_position + v.count <= at);
+            let Some(view) = self.segments.get(k) else {
+                break;
+            };
+            let before = out.len();
+            view.read(at, &mut |m| {
+                out.push(m);
+                out.len() < max
+            })?;
+            match out.last() {
+                Some(m) if out.len() > before => at = m.position + 1,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }
 

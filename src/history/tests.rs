@@ -212,3 +212,33 @@ fn another_clusters_store_is_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("cluster 7"), "{err}");
 }
+
+#[test]
+fn a_reader_on_another_thread_sees_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = filled(dir.path(), 300);
+    let reader = h.reader().unwrap();
+    assert_eq!((reader.first_position(), reader.last_position()), (1, 300));
+    // The store goes on: more messages, and retention deletes the oldest segments' files.
+    for p in 301..=400 {
+        h.append(&message(p)).unwrap();
+    }
+    assert!(h.drop_before(200).unwrap() > 0);
+    assert!(h.first_position() > 1);
+    let read = std::thread::spawn(move || {
+        let all = reader.read_range(0, usize::MAX).unwrap();
+        let middle = reader.read_range(150, 7).unwrap();
+        (all, middle)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(read.0, (1..=300).map(message).collect::<Vec<_>>());
+    assert_eq!(positions(&read.1), (150..157).collect::<Vec<_>>());
+    let empty = {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut h, _) = History::open(options(dir.path())).unwrap();
+        h.reader().unwrap()
+    };
+    assert_eq!((empty.first_position(), empty.last_position()), (1, 0));
+    assert!(empty.read_range(1, 10).unwrap().is_empty());
+}
