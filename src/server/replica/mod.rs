@@ -444,11 +444,14 @@ impl Replica {
         })?;
         let started = Instant::now();
         let mut body = file.body()?;
-        let sm = StateMachine::restore(
-            &mut body,
-            SessionConfig::default(),
-            self.opts.retain_messages,
-        )
+        let (config, retain) = (SessionConfig::default(), self.opts.retain_messages);
+        let sm = match self.sm.store() {
+            Some(store) => {
+                let (_, keep) = open::history_budget(self.opts.memory_budget_mib);
+                StateMachine::restore_with_store(&mut body, config, retain, store.clone(), keep)
+            }
+            None => StateMachine::restore(&mut body, config, retain),
+        }
         .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
         self.sm = sm;
         self.applied_term = meta.term;
