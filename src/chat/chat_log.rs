@@ -366,9 +366,20 @@ impl ChatLog {
         let Some(disk) = self.disk.as_mut().filter(|d| !d.failed) else {
             return;
         };
-        let stored = match disk.store.lock() {
-            Ok(store) => store.last_position(),
+        if self.chunks.len() <= disk.keep_chunks {
+            return;
+        }
+        // Written first: the store (without a cache) serves only what reached its files.
+        let flushed = match disk.store.lock() {
+            Ok(mut store) => store
+                .flush()
+                .map(|()| store.last_position())
+                .map_err(|e| e.to_string()),
             Err(_) => return,
+        };
+        let stored = match flushed {
+            Ok(stored) => stored,
+            Err(why) => return disk.fail("writing", &why),
         };
         while self.chunks.len() > disk.keep_chunks {
             let last = self.chunks[0].last_position();

@@ -80,7 +80,9 @@ pub struct HistoryOptions {
     pub cluster_id: u64,
     /// A segment is sealed once it reaches this many bytes.
     pub segment_bytes: u64,
-    /// The cache of the newest messages holds about this many bytes.
+    /// The cache of the newest messages holds about this many bytes. 0: no cache, and no copy
+    /// of each appended message; reads then see what was written (`flush`), not what is still
+    /// buffered (a caller that holds the newest messages itself, as the chat log does).
     pub cache_bytes: usize,
     /// fsync segments when sealed and created, files when cut, and the directory on renames.
     pub fsync: bool,
@@ -465,8 +467,10 @@ impl History {
         }
         active.count += 1;
         self.next_position = m.position + 1;
-        self.cache_used += message_bytes(m);
-        self.cache.push_back(m.clone());
+        if self.opts.cache_bytes > 0 {
+            self.cache_used += message_bytes(m);
+            self.cache.push_back(m.clone());
+        }
         let (size, pending) = (active.size(), active.pending.len());
         if size >= self.opts.segment_bytes || active.count >= u64::from(u32::MAX) {
             self.seal()?;

@@ -242,3 +242,23 @@ fn a_reader_on_another_thread_sees_the_store_as_it_was() {
     assert_eq!((empty.first_position(), empty.last_position()), (1, 0));
     assert!(empty.read_range(1, 10).unwrap().is_empty());
 }
+
+#[test]
+fn without_a_cache_reads_see_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = HistoryOptions {
+        cache_bytes: 0,
+        ..options(dir.path())
+    };
+    let (mut h, _) = History::open(opts).unwrap();
+    for p in 1..=5 {
+        h.append(&message(p)).unwrap();
+    }
+    assert_eq!(h.cached_bytes(), 0);
+    assert!(h.read_range(1, 10).unwrap().is_empty(), "still buffered");
+    h.flush().unwrap();
+    assert_eq!(
+        positions(&h.read_range(1, 10).unwrap()),
+        vec![1, 2, 3, 4, 5]
+    );
+}

@@ -41,15 +41,16 @@ pub struct ReplicaOptions {
     pub memory_budget_mib: u64,
 }
 
-/// How `--memory-budget-mib` is shared: a quarter for the message store's cache of the newest
-/// messages, a quarter for the chat log's newest chunks (counted at 1 KiB a message, so a
-/// budget holds fewer than it could of short messages), the rest for everything that is not
-/// history (sessions, keys, the Raft log, buffers). Returns (cache bytes, chunks kept).
+/// How `--memory-budget-mib` is shared: a quarter for the chat log's newest chunks (counted at
+/// 1 KiB a message, so a budget holds fewer than it could of short messages), the rest for
+/// everything that is not history (sessions, keys, the Raft log, buffers). The message store
+/// keeps no cache of its own: the newest messages are the chat log's chunks. Returns (store
+/// cache bytes, chunks kept).
 pub(crate) fn history_budget(memory_budget_mib: u64) -> (usize, usize) {
     let quarter = (memory_budget_mib << 20) / 4;
     let chunk_bytes = (crate::chat::CHUNK_MESSAGES as u64) << 10;
     (
-        usize::try_from(quarter).unwrap_or(usize::MAX),
+        0,
         usize::try_from(quarter / chunk_bytes).unwrap_or(1).max(1),
     )
 }
