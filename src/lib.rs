@@ -33,6 +33,8 @@
 //!   encodes answers) and the client (the reverse).
 //! - [`client`]: a blocking client library with exactly-once retries (used by the load
 //!   generator and the tests); `client::proto` re-exports [`proto`].
+//! - [`history`]: the message store: committed chat messages in immutable checksummed segment
+//!   files on disk, indexed by position and by room, with a bounded cache of the newest.
 //! - [`codec`]: the length-checked reader and the writers every binary format is built from.
 //! - [`tls`]: TLS building blocks (rustls with ring): certificate files with precise errors,
 //!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream that
@@ -46,14 +48,15 @@
 //! tables and curves), `memory.sh`, `screen_test.sh` (telnet in tmux), `browser_test.py`.
 //!
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
-//! cluster simulator); `tests/storage_*.rs`; real processes in `tests/server_cluster.rs`,
+//! cluster simulator); `tests/storage_*.rs`, `tests/history_store.rs`; real processes in `tests/server_cluster.rs`,
 //! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs`, `tests/retention.rs`,
-//! `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
+//! `tests/history_server.rs`, `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
 //! the fault suite `tests/faults.rs` (harness in `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
 
 pub mod chat;
 pub mod client;
 pub mod codec;
+pub mod history;
 pub mod metrics;
 pub mod proto;
 pub mod raft;

@@ -22,14 +22,30 @@
 //! - the tail holds fewer than `CHUNK_LEN` slots; `tail_live` counts its live ones; a tail whose
 //!   slots are all dead is emptied.
 //! - `live` is the number of live messages in chunks and tail.
+//!
+//! # Backed by the message store (`with_store`)
+//!
+//! Without retention a log may be backed by the message store (`crate::history`): every pushed
+//! message is appended to the store too (unless the store already has its position: a restart
+//! replays what it may hold), and once more than `keep_chunks` chunks are held, the oldest chunk
+//! the store has is dropped from memory. Positions up to `evicted_through` are then read from
+//! the store (`get` and `iter_from` hand out owned messages for them, borrowed ones otherwise),
+//! and a capture carries a [`HistoryReader`] for them. All of them are live (no retention), so
+//! `live` still counts them. A store that fails (a write error, damage found by a read) is
+//! logged once; the log then keeps everything in memory, and a read that fails answers `None`.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use super::message::ChatMessage;
+use crate::history::{History, HistoryReader};
 
 /// Slots per chunk of the chat log. A snapshot shares the chunks and copies only the tail, so
 /// capturing one costs at most `CHUNK_LEN - 1` message clones.
 pub(crate) const CHUNK_LEN: usize = 4096;
+/// [`CHUNK_LEN`] for the server, which sizes what the chat log keeps in memory in chunks.
+pub const CHUNK_MESSAGES: usize = CHUNK_LEN;
 
 /// Which slots of a chunk (or of the tail) are dead: empty when none is (the common case, and
 /// free to copy), else one bit per slot.
@@ -110,6 +126,68 @@ impl Chunk {
     }
 }
 
+/// The message store behind a log; see the module docs.
+#[derive(Clone, Debug)]
+pub(crate) struct Disk {
+    store: Arc<Mutex<History>>,
+    /// Positions up to this are no longer in memory: only the store has them.
+    evicted_through: u64,
+    /// Chunks kept in memory (at least 1).
+    keep_chunks: usize,
+    /// Set once the store failed (logged once); nothing more is appended or evicted.
+    failed: bool,
+}
+
+impl Disk {
+    fn fail(&mut self, what: &str, why: &dyn std::fmt::Display) {
+        if !self.failed {
+            log::error!("message store: {what}: {why}; keeping the chat in memory");
+        }
+        self.failed = true;
+    }
+
+    fn read(&self, position: u64, max: usize) -> Vec<ChatMessage> {
+        let result = match self.store.lock() {
+            Ok(store) => store.read_range(position, max).map_err(|e| e.to_string()),
+            Err(_) => Err("the store's lock is poisoned".to_string()),
+        };
+        result.unwrap_or_else(|why| {
+            log::error!("message store: reading from position {position}: {why}");
+            Vec::new()
+        })
+    }
+}
+
+/// The messages of a store-backed log that only the store has, read a page at a time.
+struct DiskIter<'a> {
+    disk: Option<&'a Disk>,
+    at: u64,
+    page: VecDeque<ChatMessage>,
+    page_len: usize,
+}
+
+impl Iterator for DiskIter<'_> {
+    type Item = ChatMessage;
+
+    fn next(&mut self) -> Option<ChatMessage> {
+        if self.page.is_empty() {
+            let disk = self.disk?;
+            if self.at > disk.evicted_through {
+                return None;
+            }
+            let left = usize::try_from(disk.evicted_through - self.at + 1).unwrap_or(usize::MAX);
+            self.page = disk.read(self.at, self.page_len.min(left)).into();
+            // Small first pages for callers that want one message; larger ones for a stream.
+            self.page_len = (self.page_len * 4).min(1024);
+            match self.page.back() {
+                Some(last) => self.at = last.position + 1,
+                None => self.disk = None,
+            }
+        }
+        self.page.pop_front()
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ChatLog {
     chunks: Vec<Chunk>,
@@ -119,6 +197,7 @@ pub(crate) struct ChatLog {
     /// The highest position ever assigned; 0 before the first message.
     last_position: u64,
     live: u64,
+    disk: Option<Disk>,
 }
 
 /// Equal contents: the same last position and the same live messages. (Chunking is not part
@@ -132,6 +211,10 @@ impl PartialEq for ChatLog {
 }
 
 impl Eq for ChatLog {}
+
+/// The part of a captured store-backed log that only the store holds: a reader and the last
+/// position to read with it; or why the store could not give one.
+pub(crate) type StoredPart = Result<(HistoryReader, u64), String>;
 
 /// Where a held slot is.
 enum Slot {
@@ -182,14 +265,42 @@ impl ChatLog {
         }
     }
 
+    /// A log backed by `store` (see the module docs), keeping `keep_chunks` chunks (at least
+    /// one) in memory.
+    pub(crate) fn with_store(store: Arc<Mutex<History>>, keep_chunks: usize) -> ChatLog {
+        ChatLog {
+            disk: Some(Disk {
+                store,
+                evicted_through: 0,
+                keep_chunks: keep_chunks.max(1),
+                failed: false,
+            }),
+            ..ChatLog::default()
+        }
+    }
+
+    /// The store behind this log, if any.
+    pub(crate) fn store(&self) -> Option<&Arc<Mutex<History>>> {
+        self.disk.as_ref().map(|d| &d.store)
+    }
+
+    /// Positions up to this are read from the store (0 for a log held in memory).
+    pub(crate) fn evicted_through(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.evicted_through)
+    }
+
     /// The live message at `position`; `None` for one never assigned or dropped.
-    pub(crate) fn get(&self, position: u64) -> Option<&ChatMessage> {
+    pub(crate) fn get(&self, position: u64) -> Option<Cow<'_, ChatMessage>> {
+        if let Some(disk) = self.disk.as_ref().filter(|d| position <= d.evicted_through) {
+            let found = disk.read(position, 1).pop();
+            return found.filter(|m| m.position == position).map(Cow::Owned);
+        }
         match self.slot_of(position)? {
             Slot::Chunk(c, k) => {
                 let chunk = &self.chunks[c];
-                (!chunk.holes.is_dead(k)).then(|| &chunk.messages[k])
+                (!chunk.holes.is_dead(k)).then(|| Cow::Borrowed(&chunk.messages[k]))
             }
-            Slot::Tail(k) => (!self.tail_holes.is_dead(k)).then(|| &self.tail[k]),
+            Slot::Tail(k) => (!self.tail_holes.is_dead(k)).then(|| Cow::Borrowed(&self.tail[k])),
         }
     }
 
@@ -212,6 +323,18 @@ impl ChatLog {
     /// `CHUNK_LEN` slots becomes an immutable chunk of its live messages.
     pub(crate) fn push(&mut self, message: ChatMessage) {
         debug_assert!(message.position > self.last_position);
+        if let Some(disk) = self.disk.as_mut().filter(|d| !d.failed) {
+            let appended = match disk.store.lock() {
+                Ok(mut store) if message.position > store.last_position() => {
+                    store.append(&message).map_err(|e| e.to_string())
+                }
+                Ok(_) => Ok(()),
+                Err(_) => Err("the store's lock is poisoned".to_string()),
+            };
+            if let Err(why) = appended {
+                disk.fail(&format!("appending position {}", message.position), &why);
+            }
+        }
         if self.tail.capacity() == 0 {
             self.tail.reserve_exact(CHUNK_LEN);
         }
@@ -234,6 +357,37 @@ impl ChatLog {
                     .collect();
                 self.chunks.push(Chunk::all_live(survivors));
             }
+            self.evict();
+        }
+    }
+
+    /// Store-backed: drops the oldest chunks beyond `keep_chunks` that the store holds.
+    fn evict(&mut self) {
+        let Some(disk) = self.disk.as_mut().filter(|d| !d.failed) else {
+            return;
+        };
+        if self.chunks.len() <= disk.keep_chunks {
+            return;
+        }
+        // Written first: the store (without a cache) serves only what reached its files.
+        let flushed = match disk.store.lock() {
+            Ok(mut store) => store
+                .flush()
+                .map(|()| store.last_position())
+                .map_err(|e| e.to_string()),
+            Err(_) => return,
+        };
+        let stored = match flushed {
+            Ok(stored) => stored,
+            Err(why) => return disk.fail("writing", &why),
+        };
+        while self.chunks.len() > disk.keep_chunks {
+            let last = self.chunks[0].last_position();
+            if last > stored || self.chunks[0].live != self.chunks[0].messages.len() {
+                break;
+            }
+            self.chunks.remove(0);
+            disk.evicted_through = last;
         }
     }
 
@@ -243,8 +397,13 @@ impl ChatLog {
         self.last_position = self.last_position.max(last_position);
     }
 
-    /// Drops the message at `position`; false if there is none live there.
+    /// Drops the message at `position`; false if there is none live there (or it is only in
+    /// the store, which never drops single messages: retention and the store exclude each
+    /// other).
     pub(crate) fn remove(&mut self, position: u64) -> bool {
+        if position <= self.evicted_through() {
+            return false;
+        }
         match self.slot_of(position) {
             None => false,
             Some(Slot::Tail(k)) => {
@@ -279,8 +438,25 @@ impl ChatLog {
         }
     }
 
-    /// The live messages with a position `>= position`, in order.
-    pub(crate) fn iter_from(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
+    /// The live messages with a position `>= position`, in order: owned for those read from
+    /// the store, borrowed for those in memory.
+    pub(crate) fn iter_from(
+        &self,
+        position: u64,
+    ) -> impl Iterator<Item = Cow<'_, ChatMessage>> + '_ {
+        let from_disk = DiskIter {
+            disk: self.disk.as_ref(),
+            at: position.max(1),
+            page: VecDeque::new(),
+            page_len: 16,
+        };
+        from_disk
+            .map(Cow::Owned)
+            .chain(self.iter_memory(position).map(Cow::Borrowed))
+    }
+
+    /// The live messages in memory with a position `>= position`, in order.
+    fn iter_memory(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
         let c = self
             .chunks
             .partition_point(|c| c.last_position() < position);
@@ -290,19 +466,32 @@ impl ChatLog {
             .chain(live_from(&self.tail, &self.tail_holes, position))
     }
 
-    /// The chunks and a copy of the tail's live messages, for a snapshot.
-    pub(crate) fn capture(&self) -> (Vec<Chunk>, Vec<ChatMessage>) {
+    /// The chunks and a copy of the tail's live messages, for a snapshot; for a store-backed
+    /// log also a reader of the store and the last position to read from it (the rest is in
+    /// the chunks), or why no reader could be had.
+    pub(crate) fn capture(&self) -> (Vec<Chunk>, Vec<ChatMessage>, Option<StoredPart>) {
         let tail = live_from(&self.tail, &self.tail_holes, 0)
             .cloned()
             .collect();
-        (self.chunks.clone(), tail)
+        let stored = self
+            .disk
+            .as_ref()
+            .filter(|d| d.evicted_through > 0)
+            .map(|d| {
+                let reader = match d.store.lock() {
+                    Ok(mut store) => store.reader().map_err(|e| e.to_string()),
+                    Err(_) => Err("the store's lock is poisoned".to_string()),
+                };
+                reader.map(|reader| (reader, d.evicted_through))
+            });
+        (self.chunks.clone(), tail, stored)
     }
 
     /// Checks every invariant in the module docs; O(held slots).
     #[cfg(test)]
     pub(crate) fn check(&self) -> Result<(), String> {
-        let mut previous = 0;
-        let mut live = 0u64;
+        let mut previous = self.evicted_through();
+        let mut live = self.evicted_through();
         let mut check_run = |what: &str, messages: &[ChatMessage]| -> Result<(), String> {
             for m in messages {
                 if m.position <= previous || m.position > self.last_position {
@@ -436,7 +625,7 @@ mod tests {
         for p in 1..=CHUNK_LEN as u64 + 5 {
             log.push(message(p));
         }
-        let (chunks, tail) = log.capture();
+        let (chunks, tail, _) = log.capture();
         for p in 1..=CHUNK_LEN as u64 {
             log.remove(p);
         }

@@ -28,6 +28,10 @@ pub mod telnet;
 pub mod time;
 pub mod validate;
 
+#[cfg(test)]
+mod store_tests;
+
+pub use chat_log::CHUNK_MESSAGES;
 pub use command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use message::ChatMessage;
 pub use outcome::Outcome;
@@ -131,7 +135,7 @@ mod tests {
 
         let mut out = Vec::new();
         for msg in sm.messages_from(1) {
-            format_message(msg, &mut out);
+            format_message(&msg, &mut out);
         }
         assert_eq!(
             out,

@@ -67,12 +67,14 @@ use std::io::{self, Read, Write};
 
 use super::chat_log::Chunk;
 use super::session::{Session, SessionConfig, Sessions};
-use super::state::{ChatLog, ChatMessage, KvValue, Outcome, RoomMeta, StateMachine};
+use super::state::{ChatLog, ChatMessage, KvValue, Outcome, RoomMeta, StateMachine, StoredPart};
 use super::validate::{
     validate_key, validate_nick, validate_password_hash, validate_room, validate_text,
     validate_value,
 };
+use crate::history::History;
 use crate::raft::Index;
+use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 8] = b"RCHATSM1";
 const END_MAGIC: &[u8; 8] = b"RCHATEND";
@@ -87,6 +89,8 @@ pub const SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS: u32 = 2;
 const STRING_BYTES_MAX: u32 = 1 << 20;
 /// Untrusted counts never reserve more than this many elements up front.
 const PREALLOCATE_MAX: u64 = 1 << 16;
+/// Messages read from the message store per page while writing.
+const STORED_PAGE_MESSAGES: usize = 4096;
 /// Bytes gathered before one `write_all` to the caller's writer.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
 
@@ -102,6 +106,8 @@ pub struct ChatSnapshot {
     chunks: Vec<Chunk>,
     /// The tail's live messages.
     tail: Vec<ChatMessage>,
+    /// A store-backed log's messages before the chunks: read from the store when written.
+    stored: Option<StoredPart>,
     last_position: u64,
     retain_messages: u64,
     accounts: BTreeMap<String, String>,
@@ -131,7 +137,7 @@ impl StateMachine {
     /// Captures the state at `applied_index()`: shares the chat log's chunks, copies the tail
     /// (< `CHUNK_LEN` messages), the key-value map, the room names and the session table.
     pub fn capture(&self) -> ChatSnapshot {
-        let (chunks, tail) = self.chat_log.capture();
+        let (chunks, tail, stored) = self.chat_log.capture();
         ChatSnapshot {
             applied_index: self.applied_index,
             sessions: self.sessions.clone(),
@@ -140,6 +146,7 @@ impl StateMachine {
             rooms: self.rooms.keys().cloned().collect(),
             chunks,
             tail,
+            stored,
             last_position: self.chat_log.last_position(),
             retain_messages: self.retain_messages,
             accounts: self.accounts.clone(),
@@ -157,7 +164,20 @@ impl StateMachine {
         config: SessionConfig,
         retain_messages: u64,
     ) -> Result<StateMachine, RestoreError> {
-        restore(r, config, retain_messages)
+        restore(r, config, retain_messages, None)
+    }
+
+    /// As [`StateMachine::restore`], into a machine backed by the message store `store`
+    /// (`with_store`): the messages go to the store as they are read (those it already has are
+    /// skipped), and only the newest `keep_chunks` chunks stay in memory.
+    pub fn restore_with_store(
+        r: &mut impl Read,
+        config: SessionConfig,
+        retain_messages: u64,
+        store: Arc<Mutex<History>>,
+        keep_chunks: usize,
+    ) -> Result<StateMachine, RestoreError> {
+        restore(r, config, retain_messages, Some((store, keep_chunks)))
     }
 }
 
@@ -169,7 +189,11 @@ impl ChatSnapshot {
 
     /// How many chat messages the snapshot holds (retained ones only).
     pub fn message_count(&self) -> u64 {
-        (self.chunks.iter().map(Chunk::live).sum::<usize>() + self.tail.len()) as u64
+        let stored = match &self.stored {
+            Some(Ok((_, through))) => *through,
+            _ => 0,
+        };
+        stored + (self.chunks.iter().map(Chunk::live).sum::<usize>() + self.tail.len()) as u64
     }
 
     /// The highest message position assigned at the snapshot.
@@ -281,12 +305,47 @@ impl ChatSnapshot {
         put_u64_le(out, self.retain_messages);
         put_u64_le(out, self.last_position);
         put_u64_le(out, self.message_count());
+        if let Some(stored) = &self.stored {
+            let (reader, through) = stored.as_ref().map_err(|why| {
+                io::Error::other(format!("the message store gave no reader: {why}"))
+            })?;
+            // Positions 1..=through (no retention: no holes), a page at a time.
+            let mut at = 1;
+            while at <= *through {
+                let left = usize::try_from(*through - at + 1).unwrap_or(usize::MAX);
+                let page = reader
+                    .read_range(at, left.min(STORED_PAGE_MESSAGES))
+                    .map_err(|e| io::Error::other(format!("reading the message store: {e}")))?;
+                if page.first().map(|m| m.position) != Some(at) {
+                    return Err(io::Error::other(format!(
+                        "the message store does not hold position {at}"
+                    )));
+                }
+                for message in &page {
+                    Self::write_message(out, w, room_ids, message)?;
+                }
+                at += page.len() as u64;
+            }
+        }
         let messages = self
             .chunks
             .iter()
             .flat_map(|c| c.live_messages())
             .chain(&self.tail);
         for message in messages {
+            Self::write_message(out, w, room_ids, message)?;
+        }
+        Ok(())
+    }
+
+    /// One `message`; see [`read_message`].
+    fn write_message(
+        out: &mut Vec<u8>,
+        w: &mut impl Write,
+        room_ids: &BTreeMap<&str, u32>,
+        message: &ChatMessage,
+    ) -> io::Result<()> {
+        {
             let room = room_ids
                 .get(message.room.as_str())
                 .copied()
@@ -473,6 +532,7 @@ pub fn restore(
     r: &mut impl Read,
     config: SessionConfig,
     retain_messages: u64,
+    store: Option<(Arc<Mutex<History>>, usize)>,
 ) -> Result<StateMachine, RestoreError> {
     let mut input = Input {
         r: io::BufReader::with_capacity(64 << 10, r),
@@ -493,7 +553,13 @@ pub fn restore(
         retain_messages,
         last_position: 0,
     };
-    let (chat_log, positions) = read_messages(&mut input, &room_names, bounds)?;
+    let chat_log = match store {
+        Some((store, keep_chunks)) if retain_messages == 0 => {
+            ChatLog::with_store(store, keep_chunks)
+        }
+        _ => ChatLog::default(),
+    };
+    let (chat_log, positions) = read_messages(&mut input, &room_names, bounds, chat_log)?;
     let (accounts, room_meta) = if version == SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
         (BTreeMap::new(), BTreeMap::new())
     } else {
@@ -738,6 +804,7 @@ fn read_messages<R: Read>(
     input: &mut Input<R>,
     room_names: &[String],
     mut bounds: MessageBounds,
+    mut chat_log: ChatLog,
 ) -> Result<(ChatLog, Vec<VecDeque<u64>>), RestoreError> {
     let (retain_messages, applied_index) = (bounds.retain_messages, bounds.applied_index);
     let snapshot_retain = input.u64("retained messages per room")?;
@@ -761,7 +828,6 @@ fn read_messages<R: Read>(
             "{message_count} messages up to position {last_position} without retention"
         ));
     }
-    let mut chat_log = ChatLog::default();
     let mut positions: Vec<VecDeque<u64>> = vec![VecDeque::new(); room_names.len()];
     let mut previous = None;
     for k in 0..message_count {

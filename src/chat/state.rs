@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub(crate) use super::chat_log::{ChatLog, CHUNK_LEN};
+pub(crate) use super::chat_log::{ChatLog, StoredPart, CHUNK_LEN};
 use super::command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use super::message::ChatMessage;
 pub use super::outcome::Outcome;
@@ -44,6 +44,7 @@ use super::validate::{
     validate_value,
 };
 use crate::raft::Index;
+use std::borrow::Cow;
 
 /// The room every node has from the start, so the seed's `msg Hello, Raft!` works with no set-up.
 pub const DEFAULT_ROOM: &str = "general";
@@ -151,6 +152,28 @@ impl StateMachine {
         debug_assert_eq!(self.applied_index, 0, "retention is set on a new machine");
         self.retain_messages = retain_messages;
         self
+    }
+
+    /// This machine, its chat log backed by the message store `store` (see `chat_log`): only
+    /// the newest `keep_chunks` chunks of `CHUNK_LEN` messages stay in memory, the rest is read
+    /// from the store. Node configuration, not replicated state: equal machines may differ in
+    /// it. Ignored with retention (which bounds memory itself; the store never drops single
+    /// messages). For a new machine, after `with_retention`.
+    pub fn with_store(
+        mut self,
+        store: std::sync::Arc<std::sync::Mutex<crate::history::History>>,
+        keep_chunks: usize,
+    ) -> StateMachine {
+        debug_assert_eq!(self.applied_index, 0, "the store is set on a new machine");
+        if self.retain_messages == 0 {
+            self.chat_log = ChatLog::with_store(store, keep_chunks);
+        }
+        self
+    }
+
+    /// The message store behind the chat log, if any (`with_store`).
+    pub fn store(&self) -> Option<&std::sync::Arc<std::sync::Mutex<crate::history::History>>> {
+        self.chat_log.store()
     }
 
     /// Messages kept per room; 0 = all.
@@ -306,21 +329,22 @@ impl StateMachine {
         self.chat_log.held_slots()
     }
 
-    /// The message at `position` (1-based); `None` for 0, beyond the end, or dropped.
-    pub fn message(&self, position: u64) -> Option<&ChatMessage> {
+    /// The message at `position` (1-based); `None` for 0, beyond the end, or dropped. Owned
+    /// when read from the message store, borrowed when in memory.
+    pub fn message(&self, position: u64) -> Option<Cow<'_, ChatMessage>> {
         self.chat_log.get(position)
     }
 
     /// Every retained message with a position `>= position`, in position order (all of them
     /// for 0 or 1; none beyond the end). The messages after position `p` are
     /// `messages_from(p + 1)`.
-    pub fn messages_from(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
+    pub fn messages_from(&self, position: u64) -> impl Iterator<Item = Cow<'_, ChatMessage>> + '_ {
         self.chat_log.iter_from(position)
     }
 
     /// The last `n` retained messages of `room` (without '#'), oldest first; empty for an
     /// unknown room.
-    pub fn room_history(&self, room: &str, n: usize) -> Vec<&ChatMessage> {
+    pub fn room_history(&self, room: &str, n: usize) -> Vec<Cow<'_, ChatMessage>> {
         let Some(positions) = self.rooms.get(room) else {
             return Vec::new();
         };
@@ -633,7 +657,7 @@ impl StateMachine {
         if self.retain_messages == 0 && self.chat_log.len() != self.chat_log.last_position() {
             return Err("holes in the chat log without retention".into());
         }
-        let mut previous: Option<&ChatMessage> = None;
+        let mut previous: Option<Cow<'_, ChatMessage>> = None;
         for m in self.chat_log.iter_from(0) {
             if m.index > self.applied_index {
                 return Err(format!("message {} beyond the applied index", m.position));
@@ -688,7 +712,7 @@ pub(super) mod tests {
     use std::collections::BTreeSet;
 
     /// The whole chat log, in position order.
-    fn all(sm: &StateMachine) -> Vec<&ChatMessage> {
+    fn all(sm: &StateMachine) -> Vec<Cow<'_, ChatMessage>> {
         sm.messages_from(1).collect()
     }
 
@@ -975,7 +999,7 @@ pub(super) mod tests {
         }
         for (i, msg) in all(&h.sm).iter().enumerate() {
             assert_eq!(msg.position, i as u64 + 1);
-            assert_eq!(h.sm.message(msg.position), Some(*msg));
+            assert_eq!(h.sm.message(msg.position).as_ref(), Some(msg));
         }
         assert!(all(&h.sm).windows(2).all(|w| w[0].index < w[1].index));
         assert_eq!(h.sm.message(0), None);
@@ -1376,7 +1400,7 @@ pub(super) mod tests {
         assert_eq!(full.last_position(), 200);
         assert_eq!(kept.message_count(), 3 * n);
         for room in rooms {
-            let expected: Vec<&ChatMessage> = full.room_history(room, n as usize);
+            let expected = full.room_history(room, n as usize);
             assert_eq!(kept.room_history(room, 100), expected, "{room}");
             assert_eq!(kept.room_history(room, 2), expected[3..].to_vec());
             let count = kept
@@ -1566,7 +1590,8 @@ pub(super) mod tests {
         );
         assert_eq!(all(&h.sm), all(&before));
         assert_eq!(h.sm.rooms, before.rooms);
-        let texts: Vec<&str> = all(&h.sm).iter().map(|m| m.text.as_str()).collect();
+        let log = all(&h.sm);
+        let texts: Vec<&str> = log.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, vec!["before", "once"]);
 
         // The same for a key-value write: no second revision.
@@ -2000,7 +2025,8 @@ pub(super) mod tests {
             }
             assert_eq!(a, b);
             // Exactly once: every unique text is in the chat log at most once.
-            let mut texts: Vec<&str> = all(&a)
+            let log = all(&a);
+            let mut texts: Vec<&str> = log
                 .iter()
                 .map(|m| m.text.as_str())
                 .filter(|text| text.starts_with('c'))

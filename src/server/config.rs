@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// so a long-lived chat's memory and snapshots stay bounded (0: keep everything). Like the
     /// session limits, every node must use the same value, for the life of its data.
     pub retain_messages: u64,
+    /// Memory for the chat history (`--memory-budget-mib`): the message store's cache and the
+    /// chat log's newest chunks share it; older messages are read from the store on disk.
+    pub memory_budget_mib: u64,
     /// Write-ahead log segment size in bytes: the log is dropped a whole segment at a time
     /// after a snapshot, so this bounds what a compacted log still holds.
     pub wal_segment_bytes: u64,
@@ -205,6 +208,14 @@ fn storage_options(opts: &mut getopts::Options) {
         "keep only the newest N messages of each room; older ones are dropped on every node \
          alike (default 0 = keep all; must be the same on every node)",
         "N",
+    );
+    opts.optopt(
+        "",
+        "memory-budget-mib",
+        "memory for the chat history in MiB: the newest messages stay in memory, older ones \
+         are read from the message store on disk (default 256, at least 16; not used with \
+         --retain-messages, which bounds memory itself)",
+        "MIB",
     );
     opts.optopt(
         "",
@@ -434,6 +445,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         snapshot_entries: storage.snapshot_entries,
         log_keep_entries: storage.log_keep_entries,
         retain_messages: storage.retain_messages,
+        memory_budget_mib: storage.memory_budget_mib,
         wal_segment_bytes: storage.wal_segment_bytes,
         listen_backlog: parse_backlog(&matches)?,
         cluster_id,
@@ -641,6 +653,7 @@ struct StorageOptions {
     snapshot_entries: u64,
     log_keep_entries: u64,
     retain_messages: u64,
+    memory_budget_mib: u64,
     wal_segment_bytes: u64,
 }
 
@@ -649,8 +662,15 @@ fn parse_storage(matches: &getopts::Matches) -> Result<StorageOptions, String> {
         snapshot_entries: num_opt(matches, "snapshot-entries", DEFAULT_SNAPSHOT_ENTRIES)?,
         log_keep_entries: num_opt(matches, "log-keep-entries", DEFAULT_LOG_KEEP_ENTRIES)?,
         retain_messages: num_opt(matches, "retain-messages", 0)?,
+        memory_budget_mib: num_opt(matches, "memory-budget-mib", 256)?,
         wal_segment_bytes: num_opt(matches, "wal-segment-bytes", DEFAULT_WAL_SEGMENT_BYTES)?,
     };
+    if storage.memory_budget_mib < 16 {
+        return Err(format!(
+            "--memory-budget-mib must be at least 16, got {}",
+            storage.memory_budget_mib
+        ));
+    }
     if storage.wal_segment_bytes < 4096 {
         return Err(format!(
             "--wal-segment-bytes must be at least 4096, got {}",

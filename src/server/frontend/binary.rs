@@ -584,9 +584,9 @@ impl Binary {
         let start = from_position.max(1);
         let mut budget = proto::BODY_LEN_MAX - proto::LOG_CHUNK_FIXED_LEN;
         let limit = max_messages.clamp(1, LOG_PAGE_MESSAGES_MAX) as usize;
-        let messages = sm
-            .messages_from(start)
-            .take(limit)
+        let page: Vec<_> = sm.messages_from(start).take(limit).collect();
+        let messages = page
+            .iter()
             .map(|m| LogMessageRef {
                 position: m.position,
                 timestamp_ms: m.timestamp_ms,

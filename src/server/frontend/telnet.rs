@@ -763,7 +763,7 @@ impl Telnet {
             return;
         };
         let mut line = Vec::with_capacity(128);
-        telnet::format_push(message, &mut line);
+        telnet::format_push(&message, &mut line);
         let mut too_slow = Vec::new();
         for key in members {
             let Some(session) = self.sessions.get_mut(key) else {
@@ -821,7 +821,7 @@ impl Telnet {
         };
         while let Some(position) = session.held_pushes.pop_front() {
             if let Some(message) = sm.message(position) {
-                telnet::format_push(message, c.buffers.output());
+                telnet::format_push(&message, c.buffers.output());
             }
         }
         svc.transport.mark_dirty(conn.key);
@@ -901,7 +901,7 @@ impl Telnet {
         let messages = sm.room_history(room, n);
         let count = messages.len();
         for message in messages {
-            telnet::format_message(message, &mut out);
+            telnet::format_message(&message, &mut out);
         }
         if let Some(o) = svc.transport.output(conn) {
             o.extend_from_slice(&out);
@@ -922,20 +922,22 @@ impl Telnet {
             let Some(c) = svc.transport.get_mut(conn) else {
                 return;
             };
-            let sm = svc.replica.sm();
+            // One iterator per refill: older messages come from the message store a page
+            // at a time (O(log n) to find the first).
+            let mut messages = svc.replica.sm().messages_from(listing.next_position);
             while c.buffers.pending_output() < STREAM_REFILL_BYTES
                 && listing.next_position <= listing.last_position
             {
-                // The next retained message at or after `next_position` (O(log n) to find).
-                match sm.messages_from(listing.next_position).next() {
+                match messages.next() {
                     Some(message) if message.position <= listing.last_position => {
-                        telnet::format_message(message, c.buffers.output());
+                        telnet::format_message(&message, c.buffers.output());
                         listing.listed += 1;
                         listing.next_position = message.position + 1;
                     }
                     _ => listing.next_position = listing.last_position + 1,
                 }
             }
+            drop(messages);
             if listing.next_position > listing.last_position {
                 let count = listing.listed;
                 session.listing = None;

@@ -577,7 +577,11 @@ impl Web {
                 if !sm.room_exists(&room) {
                     wsjson::encode_err(id, &format!("unknown room #{room}"))
                 } else {
-                    let messages: Vec<_> = sm.room_history(&room, n).into_iter().cloned().collect();
+                    let messages: Vec<_> = sm
+                        .room_history(&room, n)
+                        .into_iter()
+                        .map(std::borrow::Cow::into_owned)
+                        .collect();
                     wsjson::encode_history(id, &room, &messages)
                 }
             }
@@ -607,7 +611,7 @@ impl Web {
                 continue;
             };
             if frame.is_empty() {
-                ws::encode_text(&mut frame, &wsjson::encode_message(message));
+                ws::encode_text(&mut frame, &wsjson::encode_message(&message));
             }
             out.output().extend_from_slice(&frame);
             if out.pending_output() > WS_OUTPUT_BYTES_MAX {

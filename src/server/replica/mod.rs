@@ -508,11 +508,16 @@ impl Replica {
         file: &crate::storage::SnapshotFile,
     ) -> Result<StateMachine, ServerError> {
         let mut body = file.body()?;
-        let mut sm = StateMachine::restore(
-            &mut body,
-            SessionConfig::default(),
-            self.opts.retain_messages,
-        )
+        let (config, retain) = (SessionConfig::default(), self.opts.retain_messages);
+        // With a message store, the snapshot's messages stream into it (skipping what it
+        // holds: a snapshot holds only committed messages, at their final positions).
+        let mut sm = match self.sm.store() {
+            Some(store) => {
+                let (_, keep) = open::history_budget(self.opts.memory_budget_mib);
+                StateMachine::restore_with_store(&mut body, config, retain, store.clone(), keep)
+            }
+            None => StateMachine::restore(&mut body, config, retain),
+        }
         .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
         members::bootstrap_table(&mut sm, &self.opts.bootstrap);
         Ok(sm)

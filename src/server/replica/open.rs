@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::Waker;
@@ -14,6 +14,7 @@ use super::snapshot::Snapshots;
 use super::syncer::Syncer;
 use super::Replica;
 use crate::chat::{SessionConfig, StateMachine};
+use crate::history::{History, HistoryOptions};
 use crate::raft::{self, NodeId, Raft, SnapshotMeta, SoftState};
 use crate::storage::{FsyncPolicy, Recovered, Wal, WalOptions};
 
@@ -39,6 +40,51 @@ pub struct ReplicaOptions {
     pub log_keep_entries: u64,
     /// Per-room retention (0: keep everything).
     pub retain_messages: u64,
+    /// Memory for the chat history (`--memory-budget-mib`); see `history_budget`.
+    pub memory_budget_mib: u64,
+}
+
+/// How `--memory-budget-mib` is shared: a quarter for the chat log's newest chunks (counted at
+/// 1 KiB a message, so a budget holds fewer than it could of short messages), the rest for
+/// everything that is not history (sessions, keys, the Raft log, buffers). The message store
+/// keeps no cache of its own: the newest messages are the chat log's chunks. Returns (store
+/// cache bytes, chunks kept).
+pub(crate) fn history_budget(memory_budget_mib: u64) -> (usize, usize) {
+    let quarter = (memory_budget_mib << 20) / 4;
+    let chunk_bytes = (crate::chat::CHUNK_MESSAGES as u64) << 10;
+    (
+        0,
+        usize::try_from(quarter / chunk_bytes).unwrap_or(1).max(1),
+    )
+}
+
+/// Opens the message store in `<data-dir>/history` and returns it with the chunks to keep.
+fn open_store(opts: &ReplicaOptions) -> Result<(Arc<Mutex<History>>, usize), ServerError> {
+    let (cache_bytes, keep_chunks) = history_budget(opts.memory_budget_mib);
+    let store_opts = HistoryOptions {
+        cache_bytes,
+        fsync: opts.fsync == FsyncPolicy::Always,
+        ..HistoryOptions::new(opts.data_dir.join("history"), opts.cluster_id)
+    };
+    let (store, opened) = History::open(store_opts)
+        .map_err(|e| ServerError::Snapshot(format!("message store: {e}")))?;
+    log::info!(
+        "node {}: message store holds positions {}..={} ({} sealed segments{})",
+        opts.id,
+        store.first_position(),
+        store.last_position(),
+        store.sealed_segments(),
+        match &opened.torn_tail {
+            Some(t) => format!(
+                "; cut a torn tail of {} bytes at offset {} of {}",
+                t.bytes_cut,
+                t.offset,
+                t.file.display()
+            ),
+            None => String::new(),
+        }
+    );
+    Ok((Arc::new(Mutex::new(store)), keep_chunks))
 }
 
 impl ReplicaOptions {
@@ -61,6 +107,7 @@ impl ReplicaOptions {
             snapshot_entries: cfg.snapshot_entries,
             log_keep_entries: cfg.log_keep_entries,
             retain_messages: cfg.retain_messages,
+            memory_budget_mib: cfg.memory_budget_mib,
         }
     }
 }
@@ -148,14 +195,28 @@ fn load_snapshot(
     opts: &ReplicaOptions,
     snapshots: &Snapshots,
 ) -> Result<(StateMachine, Option<SnapshotMeta>), ServerError> {
+    // With retention the chat log is bounded in memory and needs no store.
+    let store = match opts.retain_messages {
+        0 => Some(open_store(opts)?),
+        _ => None,
+    };
     let Some(file) = snapshots.latest() else {
-        let sm = StateMachine::default().with_retention(opts.retain_messages);
+        let mut sm = StateMachine::default().with_retention(opts.retain_messages);
+        if let Some((store, keep_chunks)) = store {
+            sm = sm.with_store(store, keep_chunks);
+        }
         return Ok((sm, None));
     };
     let started = Instant::now();
     let mut body = file.body()?;
-    let sm = StateMachine::restore(&mut body, SessionConfig::default(), opts.retain_messages)
-        .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+    let (config, retain) = (SessionConfig::default(), opts.retain_messages);
+    let sm = match store {
+        Some((store, keep)) => {
+            StateMachine::restore_with_store(&mut body, config, retain, store, keep)
+        }
+        None => StateMachine::restore(&mut body, config, retain),
+    }
+    .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
     log::info!(
         "node {}: loaded snapshot at index {} (term {}, {} messages) in {:.1?}",
         opts.id,

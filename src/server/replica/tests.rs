@@ -38,6 +38,7 @@ fn options(dir: &std::path::Path, id: NodeId, count: u64) -> ReplicaOptions {
         snapshot_entries: 0,
         log_keep_entries: 10,
         retain_messages: 0,
+        memory_budget_mib: 256,
     }
 }
 
