@@ -78,7 +78,8 @@ pub struct ServerConfig {
 /// What the command line asked for: run a node, or print help.
 #[derive(Debug)]
 pub enum Command {
-    Run(ServerConfig),
+    /// Boxed: the configuration is large and `Help` is small.
+    Run(Box<ServerConfig>),
     Help(String),
 }
 
@@ -428,7 +429,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             crate::server::NODE_ID_MAX
         ));
     }
-    Ok(Command::Run(ServerConfig {
+    Ok(Command::Run(Box::new(ServerConfig {
         id,
         members,
         join,
@@ -452,7 +453,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         bind_explicit: matches.opt_present("bind"),
         limits: Box::new(parse_limits(&matches)?),
         tls: parse_tls(&matches, id)?,
-    }))
+    })))
 }
 
 // ---- TLS flags (issue 17) ----
@@ -690,7 +691,7 @@ mod tests {
 
     fn run(text: &str) -> ServerConfig {
         match parse_args(&args(text)) {
-            Ok(Command::Run(cfg)) => cfg,
+            Ok(Command::Run(cfg)) => *cfg,
             other => panic!("expected a config for '{text}', got {other:?}"),
         }
     }

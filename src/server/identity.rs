@@ -214,7 +214,7 @@ mod tests {
         args.extend(["--data-dir".into(), dir.display().to_string()]);
         args.extend(["--fsync".into(), "never".into()]);
         match parse_args(&args) {
-            Ok(Command::Run(cfg)) => cfg,
+            Ok(Command::Run(cfg)) => *cfg,
             other => panic!("{line}: {other:?}"),
         }
     }

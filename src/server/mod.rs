@@ -50,7 +50,7 @@ pub use node::Node;
 /// arguments or an unusable TLS file.
 pub fn run_cli(args: &[String]) -> i32 {
     let cfg = match parse_args(args) {
-        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::Help(text)) => {
             print!("{text}");
             return 0;
