@@ -112,7 +112,8 @@ pub enum MessageBody {
         leader_commit: Index,
     },
     /// On success `match_index` is the last index the follower now holds that matches the leader
-    /// (and is durable there). On failure `reject_hint` lets the leader skip a whole term at a time.
+    /// (and is durable there). On failure `reject_hint` lets the leader skip, in one round
+    /// trip, every entry that cannot match.
     AppendEntriesResponse {
         success: bool,
         match_index: Index,
@@ -149,7 +150,8 @@ pub enum MessageBody {
     },
 }
 
-/// Why a follower rejected AppendEntries, so the leader can back off by a term at a time.
+/// Why a follower rejected AppendEntries, so the leader can skip every entry that cannot match
+/// at once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RejectHint {
     /// The term of the follower's entry at `conflict_index`.
