@@ -10,6 +10,8 @@
 
 use crate::chat::ChatMessage;
 use crate::codec::{put_u16_le, put_u32_le, put_u64_le, CodecError, ReaderLe};
+pub(crate) use crate::storage::record::FrameError;
+use crate::storage::record::{self, record_crc};
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RCHATHST";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"RCHATHIX";
@@ -108,49 +110,11 @@ pub(crate) fn encodable(m: &ChatMessage) -> bool {
         && m.position < MAX_POSITION
 }
 
-/// The checksum covers the length too, so a damaged length is caught, not followed.
-fn record_crc(len_bytes: &[u8], body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(len_bytes), body)
-}
-
-/// Why the bytes at some offset are not a whole, intact record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum FrameError {
-    /// The record (or its header) runs past the end of the data: what a torn write leaves.
-    Incomplete,
-    /// The length field is zero or beyond any record we write.
-    BadLength(u64),
-    BadChecksum,
-}
-
-impl std::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FrameError::Incomplete => write!(f, "record runs past the end of the data"),
-            FrameError::BadLength(len) => write!(f, "implausible record length {len}"),
-            FrameError::BadChecksum => write!(f, "record checksum mismatch"),
-        }
-    }
-}
-
-/// Checks the framing and checksum of the record at the start of `buf`; on success its total
-/// length (header included) and its body.
+/// Checks the framing and checksum of the record at the start of `buf` (the write-ahead log's
+/// framing, with this store's body bounds); on success its total length (header included) and
+/// its body.
 pub(crate) fn check_frame(buf: &[u8]) -> Result<(usize, &[u8]), FrameError> {
-    let mut r = ReaderLe::new(buf);
-    let (Ok(body_len), Ok(crc)) = (r.u32("body_len"), r.u32("crc")) else {
-        return Err(FrameError::Incomplete);
-    };
-    let body_len = body_len as usize;
-    if !(BODY_FIXED_LEN..=MAX_BODY_LEN).contains(&body_len) {
-        return Err(FrameError::BadLength(body_len as u64));
-    }
-    let body = r
-        .take(body_len, "body")
-        .map_err(|_| FrameError::Incomplete)?;
-    if record_crc(&buf[..4], body) != crc {
-        return Err(FrameError::BadChecksum);
-    }
-    Ok((RECORD_HEADER_LEN + body_len, body))
+    record::check_frame_within(buf, BODY_FIXED_LEN..=MAX_BODY_LEN)
 }
 
 /// Decodes a body whose checksum matched. `Err` is never a torn write: some writer meant

@@ -91,7 +91,7 @@
 //! ```
 
 mod identity;
-mod record;
+pub(crate) mod record;
 mod recovery;
 mod segment;
 mod snapshot;

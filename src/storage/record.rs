@@ -168,8 +168,9 @@ fn finish_record(out: &mut [u8], start: usize) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The checksum covers the length too, so a damaged length is caught, not followed.
-fn record_crc(len_bytes: &[u8], body: &[u8]) -> u32 {
+/// The checksum covers the length too, so a damaged length is caught, not followed. Shared with
+/// the message store's segments (`history::format`), which frame their records the same way.
+pub(crate) fn record_crc(len_bytes: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(len_bytes), body)
 }
 
@@ -196,12 +197,21 @@ impl std::fmt::Display for FrameError {
 /// Checks the framing and checksum of the record at the start of `buf`; on success returns its
 /// total length (header included) and its body.
 pub(crate) fn check_frame(buf: &[u8]) -> Result<(usize, &[u8]), FrameError> {
+    check_frame_within(buf, 1..=MAX_BODY_LEN)
+}
+
+/// [`check_frame`] for a record whose body length must lie in `body_lens`: the message store's
+/// segments use this framing with their own bounds.
+pub(crate) fn check_frame_within(
+    buf: &[u8],
+    body_lens: std::ops::RangeInclusive<usize>,
+) -> Result<(usize, &[u8]), FrameError> {
     if buf.len() < RECORD_HEADER_LEN {
         return Err(FrameError::Incomplete);
     }
     let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if body_len == 0 || body_len > MAX_BODY_LEN {
+    if !body_lens.contains(&body_len) {
         return Err(FrameError::BadLength(body_len as u64));
     }
     let total = RECORD_HEADER_LEN + body_len;
