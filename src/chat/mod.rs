@@ -36,7 +36,10 @@ pub use command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use message::ChatMessage;
 pub use outcome::Outcome;
 pub use session::{SessionConfig, Sessions, DEFAULT_SESSION_EXPIRY_MS};
-pub use snapshot::{ChatSnapshot, RestoreError, SNAPSHOT_FORMAT_VERSION};
+pub use snapshot::{
+    peek_header, BodyHeader, ChatSnapshot, RestoreError, BODY_HEADER_BYTES,
+    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_STORED,
+};
 pub use state::{Applied, StateMachine, DEFAULT_ROOM};
 pub use telnet::{
     format_message, format_push, parse_line, LineSplitter, Request, HELP_TEXT, LINE_BYTES_MAX,

@@ -94,6 +94,49 @@ const STORED_PAGE_MESSAGES: usize = 4096;
 /// Bytes gathered before one `write_all` to the caller's writer.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
 
+/// The encoding version of a snapshot whose messages live in the message store (issue 20's
+/// incremental snapshots): `magic | version u32 | applied_index u64 | clock_ms u64 |
+/// stored_through u64 | ...`, where every position `1..=stored_through` is in the node's
+/// message store (synced before the snapshot file got its name) and the body carries only the
+/// messages after it.
+pub const SNAPSHOT_FORMAT_VERSION_STORED: u32 = 5;
+
+/// The header fields every version shares, and for a version-5 body the `stored_through`
+/// position. Reads only the first 36 bytes, so a follower can learn from a received file how
+/// much of the message store it needs before restoring it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyHeader {
+    pub version: u32,
+    pub applied_index: Index,
+    /// Positions `1..=stored_through` must be in the message store (0 before version 5).
+    pub stored_through: u64,
+}
+
+/// Bytes [`peek_header`] needs.
+pub const BODY_HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
+
+/// Reads the header of a snapshot body from its first bytes; `None` if they are not a body.
+pub fn peek_header(prefix: &[u8]) -> Option<BodyHeader> {
+    let mut input = Input { r: prefix };
+    input.magic(MAGIC, "magic").ok()?;
+    let version = input.u32("version").ok()?;
+    if !(SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS..=SNAPSHOT_FORMAT_VERSION_STORED).contains(&version) {
+        return None;
+    }
+    let applied_index = input.u64("applied index").ok()?;
+    let _clock_ms = input.u64("log time").ok()?;
+    let stored_through = if version >= SNAPSHOT_FORMAT_VERSION_STORED {
+        input.u64("stored through").ok()?
+    } else {
+        0
+    };
+    Some(BodyHeader {
+        version,
+        applied_index,
+        stored_through,
+    })
+}
+
 /// A snapshot of a [`StateMachine`] at its applied index, cheap to take and independent of the
 /// machine afterwards (`Send + 'static`): write it out with [`ChatSnapshot::write_to`] anywhere.
 #[derive(Clone, Debug)]
@@ -1197,6 +1240,18 @@ mod tests {
         let at = bad.windows(5).position(|w| w == b"voter").unwrap();
         bad[at] = b'V';
         assert!(StateMachine::restore(&mut &bad[..], SessionConfig::default(), 0).is_err());
+    }
+
+    #[test]
+    fn the_header_of_a_body_is_read_from_its_first_bytes() {
+        let sm = busy_machine(10);
+        let bytes = encode(&sm);
+        let header = peek_header(&bytes[..BODY_HEADER_BYTES]).unwrap();
+        assert_eq!(header.version, SNAPSHOT_FORMAT_VERSION);
+        assert_eq!(header.applied_index, sm.applied_index());
+        assert_eq!(header.stored_through, 0);
+        assert_eq!(peek_header(&bytes[..7]), None);
+        assert_eq!(peek_header(b"RCHATSM1\x63\0\0\0"), None);
     }
 
     #[test]
