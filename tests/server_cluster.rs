@@ -248,3 +248,44 @@ fn a_message_sent_with_the_seed_commands_is_listed() {
     );
     assert_eq!(reply.final_line, format!("end {}", reply.lines.len()));
 }
+
+#[test]
+fn a_listing_longer_than_one_turn_arrives_whole_while_others_are_served() {
+    // `get chatLog` formats about 1 MiB per turn of the loop, then continues next turn: a
+    // listing of ~3 MB takes several turns, and must still arrive whole, in order, with the
+    // right count, while another client on the same node is answered meanwhile.
+    let cluster = Cluster::start(3, &["--msg-rate", "0"]);
+    cluster.wait_leader(&[0, 1, 2]);
+    let mut poster = wait_for("a session", DEADLINE, || {
+        Client::try_connect(cluster.addrs[0])
+    });
+    let body = "x".repeat(3900);
+    let posts = 800;
+    for i in 0..posts {
+        let reply = poster.command(&format!("msg {i:04} {body}")).unwrap();
+        assert!(reply.final_line.starts_with("ack "), "{reply:?}");
+    }
+    let mut reader = Client::connect(cluster.addrs[0]);
+    reader.send_raw(b"get chatLog\n").unwrap();
+    let mut other = Client::connect(cluster.addrs[0]);
+    let mut lines = Vec::new();
+    let mut answered = 0;
+    loop {
+        let line = reader.read_line().unwrap();
+        if let Some(count) = line.strip_prefix("end ") {
+            assert_eq!(count.parse::<usize>().unwrap(), lines.len());
+            break;
+        }
+        lines.push(line);
+        if lines.len() % 100 == 0 {
+            assert_eq!(other.command("status").unwrap().final_line, "end");
+            answered += 1;
+        }
+    }
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&body)).collect();
+    assert_eq!(ours.len(), posts, "every message listed once");
+    for (i, line) in ours.iter().enumerate() {
+        assert!(line.contains(&format!("{i:04} {body}")), "in order: {i}");
+    }
+    assert!(answered >= 7);
+}

@@ -29,6 +29,12 @@ const OUTPUT_BYTES_MAX: usize = 4 << 20;
 const HELD_PUSHES_MAX: usize = 100_000;
 /// A streamed listing is refilled whenever less than this is waiting to be sent.
 const STREAM_REFILL_BYTES: usize = 256 * 1024;
+/// A listing formats at most about this much per turn of the event loop, then yields to the
+/// other connections, peers and timers and continues next turn: a client reading a long
+/// `get chatLog` as fast as loopback allows would otherwise keep the loop to itself for as
+/// long as the listing lasts (`tools/history_bench.sh` measured `status` round trips of up to
+/// 288 ms during a 1.1 GB listing before this bound).
+const STREAM_TURN_BYTES: usize = 1 << 20;
 /// How `cas` and `err cas failed` spell "the key is absent" (the telnet parser's token).
 const ABSENT: &str = "-";
 /// Lines typed ahead while a command is in flight; past this the session stops reading.
@@ -909,8 +915,11 @@ impl Telnet {
         self.finish(svc, conn, &format!("end {count}"));
     }
 
-    /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush.
+    /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush. Formats
+    /// at most about `STREAM_TURN_BYTES` per call; a listing the kernel keeps up with is then
+    /// marked dirty so the next turn continues it.
     pub fn refill(&mut self, svc: &mut Services, key: usize) {
+        let mut formatted = 0;
         loop {
             let Some(session) = self.sessions.get_mut(&key) else {
                 return;
@@ -930,7 +939,9 @@ impl Telnet {
             {
                 match messages.next() {
                     Some(message) if message.position <= listing.last_position => {
+                        let before = c.buffers.pending_output();
                         telnet::format_message(&message, c.buffers.output());
+                        formatted += c.buffers.pending_output().saturating_sub(before);
                         listing.listed += 1;
                         listing.next_position = message.position + 1;
                     }
@@ -954,6 +965,10 @@ impl Telnet {
                 .get(conn)
                 .is_some_and(|c| c.buffers.pending_output() > 0)
             {
+                return; // the writable event brings us back
+            }
+            if formatted >= STREAM_TURN_BYTES {
+                svc.transport.mark_dirty(key); // this turn's share is used: next turn
                 return;
             }
         }
