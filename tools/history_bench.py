@@ -11,6 +11,9 @@
   history_bench.py chatlog PORT DEADLINE_S
         one `get chatLog`, read as fast as possible until `end <count>`; prints bytes, messages,
         seconds and MB/s (MB = 10^6 bytes)
+  history_bench.py probe PORT DEADLINE_S
+        `status` every 100 ms on one connection until SIGTERM or the deadline; prints the
+        round trips' count, p50, p99 and max ms (how long the node's loop stalls)
   history_bench.py snapshots BYTES_PER_ENTRY LOG...
         from node logs, each snapshot a node took: index, file bytes, seconds from capture to
         durable, and the WAL bytes logged since its previous one (estimated as the entries
@@ -24,6 +27,7 @@ import datetime
 import inspect
 import math
 import re
+import signal
 import socket
 import sys
 import time
@@ -200,6 +204,30 @@ def cmd_chatlog(port, deadline_s):
         sys.exit(1)
 
 
+def cmd_probe(port, deadline_s):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    deadline = time.time() + float(deadline_s)
+    times, failures = [], 0
+    conn = None
+    while not stop and time.time() < deadline:
+        t0 = time.perf_counter()
+        try:
+            if conn is None:
+                conn = Conn(int(port), timeout=30.0)
+            conn.command("status")
+            times.append((time.perf_counter() - t0) * 1000)
+        except (OSError, ConnectionError):
+            failures += 1
+            conn = None
+        time.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
+    times.sort()
+    print(
+        f"status round trips {len(times)} failed {failures} p50_ms {percentile(times, 50):.1f} "
+        f"p99_ms {percentile(times, 99):.1f} max_ms {times[-1] if times else float('nan'):.1f}"
+    )
+
+
 SNAP_RE = re.compile(
     r"^(?:\[n\d+\] )?(\S+) .*node (\d+): snapshot at index (\d+) "
     r"(?:captured in|durable \((\d+) bytes\))"
@@ -261,6 +289,7 @@ def main():
         "history": cmd_history,
         "chatlog": cmd_chatlog,
         "snapshots": cmd_snapshots,
+        "probe": cmd_probe,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

@@ -72,6 +72,7 @@ done
 restarted_id="" restarted_pid="" load_pid="" sampler_pid=""
 
 cleanup() {
+  set +e # a failed kill or wait (the cluster exits 1 after a kill -9) must not skip the rest
   local p
   for p in "$load_pid" "$sampler_pid"; do
     [[ -n $p ]] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
@@ -237,13 +238,28 @@ if has_phase history || has_phase chatlog; then
     sleep 0.1
   done
 fi
-under_load() { # label, command...: runs the command, then prints the write rate meanwhile
-  local label=$1 c0 c1 t0 t1
+max_field() { # key: the largest value of a `status` field over the nodes that answer
+  local id v max=0
+  for id in 0 1 2; do
+    v=$(field "$(port_of "$id")" "$1")
+    ((v > max)) && max=$v
+  done
+  echo "$max"
+}
+under_load() { # label, command...: runs the command while `status` on the read node is timed
+  # every 100 ms; then prints the write rate meanwhile, the status round trips and any election
+  local label=$1 c0 c1 t0 t1 term0 term1 probe
   shift
-  c0=$(field "$(port_of "$lead")" commit) t0=$(date +%s.%N)
+  c0=$(max_field commit) term0=$(max_field term) t0=$(date +%s.%N)
+  $py probe "$read_port" $((HISTORY_TIMEOUT_S + CHATLOG_TIMEOUT_S)) >"$data/probe.txt" 2>&1 &
+  probe=$!
   "$@" | sed "s/^/$label: /" || true
-  c1=$(field "$(port_of "$lead")" commit) t1=$(date +%s.%N)
+  kill -TERM "$probe" 2>/dev/null
+  wait "$probe" 2>/dev/null || true
+  c1=$(max_field commit) term1=$(max_field term) t1=$(date +%s.%N)
   echo "$label: write load meanwhile $(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" 'BEGIN {printf "%.0f", (b - a) / (e - s)}') entries/s committed"
+  sed "s/^/$label: node $read_id loop responsiveness, /" "$data/probe.txt"
+  ((term1 == term0)) || echo "$label: ELECTION meanwhile: term $term0 -> $term1, leader now node $(leader_id || echo '?')"
 }
 
 if has_phase history; then
