@@ -2,6 +2,7 @@
 # binaries, starts a fresh local 3-node cluster in a temporary data dir and stops it (and
 # removes the dir) when the script exits. Sets `data` (the temp dir, also for logs) and `nodes`
 # (the loadgen --nodes list). Arguments: the base port, then options for `cluster`.
+# CLUSTER_LOG_LEVEL (default warn) is the nodes' --log-level; SERVER_ARGS go to every node.
 #
 #   source tools/local_cluster.sh
 #   start_local_cluster 24100 --fsync always
@@ -10,7 +11,7 @@ start_local_cluster() {
   shift
   cargo build --release --quiet --bin cluster --bin loadgen
   data=$(mktemp -d)
-  target/release/cluster --base-port "$base" --data-dir "$data" --log-level warn "$@" \
+  target/release/cluster --base-port "$base" --data-dir "$data" --log-level "${CLUSTER_LOG_LEVEL:-warn}" "$@" \
     -- ${SERVER_ARGS:-} >"$data/cluster.log" 2>&1 &
   cluster_pid=$!
   trap 'kill -INT $cluster_pid 2>/dev/null; wait $cluster_pid 2>/dev/null; rm -rf "$data"' EXIT
