@@ -214,8 +214,10 @@ impl From<RestoreError> for String {
 impl StateMachine {
     /// Captures the state at `applied_index()`: shares the chat log's chunks, copies the tail
     /// (< `CHUNK_LEN` messages), the key-value map, the room names and the session table.
+    /// A store-backed machine whose store works is captured for a version-5 body (see
+    /// [`StateMachine::capture_with`]).
     pub fn capture(&self) -> ChatSnapshot {
-        self.capture_with(false)
+        self.capture_with(true)
     }
 
     /// [`StateMachine::capture`]; with `incremental`, a store-backed machine whose store works
