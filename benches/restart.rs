@@ -11,13 +11,20 @@
 //!   trailing window of the 10,000 entries before it plus 1,000 after it; restart =
 //!   `SnapshotStore::latest` (checks the body's CRC) + `StateMachine::restore` + `Wal::open` +
 //!   apply the 1,000 entries after the snapshot.
+//! - v5 (issue 20): the same state with its messages in a message store (`History`, 16
+//!   chunks of 4,096 messages kept in memory), and a version-5 snapshot that leaves them to
+//!   the store; restart = `History::open`, `SnapshotStore::latest`,
+//!   `StateMachine::restore_with_store`, `Wal::open` and applying the 1,000 entries after it.
+//!   Only it: `cargo bench --bench restart -- v5`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode};
 use raftchat::chat::{Command, Op, Origin, SessionConfig, SessionRef, StateMachine};
+use raftchat::history::{History, HistoryOptions};
 use raftchat::raft::{Entry, EntryKind, Index, SnapshotMeta};
 use raftchat::storage::{FsyncPolicy, SnapshotStore, Wal, WalOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// Entries up to the snapshot: 1,000,090 of them are posts.
 const MESSAGES_ENTRIES: Index = 1_011_200;
@@ -116,6 +123,9 @@ struct Fixtures {
     full_wal: std::path::PathBuf,
     snap_wal: std::path::PathBuf,
     snap_dir: std::path::PathBuf,
+    /// The v5 fixture: a message store and a snapshot directory holding a version-5 snapshot.
+    store_dir: std::path::PathBuf,
+    v5_snap_dir: std::path::PathBuf,
     /// The state after entry MESSAGES_ENTRIES.
     sm: StateMachine,
 }
@@ -153,6 +163,32 @@ fn fixtures() -> Fixtures {
         );
         wal.drop_prefix(MESSAGES_ENTRIES - WINDOW).unwrap();
     }
+    let store_dir = tmp.path().join("history");
+    let v5_snap_dir = tmp.path().join("snapshots-v5");
+    {
+        let stored = StateMachine::default().with_store(open_store(&store_dir), KEEP_CHUNKS);
+        let mut stored = stored;
+        for index in 1..=MESSAGES_ENTRIES {
+            stored.apply(index, &command(index));
+        }
+        let capture = stored.capture();
+        assert_eq!(capture.version(), 5);
+        let store = SnapshotStore::open(&v5_snap_dir, CLUSTER, FsyncPolicy::Never).unwrap();
+        let mut writer = store
+            .create(SnapshotMeta {
+                index: MESSAGES_ENTRIES,
+                term: TERM,
+            })
+            .unwrap();
+        capture.write_to(&mut writer).unwrap();
+        capture.sync_store().unwrap();
+        let file = writer.finish().unwrap();
+        eprintln!(
+            "v5 fixture: {} messages in the store, snapshot {} bytes",
+            capture.message_count(),
+            file.len
+        );
+    }
     eprintln!(
         "fixtures: {} messages, snapshot {} bytes, {} keys, {} sessions",
         sm.message_count(),
@@ -165,8 +201,22 @@ fn fixtures() -> Fixtures {
         full_wal,
         snap_wal,
         snap_dir,
+        store_dir,
+        v5_snap_dir,
         sm,
     }
+}
+
+/// Chunks of 4,096 messages the v5 restart keeps in memory.
+const KEEP_CHUNKS: usize = 16;
+
+fn open_store(dir: &Path) -> Arc<Mutex<History>> {
+    let opts = HistoryOptions {
+        cache_bytes: 0,
+        fsync: false,
+        ..HistoryOptions::new(dir, CLUSTER)
+    };
+    Arc::new(Mutex::new(History::open(opts).unwrap().0))
 }
 
 fn restart(c: &mut Criterion) {
@@ -196,6 +246,24 @@ fn restart(c: &mut Criterion) {
             drop(wal);
             apply_all(&mut sm, &recovered.entries);
             assert_eq!(sm.applied_index(), MESSAGES_ENTRIES + AFTER_SNAPSHOT);
+            sm
+        })
+    });
+    group.bench_function("v5_store_open_latest_restore_wal_open_apply_1k", |b| {
+        b.iter_with_large_drop(|| {
+            let history = open_store(&f.store_dir);
+            let store = SnapshotStore::open(&f.v5_snap_dir, CLUSTER, FsyncPolicy::Never).unwrap();
+            let file = store.latest().unwrap().unwrap();
+            let mut body = file.body().unwrap();
+            let config = SessionConfig::default();
+            let mut sm =
+                StateMachine::restore_with_store(&mut body, config, 0, history, KEEP_CHUNKS)
+                    .unwrap();
+            let (wal, recovered) = Wal::open(wal_options(&f.snap_wal)).unwrap();
+            drop(wal);
+            apply_all(&mut sm, &recovered.entries);
+            assert_eq!(sm.applied_index(), MESSAGES_ENTRIES + AFTER_SNAPSHOT);
+            assert_eq!(sm.message_count(), f.sm.message_count() + 990);
             sm
         })
     });

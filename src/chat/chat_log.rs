@@ -33,6 +33,12 @@
 //! and a capture carries a [`HistoryReader`] for them. All of them are live (no retention), so
 //! `live` still counts them. A store that fails (a write error, damage found by a read) is
 //! logged once; the log then keeps everything in memory, and a read that fails answers `None`.
+//!
+//! `push` returns the new `evicted_through` when it dropped chunks, so the rooms (`state`)
+//! drop the same positions. A log restored from a version-5 snapshot starts [`ChatLog::resumed`]
+//! after the snapshot's `stored_through`, with nothing before it in memory.
+//! `capture_incremental` is what such a snapshot needs instead of the chunks: the store, the
+//! last position it holds and its segments (see `snapshot`).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -216,6 +222,18 @@ impl Eq for ChatLog {}
 /// position to read with it; or why the store could not give one.
 pub(crate) type StoredPart = Result<(HistoryReader, u64), String>;
 
+/// What an incremental snapshot needs of a store-backed log (`capture_incremental`).
+#[derive(Clone, Debug)]
+pub(crate) struct Incremental {
+    pub(crate) store: Arc<Mutex<History>>,
+    /// The store holds `1..=through`.
+    pub(crate) through: u64,
+    /// The store's segments `(seq, base_position)` holding positions up to `through`.
+    pub(crate) segments: Vec<(u64, u64)>,
+    /// The messages after `through`, in order.
+    pub(crate) after: Vec<ChatMessage>,
+}
+
 /// Where a held slot is.
 enum Slot {
     Chunk(usize, usize),
@@ -320,8 +338,9 @@ impl ChatLog {
     }
 
     /// Appends a message whose position is beyond `last_position`; a tail that reaches
-    /// `CHUNK_LEN` slots becomes an immutable chunk of its live messages.
-    pub(crate) fn push(&mut self, message: ChatMessage) {
+    /// `CHUNK_LEN` slots becomes an immutable chunk of its live messages. Returns the new
+    /// `evicted_through` when chunks were dropped from memory (the rooms drop them too).
+    pub(crate) fn push(&mut self, message: ChatMessage) -> Option<u64> {
         debug_assert!(message.position > self.last_position);
         if let Some(disk) = self.disk.as_mut().filter(|d| !d.failed) {
             let appended = match disk.store.lock() {
@@ -357,17 +376,17 @@ impl ChatLog {
                     .collect();
                 self.chunks.push(Chunk::all_live(survivors));
             }
-            self.evict();
+            return self.evict();
         }
+        None
     }
 
-    /// Store-backed: drops the oldest chunks beyond `keep_chunks` that the store holds.
-    fn evict(&mut self) {
-        let Some(disk) = self.disk.as_mut().filter(|d| !d.failed) else {
-            return;
-        };
+    /// Store-backed: drops the oldest chunks beyond `keep_chunks` that the store holds;
+    /// returns the new `evicted_through` if any was dropped.
+    fn evict(&mut self) -> Option<u64> {
+        let disk = self.disk.as_mut().filter(|d| !d.failed)?;
         if self.chunks.len() <= disk.keep_chunks {
-            return;
+            return None;
         }
         // Written first: the store (without a cache) serves only what reached its files.
         let flushed = match disk.store.lock() {
@@ -375,12 +394,16 @@ impl ChatLog {
                 .flush()
                 .map(|()| store.last_position())
                 .map_err(|e| e.to_string()),
-            Err(_) => return,
+            Err(_) => return None,
         };
         let stored = match flushed {
             Ok(stored) => stored,
-            Err(why) => return disk.fail("writing", &why),
+            Err(why) => {
+                disk.fail("writing", &why);
+                return None;
+            }
         };
+        let before = disk.evicted_through;
         while self.chunks.len() > disk.keep_chunks {
             let last = self.chunks[0].last_position();
             if last > stored || self.chunks[0].live != self.chunks[0].messages.len() {
@@ -389,6 +412,56 @@ impl ChatLog {
             self.chunks.remove(0);
             disk.evicted_through = last;
         }
+        (disk.evicted_through > before).then_some(disk.evicted_through)
+    }
+
+    /// The time of the newest message (which retention never drops): from memory, or for a
+    /// log resumed from a version-5 snapshot with nothing after it yet, from the store.
+    pub(crate) fn newest_timestamp_ms(&self) -> Option<u64> {
+        if let Some(last) = self.last() {
+            return Some(last.timestamp_ms);
+        }
+        let disk = self.disk.as_ref().filter(|d| d.evicted_through > 0)?;
+        disk.read(disk.evicted_through, 1)
+            .pop()
+            .map(|m| m.timestamp_ms)
+    }
+
+    /// The last `max` messages of `room` before position `before`, which must be at most
+    /// `evicted_through + 1`: through the store's room index. Empty for a log held in memory
+    /// or when the store fails (logged).
+    pub(crate) fn room_page(&self, room: &str, before: u64, max: usize) -> Vec<ChatMessage> {
+        let Some(disk) = &self.disk else {
+            return Vec::new();
+        };
+        let before = before.min(disk.evicted_through + 1);
+        let page = match disk.store.lock() {
+            Ok(store) => store
+                .room_page(room, before, max)
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("the store's lock is poisoned".to_string()),
+        };
+        page.unwrap_or_else(|why| {
+            log::error!("message store: reading #{room} before position {before}: {why}");
+            Vec::new()
+        })
+    }
+
+    /// A log backed by `store` that resumes after position `stored_through`, all of whose
+    /// messages only the store holds (a version-5 snapshot's restore; the caller checked the
+    /// store holds them).
+    pub(crate) fn resumed(
+        store: Arc<Mutex<History>>,
+        keep_chunks: usize,
+        stored_through: u64,
+    ) -> ChatLog {
+        let mut log = ChatLog::with_store(store, keep_chunks);
+        if let Some(disk) = log.disk.as_mut() {
+            disk.evicted_through = stored_through;
+        }
+        log.last_position = stored_through;
+        log.live = stored_through;
+        log
     }
 
     /// Sets the last assigned position of a log rebuilt from a snapshot whose newest messages
@@ -464,6 +537,36 @@ impl ChatLog {
             .iter()
             .flat_map(move |chunk| live_from(&chunk.messages, &chunk.holes, position))
             .chain(live_from(&self.tail, &self.tail_holes, position))
+    }
+
+    /// For an incremental (version-5) snapshot of a store-backed log whose store works: the
+    /// store, the last position it holds (checked under its lock, at most `last_position`,
+    /// at least `evicted_through`), its segments `(seq, base)`, and copies of the messages in
+    /// memory after that position (none unless the store lags). `None`: capture it whole.
+    pub(crate) fn capture_incremental(&self) -> Option<Incremental> {
+        let disk = self.disk.as_ref().filter(|d| !d.failed)?;
+        let store = disk.store.lock().ok()?;
+        let through = store.last_position().min(self.last_position);
+        if through < disk.evicted_through {
+            return None;
+        }
+        let segments = store
+            .segments()
+            .into_iter()
+            .filter(|&(_, base)| base <= through)
+            .collect();
+        drop(store);
+        Some(Incremental {
+            store: Arc::clone(&disk.store),
+            through,
+            segments,
+            after: self.iter_memory(through + 1).cloned().collect(),
+        })
+    }
+
+    /// Whether this log's snapshots are incremental: it is backed by a store that works.
+    pub(crate) fn is_incremental(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| !d.failed)
     }
 
     /// The chunks and a copy of the tail's live messages, for a snapshot; for a store-backed

@@ -10,7 +10,7 @@
 //! `Send + 'static`, so [`ChatSnapshot::write_to`] can run on a background thread while the
 //! event loop keeps applying entries.
 //!
-//! # Encoding (version 3, all integers little-endian)
+//! # Encoding (version 4, all integers little-endian)
 //!
 //! ```text
 //! body      = magic "RCHATSM1" | version u32 | applied_index u64 | clock_ms u64
@@ -34,6 +34,35 @@
 //!             | text string | timestamp_ms u64
 //! string    = len u32 | UTF-8 bytes
 //! ```
+//!
+//! # Version 5: the messages are in the message store
+//!
+//! A store-backed machine (`StateMachine::with_store`, the server's default) leaves its history
+//! out of the body: every position `1..=stored_through` is in the node's message store
+//! (`crate::history`), which the snapshot writer syncs before the file gets its name
+//! ([`ChatSnapshot::sync_store`]), so the body's size does not grow with the history:
+//!
+//! ```text
+//! body      = magic | version u32 (5) | applied_index u64 | clock_ms u64 | stored_through u64
+//!             | the version-4 sections, but message* holds only positions > stored_through
+//!               (message_count = last_position - stored_through)
+//!             | manifest | end magic
+//! manifest  = segment_count u64 (seq u64 | base_position u64)*   the store's segments up to
+//!                                           stored_through, from base 1, strictly increasing
+//!             | room_count u64 total u64*   each room's message count, in room-list order
+//! ```
+//!
+//! The first 36 bytes are the header [`peek_header`] reads. Restoring one
+//! (`restore_with_store`) takes time independent of the history: it checks, before anything
+//! else, that the store holds `1..=stored_through` (else "the message store ends at position
+//! X but the snapshot needs 1..=S"), checks the newest stored message against the header and
+//! the body's first message, and resumes the chat log after `stored_through` with nothing
+//! before it in memory; rooms get their counts from the manifest and hold only the positions
+//! in the body. The segment list is informational (nodes may cut segments at other
+//! positions): it is checked for order only; the store is checked by its positions. A node
+//! without a store (`--retain-messages`) refuses a version-5 body. A capture is version 5 only
+//! when the machine's store works (else version 4, the whole chat, read from the store where
+//! it has it); a machine held in memory keeps writing version 4.
 //!
 //! Room position lists are not stored: [`restore`] rebuilds them from the messages. Sessions,
 //! keys and rooms are in ascending order; restore insists on it, so an encoding is canonical.
@@ -65,9 +94,11 @@ use byteorder::{LittleEndian as LE, ReadBytesExt};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
 
-use super::chat_log::Chunk;
+use super::chat_log::{Chunk, Incremental};
 use super::session::{Session, SessionConfig, Sessions};
-use super::state::{ChatLog, ChatMessage, KvValue, Outcome, RoomMeta, StateMachine, StoredPart};
+use super::state::{
+    ChatLog, ChatMessage, KvValue, Outcome, RoomMeta, RoomPositions, StateMachine, StoredPart,
+};
 use super::validate::{
     validate_key, validate_nick, validate_password_hash, validate_room, validate_text,
     validate_value,
@@ -146,6 +177,10 @@ pub struct ChatSnapshot {
     kv: BTreeMap<String, KvValue>,
     revision: u64,
     rooms: Vec<String>,
+    /// Each room's message count, in `rooms` order (written in version 5).
+    room_totals: Vec<u64>,
+    /// Version 5: the store holds the messages up to `through`; the body carries the rest.
+    incremental: Option<Incremental>,
     chunks: Vec<Chunk>,
     /// The tail's live messages.
     tail: Vec<ChatMessage>,
@@ -179,14 +214,33 @@ impl From<RestoreError> for String {
 impl StateMachine {
     /// Captures the state at `applied_index()`: shares the chat log's chunks, copies the tail
     /// (< `CHUNK_LEN` messages), the key-value map, the room names and the session table.
+    /// A store-backed machine whose store works is captured for a version-5 body (see
+    /// [`StateMachine::capture_with`]).
     pub fn capture(&self) -> ChatSnapshot {
-        let (chunks, tail, stored) = self.chat_log.capture();
+        self.capture_with(true)
+    }
+
+    /// [`StateMachine::capture`]; with `incremental`, a store-backed machine whose store works
+    /// is captured for a version-5 body: no messages but those the store lacks (none when it
+    /// keeps up), the store's segments and each room's count.
+    pub(crate) fn capture_with(&self, incremental: bool) -> ChatSnapshot {
+        let incremental = if incremental {
+            self.chat_log.capture_incremental()
+        } else {
+            None
+        };
+        let (chunks, tail, stored) = match incremental {
+            Some(_) => (Vec::new(), Vec::new(), None),
+            None => self.chat_log.capture(),
+        };
         ChatSnapshot {
             applied_index: self.applied_index,
             sessions: self.sessions.clone(),
             kv: self.kv.clone(),
             revision: self.revision,
             rooms: self.rooms.keys().cloned().collect(),
+            room_totals: self.rooms.values().map(RoomPositions::count).collect(),
+            incremental,
             chunks,
             tail,
             stored,
@@ -230,8 +284,12 @@ impl ChatSnapshot {
         self.applied_index
     }
 
-    /// How many chat messages the snapshot holds (retained ones only).
+    /// How many chat messages the snapshot holds (retained ones only), in its body or, for
+    /// version 5, in the message store.
     pub fn message_count(&self) -> u64 {
+        if let Some(inc) = &self.incremental {
+            return inc.through + inc.after.len() as u64;
+        }
         let stored = match &self.stored {
             Some(Ok((_, through))) => *through,
             _ => 0,
@@ -244,14 +302,55 @@ impl ChatSnapshot {
         self.last_position
     }
 
+    /// The body's version: 5 for an incremental capture, else 4.
+    pub fn version(&self) -> u32 {
+        match self.incremental {
+            Some(_) => SNAPSHOT_FORMAT_VERSION_STORED,
+            None => SNAPSHOT_FORMAT_VERSION,
+        }
+    }
+
+    /// Version 5: positions `1..=stored_through` are in the message store (0 before).
+    pub fn stored_through(&self) -> u64 {
+        self.incremental.as_ref().map_or(0, |inc| inc.through)
+    }
+
+    /// Version 5: makes the message store durable up to `stored_through` (locks it, syncs it,
+    /// checks it holds that position). The snapshot file must not get its name before: from
+    /// then on the Raft log may forget the entries that carried those messages. Nothing to do
+    /// for other versions.
+    pub fn sync_store(&self) -> io::Result<()> {
+        let Some(inc) = &self.incremental else {
+            return Ok(());
+        };
+        let mut store = inc
+            .store
+            .lock()
+            .map_err(|_| io::Error::other("the message store's lock is poisoned"))?;
+        store
+            .sync()
+            .map_err(|e| io::Error::other(format!("syncing the message store: {e}")))?;
+        let last = store.last_position();
+        if last < inc.through {
+            return Err(io::Error::other(format!(
+                "the message store ends at position {last}, before the snapshot's {}",
+                inc.through
+            )));
+        }
+        Ok(())
+    }
+
     /// Streams the encoding (module docs) into `w`, in batches of about 64 KiB: one section
     /// after another, each written by the `write_*` function paired with its `read_*`.
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
         let mut out = Vec::with_capacity(WRITE_BATCH_BYTES + (16 << 10));
         out.extend_from_slice(MAGIC);
-        put_u32_le(&mut out, SNAPSHOT_FORMAT_VERSION);
+        put_u32_le(&mut out, self.version());
         put_u64_le(&mut out, self.applied_index);
         put_u64_le(&mut out, self.sessions.clock_ms());
+        if let Some(inc) = &self.incremental {
+            put_u64_le(&mut out, inc.through);
+        }
         self.write_sessions(&mut out, w)?;
         self.write_kv(&mut out, w)?;
         let room_ids = self.write_rooms(&mut out)?;
@@ -259,8 +358,25 @@ impl ChatSnapshot {
         self.write_accounts(&mut out, w)?;
         self.write_room_meta(&mut out, w)?;
         write_str(&mut out, &self.members.encode_text())?;
+        if let Some(inc) = &self.incremental {
+            self.write_manifest(&mut out, inc);
+        }
         out.extend_from_slice(END_MAGIC);
         w.write_all(&out)
+    }
+
+    /// Version 5: `segment_count u64 (seq u64 | base u64)* | room_count u64 total u64*`; see
+    /// [`read_manifest`].
+    fn write_manifest(&self, out: &mut Vec<u8>, inc: &Incremental) {
+        put_u64_le(out, inc.segments.len() as u64);
+        for &(seq, base) in &inc.segments {
+            put_u64_le(out, seq);
+            put_u64_le(out, base);
+        }
+        put_u64_le(out, self.room_totals.len() as u64);
+        for &total in &self.room_totals {
+            put_u64_le(out, total);
+        }
     }
 
     /// `session_count u64 session*`; see [`read_sessions`].
@@ -347,6 +463,13 @@ impl ChatSnapshot {
     ) -> io::Result<()> {
         put_u64_le(out, self.retain_messages);
         put_u64_le(out, self.last_position);
+        if let Some(inc) = &self.incremental {
+            put_u64_le(out, inc.after.len() as u64);
+            for message in &inc.after {
+                Self::write_message(out, w, room_ids, message)?;
+            }
+            return Ok(());
+        }
         put_u64_le(out, self.message_count());
         if let Some(stored) = &self.stored {
             let (reader, through) = stored.as_ref().map_err(|why| {
@@ -582,11 +705,37 @@ pub fn restore(
     };
     input.magic(MAGIC, "magic")?;
     let version = input.u32("version")?;
-    if !(SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+    if !(SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS..=SNAPSHOT_FORMAT_VERSION_STORED).contains(&version) {
         return bad(format!("unknown snapshot format version {version}"));
     }
     let applied_index = input.u64("applied index")?;
     let clock_ms = input.u64("log time")?;
+    let store = store.filter(|_| retain_messages == 0);
+    // Version 5: the store must already hold what the body leaves out (checked first, in
+    // constant time, so a node learns at once that it lacks it).
+    let (chat_log, stored_through, stored_last) = if version >= SNAPSHOT_FORMAT_VERSION_STORED {
+        let stored_through = input.u64("stored through")?;
+        let Some((store, keep_chunks)) = store else {
+            return bad(format!(
+                "the snapshot's messages 1..={stored_through} are in a message store, and \
+                 this node keeps none (--retain-messages, or no store)"
+            ));
+        };
+        if stored_through > applied_index {
+            return bad(format!(
+                "stored through position {stored_through} but applied index {applied_index}"
+            ));
+        }
+        let last = newest_stored(&store, stored_through, applied_index, clock_ms)?;
+        let chat_log = ChatLog::resumed(store, keep_chunks, stored_through);
+        (chat_log, stored_through, last)
+    } else {
+        let chat_log = match store {
+            Some((store, keep_chunks)) => ChatLog::with_store(store, keep_chunks),
+            None => ChatLog::default(),
+        };
+        (chat_log, 0, None)
+    };
     let sessions = read_sessions(&mut input, config, applied_index, clock_ms)?;
     let (revision, kv) = read_kv(&mut input)?;
     let room_names = read_rooms(&mut input)?;
@@ -595,14 +744,10 @@ pub fn restore(
         clock_ms,
         retain_messages,
         last_position: 0,
+        stored_through,
     };
-    let chat_log = match store {
-        Some((store, keep_chunks)) if retain_messages == 0 => {
-            ChatLog::with_store(store, keep_chunks)
-        }
-        _ => ChatLog::default(),
-    };
-    let (chat_log, positions) = read_messages(&mut input, &room_names, bounds, chat_log)?;
+    let (chat_log, positions) =
+        read_messages(&mut input, &room_names, bounds, chat_log, stored_last)?;
     let (accounts, room_meta) = if version == SNAPSHOT_FORMAT_VERSION_NO_ACCOUNTS {
         (BTreeMap::new(), BTreeMap::new())
     } else {
@@ -615,8 +760,24 @@ pub fn restore(
     } else {
         Default::default()
     };
+    let mut rooms: Vec<RoomPositions> = positions
+        .into_iter()
+        .map(|held| RoomPositions { held, stored: 0 })
+        .collect();
+    if version >= SNAPSHOT_FORMAT_VERSION_STORED {
+        read_manifest(&mut input, stored_through, &mut rooms)?;
+    }
     read_end(&mut input)?;
-    let rooms = room_names.into_iter().zip(positions).collect();
+    // Positions the chat log no longer holds in memory are only counted (see `state`).
+    let evicted_through = chat_log.evicted_through();
+    let rooms = room_names
+        .into_iter()
+        .zip(rooms)
+        .map(|(name, mut room)| {
+            room.evict_through(evicted_through);
+            (name, room)
+        })
+        .collect();
     let mut sm = StateMachine::from_parts(
         applied_index,
         chat_log,
@@ -840,6 +1001,117 @@ struct MessageBounds {
     clock_ms: u64,
     retain_messages: u64,
     last_position: u64,
+    /// Version 5: the body's messages start after this position (0 before version 5).
+    stored_through: u64,
+}
+
+/// Version 5: checks that `store` holds positions `1..=stored_through` and returns the
+/// newest of them (which the body's first message must follow), checked against the header.
+fn newest_stored(
+    store: &Arc<Mutex<History>>,
+    stored_through: u64,
+    applied_index: Index,
+    clock_ms: u64,
+) -> Result<Option<PreviousMessage>, RestoreError> {
+    if stored_through == 0 {
+        return Ok(None);
+    }
+    let mut store = store
+        .lock()
+        .map_err(|_| RestoreError("the message store's lock is poisoned".into()))?;
+    // A store without a cache reads only what it wrote.
+    store
+        .flush()
+        .map_err(|e| RestoreError(format!("writing the message store: {e}")))?;
+    let (first, last) = (store.first_position(), store.last_position());
+    if last < stored_through {
+        return bad(format!(
+            "the message store ends at position {last} but the snapshot needs 1..={stored_through}"
+        ));
+    }
+    if first > 1 {
+        return bad(format!(
+            "the message store starts at position {first} but the snapshot needs 1..={stored_through}"
+        ));
+    }
+    let message = store
+        .get(stored_through)
+        .map_err(|e| RestoreError(format!("reading the message store: {e}")))?
+        .ok_or_else(|| {
+            RestoreError(format!(
+                "the message store does not hold position {stored_through}"
+            ))
+        })?;
+    if message.index == 0 || message.index > applied_index || message.timestamp_ms > clock_ms {
+        return bad(format!(
+            "the message store's position {stored_through} (index {}) is not covered by the \
+             snapshot (applied index {applied_index})",
+            message.index
+        ));
+    }
+    Ok(Some(PreviousMessage {
+        position: message.position,
+        index: message.index,
+        timestamp_ms: message.timestamp_ms,
+    }))
+}
+
+/// Version 5's manifest: the store's segments `(seq, base)` up to `stored_through` (strictly
+/// increasing, the first at position 1; for information: nodes may cut their segments at
+/// other positions, so restore checks the store by its positions), then every room's total
+/// count, which sets its `stored` count (the total less its messages in the body; they add up
+/// to `stored_through`).
+fn read_manifest<R: Read>(
+    input: &mut Input<R>,
+    stored_through: u64,
+    rooms: &mut [RoomPositions],
+) -> Result<(), RestoreError> {
+    let segment_count = input.count("segment count", stored_through)?;
+    if (segment_count == 0) != (stored_through == 0) {
+        return bad(format!(
+            "{segment_count} segments for stored positions 1..={stored_through}"
+        ));
+    }
+    let mut previous: Option<(u64, u64)> = None;
+    for k in 0..segment_count {
+        let seq = input.u64("segment seq")?;
+        let base = input.u64("segment base")?;
+        let in_order = match previous {
+            None => base == 1,
+            Some((s, b)) => seq > s && base > b,
+        };
+        if !in_order || base > stored_through {
+            return bad(format!(
+                "manifest segment {k} (seq {seq}, base {base}) out of order"
+            ));
+        }
+        previous = Some((seq, base));
+    }
+    let room_count = input.count("room total count", u64::from(u32::MAX))?;
+    if room_count != rooms.len() as u64 {
+        return bad(format!(
+            "{room_count} room totals for {} rooms",
+            rooms.len()
+        ));
+    }
+    let mut stored = 0u64;
+    for room in rooms.iter_mut() {
+        let total = input.u64("room total")?;
+        let held = room.held.len() as u64;
+        if total < held || total - held > stored_through {
+            return bad(format!(
+                "a room totals {total} messages, {held} of them in the body"
+            ));
+        }
+        room.stored = total - held;
+        stored += room.stored;
+    }
+    if stored != stored_through {
+        return bad(format!(
+            "the rooms count {stored} stored messages, the snapshot {stored_through}"
+        ));
+    }
+    Ok(())
 }
 
 /// The messages, which also rebuild the rooms' position lists (one list per room name).
@@ -848,7 +1120,9 @@ fn read_messages<R: Read>(
     room_names: &[String],
     mut bounds: MessageBounds,
     mut chat_log: ChatLog,
+    mut previous: Option<PreviousMessage>,
 ) -> Result<(ChatLog, Vec<VecDeque<u64>>), RestoreError> {
+    let stored_through = bounds.stored_through;
     let (retain_messages, applied_index) = (bounds.retain_messages, bounds.applied_index);
     let snapshot_retain = input.u64("retained messages per room")?;
     if snapshot_retain != retain_messages {
@@ -864,15 +1138,19 @@ fn read_messages<R: Read>(
             "last position {last_position} but applied index {applied_index}"
         ));
     }
+    if last_position < stored_through {
+        return bad(format!(
+            "last position {last_position} before the stored {stored_through}"
+        ));
+    }
     bounds.last_position = last_position;
-    let message_count = input.count("message count", last_position)?;
-    if retain_messages == 0 && message_count != last_position {
+    let message_count = input.count("message count", last_position - stored_through)?;
+    if retain_messages == 0 && message_count != last_position - stored_through {
         return bad(format!(
             "{message_count} messages up to position {last_position} without retention"
         ));
     }
     let mut positions: Vec<VecDeque<u64>> = vec![VecDeque::new(); room_names.len()];
-    let mut previous = None;
     for k in 0..message_count {
         let (message, room) = read_message(input, k, room_names, bounds, &mut previous)?;
         positions[room].push_back(message.position);
@@ -917,11 +1195,15 @@ fn read_message<R: Read>(
         clock_ms,
         retain_messages,
         last_position,
+        stored_through,
     } = bounds;
     let previous_position = previous.map_or(0, |p| p.position);
     let position = input.u64("message position")?;
-    if retain_messages == 0 && position != k + 1 {
-        return bad(format!("message {} has position {position}", k + 1));
+    if retain_messages == 0 && position != stored_through + k + 1 {
+        return bad(format!(
+            "message {} has position {position}",
+            stored_through + k + 1
+        ));
     }
     if position <= previous_position || position > last_position {
         return bad(format!(
@@ -985,6 +1267,10 @@ fn read_end<R: Read>(input: &mut Input<R>) -> Result<(), RestoreError> {
         Err(e) => Err(Input::<&[u8]>::fail("end", e)),
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_v5_tests.rs"]
+mod v5_tests;
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,19 @@
 //! - chat log timestamps never decrease (a leader whose clock lags its predecessor's cannot make
 //!   time run backwards in the log: its messages take the latest time seen).
 //! - every room's position list is increasing and names live messages of that room; the lists
-//!   partition the chat log's live messages; with retention `n > 0` none is longer than `n`.
+//!   partition the chat log's live messages held in memory; with retention `n > 0` none is
+//!   longer than `n`. A room's `stored` count is its messages before the chat log's
+//!   `evicted_through` (only in the message store); the counts add up to `evicted_through`.
+//!
+//! # Rooms of a store-backed log
+//!
+//! With the message store (`with_store`) a room keeps in memory only the positions of its
+//! messages the chat log still holds in memory, plus how many older ones it has
+//! ([`RoomPositions`]): when the chat log evicts chunks, the rooms drop the positions up to its
+//! new `evicted_through`. `room_history` reads what it needs beyond the held positions through
+//! the store's room index (`History::room_page`), so its answers are those of the chat held in
+//! memory; `rooms` counts from the in-memory counts. Memory per room: 8 bytes per message
+//! still in memory, nothing per message only on disk.
 //! - every key's revision is in `1..=revision`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -86,12 +98,52 @@ impl RoomMeta {
     }
 }
 
+/// A room's messages: the positions of those held in memory (oldest first) and how many older
+/// ones only the message store has (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RoomPositions {
+    pub(crate) held: VecDeque<u64>,
+    pub(crate) stored: u64,
+}
+
+impl RoomPositions {
+    /// The room's messages, wherever they are.
+    pub(crate) fn count(&self) -> u64 {
+        self.stored + self.held.len() as u64
+    }
+
+    /// Forgets the held positions up to `through` (the chat log evicted them), counting them
+    /// as stored.
+    pub(crate) fn evict_through(&mut self, through: u64) {
+        while self.held.front().is_some_and(|&p| p <= through) {
+            self.held.pop_front();
+            self.stored += 1;
+        }
+    }
+}
+
+/// The same room: the same count, and where both hold a position in memory, the same one (a
+/// room of a store-backed machine holds fewer than the same room held in memory).
+impl PartialEq for RoomPositions {
+    fn eq(&self, other: &RoomPositions) -> bool {
+        let (short, long) = if self.held.len() <= other.held.len() {
+            (&self.held, &other.held)
+        } else {
+            (&other.held, &self.held)
+        };
+        self.count() == other.count() && long.iter().skip(long.len() - short.len()).eq(short)
+    }
+}
+
+impl Eq for RoomPositions {}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateMachine {
     pub(super) applied_index: Index,
     pub(super) chat_log: ChatLog,
-    /// Room name (without '#') to the positions of its retained messages, oldest first.
-    pub(super) rooms: BTreeMap<String, VecDeque<u64>>,
+    /// Room name (without '#') to the positions of its retained messages held in memory,
+    /// oldest first, and the count of older ones in the message store.
+    pub(super) rooms: BTreeMap<String, RoomPositions>,
     pub(super) kv: BTreeMap<String, KvValue>,
     /// Bumped by every successful key-value write; 0 before the first.
     pub(super) revision: u64,
@@ -129,7 +181,7 @@ impl StateMachine {
     /// A state machine with the given session limits (the same on every node of a cluster).
     pub fn with_session_config(config: SessionConfig) -> StateMachine {
         let mut rooms = BTreeMap::new();
-        rooms.insert(DEFAULT_ROOM.to_string(), VecDeque::new());
+        rooms.insert(DEFAULT_ROOM.to_string(), RoomPositions::default());
         StateMachine {
             applied_index: 0,
             chat_log: ChatLog::default(),
@@ -176,6 +228,12 @@ impl StateMachine {
         self.chat_log.store()
     }
 
+    /// Whether this machine's snapshots are incremental (version 5): its chat log is backed by
+    /// a message store that works (see `snapshot`).
+    pub fn incremental_snapshots(&self) -> bool {
+        self.chat_log.is_incremental()
+    }
+
     /// Messages kept per room; 0 = all.
     pub fn retain_messages(&self) -> u64 {
         self.retain_messages
@@ -185,7 +243,7 @@ impl StateMachine {
     pub(super) fn from_parts(
         applied_index: Index,
         chat_log: ChatLog,
-        rooms: BTreeMap<String, VecDeque<u64>>,
+        rooms: BTreeMap<String, RoomPositions>,
         kv: BTreeMap<String, KvValue>,
         revision: u64,
         sessions: Sessions,
@@ -348,18 +406,33 @@ impl StateMachine {
         let Some(positions) = self.rooms.get(room) else {
             return Vec::new();
         };
-        let from = positions.len().saturating_sub(n);
-        positions
-            .range(from..)
-            .filter_map(|&position| self.message(position))
-            .collect()
+        let held = &positions.held;
+        let mut out = Vec::new();
+        // Older than the held positions: from the store's room index.
+        let from_store = n.saturating_sub(held.len());
+        let from_store =
+            usize::try_from(positions.stored).map_or(from_store, |s| s.min(from_store));
+        if from_store > 0 {
+            let before = held
+                .front()
+                .copied()
+                .unwrap_or(self.chat_log.evicted_through() + 1);
+            let page = self.chat_log.room_page(room, before, from_store);
+            out.extend(page.into_iter().map(Cow::Owned));
+        }
+        let from = held.len().saturating_sub(n);
+        out.extend(
+            held.range(from..)
+                .filter_map(|&position| self.message(position)),
+        );
+        out
     }
 
     /// Every room with its retained message count, sorted by name.
     pub fn rooms(&self) -> Vec<(&str, u64)> {
         self.rooms
             .iter()
-            .map(|(name, positions)| (name.as_str(), positions.len() as u64))
+            .map(|(name, positions)| (name.as_str(), positions.count()))
             .collect()
     }
 
@@ -447,12 +520,12 @@ impl StateMachine {
             return Err(format!("unknown room #{room}: join it first"));
         };
         let position = self.chat_log.last_position() + 1;
-        positions.push_back(position);
-        let timestamp_ms = match self.chat_log.last() {
-            Some(last) => timestamp_ms.max(last.timestamp_ms),
+        positions.held.push_back(position);
+        let timestamp_ms = match self.chat_log.newest_timestamp_ms() {
+            Some(last) => timestamp_ms.max(last),
             None => timestamp_ms,
         };
-        self.chat_log.push(ChatMessage {
+        let evicted = self.chat_log.push(ChatMessage {
             position,
             index,
             room,
@@ -460,11 +533,18 @@ impl StateMachine {
             text,
             timestamp_ms,
         });
+        if let Some(through) = evicted {
+            // The chat log dropped chunks from memory: so do the rooms.
+            for positions in self.rooms.values_mut() {
+                positions.evict_through(through);
+            }
+            return Ok(Outcome::Posted { position });
+        }
         // Retention: the room's oldest messages go, the same on every node (a pure function
         // of the entries and `retain_messages`). The new message is never among them.
         if self.retain_messages > 0 {
-            while positions.len() as u64 > self.retain_messages {
-                if let Some(oldest) = positions.pop_front() {
+            while positions.held.len() as u64 > self.retain_messages {
+                if let Some(oldest) = positions.held.pop_front() {
                     let dropped = self.chat_log.remove(oldest);
                     debug_assert!(dropped, "a room lists position {oldest}, not in the log");
                 }
@@ -477,7 +557,7 @@ impl StateMachine {
         validate_room(&room)?;
         validate_nick(&nick)?;
         if !self.rooms.contains_key(&room) {
-            self.rooms.insert(room.clone(), VecDeque::new());
+            self.rooms.insert(room.clone(), RoomPositions::default());
             let meta = RoomMeta {
                 ops: BTreeSet::from([nick]),
                 ..RoomMeta::default()
@@ -543,7 +623,7 @@ impl StateMachine {
         }
         let existed = self.rooms.contains_key(&room);
         if !existed {
-            self.rooms.insert(room, VecDeque::new());
+            self.rooms.insert(room, RoomPositions::default());
         }
         Ok(Outcome::RoomCreated { existed })
     }
@@ -634,9 +714,9 @@ impl StateMachine {
             debug_assert!(last.position <= self.chat_log.last_position());
             debug_assert!(last.index <= self.applied_index);
             let room = self.rooms.get(&last.room);
-            debug_assert_eq!(room.and_then(|p| p.back()), Some(&last.position));
+            debug_assert_eq!(room.and_then(|p| p.held.back()), Some(&last.position));
             if self.retain_messages > 0 {
-                debug_assert!(room.map_or(0, |p| p.len()) as u64 <= self.retain_messages);
+                debug_assert!(room.map_or(0, |p| p.held.len()) as u64 <= self.retain_messages);
             }
             let before = self
                 .chat_log
@@ -670,19 +750,27 @@ impl StateMachine {
             previous = Some(m);
         }
         let mut listed = 0u64;
+        let mut stored = 0u64;
         for (room, positions) in &self.rooms {
-            if self.retain_messages > 0 && positions.len() as u64 > self.retain_messages {
-                return Err(format!("room {room} keeps {} messages", positions.len()));
+            if self.retain_messages > 0 && positions.count() > self.retain_messages {
+                return Err(format!("room {room} keeps {} messages", positions.count()));
             }
-            let mut last = 0;
-            for &position in positions {
+            stored += positions.stored;
+            let mut last = self.chat_log.evicted_through();
+            for &position in &positions.held {
                 let message = self.chat_log.get(position);
                 if position <= last || message.is_none_or(|m| &m.room != room) {
                     return Err(format!("room {room} lists position {position}"));
                 }
                 last = position;
             }
-            listed += positions.len() as u64;
+            listed += positions.count();
+        }
+        if stored != self.chat_log.evicted_through() {
+            return Err(format!(
+                "rooms count {stored} stored messages, the store holds {}",
+                self.chat_log.evicted_through()
+            ));
         }
         if listed != self.chat_log.len() {
             return Err(format!(

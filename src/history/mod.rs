@@ -430,6 +430,22 @@ impl History {
         self.sealed.len()
     }
 
+    /// The store's directory (for messages that name it).
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    /// Every segment, oldest first, as `(seq, base_position)`: the sealed ones and the active
+    /// one (what a snapshot's manifest names).
+    pub fn segments(&self) -> Vec<(u64, u64)> {
+        let sealed = self
+            .sealed
+            .iter()
+            .map(|s| (s.index.seq, s.index.base_position));
+        let active = self.active.iter().map(|a| (a.seq, a.base_position));
+        sealed.chain(active).collect()
+    }
+
     /// Bytes the cache holds now (for tests of the memory bound).
     pub fn cached_bytes(&self) -> usize {
         self.cache_used

@@ -292,12 +292,41 @@ impl Cluster {
             });
         }
         assert!(self.children[id].is_none(), "node {id} is already running");
+        let child = self.server_command(id).spawn().expect("spawn server");
+        self.children[id] = Some(child);
+        wait_for(&format!("node {id} to listen"), DEADLINE, || {
+            TcpStream::connect(self.addrs[id]).ok()
+        });
+    }
+
+    /// Starts node `id` (not a joined one) expecting it to refuse to start: its exit status,
+    /// or a panic if it still runs after `DEADLINE` (it is killed then).
+    pub fn spawn_expecting_exit(&mut self, id: usize) -> ExitStatus {
+        assert!(self.children[id].is_none(), "node {id} is already running");
+        let mut child = self.server_command(id).spawn().expect("spawn server");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {id} still runs after {DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The command that starts node `id` (not a joined one), its output appended to its log.
+    fn server_command(&self, id: usize) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(id))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        command
             .args([
                 id.to_string(),
                 self.bootstrap_len().to_string(),
@@ -313,13 +342,8 @@ impl Cluster {
             .args(self.tls_args(id))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn server");
-        self.children[id] = Some(child);
-        wait_for(&format!("node {id} to listen"), DEADLINE, || {
-            TcpStream::connect(self.addrs[id]).ok()
-        });
+            .stderr(log);
+        command
     }
 
     /// `kill -9` node `id` and reap it.

@@ -776,11 +776,12 @@ impl Replica {
         }
     }
 
-    /// Starts writing a snapshot once `snapshot_entries` entries were applied since the last,
-    /// and the log since then is at least as large as the last snapshot file. A snapshot writes
-    /// the whole chat state, so without the second rule a large chat would be rewritten every
-    /// few seconds; with it, snapshot writes cost at most about the log's own bytes (and the log
-    /// kept on disk and in the core stays under about one snapshot's size).
+    /// Starts writing a snapshot once `snapshot_entries` entries were applied since the last.
+    /// A whole-chat snapshot (version 4: `--retain-messages`, or a store that failed) also
+    /// waits until the log since the last one is at least as large as that file: without that
+    /// rule a large chat would be rewritten every few seconds; with it, snapshot writes cost at
+    /// most about the log's own bytes. An incremental one (version 5, the store holds the
+    /// history) costs what changed, so it follows `--snapshot-entries` alone.
     fn maybe_snapshot(&mut self) {
         let every = self.opts.snapshot_entries;
         let applied = self.sm.applied_index();
@@ -791,7 +792,7 @@ impl Replica {
         if every == 0
             || self.snapshots.is_writing()
             || applied < last.saturating_add(every)
-            || self.applied_bytes_since_snapshot < last_len
+            || (!self.sm.incremental_snapshots() && self.applied_bytes_since_snapshot < last_len)
         {
             return;
         }
@@ -803,9 +804,12 @@ impl Replica {
         let started = Instant::now();
         let capture = self.sm.capture();
         log::info!(
-            "node {}: snapshot at index {} captured in {:.1?}; writing it",
+            "node {}: snapshot at index {} (version {}, the store holds 1..={}) captured in \
+             {:.1?}; writing it",
             self.id,
             applied,
+            capture.version(),
+            capture.stored_through(),
             started.elapsed()
         );
         self.snapshots.start_write(meta, capture);

@@ -201,6 +201,9 @@ fn load_snapshot(
         0 => Some(open_store(opts)?),
         _ => None,
     };
+    let store_dir = store
+        .as_ref()
+        .and_then(|(store, _)| store.lock().ok().map(|s| s.dir().to_path_buf()));
     let Some(file) = snapshots.latest() else {
         let mut sm = StateMachine::default().with_retention(opts.retain_messages);
         if let Some((store, keep_chunks)) = store {
@@ -217,7 +220,14 @@ fn load_snapshot(
         }
         None => StateMachine::restore(&mut body, config, retain),
     }
-    .map_err(|why| ServerError::Snapshot(format!("{}: {why}", file.path.display())))?;
+    .map_err(|why| {
+        // A version-5 snapshot needs the store: a store that lost what it covers stops the
+        // node (as a corrupt log does), naming both.
+        let store = store_dir.map_or(String::new(), |d| {
+            format!(" (message store in {})", d.display())
+        });
+        ServerError::Snapshot(format!("{}: {why}{store}", file.path.display()))
+    })?;
     log::info!(
         "node {}: loaded snapshot at index {} (term {}, {} messages) in {:.1?}",
         opts.id,

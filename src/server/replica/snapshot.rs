@@ -234,6 +234,11 @@ impl Snapshots {
                     capture
                         .write_to(&mut writer)
                         .map_err(|e| StorageError::io("writing a snapshot", e))?;
+                    // Version 5: the store must hold what the body leaves out, durably,
+                    // before the file gets its name (the log may then forget those entries).
+                    capture
+                        .sync_store()
+                        .map_err(|e| StorageError::io("syncing the message store", e))?;
                     writer.finish()
                 });
                 let _ = tx.send(result);
