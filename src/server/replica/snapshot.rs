@@ -27,6 +27,15 @@
 //! last acknowledged offset after `STALL`. A complete file is verified (checksums, meta) and
 //! only then stepped into the follower's core as `InstallSnapshot`; the core answers through a
 //! `Ready::snapshot` that `node.rs` installs.
+//!
+//! A version-5 file leaves the messages at positions `1..=stored_through` to the message store,
+//! so it is small, but a follower whose store ends before `stored_through` cannot restore it.
+//! Such a file is parked here (`park_received`: renamed `*.fetching.tmp`) while the replica
+//! fetches the missing positions from the sender page by page (`fetch.rs`: `HistoryRequest`,
+//! `HistoryPage`, `HistoryRefused`); once the store holds them it is unparked and installed as
+//! above. That is the issue's "ships only the segments the follower lacks, and resumes per
+//! segment", done per page: each page appended is progress that a broken link, a lost frame, a
+//! leader change or a restart does not lose.
 
 use std::fs::File;
 use std::io::Read;
