@@ -163,7 +163,10 @@ impl Fetch {
                     sent: false,
                 },
             );
-            self.next = through + 1;
+            match through.checked_add(1) {
+                Some(next) => self.next = next,
+                None => break, // the last position there is (a damaged header): asked once
+            }
         }
         let mut out = Vec::new();
         for (&from, ask) in self.asked.iter_mut().filter(|(_, a)| !a.sent) {

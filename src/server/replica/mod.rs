@@ -252,6 +252,17 @@ impl Replica {
                 return false;
             }
         };
+        if stored_through > meta.index {
+            // Each message is one applied entry: a header claiming more is damaged.
+            log::error!(
+                "node {}: snapshot {} refused: its header says the store holds {stored_through} messages, more than its {} entries",
+                self.id,
+                meta.index,
+                meta.index
+            );
+            self.snapshots.discard_received(meta);
+            return false;
+        }
         let have = match self.sm.store().map(|s| s.lock()) {
             Some(Ok(store)) => Some(store.last_position()),
             // Restoring a body that needs a store fails without one, with a logged reason.
