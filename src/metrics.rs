@@ -127,6 +127,9 @@ pub struct SnapshotMetrics {
     pub save_seconds: Histogram,
     pub install_sent: u64,
     pub install_received: u64,
+    /// Follower: message history fetched for received snapshots (`ReplicaStats`).
+    pub history_fetched_bytes: u64,
+    pub history_fetched_pages: u64,
 }
 
 /// Replication traffic, overall and per peer (labelled by the peer's node id).
@@ -238,6 +241,8 @@ impl Default for Metrics {
                 save_seconds: Histogram::exponential(0.01, 2.0, 12),
                 install_sent: 0,
                 install_received: 0,
+                history_fetched_bytes: 0,
+                history_fetched_pages: 0,
             },
             peers: PeerMetrics::default(),
             clients: ClientMetrics::default(),
@@ -437,6 +442,18 @@ impl Metrics {
                     "raftchat_snapshot_install_received_total",
                     "InstallSnapshot transfers received from a leader.",
                     s.install_received,
+                ),
+                (
+                    COUNTER,
+                    "raftchat_snapshot_history_fetched_bytes_total",
+                    "Message history fetched for received snapshots, in page bytes.",
+                    s.history_fetched_bytes,
+                ),
+                (
+                    COUNTER,
+                    "raftchat_snapshot_history_fetched_pages_total",
+                    "History pages fetched for received snapshots.",
+                    s.history_fetched_pages,
                 ),
             ],
         );

@@ -210,6 +210,8 @@ fn every_family_is_declared_and_parses() {
         ("raftchat_snapshot_save_duration_seconds", "histogram"),
         ("raftchat_snapshot_install_sent_total", "counter"),
         ("raftchat_snapshot_install_received_total", "counter"),
+        ("raftchat_snapshot_history_fetched_bytes_total", "counter"),
+        ("raftchat_snapshot_history_fetched_pages_total", "counter"),
         ("raftchat_network_append_entries_sent_total", "counter"),
         (
             "raftchat_network_append_entries_entries_sent_total",

@@ -81,6 +81,10 @@ impl<'a> Reader<'a> {
         self.inner.u8("u8").map_err(malformed)
     }
 
+    pub(super) fn u16(&mut self) -> Result<u16, WireError> {
+        self.inner.u16("u16").map_err(malformed)
+    }
+
     pub(super) fn u32(&mut self) -> Result<u32, WireError> {
         self.inner.u32("u32").map_err(malformed)
     }

@@ -31,6 +31,22 @@ fn encode(frame: &PeerFrame<'_>) -> Vec<u8> {
         PeerFrame::SnapshotAck { snapshot, received } => {
             encode_snapshot_ack(*snapshot, *received, &mut out)
         }
+        PeerFrame::HistoryRequest {
+            snapshot,
+            from_position,
+            through,
+        } => encode_history_request(*snapshot, *from_position, *through, &mut out),
+        PeerFrame::HistoryPage {
+            snapshot,
+            first_position,
+            count,
+            messages,
+        } => encode_history_page(*snapshot, *first_position, *count, messages, &mut out),
+        PeerFrame::HistoryRefused {
+            snapshot,
+            from_position,
+            reason,
+        } => encode_history_refused(*snapshot, *from_position, reason, &mut out),
     }
     out
 }
@@ -58,9 +74,9 @@ fn random_bytes(rng: &mut SmallRng, len_max: usize) -> Vec<u8> {
 
 /// A frame with a valid checksum around a random body, so the body parsers see garbage.
 fn checksummed_garbage(rng: &mut SmallRng) -> Vec<u8> {
-    const TYPES: [u8; 16] = [
-        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x10, 0x11, 0x12, 0x13, 0x00,
-        0x42,
+    const TYPES: [u8; 19] = [
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x10, 0x11, 0x12, 0x13, 0x14,
+        0x15, 0x16, 0x00, 0x42,
     ];
     let frame_type = TYPES[rng.gen_range(0..TYPES.len())];
     let mut body = random_bytes(rng, 80);

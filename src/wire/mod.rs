@@ -91,6 +91,15 @@
 //! | 0x12 | SnapshotChunk | `term u64`, `snapshot_index u64`, `snapshot_term u64`, `total_len u64`, `offset u64`, then the file's bytes at `offset`: all remaining body bytes |
 //! | 0x13 | SnapshotAck   | `snapshot_index u64`, `snapshot_term u64`, `received u64`                      |
 //!
+//! History fetch (a follower whose message store lacks messages a received snapshot leaves to
+//! the store asks the sender for them, page by page; see `server::replica::fetch`):
+//!
+//! | type | frame          | body                                                                         |
+//! | ---- | -------------- | ---------------------------------------------------------------------------- |
+//! | 0x14 | HistoryRequest | `snapshot_index u64`, `snapshot_term u64`, `from_position u64`, `through u64` |
+//! | 0x15 | HistoryPage    | `snapshot_index u64`, `snapshot_term u64`, `first_position u64`, `count u32`, then `count` messages (`wire::history`'s layout): all remaining body bytes |
+//! | 0x16 | HistoryRefused | `snapshot_index u64`, `snapshot_term u64`, `from_position u64`, `reason_len u16`, `reason` (UTF-8, at most 1024 bytes) |
+//!
 //! Type 0x00 and every type not listed are refused (`UnknownType`).
 //!
 //! ## Worked example
@@ -111,6 +120,7 @@ mod codec;
 mod error;
 mod frame;
 mod handshake;
+mod history;
 mod peer;
 
 #[cfg(test)]
@@ -123,9 +133,14 @@ pub use handshake::{
     decode_handshake, decode_refusal, encode_handshake, encode_refusal, Handshake, HANDSHAKE_BYTES,
     REFUSAL_MAGIC,
 };
+pub use history::{
+    decode_history_messages, encode_history_message, history_message_bytes, history_message_fits,
+    HISTORY_MESSAGE_MIN_BYTES,
+};
 pub use peer::{
-    decode_peer_frame, encode_propose, encode_propose_rejected, encode_raft_message,
-    encode_snapshot_ack, encode_snapshot_chunk, raft_message_frame_bytes, PeerFrame,
+    decode_peer_frame, encode_history_page, encode_history_refused, encode_history_request,
+    encode_propose, encode_propose_rejected, encode_raft_message, encode_snapshot_ack,
+    encode_snapshot_chunk, raft_message_frame_bytes, PeerFrame, HISTORY_PAGE_HEADER_BYTES,
     SNAPSHOT_CHUNK_HEADER_BYTES,
 };
 

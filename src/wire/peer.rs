@@ -1,11 +1,15 @@
 //! Peer frames: the bodies of the frames nodes send each other after the handshake. Raft
-//! messages, and the two frames a follower and a leader use to forward client commands.
+//! messages, the two frames a follower and a leader use to forward client commands, the
+//! snapshot transfer (`SnapshotChunk`, `SnapshotAck`) and the history fetch that completes it
+//! (`HistoryRequest`, `HistoryPage`, `HistoryRefused`).
 //!
 //! It owns the frame type numbers and the byte layout of each body (documented field by field
 //! in `wire`'s module docs). It never touches a socket and never interprets a message: a decoded
 //! `Message` goes to `Raft::step` as it is, a `Propose` to the leader's `propose`.
 
-use super::codec::{option_u64_bytes, put_bool, put_option_u64, put_u32, put_u64, put_u8, Reader};
+use super::codec::{
+    option_u64_bytes, put_bool, put_option_u64, put_u16, put_u32, put_u64, put_u8, Reader,
+};
 use super::frame::{self, FRAME_HEADER_BYTES};
 use super::WireError;
 use crate::raft::{
@@ -45,6 +49,31 @@ pub enum PeerFrame<'a> {
         snapshot: SnapshotMeta,
         received: u64,
     },
+    /// A follower received `snapshot`'s file, whose messages up to some position live in the
+    /// message store, and its own store lacks some: it asks the sender for the messages at
+    /// positions `from_position..=through` (answered by one `HistoryPage` holding a prefix of
+    /// them, or a `HistoryRefused`).
+    HistoryRequest {
+        snapshot: SnapshotMeta,
+        from_position: u64,
+        through: u64,
+    },
+    /// `count` messages from the sender's store, positions `first_position..`, each in
+    /// `wire::history`'s layout (`messages`: all remaining body bytes; decoded by the receiver
+    /// with `decode_history_messages`, which checks the positions).
+    HistoryPage {
+        snapshot: SnapshotMeta,
+        first_position: u64,
+        count: u32,
+        messages: &'a [u8],
+    },
+    /// The sender cannot serve the request for `from_position` (it has no such snapshot, or
+    /// cannot read its store); `reason` is for the receiver's log.
+    HistoryRefused {
+        snapshot: SnapshotMeta,
+        from_position: u64,
+        reason: &'a str,
+    },
 }
 
 /// The `frame_type` byte of each peer frame. 0 is never used, so a zeroed buffer is refused.
@@ -65,6 +94,9 @@ enum PeerFrameType {
     ProposeRejected = 0x11,
     SnapshotChunk = 0x12,
     SnapshotAck = 0x13,
+    HistoryRequest = 0x14,
+    HistoryPage = 0x15,
+    HistoryRefused = 0x16,
 }
 
 impl PeerFrameType {
@@ -85,6 +117,9 @@ impl PeerFrameType {
             0x11 => ProposeRejected,
             0x12 => SnapshotChunk,
             0x13 => SnapshotAck,
+            0x14 => HistoryRequest,
+            0x15 => HistoryPage,
+            0x16 => HistoryRefused,
             _ => return None,
         })
     }
@@ -276,6 +311,71 @@ pub fn encode_snapshot_ack(snapshot: SnapshotMeta, received: u64, out: &mut Vec<
     frame::finish(out, start);
 }
 
+/// Bytes of a `HistoryPage` body before its messages.
+pub const HISTORY_PAGE_HEADER_BYTES: usize = 3 * 8 + 4;
+/// The longest reason a `HistoryRefused` carries (a longer one is cut at a char boundary).
+const REFUSAL_REASON_BYTES_MAX: usize = 1024;
+
+/// Appends a `HistoryRequest` frame: the sender wants positions `from_position..=through`.
+pub fn encode_history_request(
+    snapshot: SnapshotMeta,
+    from_position: u64,
+    through: u64,
+    out: &mut Vec<u8>,
+) {
+    let start = frame::begin(out, PeerFrameType::HistoryRequest as u8, 4 * 8);
+    put_u64(out, snapshot.index);
+    put_u64(out, snapshot.term);
+    put_u64(out, from_position);
+    put_u64(out, through);
+    frame::finish(out, start);
+}
+
+/// Appends a `HistoryPage` frame: `count` messages from `first_position`, already encoded
+/// (`encode_history_message`) in `messages`. The caller keeps `messages` well under
+/// `FRAME_BYTES_MAX - HISTORY_PAGE_HEADER_BYTES`.
+pub fn encode_history_page(
+    snapshot: SnapshotMeta,
+    first_position: u64,
+    count: u32,
+    messages: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let body_bytes = HISTORY_PAGE_HEADER_BYTES + messages.len();
+    let start = frame::begin(out, PeerFrameType::HistoryPage as u8, body_bytes);
+    put_u64(out, snapshot.index);
+    put_u64(out, snapshot.term);
+    put_u64(out, first_position);
+    put_u32(out, count);
+    out.extend_from_slice(messages);
+    frame::finish(out, start);
+}
+
+/// Appends a `HistoryRefused` frame; `reason` is cut to `REFUSAL_REASON_BYTES_MAX` bytes.
+pub fn encode_history_refused(
+    snapshot: SnapshotMeta,
+    from_position: u64,
+    reason: &str,
+    out: &mut Vec<u8>,
+) {
+    let mut cut = reason.len().min(REFUSAL_REASON_BYTES_MAX);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let reason = &reason.as_bytes()[..cut];
+    let start = frame::begin(
+        out,
+        PeerFrameType::HistoryRefused as u8,
+        3 * 8 + 2 + reason.len(),
+    );
+    put_u64(out, snapshot.index);
+    put_u64(out, snapshot.term);
+    put_u64(out, from_position);
+    put_u16(out, reason.len() as u16);
+    out.extend_from_slice(reason);
+    frame::finish(out, start);
+}
+
 /// Decodes the frame at the front of `buf`.
 ///
 /// `Ok(None)`: the frame is not all there yet; read more and call again with the longer buffer.
@@ -326,6 +426,38 @@ fn parse_body(frame_type: PeerFrameType, body: &[u8]) -> Result<PeerFrame<'_>, W
                 term: r.u64()?,
             },
             received: r.u64()?,
+        },
+        T::HistoryRequest => PeerFrame::HistoryRequest {
+            snapshot: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+            from_position: r.u64()?,
+            through: r.u64()?,
+        },
+        T::HistoryPage => PeerFrame::HistoryPage {
+            snapshot: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+            first_position: r.u64()?,
+            count: r.u32()?,
+            messages: r.rest(),
+        },
+        T::HistoryRefused => PeerFrame::HistoryRefused {
+            snapshot: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+            from_position: r.u64()?,
+            reason: {
+                let len = r.u16()? as usize;
+                if len > REFUSAL_REASON_BYTES_MAX {
+                    return Err(WireError::Malformed("refusal reason too long"));
+                }
+                std::str::from_utf8(r.bytes(len)?)
+                    .map_err(|_| WireError::Malformed("string is not UTF-8"))?
+            },
         },
         raft_type => raft(r, |r| raft_body(raft_type, r))?,
     };
@@ -384,9 +516,13 @@ fn raft_body(frame_type: PeerFrameType, r: &mut Reader<'_>) -> Result<MessageBod
                     .map_err(|_| WireError::Malformed("bad configuration"))?
             },
         },
-        T::Propose | T::ProposeRejected | T::SnapshotChunk | T::SnapshotAck => {
-            return Err(WireError::Malformed("not a Raft message type"))
-        }
+        T::Propose
+        | T::ProposeRejected
+        | T::SnapshotChunk
+        | T::SnapshotAck
+        | T::HistoryRequest
+        | T::HistoryPage
+        | T::HistoryRefused => return Err(WireError::Malformed("not a Raft message type")),
     })
 }
 
@@ -599,6 +735,30 @@ pub(super) mod tests {
         encode_propose_rejected(42, Some(2), &mut out);
         frames.push(std::mem::take(&mut out));
         encode_propose_rejected(43, None, &mut out);
+        frames.push(std::mem::take(&mut out));
+        let snapshot = SnapshotMeta {
+            index: 9_000,
+            term: 4,
+        };
+        encode_history_request(snapshot, 1, 4_096, &mut out);
+        frames.push(std::mem::take(&mut out));
+        let mut messages = Vec::new();
+        for position in 7..9 {
+            crate::wire::encode_history_message(
+                &crate::chat::ChatMessage {
+                    position,
+                    index: position + 3,
+                    room: "#a".into(),
+                    nick: "bo".into(),
+                    text: "hé".into(),
+                    timestamp_ms: 5,
+                },
+                &mut messages,
+            );
+        }
+        encode_history_page(snapshot, 7, 2, &messages, &mut out);
+        frames.push(std::mem::take(&mut out));
+        encode_history_refused(snapshot, 7, "no such snapshot", &mut out);
         frames.push(out);
         frames
     }
@@ -716,6 +876,67 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn history_frames_round_trip() {
+        let snapshot = SnapshotMeta {
+            index: 70_000,
+            term: 3,
+        };
+        let mut out = Vec::new();
+        encode_history_request(snapshot, 12, u64::MAX, &mut out);
+        assert_eq!(
+            decode_whole(&out),
+            PeerFrame::HistoryRequest {
+                snapshot,
+                from_position: 12,
+                through: u64::MAX
+            }
+        );
+        for messages in [&b""[..], &[0xAB; 5000]] {
+            out.clear();
+            encode_history_page(snapshot, 12, 77, messages, &mut out);
+            assert_eq!(
+                out.len(),
+                FRAME_HEADER_BYTES + HISTORY_PAGE_HEADER_BYTES + messages.len()
+            );
+            assert_eq!(
+                decode_whole(&out),
+                PeerFrame::HistoryPage {
+                    snapshot,
+                    first_position: 12,
+                    count: 77,
+                    messages
+                }
+            );
+        }
+        out.clear();
+        encode_history_refused(snapshot, 12, "store unreadable: é", &mut out);
+        assert_eq!(
+            decode_whole(&out),
+            PeerFrame::HistoryRefused {
+                snapshot,
+                from_position: 12,
+                reason: "store unreadable: é"
+            }
+        );
+        // A reason too long is cut at a char boundary, never split inside a char.
+        out.clear();
+        let long = "é".repeat(REFUSAL_REASON_BYTES_MAX);
+        encode_history_refused(snapshot, 1, &long, &mut out);
+        let PeerFrame::HistoryRefused { reason, .. } = decode_whole(&out) else {
+            panic!("not a refusal")
+        };
+        assert_eq!(reason.len(), REFUSAL_REASON_BYTES_MAX);
+        // A refusal whose reason is not UTF-8 or longer than allowed is malformed.
+        let mut body = vec![0; 24];
+        body.extend_from_slice(&[0, 2, 0xC3, 0x28]);
+        assert!(decode_peer_frame(&raw_frame(0x16, &body)).is_err());
+        let mut body = vec![0; 24];
+        body.extend_from_slice(&[0xFF, 0xFF]);
+        body.extend_from_slice(&[b'a'; 0xFFFF]);
+        assert!(decode_peer_frame(&raw_frame(0x16, &body)).is_err());
+    }
+
+    #[test]
     fn every_prefix_of_a_valid_frame_is_incomplete() {
         for frame in sample_frames() {
             for cut in 0..frame.len() {
@@ -778,7 +999,7 @@ pub(super) mod tests {
 
     #[test]
     fn unknown_types_are_refused_from_the_header_alone() {
-        for frame_type in [0x00, 0x0B, 0x0F, 0x14, 0xFF] {
+        for frame_type in [0x00, 0x0B, 0x0F, 0x17, 0xFF] {
             let frame = raw_frame(frame_type, &[0; 24]);
             let header_only = &frame[..FRAME_HEADER_BYTES];
             assert_eq!(

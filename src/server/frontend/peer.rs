@@ -1,6 +1,7 @@
 //! The peer front-end: inbound links from other members. It checks the handshake, decodes
 //! frames (borrowed from the read buffer) and hands each to the replica, or to the request
-//! table for forwarded proposals and their refusals.
+//! table for forwarded proposals and their refusals. Snapshot chunks and history requests are
+//! answered on the link to the sender (`SnapshotAck`, `HistoryPage` or `HistoryRefused`).
 
 use crate::raft::NodeId;
 use crate::server::services::{Failure, Services};
@@ -128,5 +129,30 @@ fn on_frame(
         PeerFrame::SnapshotAck { snapshot, received } => {
             svc.replica.on_snapshot_ack(node, snapshot, received);
         }
+        PeerFrame::HistoryRequest {
+            snapshot,
+            from_position,
+            through,
+        } => {
+            let replica = &mut svc.replica;
+            svc.transport.send_to(node, |out| {
+                replica.on_history_request(node, snapshot, from_position, through, out)
+            });
+        }
+        PeerFrame::HistoryPage {
+            snapshot,
+            first_position,
+            count,
+            messages,
+        } => svc
+            .replica
+            .on_history_page(node, snapshot, first_position, count, messages),
+        PeerFrame::HistoryRefused {
+            snapshot,
+            from_position,
+            reason,
+        } => svc
+            .replica
+            .on_history_refused(node, snapshot, from_position, reason),
     }
 }

@@ -653,6 +653,9 @@ impl Telnet {
             format!("syncs_in_flight {}", svc.replica.syncs_in_flight()),
             format!("wal_bytes_written {}", svc.replica.wal_bytes_written()),
             format!("append_entries_sent {}", stats.append_entries_sent),
+            format!("history_fetched_bytes {}", stats.history_fetched_bytes),
+            format!("history_fetched_pages {}", stats.history_fetched_pages),
+            format!("history_served_bytes {}", stats.history_served_bytes),
             format!(
                 "entries_per_append_mean {:.2}",
                 stats.entries_per_append_mean()

@@ -750,6 +750,8 @@ fn metrics_of(svc: &Services) -> Metrics {
     m.snapshot.saves = stats.snapshots_taken;
     m.snapshot.save_seconds = stats.snapshot_seconds.clone();
     m.snapshot.install_received = stats.snapshots_installed;
+    m.snapshot.history_fetched_bytes = stats.history_fetched_bytes;
+    m.snapshot.history_fetched_pages = stats.history_fetched_pages;
     m.peers.append_entries_sent = stats.append_entries_sent;
     m.peers.entries_sent = stats.append_entries_entries;
     m.snapshot.install_sent = stats.snapshots_sent;

@@ -17,6 +17,7 @@
 //! fsync do its `persisted_messages` (votes, acknowledgements) leave, and (4) the core is told
 //! `advance(number)`, strictly in Ready order; (5) committed entries are applied.
 
+mod fetch;
 mod members;
 mod open;
 mod snapshot;
@@ -34,6 +35,7 @@ use crate::raft::{
     SoftState, Status, Term,
 };
 use crate::storage::Wal;
+use crate::wire;
 
 pub use open::ReplicaOptions;
 use snapshot::{ChunkOutcome, Cleanup, Snapshots};
@@ -107,6 +109,8 @@ pub struct Replica {
     /// A snapshot received from the leader, restored to read its members before the core was
     /// asked to install it; used by the install that follows.
     restored: Option<(SnapshotMeta, StateMachine)>,
+    /// Follower: the message history a received snapshot needs, being fetched (`fetch.rs`).
+    fetch: Option<fetch::Fetch>,
 }
 
 impl Replica {
@@ -221,32 +225,244 @@ impl Replica {
         {
             ChunkOutcome::Ack { received } => received,
             ChunkOutcome::Complete { term, meta } => {
-                // The core takes the snapshot's configuration with it: read it from the file
-                // now (the restored machine is kept for the install that follows).
-                let sm = match self.restore_received(meta) {
-                    Ok(sm) => sm,
-                    Err(e) => {
-                        log::error!("node {}: snapshot {} refused: {e}", self.id, meta.index);
-                        self.snapshots.discard_received(meta);
-                        return 0;
-                    }
-                };
-                let membership = members::membership_of(sm.members());
-                self.restored = Some((meta, sm));
-                self.raft.step(Message {
-                    from,
-                    to: self.id,
-                    term,
-                    body: MessageBody::InstallSnapshot {
-                        snapshot: meta,
-                        membership,
-                    },
-                });
-                if self.raft.snapshot() != Some(meta) {
-                    self.restored = None;
-                    self.snapshots.discard_received(meta);
+                if self.on_file_received(from, term, meta, Instant::now()) {
+                    total_len
+                } else {
+                    0
                 }
-                total_len
+            }
+        }
+    }
+
+    /// A complete, verified snapshot file for `meta` from `from`. If it leaves messages to the
+    /// message store that this node's store lacks, they are fetched first (`fetch.rs`; the file
+    /// waits, parked); otherwise it is installed now. False if it was refused.
+    fn on_file_received(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        now: Instant,
+    ) -> bool {
+        let stored_through = match self.snapshots.received_stored_through(meta) {
+            Ok(n) => n,
+            Err(e) => {
+                log::error!("node {}: snapshot {} refused: {e}", self.id, meta.index);
+                self.snapshots.discard_received(meta);
+                return false;
+            }
+        };
+        if stored_through > meta.index {
+            // Each message is one applied entry: a header claiming more is damaged.
+            log::error!(
+                "node {}: snapshot {} refused: its header says the store holds {stored_through} messages, more than its {} entries",
+                self.id,
+                meta.index,
+                meta.index
+            );
+            self.snapshots.discard_received(meta);
+            return false;
+        }
+        let have = match self.sm.store().map(|s| s.lock()) {
+            Some(Ok(store)) => Some(store.last_position()),
+            // Restoring a body that needs a store fails without one, with a logged reason.
+            Some(Err(_)) | None => None,
+        };
+        let Some(have) = have.filter(|&have| stored_through > have) else {
+            self.fetch = None;
+            return self.install_received(from, term, meta);
+        };
+        if let Err(e) = self.snapshots.park_received(meta) {
+            log::error!("node {}: snapshot {} refused: {e}", self.id, meta.index);
+            self.snapshots.discard_received(meta);
+            return false;
+        }
+        if self
+            .fetch
+            .as_ref()
+            .is_some_and(|f| f.meta == meta && f.from == from)
+        {
+            return true; // the same file again (the core resent it): the fetch goes on
+        }
+        log::info!(
+            "node {}: snapshot {} from node {from} needs message positions {}..={}; fetching them",
+            self.id,
+            meta.index,
+            have + 1,
+            stored_through
+        );
+        self.fetch = Some(fetch::Fetch::new(
+            from,
+            term,
+            meta,
+            stored_through,
+            have,
+            now,
+        ));
+        true
+    }
+
+    /// Restores the received file for `meta` (the core takes the snapshot's configuration with
+    /// it) and steps `InstallSnapshot` from `from` into the core. False if it was refused.
+    fn install_received(&mut self, from: NodeId, term: Term, meta: SnapshotMeta) -> bool {
+        if let Err(e) = self.snapshots.unpark_received(meta) {
+            log::error!("node {}: snapshot {} refused: {e}", self.id, meta.index);
+            self.snapshots.discard_received(meta);
+            return false;
+        }
+        // Read the configuration from the file now (the restored machine is kept for the
+        // install that follows).
+        let sm = match self.restore_received(meta) {
+            Ok(sm) => sm,
+            Err(e) => {
+                log::error!("node {}: snapshot {} refused: {e}", self.id, meta.index);
+                self.snapshots.discard_received(meta);
+                return false;
+            }
+        };
+        let membership = members::membership_of(sm.members());
+        self.restored = Some((meta, sm));
+        self.raft.step(Message {
+            from,
+            to: self.id,
+            term,
+            body: MessageBody::InstallSnapshot {
+                snapshot: meta,
+                membership,
+            },
+        });
+        if self.raft.snapshot() != Some(meta) {
+            self.restored = None;
+            self.snapshots.discard_received(meta);
+        }
+        true
+    }
+
+    /// Follower: a page of the history being fetched for `snapshot`, from `from`. Once the
+    /// store holds all the snapshot needs, the snapshot is installed.
+    pub fn on_history_page(
+        &mut self,
+        from: NodeId,
+        snapshot: SnapshotMeta,
+        first_position: u64,
+        count: u32,
+        messages: &[u8],
+    ) {
+        let now = Instant::now();
+        let Some(f) = self
+            .fetch
+            .as_mut()
+            .filter(|f| f.meta == snapshot && f.from == from)
+        else {
+            log::info!(
+                "node {}: dropped a history page (snapshot {}, position {first_position}) from node {from}: no such fetch",
+                self.id,
+                snapshot.index
+            );
+            return;
+        };
+        let Some(store) = self.sm.store().cloned() else {
+            self.fetch = None;
+            return;
+        };
+        match f.on_page(&store, first_position, count, messages, now) {
+            Ok(complete) => {
+                self.stats.history_fetched_bytes += messages.len() as u64;
+                self.stats.history_fetched_pages += 1;
+                if !complete {
+                    return;
+                }
+                let Some(f) = self.fetch.take() else {
+                    return;
+                };
+                log::info!(
+                    "node {}: fetched positions through {} for snapshot {} from node {} ({} bytes in {} pages, {:.1?}); installing it",
+                    self.id,
+                    f.stored_through,
+                    snapshot.index,
+                    f.from,
+                    f.bytes,
+                    f.pages,
+                    now.duration_since(f.started)
+                );
+                self.install_received(f.from, f.term, snapshot);
+            }
+            Err(fetch::PageError::Refused(why)) => log::warn!(
+                "node {}: history page (snapshot {}, position {first_position}) from node {from} refused: {why}",
+                self.id,
+                snapshot.index
+            ),
+            Err(fetch::PageError::Store(why)) => {
+                log::error!(
+                    "node {}: the message store cannot take the history of snapshot {}: {why}; fetch dropped",
+                    self.id,
+                    snapshot.index
+                );
+                self.fetch = None;
+                self.snapshots.discard_received(snapshot);
+            }
+        }
+    }
+
+    /// Follower: `from` cannot serve the history of `snapshot`: the fetch ends (the core sends
+    /// InstallSnapshot again, maybe of a newer snapshot).
+    pub fn on_history_refused(
+        &mut self,
+        from: NodeId,
+        snapshot: SnapshotMeta,
+        from_position: u64,
+        reason: &str,
+    ) {
+        if !self
+            .fetch
+            .as_ref()
+            .is_some_and(|f| f.meta == snapshot && f.from == from)
+        {
+            return;
+        }
+        log::warn!(
+            "node {}: node {from} refused the history of snapshot {} from position {from_position}: {reason}; fetch dropped",
+            self.id,
+            snapshot.index
+        );
+        self.fetch = None;
+        self.snapshots.discard_received(snapshot);
+    }
+
+    /// Any node: `from` asks for positions `from_position..=through` of the history of
+    /// `snapshot`; the answer (a page, or a refusal) is encoded into `out`.
+    pub fn on_history_request(
+        &mut self,
+        from: NodeId,
+        snapshot: SnapshotMeta,
+        from_position: u64,
+        through: u64,
+        out: &mut Vec<u8>,
+    ) {
+        let latest = self.snapshots.latest_meta();
+        let answer = match (latest, self.sm.store()) {
+            (_, None) => Err("this node keeps no message store".to_string()),
+            (Some(latest), Some(store)) if latest.index >= snapshot.index => {
+                fetch::serve(store, from_position, through)
+            }
+            (latest, _) => Err(format!(
+                "this node no longer has snapshot {} (its latest: {:?})",
+                snapshot.index,
+                latest.map(|m| m.index)
+            )),
+        };
+        match answer {
+            Ok((count, messages)) => {
+                self.stats.history_served_bytes += messages.len() as u64;
+                wire::encode_history_page(snapshot, from_position, count, &messages, out);
+            }
+            Err(why) => {
+                log::warn!(
+                    "node {}: refused node {from} the history of snapshot {} from position {from_position}: {why}",
+                    self.id,
+                    snapshot.index
+                );
+                wire::encode_history_refused(snapshot, from_position, &why, out);
             }
         }
     }
@@ -261,9 +477,46 @@ impl Replica {
     pub fn pump_snapshots(
         &mut self,
         now: Instant,
-        send: impl FnMut(NodeId, &mut dyn FnMut(&mut Vec<u8>)) -> bool,
+        mut send: impl FnMut(NodeId, &mut dyn FnMut(&mut Vec<u8>)) -> bool,
     ) {
-        self.snapshots.pump(now, send);
+        self.snapshots.pump(now, &mut send);
+        self.pump_fetch(now, send);
+    }
+
+    /// Follower: sends the history requests the fetch wants now; drops an abandoned fetch.
+    fn pump_fetch(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(NodeId, &mut dyn FnMut(&mut Vec<u8>)) -> bool,
+    ) {
+        let Some(f) = self.fetch.as_mut() else {
+            return;
+        };
+        if f.abandoned(now) {
+            log::warn!(
+                "node {}: the history fetch for snapshot {} made no progress for {:.0?}; abandoned",
+                self.id,
+                f.meta.index,
+                snapshot::ABANDON
+            );
+            let meta = f.meta;
+            self.fetch = None;
+            self.snapshots.discard_received(meta);
+            return;
+        }
+        let have = match self.sm.store().map(|s| s.lock()) {
+            Some(Ok(store)) => store.last_position(),
+            _ => return,
+        };
+        let (to, meta) = (f.from, f.meta);
+        for (from_position, through) in f.requests(have, now) {
+            let sent = send(to, &mut |buf: &mut Vec<u8>| {
+                wire::encode_history_request(meta, from_position, through, buf)
+            });
+            if !sent {
+                break; // the link is down: the stall timer asks again
+            }
+        }
     }
 
     /// Runs the Ready loop until the core has nothing more to say, or until enough syncs are

@@ -160,6 +160,7 @@ impl Replica {
             durable_index,
             members: Default::default(),
             restored: None,
+            fetch: None,
         })
     }
 }

@@ -27,8 +27,18 @@
 //! last acknowledged offset after `STALL`. A complete file is verified (checksums, meta) and
 //! only then stepped into the follower's core as `InstallSnapshot`; the core answers through a
 //! `Ready::snapshot` that `node.rs` installs.
+//!
+//! A version-5 file leaves the messages at positions `1..=stored_through` to the message store,
+//! so it is small, but a follower whose store ends before `stored_through` cannot restore it.
+//! Such a file is parked here (`park_received`: renamed `*.fetching.tmp`) while the replica
+//! fetches the missing positions from the sender page by page (`fetch.rs`: `HistoryRequest`,
+//! `HistoryPage`, `HistoryRefused`); once the store holds them it is unparked and installed as
+//! above. That is the issue's "ships only the segments the follower lacks, and resumes per
+//! segment", done per page: each page appended is progress that a broken link, a lost frame, a
+//! leader change or a restart does not lose.
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -37,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
-use crate::chat::ChatSnapshot;
+use crate::chat::{peek_header, ChatSnapshot, BODY_HEADER_BYTES};
 use crate::raft::{Entry, NodeId, SnapshotMeta, Term};
 use crate::storage::{
     self, FsyncPolicy, SnapshotFile, SnapshotReceiver, SnapshotStore, StorageError,
@@ -167,6 +177,9 @@ pub(super) struct Snapshots {
     incoming: Option<Incoming>,
     /// A verified file stepped into the core, waiting for its `Ready::snapshot`.
     received: Option<SnapshotFile>,
+    /// Where the parked received file (`park_received`) belongs.
+    parked_from: Option<PathBuf>,
+    fsync: FsyncPolicy,
     /// Scratch for chunk reads.
     chunk: Vec<u8>,
     janitor: Janitor,
@@ -197,6 +210,8 @@ impl Snapshots {
             outgoing: (0..members).map(|_| None).collect(),
             incoming: None,
             received: None,
+            parked_from: None,
+            fsync,
             chunk: Vec::new(),
             janitor,
         })
@@ -448,6 +463,7 @@ impl Snapshots {
         };
         match incoming.receiver.finish() {
             Ok(file) => {
+                self.drop_parked();
                 self.received = Some(file);
                 ChunkOutcome::Complete { term, meta }
             }
@@ -461,6 +477,10 @@ impl Snapshots {
     /// The core did not take the file received for `meta` (it already held that prefix, or the
     /// sender was not its leader): delete it, so it never stands in for this node's own.
     pub(super) fn discard_received(&mut self, meta: SnapshotMeta) {
+        if self.received.as_ref().is_some_and(|f| f.meta == meta) && self.parked_from.is_some() {
+            self.drop_parked();
+            return;
+        }
         if let Some(file) = self.take_received(meta) {
             if self.latest.as_ref().is_some_and(|l| l.path == file.path) {
                 return; // the same snapshot this node already holds, received again
@@ -469,6 +489,79 @@ impl Snapshots {
                 log::warn!("cannot delete unused snapshot {}: {e}", file.path.display());
             }
         }
+    }
+
+    /// How much of the message store the file received for `meta` needs: its body header's
+    /// `stored_through` (0 for a body before version 5, or one too short to say).
+    pub(super) fn received_stored_through(&self, meta: SnapshotMeta) -> Result<u64, StorageError> {
+        let Some(file) = self.received(meta) else {
+            return Ok(0);
+        };
+        let mut prefix = Vec::with_capacity(BODY_HEADER_BYTES);
+        file.body()?
+            .take(BODY_HEADER_BYTES as u64)
+            .read_to_end(&mut prefix)
+            .map_err(|e| StorageError::io(format!("reading {}", file.path.display()), e))?;
+        Ok(peek_header(&prefix).map_or(0, |h| h.stored_through))
+    }
+
+    /// Moves the file received for `meta` out of the way while the history it needs is fetched
+    /// (`fetch.rs`): under a temporary name, so a restart meanwhile neither loads it (the store
+    /// could not restore it yet) nor keeps it (`SnapshotStore::open` deletes temporary files).
+    pub(super) fn park_received(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        let latest = self.latest.as_ref().map(|l| l.path.clone());
+        let Some(file) = self.received.as_mut().filter(|f| f.meta == meta) else {
+            return Ok(());
+        };
+        if latest.as_ref() == Some(&file.path) || file.path.extension().is_some_and(|e| e == "tmp")
+        {
+            return Ok(()); // this node's own latest, received again; or parked already
+        }
+        let parked = file.path.with_extension("fetching.tmp");
+        std::fs::rename(&file.path, &parked)
+            .map_err(|e| StorageError::io(format!("renaming {}", file.path.display()), e))?;
+        self.parked_from = Some(std::mem::replace(&mut file.path, parked));
+        // Durably: a restart that found the file under its name would refuse to start (its
+        // store cannot back it yet). Known gap: a crash between the receiver naming the file
+        // and this rename leaves it named.
+        self.sync_dir()
+    }
+
+    /// Fsyncs the snapshot directory (under `FsyncPolicy::Always`), so renames in it last.
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        if self.fsync == FsyncPolicy::Always {
+            let dir = self.store.dir();
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StorageError::io(format!("fsync {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a parked received file (a newer one replaces it, or its fetch ended).
+    fn drop_parked(&mut self) {
+        if self.parked_from.take().is_none() {
+            return;
+        }
+        if let Some(file) = self.received.take() {
+            if let Err(e) = std::fs::remove_file(&file.path) {
+                log::warn!("cannot delete {}: {e}", file.path.display());
+            }
+        }
+    }
+
+    /// Gives the parked file for `meta` its name back (durably), before it is installed.
+    pub(super) fn unpark_received(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        let Some(file) = self.received.as_mut().filter(|f| f.meta == meta) else {
+            return Ok(());
+        };
+        let Some(path) = self.parked_from.take() else {
+            return Ok(());
+        };
+        std::fs::rename(&file.path, &path)
+            .map_err(|e| StorageError::io(format!("renaming {}", file.path.display()), e))?;
+        file.path = path;
+        self.sync_dir()
     }
 
     /// The verified file received for `meta`, still held (its members are read before the

@@ -40,6 +40,12 @@ pub struct ReplicaStats {
     pub snapshot_started: Option<Instant>,
     /// InstallSnapshots the core asked to send (each streamed as chunks).
     pub snapshots_sent: u64,
+    /// Follower: bytes of message history fetched for received snapshots (`HistoryPage`
+    /// messages taken), and pages.
+    pub history_fetched_bytes: u64,
+    pub history_fetched_pages: u64,
+    /// Bytes of message history served to followers in `HistoryPage`s.
+    pub history_served_bytes: u64,
     /// Per peer: AppendEntries/Heartbeat send to its response (the oldest unanswered one).
     pub round_trip_seconds: BTreeMap<u64, Histogram>,
     /// Per peer: when the oldest unanswered AppendEntries or Heartbeat was sent.

@@ -286,32 +286,69 @@ impl Cluster {
                     frames.push((to, buf));
                     true
                 });
-            for (to, buf) in frames {
-                let (frame, _) = wire::decode_peer_frame(&buf)
-                    .expect("valid")
-                    .expect("whole");
-                let PeerFrame::SnapshotChunk {
-                    term,
-                    snapshot,
-                    total_len,
-                    offset,
-                    data,
-                } = frame
-                else {
-                    panic!("pump sends only snapshot chunks");
-                };
-                let received = self.nodes[to as usize].replica.on_snapshot_chunk(
-                    from as NodeId,
-                    term,
-                    snapshot,
-                    total_len,
-                    offset,
-                    data,
-                );
+            let mut queue: VecDeque<(usize, usize, Vec<u8>)> = frames
+                .into_iter()
+                .map(|(to, buf)| (from, to as usize, buf))
+                .collect();
+            while let Some((sender, to, buf)) = queue.pop_front() {
+                if self.cut[to] || self.cut[sender] {
+                    continue;
+                }
+                if let Some(reply) = self.deliver(sender, to, &buf) {
+                    queue.push_back((to, sender, reply));
+                }
+            }
+        }
+    }
+
+    /// Delivers one peer frame from `from` to `to`, as the peer front-end would; the frame sent
+    /// back on the link, if any.
+    fn deliver(&mut self, from: usize, to: usize, buf: &[u8]) -> Option<Vec<u8>> {
+        let (frame, _) = wire::decode_peer_frame(buf).expect("valid").expect("whole");
+        let sender = from as NodeId;
+        let node = &mut self.nodes[to].replica;
+        match frame {
+            PeerFrame::SnapshotChunk {
+                term,
+                snapshot,
+                total_len,
+                offset,
+                data,
+            } => {
+                let received =
+                    node.on_snapshot_chunk(sender, term, snapshot, total_len, offset, data);
                 self.nodes[from]
                     .replica
-                    .on_snapshot_ack(to, snapshot, received);
+                    .on_snapshot_ack(to as NodeId, snapshot, received);
+                None
             }
+            PeerFrame::HistoryRequest {
+                snapshot,
+                from_position,
+                through,
+            } => {
+                let mut out = Vec::new();
+                node.on_history_request(sender, snapshot, from_position, through, &mut out);
+                Some(out)
+            }
+            PeerFrame::HistoryPage {
+                snapshot,
+                first_position,
+                count,
+                messages,
+            } => {
+                node.on_history_page(sender, snapshot, first_position, count, messages);
+                None
+            }
+            PeerFrame::HistoryRefused {
+                snapshot,
+                from_position,
+                reason,
+            } => {
+                node.on_history_refused(sender, snapshot, from_position, reason);
+                None
+            }
+            other => panic!("pump sends only snapshot and history frames, not {other:?}"),
         }
     }
 
@@ -368,6 +405,16 @@ fn three_replicas_elect_replicate_and_catch_a_lagging_follower_up_by_snapshot() 
             .any(|e| matches!(e, Event::SnapshotInstalled(_))),
         "it caught up through a snapshot, not the log"
     );
+    // The v5 snapshot left the messages to the store: the lagging node fetched them.
+    let fetched = c.nodes[lagging].replica.stats().history_fetched_bytes;
+    assert!(
+        c.nodes[lagging].replica.stats().history_fetched_pages > 0 && fetched > 0,
+        "the history came in pages"
+    );
+    let served: u64 = (0..3)
+        .map(|i| c.nodes[i].replica.stats().history_served_bytes)
+        .sum();
+    assert!(served >= fetched, "served {served}, fetched {fetched}");
     let leader_log: Vec<String> = c.nodes[leader]
         .replica
         .sm()
