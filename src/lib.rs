@@ -34,7 +34,10 @@
 //! - [`client`]: a blocking client library with exactly-once retries (used by the load
 //!   generator and the tests); `client::proto` re-exports [`proto`].
 //! - [`history`]: the message store: committed chat messages in immutable checksummed segment
-//!   files on disk, indexed by position and by room, with a bounded cache of the newest.
+//!   files on disk, indexed by position and by room, with a bounded cache of the newest. A
+//!   snapshot (body version 5) leaves the stored messages to it and carries only the small
+//!   state; a follower fetches the store positions a received snapshot needs
+//!   (`server::replica::fetch`, `wire::history`).
 //! - [`codec`]: the length-checked reader and the writers every binary format is built from.
 //! - [`tls`]: TLS building blocks (rustls with ring): certificate files with precise errors,
 //!   peer/client configurations, node ids from certificate CNs, a non-blocking TLS stream that
@@ -50,7 +53,7 @@
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
 //! cluster simulator); `tests/storage_*.rs`, `tests/history_store.rs`; real processes in `tests/server_cluster.rs`,
 //! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs`, `tests/retention.rs`,
-//! `tests/history_server.rs`, `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
+//! `tests/history_server.rs`, `tests/history_install.rs`, `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
 //! the fault suite `tests/faults.rs` (harness in `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
 
 pub mod chat;
