@@ -534,7 +534,8 @@ impl StateMachine {
             timestamp_ms,
         });
         if let Some(through) = evicted {
-            // The chat log dropped chunks from memory: so do the rooms.
+            // The chat log dropped chunks from memory: so do the rooms. (Only a store-backed
+            // log evicts, and it has no retention: nothing more to do.)
             for positions in self.rooms.values_mut() {
                 positions.evict_through(through);
             }
