@@ -595,6 +595,45 @@ impl SnapshotReceiver {
             len,
         })
     }
+
+    /// As [`SnapshotReceiver::finish`], but the verified, durable file is renamed to
+    /// `<its name>.fetching.tmp` instead of its name: [`SnapshotStore::open`] deletes it after a
+    /// crash, so it stands in for nothing until the caller gives it its name (the second
+    /// value) with a rename, once whatever it depends on is durable too (a version-5 body
+    /// needs the message store to hold its history). Naming it only then leaves no moment at
+    /// which a crash could leave a named snapshot its node cannot restore.
+    pub fn finish_parked(mut self) -> Result<(SnapshotFile, PathBuf), StorageError> {
+        if self.received != self.total_len {
+            return Err(StorageError::invalid_input(format!(
+                "snapshot incomplete: {} of {} bytes received",
+                self.received, self.total_len
+            )));
+        }
+        let tmp = self.tmp.clone().unwrap_or_default();
+        let len = verify(&self.file, &tmp, self.cluster_id, self.meta)?;
+        let named = self.store_dir.join(file_name(self.meta));
+        let parked = named.with_extension("fetching.tmp");
+        if self.fsync == FsyncPolicy::Always {
+            self.file
+                .sync_all()
+                .map_err(|e| StorageError::io(format!("fsync {}", tmp.display()), e))?;
+        }
+        fs::rename(&tmp, &parked).map_err(|e| {
+            StorageError::io(
+                format!("renaming {} to {}", tmp.display(), parked.display()),
+                e,
+            )
+        })?;
+        self.tmp = None;
+        Ok((
+            SnapshotFile {
+                meta: self.meta,
+                path: parked,
+                len,
+            },
+            named,
+        ))
+    }
 }
 
 impl Drop for SnapshotReceiver {
@@ -819,6 +858,40 @@ mod tests {
         assert_eq!(follower.latest().unwrap(), Some(got.clone()));
         assert_eq!(body_of(&got), data);
         assert_eq!(names(dst_dir.path()), vec![file_name(sent.meta)]);
+    }
+
+    #[test]
+    fn a_file_received_parked_is_named_only_by_its_caller_and_a_crash_forgets_it() {
+        let src_dir = tempfile::tempdir().unwrap();
+        let dst_dir = tempfile::tempdir().unwrap();
+        let leader = store(src_dir.path());
+        let follower = store(dst_dir.path());
+        let data = body(20_000, 3);
+        let sent = write(&leader, meta(40, 2), &data);
+        let bytes = fs::read(&sent.path).unwrap();
+        let receive = || {
+            let mut r = follower.receive(sent.meta, sent.len).unwrap();
+            r.write_chunk(0, &bytes).unwrap();
+            r.finish_parked().unwrap()
+        };
+        let (got, named) = receive();
+        assert_eq!(named, dst_dir.path().join(file_name(sent.meta)));
+        assert_ne!(got.path, named);
+        assert_eq!(
+            body_of(&got),
+            data,
+            "verified and readable where it is parked"
+        );
+        // Not a snapshot of this node yet: a crash now, and the reopened store forgets it.
+        assert_eq!(follower.latest().unwrap(), None);
+        let reopened = store(dst_dir.path());
+        assert_eq!(reopened.latest().unwrap(), None);
+        assert!(names(dst_dir.path()).is_empty());
+        // Received again and named by the caller: now it is the latest.
+        let (got, named) = receive();
+        fs::rename(&got.path, &named).unwrap();
+        let latest = store(dst_dir.path()).latest().unwrap().unwrap();
+        assert_eq!((latest.meta, latest.len), (sent.meta, sent.len));
     }
 
     #[test]

@@ -30,7 +30,10 @@
 //!
 //! A version-5 file leaves the messages at positions `1..=stored_through` to the message store,
 //! so it is small, but a follower whose store ends before `stored_through` cannot restore it.
-//! Such a file is parked here (`park_received`: renamed `*.fetching.tmp`) while the replica
+//! Every received file arrives parked (`SnapshotReceiver::finish_parked`: verified, durable,
+//! under `*.fetching.tmp`, which a restart deletes) and gets its name only in
+//! `unpark_received`, just before it is installed; so no crash leaves a named snapshot the
+//! store cannot back. A file that needs history stays parked while the replica
 //! fetches the missing positions from the sender page by page (`fetch.rs`: `HistoryRequest`,
 //! `HistoryPage`, `HistoryRefused`); once the store holds them it is unparked and installed as
 //! above. That is the issue's "ships only the segments the follower lacks, and resumes per
@@ -461,10 +464,13 @@ impl Snapshots {
         let Some(incoming) = self.incoming.take() else {
             return ChunkOutcome::Ack { received: 0 };
         };
-        match incoming.receiver.finish() {
-            Ok(file) => {
+        // Parked from the start: the file gets its name only in `unpark_received`, once the
+        // history it needs is in the store, just before it is installed.
+        match incoming.receiver.finish_parked() {
+            Ok((file, named)) => {
                 self.drop_parked();
                 self.received = Some(file);
+                self.parked_from = Some(named);
                 ChunkOutcome::Complete { term, meta }
             }
             Err(e) => {
@@ -522,8 +528,8 @@ impl Snapshots {
             .map_err(|e| StorageError::io(format!("renaming {}", file.path.display()), e))?;
         self.parked_from = Some(std::mem::replace(&mut file.path, parked));
         // Durably: a restart that found the file under its name would refuse to start (its
-        // store cannot back it yet). Known gap: a crash between the receiver naming the file
-        // and this rename leaves it named.
+        // store cannot back it yet). (A received file arrives parked already: this is for a
+        // file that was named.)
         self.sync_dir()
     }
 
