@@ -109,14 +109,16 @@ fn nodes_serve_more_history_than_they_hold_snapshot_it_incrementally_and_restart
 
     // A follower killed (kill -9) under load restarts and serves the same history.
     let follower = (leader + 1) % 3;
-    let mut load = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--nodes", &cluster.addrs[leader].to_string()])
-        .args(["--connections", "4", "--pipeline", "8", "--size", "40"])
-        .args(["--count", "8000"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn loadgen");
+    let mut load = common::ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["--nodes", &cluster.addrs[leader].to_string()])
+            .args(["--connections", "4", "--pipeline", "8", "--size", "40"])
+            .args(["--count", "8000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn loadgen"),
+    );
     let before = common::field(
         &wait_for("status", DEADLINE, || common::status(&cluster, follower)),
         "applied",
@@ -128,7 +130,7 @@ fn nodes_serve_more_history_than_they_hold_snapshot_it_incrementally_and_restart
     cluster.kill(follower);
     cluster.spawn(follower);
     let status = wait_for("the load to finish", Duration::from_secs(120), || {
-        load.try_wait().unwrap()
+        load.0.try_wait().unwrap()
     });
     assert!(status.success(), "loadgen: {status:?}");
     let reference = cluster.chat_log(leader);

@@ -716,3 +716,14 @@ pub fn cluster_id_of(members: &[SocketAddr]) -> u64 {
     }
     hash
 }
+
+/// A helper process (a load generator) that is killed when the guard goes, so a test that
+/// fails while it runs leaves nothing behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
