@@ -413,21 +413,26 @@ fn install(
     meta: SnapshotMeta,
     fsync: FsyncPolicy,
 ) -> Result<PathBuf, StorageError> {
-    if fsync == FsyncPolicy::Always {
-        file.sync_all()
-            .map_err(|e| StorageError::io(format!("fsync {}", tmp.display()), e))?;
-    }
     let path = dir.join(file_name(meta));
-    fs::rename(tmp, &path).map_err(|e| {
-        StorageError::io(
-            format!("renaming {} to {}", tmp.display(), path.display()),
-            e,
-        )
-    })?;
+    place(file, tmp, &path, fsync)?;
     if fsync == FsyncPolicy::Always {
         sync_dir(dir)?;
     }
     Ok(path)
+}
+
+/// Makes the complete temp file durable (per policy) and renames it to `path`.
+fn place(file: &File, tmp: &Path, path: &Path, fsync: FsyncPolicy) -> Result<(), StorageError> {
+    if fsync == FsyncPolicy::Always {
+        file.sync_all()
+            .map_err(|e| StorageError::io(format!("fsync {}", tmp.display()), e))?;
+    }
+    fs::rename(tmp, path).map_err(|e| {
+        StorageError::io(
+            format!("renaming {} to {}", tmp.display(), path.display()),
+            e,
+        )
+    })
 }
 
 /// A snapshot being written from the local state machine. Buffered; the body's length and
@@ -577,7 +582,22 @@ impl SnapshotReceiver {
     /// Checks the complete file (magic, version, cluster, checksums, and that its header names
     /// `meta()`), fsyncs it (per policy) and renames it into place. Damaged data is `Corrupt`,
     /// and the temp file is gone.
-    pub fn finish(mut self) -> Result<SnapshotFile, StorageError> {
+    pub fn finish(self) -> Result<SnapshotFile, StorageError> {
+        self.finish_into(false).map(|(file, _)| file)
+    }
+
+    /// As [`SnapshotReceiver::finish`], but the verified, durable file is renamed to
+    /// `<its name>.fetching.tmp` instead of its name: [`SnapshotStore::open`] deletes it after a
+    /// crash, so it stands in for nothing until the caller gives it its name (the second
+    /// value) with a rename, once whatever it depends on is durable too (a version-5 body
+    /// needs the message store to hold its history). Naming it only then leaves no moment at
+    /// which a crash could leave a named snapshot its node cannot restore.
+    pub fn finish_parked(self) -> Result<(SnapshotFile, PathBuf), StorageError> {
+        self.finish_into(true)
+    }
+
+    /// `finish` (`parked` false) or `finish_parked`: the file, and the name it has or is to get.
+    fn finish_into(mut self, parked: bool) -> Result<(SnapshotFile, PathBuf), StorageError> {
         if self.received != self.total_len {
             return Err(StorageError::invalid_input(format!(
                 "snapshot incomplete: {} of {} bytes received",
@@ -587,52 +607,22 @@ impl SnapshotReceiver {
         let tmp = self.tmp.clone().unwrap_or_default();
         // Drop removes the temp file if either step fails.
         let len = verify(&self.file, &tmp, self.cluster_id, self.meta)?;
-        let path = install(&self.file, &tmp, &self.store_dir, self.meta, self.fsync)?;
+        let (path, named) = if parked {
+            let named = self.store_dir.join(file_name(self.meta));
+            let path = named.with_extension("fetching.tmp");
+            place(&self.file, &tmp, &path, self.fsync)?;
+            (path, named)
+        } else {
+            let path = install(&self.file, &tmp, &self.store_dir, self.meta, self.fsync)?;
+            (path.clone(), path)
+        };
         self.tmp = None;
-        Ok(SnapshotFile {
+        let file = SnapshotFile {
             meta: self.meta,
             path,
             len,
-        })
-    }
-
-    /// As [`SnapshotReceiver::finish`], but the verified, durable file is renamed to
-    /// `<its name>.fetching.tmp` instead of its name: [`SnapshotStore::open`] deletes it after a
-    /// crash, so it stands in for nothing until the caller gives it its name (the second
-    /// value) with a rename, once whatever it depends on is durable too (a version-5 body
-    /// needs the message store to hold its history). Naming it only then leaves no moment at
-    /// which a crash could leave a named snapshot its node cannot restore.
-    pub fn finish_parked(mut self) -> Result<(SnapshotFile, PathBuf), StorageError> {
-        if self.received != self.total_len {
-            return Err(StorageError::invalid_input(format!(
-                "snapshot incomplete: {} of {} bytes received",
-                self.received, self.total_len
-            )));
-        }
-        let tmp = self.tmp.clone().unwrap_or_default();
-        let len = verify(&self.file, &tmp, self.cluster_id, self.meta)?;
-        let named = self.store_dir.join(file_name(self.meta));
-        let parked = named.with_extension("fetching.tmp");
-        if self.fsync == FsyncPolicy::Always {
-            self.file
-                .sync_all()
-                .map_err(|e| StorageError::io(format!("fsync {}", tmp.display()), e))?;
-        }
-        fs::rename(&tmp, &parked).map_err(|e| {
-            StorageError::io(
-                format!("renaming {} to {}", tmp.display(), parked.display()),
-                e,
-            )
-        })?;
-        self.tmp = None;
-        Ok((
-            SnapshotFile {
-                meta: self.meta,
-                path: parked,
-                len,
-            },
-            named,
-        ))
+        };
+        Ok((file, named))
     }
 }
 
