@@ -1819,6 +1819,27 @@ mod tests {
             .contains("more than the configured 1"));
     }
 
+    /// `bytes` damaged the `round % 3`th way: truncated, a few bits flipped, or a short run
+    /// overwritten with random bytes.
+    pub(super) fn damage(bytes: &[u8], round: usize, rng: &mut SmallRng) -> Vec<u8> {
+        let mut damaged = bytes.to_vec();
+        match round % 3 {
+            0 => damaged.truncate(rng.gen_range(0..bytes.len())),
+            1 => {
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..damaged.len());
+                    damaged[at] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            _ => {
+                let at = rng.gen_range(0..damaged.len());
+                let len = rng.gen_range(1..=8.min(damaged.len() - at));
+                rng.fill(&mut damaged[at..at + len]);
+            }
+        }
+        damaged
+    }
+
     #[test]
     fn damaged_encodings_never_panic() {
         let sm = busy_machine(300);
@@ -1827,21 +1848,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(11);
         let mut refused = 0;
         for round in 0..3_000 {
-            let mut damaged = bytes.clone();
-            match round % 3 {
-                0 => damaged.truncate(rng.gen_range(0..bytes.len())),
-                1 => {
-                    for _ in 0..rng.gen_range(1..4) {
-                        let at = rng.gen_range(0..damaged.len());
-                        damaged[at] ^= 1 << rng.gen_range(0..8);
-                    }
-                }
-                _ => {
-                    let at = rng.gen_range(0..damaged.len());
-                    let len = rng.gen_range(1..=8.min(damaged.len() - at));
-                    rng.fill(&mut damaged[at..at + len]);
-                }
-            }
+            let damaged = damage(&bytes, round, &mut rng);
             match StateMachine::restore(&mut &damaged[..], config, 0) {
                 Err(_) => refused += 1,
                 Ok(_) => assert_ne!(round % 3, 0, "a truncation was accepted"),

@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::chat::command::{Command, Op, Origin};
+use crate::chat::command::Op;
+use crate::chat::store_tests::entry;
 use crate::chat::state::CHUNK_LEN;
 use crate::history::HistoryOptions;
 use rand::rngs::SmallRng;
@@ -28,20 +29,6 @@ fn store(dir: &std::path::Path) -> Arc<Mutex<History>> {
     store_with(dir, 256 << 10)
 }
 
-fn entry(index: Index, op: Op) -> Vec<u8> {
-    let mut data = Vec::new();
-    Command {
-        origin: Origin {
-            node: 1,
-            req: index,
-        },
-        timestamp_ms: 1_000 + index,
-        session: None,
-        op,
-    }
-    .encode(&mut data);
-    data
-}
 
 /// The rooms (and a key, and a session), applied to every machine given.
 fn setup(machines: &mut [&mut StateMachine]) {
@@ -330,21 +317,7 @@ fn damaged_v5_bodies_never_panic() {
     assert!(restore_into(&bytes, target.clone()).is_ok());
     let mut refused = 0;
     for round in 0..3_000 {
-        let mut damaged = bytes.clone();
-        match round % 3 {
-            0 => damaged.truncate(rng.gen_range(0..bytes.len())),
-            1 => {
-                for _ in 0..rng.gen_range(1..4) {
-                    let at = rng.gen_range(0..damaged.len());
-                    damaged[at] ^= 1 << rng.gen_range(0..8);
-                }
-            }
-            _ => {
-                let at = rng.gen_range(0..damaged.len());
-                let len = rng.gen_range(1..=8.min(damaged.len() - at));
-                rng.fill(&mut damaged[at..at + len]);
-            }
-        }
+        let damaged = super::tests::damage(&bytes, round, &mut rng);
         match restore_into(&damaged, target.clone()) {
             Err(_) => refused += 1,
             Ok(_) => assert_ne!(round % 3, 0, "a truncation was accepted"),

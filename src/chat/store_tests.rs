@@ -20,7 +20,8 @@ fn store(dir: &std::path::Path) -> Arc<Mutex<History>> {
     Arc::new(Mutex::new(History::open(opts).unwrap().0))
 }
 
-fn entry(index: Index, op: Op) -> Vec<u8> {
+/// The command entry at `index` that applies `op` (shared with the version-5 snapshot tests).
+pub(super) fn entry(index: Index, op: Op) -> Vec<u8> {
     let mut data = Vec::new();
     Command {
         origin: Origin {
