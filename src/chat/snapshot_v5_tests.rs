@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::chat::command::Op;
-use crate::chat::store_tests::entry;
 use crate::chat::state::CHUNK_LEN;
+use crate::chat::store_tests::entry;
 use crate::history::HistoryOptions;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -28,7 +28,6 @@ fn store_with(dir: &std::path::Path, segment_bytes: u64) -> Arc<Mutex<History>> 
 fn store(dir: &std::path::Path) -> Arc<Mutex<History>> {
     store_with(dir, 256 << 10)
 }
-
 
 /// The rooms (and a key, and a session), applied to every machine given.
 fn setup(machines: &mut [&mut StateMachine]) {

@@ -11,7 +11,9 @@
 //! Every `--snapshot-entries` applied entries the loop captures the chat state
 //! (`StateMachine::capture`: full chunks of the chat log are shared, so the loop copies only the
 //! key-value store, the session table and the last partial chunk) and hands it to a helper
-//! thread that encodes it into `<data-dir>/snapshots/`, fsyncs and renames it into place. When the
+//! thread that encodes it into `<data-dir>/snapshots/`, fsyncs and renames it into place. With
+//! the message store the body is version 5 (the small state; the store holds the messages), and
+//! the thread syncs the store before the file gets its name (`ChatSnapshot::sync_store`). When the
 //! thread reports back (through the loop's waker), the loop tells the core (`Raft::compact`) and
 //! detaches the log's segments before the kept window (`Wal::detach_prefix`); the janitor thread
 //! frees the dropped entries and deletes those segments and older snapshots, off the loop.
