@@ -315,22 +315,28 @@ impl ChatSnapshot {
         self.incremental.as_ref().map_or(0, |inc| inc.through)
     }
 
-    /// Version 5: makes the message store durable up to `stored_through` (locks it, syncs it,
-    /// checks it holds that position). The snapshot file must not get its name before: from
+    /// Version 5: makes the message store durable up to `stored_through` (writes its buffer
+    /// under the lock, fsyncs without it, checks it holds that position). The snapshot file must not get its name before: from
     /// then on the Raft log may forget the entries that carried those messages. Nothing to do
     /// for other versions.
     pub fn sync_store(&self) -> io::Result<()> {
         let Some(inc) = &self.incremental else {
             return Ok(());
         };
-        let mut store = inc
+        let poisoned = || io::Error::other("the message store's lock is poisoned");
+        // The lock only to write what is buffered: the fsync runs without it, so the event
+        // loop, which appends under the same lock, is not held up by this thread's disk.
+        let ticket = inc
             .store
             .lock()
-            .map_err(|_| io::Error::other("the message store's lock is poisoned"))?;
-        store
-            .sync()
+            .map_err(|_| poisoned())?
+            .begin_sync()
             .map_err(|e| io::Error::other(format!("syncing the message store: {e}")))?;
-        let last = store.last_position();
+        let last = ticket.through();
+        if let Err(e) = ticket.wait() {
+            inc.store.lock().map_err(|_| poisoned())?.mark_failed(&e);
+            return Err(io::Error::other(format!("syncing the message store: {e}")));
+        }
         if last < inc.through {
             return Err(io::Error::other(format!(
                 "the message store ends at position {last}, before the snapshot's {}",

@@ -517,15 +517,34 @@ impl History {
 
     /// Writes and fdatasyncs the buffered records: every message appended before is durable.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        let ticket = self.begin_sync()?;
+        ticket.wait().inspect_err(|e| self.mark_failed(e))
+    }
+
+    /// The first half of [`History::sync`], for a caller that shares the store behind a lock
+    /// and must not hold it through an fsync (the snapshot writer: the event loop appends
+    /// under the same lock). Writes what is buffered and returns what is left to do, which
+    /// [`SyncTicket::wait`] does without the store. Segments sealed meanwhile were fsynced
+    /// by the seal itself, so once the ticket's wait returns Ok, every position up to
+    /// [`SyncTicket::through`] is durable. If it fails, hand the error to
+    /// [`History::mark_failed`]: after a failed fsync the kernel may have dropped the dirty
+    /// pages, so the store must not be trusted again without a reopen.
+    pub fn begin_sync(&mut self) -> Result<SyncTicket, StorageError> {
         self.flush()?;
-        if let Some(active) = &self.active {
-            if let Err(e) = active.file.sync_data() {
-                let why = format!("fsync {}: {e}", active.path.display());
-                self.failed = Some(why.clone());
-                return Err(StorageError::io(why, e));
-            }
+        Ok(SyncTicket {
+            active: self
+                .active
+                .as_ref()
+                .map(|a| (Arc::clone(&a.file), a.path.clone())),
+            through: self.last_position(),
+        })
+    }
+
+    /// Poisons the store after a failed [`SyncTicket::wait`] (see [`History::begin_sync`]).
+    pub fn mark_failed(&mut self, error: &StorageError) {
+        if self.failed.is_none() {
+            self.failed = Some(error.to_string());
         }
-        Ok(())
     }
 
     /// Drops the oldest cached messages beyond `cache_bytes`, keeping any not yet written.
@@ -841,6 +860,30 @@ impl History {
             total += segment::verify(&a.path, &buf[..len], a.base_position)?;
         }
         Ok(total)
+    }
+}
+
+/// An fsync of the active segment taken out of the store ([`History::begin_sync`]), so the
+/// store's lock need not be held while the disk works.
+#[derive(Debug)]
+pub struct SyncTicket {
+    active: Option<(Arc<File>, PathBuf)>,
+    through: u64,
+}
+
+impl SyncTicket {
+    /// Every position up to this is durable once [`SyncTicket::wait`] returns Ok.
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+
+    /// Makes the segment durable (blocks for the fsync).
+    pub fn wait(self) -> Result<(), StorageError> {
+        if let Some((file, path)) = self.active {
+            file.sync_data()
+                .map_err(|e| StorageError::io(format!("fsync {}", path.display()), e))?;
+        }
+        Ok(())
     }
 }
 

@@ -262,3 +262,33 @@ fn without_a_cache_reads_see_what_was_written() {
         vec![1, 2, 3, 4, 5]
     );
 }
+
+#[test]
+fn a_sync_ticket_covers_what_was_appended_before_it_and_waits_without_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = filled(dir.path(), 300);
+    let ticket = h.begin_sync().unwrap();
+    assert_eq!(ticket.through(), 300);
+    // The store goes on while the ticket is outstanding (nothing borrows it).
+    h.append(&message(301)).unwrap();
+    ticket.wait().unwrap();
+    // What the ticket covers is in the files: a second opening (the first still holds 301
+    // in its buffer) reads 1..=300 back.
+    let (again, opened) = History::open(options(dir.path())).unwrap();
+    assert_eq!(opened, Opened::default());
+    assert_eq!(again.last_position(), 300);
+    assert_eq!(again.verify().unwrap(), 300);
+    assert_eq!(again.get(300).unwrap(), Some(message(300)));
+}
+
+#[test]
+fn a_failed_sync_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = filled(dir.path(), 10);
+    let error = StorageError::io("fsync test", std::io::Error::other("injected"));
+    h.mark_failed(&error);
+    assert!(matches!(
+        h.append(&message(11)),
+        Err(StorageError::Poisoned(why)) if why.contains("injected")
+    ));
+}
