@@ -27,6 +27,7 @@ import datetime
 import inspect
 import math
 import re
+import os
 import signal
 import socket
 import sys
@@ -228,6 +229,47 @@ def cmd_probe(port, deadline_s):
     )
 
 
+def drop_caches():
+    """Empties the kernel's page cache (root only), so the next reads go to the disk."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def cmd_cold(port, room, n, rounds):
+    """Per round: drop the page cache, send `history #room n` on one connection and, right
+    behind it, `status` on another; time both answers. With reads of old history on the event
+    loop, `status` waits for the disk; with them off the loop, it does not."""
+    reader, prober = Conn(int(port), timeout=30.0), Conn(int(port), timeout=30.0)
+    reader.leave_general()
+    prober.leave_general()
+    history_ms, status_ms, errors = [], [], []
+    for _ in range(int(rounds)):
+        drop_caches()
+        t0 = time.perf_counter()
+        reader.sock.sendall(f"history #{room} {n}\n".encode())
+        _, final = prober.command("status")
+        status_ms.append((time.perf_counter() - t0) * 1000)
+        while True:
+            got = reader.file.readline()
+            if not got:
+                raise ConnectionError("connection closed during history")
+            if got.split(b" ", 1)[0] in FINAL:
+                break
+        history_ms.append((time.perf_counter() - t0) * 1000)
+        if not got.startswith(b"end"):
+            errors.append(got.decode(errors="replace").strip())
+    for name, times in (("history", history_ms), ("status behind it", status_ms)):
+        times.sort()
+        print(
+            f"{name}: rounds {len(times)} p50_ms {percentile(times, 50):.2f} "
+            f"max_ms {times[-1] if times else float('nan'):.2f}"
+        )
+    if errors:
+        print("first error:", errors[0])
+        sys.exit(1)
+
+
 SNAP_RE = re.compile(
     r"^(?:\[n\d+\] )?(\S+) .*node (\d+): snapshot at index (\d+) "
     r"(?:captured in|durable \((\d+) bytes\))"
@@ -290,6 +332,8 @@ def main():
         "chatlog": cmd_chatlog,
         "snapshots": cmd_snapshots,
         "probe": cmd_probe,
+        "cold": cmd_cold,
+        "drop_caches": drop_caches,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

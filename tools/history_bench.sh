@@ -18,6 +18,10 @@
 #   4 chatlog    under the same write load, one `get chatLog` on READ_NODE read as fast as
 #                possible: bytes, messages, seconds, MB/s (bounded by CHATLOG_TIMEOUT_S); and the
 #                peak RSS of every node during phases 3-4 (sampled every second).
+#   cold         (only when named in PHASES; root) COLD_ROUNDS times: drop the page cache, send
+#                `history #early 50` and right behind it `status` on a second connection; both
+#                answers' ms. Then drop it again and read `get chatLog` as in phase 4, with
+#                `status` timed meanwhile: what a cold disk costs the other clients.
 #   5 snapshots  from the node logs: every snapshot taken (index, bytes, seconds from capture
 #                to durable) and the WAL bytes logged since the previous one (the entries between
 #                them times the node's mean WAL bytes per entry at the end of the fill).
@@ -26,6 +30,7 @@
 #   MESSAGES=1000000 SIZE=1000 bash tools/history_bench.sh       # the issue's sizes
 #   MESSAGES=20000000 SIZE=100 bash tools/history_bench.sh
 #   PHASES="fill restart" SERVER_ARGS="--memory-budget-mib 128" bash tools/history_bench.sh
+#   PHASES="fill cold" bash tools/history_bench.sh                # reads from a cold disk
 #
 # Every phase is bounded in time (FILL_TIMEOUT_S, RESTART_TIMEOUT_S, HISTORY_TIMEOUT_S,
 # CHATLOG_TIMEOUT_S), and the fill stops early when the machine runs short of memory or disk
@@ -42,6 +47,7 @@ EARLY=${EARLY:-50}
 SAMPLE_S=${SAMPLE_S:-5}
 LOAD_RATE=${LOAD_RATE:-10000}
 HISTORY_REQUESTS=${HISTORY_REQUESTS:-2000}
+COLD_ROUNDS=${COLD_ROUNDS:-20}
 READ_NODE=${READ_NODE:-leader}   # leader, follower or a node id
 FILL_TIMEOUT_S=${FILL_TIMEOUT_S:-3600}
 RESTART_TIMEOUT_S=${RESTART_TIMEOUT_S:-300}
@@ -206,7 +212,7 @@ if has_phase restart; then
   echo "restart: $(rss_line)"
 fi
 
-if has_phase history || has_phase chatlog; then
+if has_phase history || has_phase chatlog || has_phase cold; then
   lead=$(leader_id)
   case $READ_NODE in
     leader) read_id=$lead ;;
@@ -273,6 +279,13 @@ fi
 if has_phase chatlog; then
   echo "== chatlog ($(stamp)) on node $read_id"
   under_load "get chatLog on node $read_id" $py chatlog "$read_port" "$CHATLOG_TIMEOUT_S"
+fi
+
+if has_phase cold; then
+  echo "== cold ($(stamp)) on node $read_id: the page cache dropped before each read (root)"
+  $py cold "$read_port" early 50 "$COLD_ROUNDS" | sed "s/^/cold history #early 50 on node $read_id: /" || true
+  $py drop_caches
+  under_load "cold get chatLog on node $read_id" $py chatlog "$read_port" "$CHATLOG_TIMEOUT_S"
 fi
 
 if [[ -n $sampler_pid ]]; then
