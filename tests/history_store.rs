@@ -405,3 +405,103 @@ fn check_against_model(h: &History, rng: &mut impl rand::Rng, what: &str) {
         "{what}: page {room} {before} {n}"
     );
 }
+
+/// Copies every file of `from` into `to` (emptied first).
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(to).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A seal runs its fsyncs on the sealing thread, so a crash can leave the newest sealed
+/// segment without its index and short of its data, with the next segment already on disk.
+/// Cut it at every offset: the store keeps its valid prefix, makes it the active segment,
+/// deletes the newer segment (the log appends those messages again), and is whole again once
+/// they are appended. A segment cut nowhere only gets its index rebuilt.
+#[test]
+fn a_seal_interrupted_by_a_crash_at_every_offset_keeps_the_valid_prefix() {
+    let built = tempfile::tempdir().unwrap();
+    let paths = build(built.path());
+    let n = paths.len();
+    let sealed = &paths[n - 2];
+    let name = sealed.file_name().unwrap();
+    let base = base_of(sealed);
+    let next_base = base_of(&paths[n - 1]);
+    let in_sealed = records(sealed, next_base - 1);
+    let full = fs::metadata(sealed).unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join(name);
+    for cut in HEADER_LEN..=full {
+        copy_dir(built.path(), dir.path());
+        fs::remove_file(target.with_extension("idx")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let (mut h, opened) =
+            History::open(options(dir.path())).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let kept = in_sealed.iter().filter(|r| r.2 <= cut).count() as u64;
+        let kept_to = in_sealed.iter().filter(|r| r.2 <= cut).map(|r| r.2).max();
+        let kept_to = kept_to.unwrap_or(HEADER_LEN);
+        if cut == full {
+            assert_eq!((h.last_position(), opened.indexes_rebuilt), (COUNT, 1));
+            assert_eq!(opened.torn_tail, None);
+            continue;
+        }
+        assert_eq!(h.last_position(), base + kept - 1, "cut at {cut}");
+        let torn = (cut != kept_to).then(|| TornTail {
+            file: target.clone(),
+            offset: kept_to,
+            bytes_cut: cut - kept_to,
+        });
+        assert_eq!(opened.torn_tail, torn, "cut at {cut}");
+        assert_eq!(
+            segments(dir.path()).len(),
+            n - 1,
+            "cut at {cut}: newer removed"
+        );
+        assert_eq!(
+            all(&h).unwrap(),
+            (1..base + kept).map(message).collect::<Vec<_>>()
+        );
+        for p in base + kept..=COUNT {
+            h.append(&message(p)).unwrap();
+        }
+        h.sync().unwrap();
+        drop(h);
+        let (h, again) = History::open(options(dir.path())).unwrap();
+        assert_eq!(again.torn_tail, None, "cut at {cut}: second open");
+        assert_eq!(
+            all(&h).unwrap(),
+            (1..=COUNT).map(message).collect::<Vec<_>>(),
+            "cut at {cut}"
+        );
+        assert_eq!(h.room_len("dev"), COUNT.div_ceil(2), "cut at {cut}");
+    }
+}
+
+/// Damage inside a segment whose index is missing, with valid records after it, is still
+/// refused: only a short tail is taken for an interrupted seal.
+#[test]
+fn damage_inside_an_unindexed_sealed_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = build(dir.path());
+    let sealed = &paths[paths.len() - 2];
+    let first = records(sealed, base_of(&paths[paths.len() - 1]) - 1)[0];
+    fs::remove_file(sealed.with_extension("idx")).unwrap();
+    let mut bytes = fs::read(sealed).unwrap();
+    bytes[(first.1 + 45) as usize] ^= 0x01;
+    fs::write(sealed, bytes).unwrap();
+    expect_corrupt(
+        History::open(options(dir.path())),
+        sealed,
+        first.1,
+        "a flipped bit in the first record",
+    );
+}

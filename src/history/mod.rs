@@ -25,14 +25,16 @@
 //! A segment holds consecutive positions from its `base_position`; the next segment starts at
 //! the position after its predecessor's last. The newest segment is the *active* one: records
 //! are appended to it (buffered, written by `flush`, made durable by `sync`). Once it reaches
-//! `segment_bytes` it is *sealed*: written, fsynced, and its index file (`format::SealedIndex`:
-//! a sparse index with the offset of every `SPARSE_EVERY`th record, and per room the positions
-//! of its records, each part checksummed) written beside it through a rename. A sealed segment
+//! `segment_bytes` it is *sealed*: written, and its index file (`format::SealedIndex`: a
+//! sparse index with the offset of every `SPARSE_EVERY`th record, and per room the positions of
+//! its records, each part checksummed) written beside it as `.idx.tmp`; the sealing thread
+//! (`sealer`) then fsyncs both and names the index, off the caller's thread. A sealed segment
 //! never changes again; retention (`drop_before`) deletes whole sealed segments, oldest first.
 //!
 //! # Crash rules (those of the write-ahead log)
 //!
-//! - A segment and its index get their names only when complete (written to `.tmp`, renamed).
+//! - A segment and its index get their names only when complete (written to `.tmp`, renamed);
+//!   an index is named only once its segment's data is durable.
 //! - On open the active segment (the last one, without an index) is scanned: an incomplete or
 //!   damaged last record with nothing valid after it is a torn tail, cut off and reported
 //!   ([`Opened::torn_tail`]); a damaged record followed by a valid one, a record with the wrong
@@ -41,7 +43,9 @@
 //!   record by record with `verify_sealed`); every read checks each record's checksum, so
 //!   damage found later is also `Corrupt` with the file and offset, never wrong data. A sealed
 //!   segment whose index is missing or damaged is scanned and its index rewritten (the index
-//!   is derived; the scan refuses any damage to the segment itself).
+//!   is derived; the scan refuses any damage to the segment itself), except a torn tail: that
+//!   is a seal a crash interrupted before its fsync, so the segment is cut, becomes the active
+//!   one, and the newer segments are deleted (the log appends their messages again).
 //! - After a failed write the store is poisoned (as the WAL is): reopen instead.
 //!
 //! # Memory
@@ -53,16 +57,19 @@
 //! written. Everything else is read from disk on demand.
 
 mod format;
+mod sealer;
 mod segment;
 
 use crate::chat::ChatMessage;
 use crate::storage::{StorageError, TornTail};
 use format::{SealedIndex, SegmentHeader};
+use sealer::{SealJob, Sealer};
 use segment::SPARSE_EVERY;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Seal a segment once it holds this many bytes (default of [`HistoryOptions::segment_bytes`]).
@@ -121,17 +128,34 @@ struct Sealed {
     /// Its `sparse` is moved to `sparse` (shared with readers).
     index: SealedIndex,
     sparse: Arc<[u64]>,
+    /// The index file, open: room pages read it through this handle, which stays valid
+    /// across the rename that names it (see `sealer`).
+    index_file: Arc<File>,
+    /// False while its seal is pending (`sealer`): not yet durable, not to be deleted.
+    durable: Arc<AtomicBool>,
 }
 
 impl Sealed {
-    fn new(path: PathBuf, file: Arc<File>, mut index: SealedIndex) -> Sealed {
+    fn new(
+        path: PathBuf,
+        file: Arc<File>,
+        mut index: SealedIndex,
+        index_file: Arc<File>,
+        durable: bool,
+    ) -> Sealed {
         let sparse = Arc::from(std::mem::take(&mut index.sparse));
         Sealed {
             path,
             file,
             index,
             sparse,
+            index_file,
+            durable: Arc::new(AtomicBool::new(durable)),
         }
+    }
+
+    fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire)
     }
 
     fn view(&self) -> View {
@@ -245,6 +269,7 @@ pub struct History {
     next_position: u64,
     next_seq: u64,
     failed: Option<String>,
+    sealer: Sealer,
 }
 
 fn message_bytes(m: &ChatMessage) -> usize {
@@ -268,9 +293,13 @@ impl History {
             next_position: 1,
             next_seq: 1,
             failed: None,
+            sealer: Sealer::start(),
         };
-        let last = files.len().checked_sub(1);
-        for (k, (seq, base, path)) in files.into_iter().enumerate() {
+        let next_bases: Vec<Option<u64>> = (0..files.len())
+            .map(|k| files.get(k + 1).map(|(_, base, _)| *base))
+            .collect();
+        let mut files = files.into_iter().zip(next_bases).enumerate();
+        for (k, ((seq, base, path), next_base)) in files.by_ref() {
             if k > 0 && seq != history.next_seq {
                 return Err(StorageError::corrupt(
                     &path,
@@ -288,19 +317,48 @@ impl History {
                     ),
                 ));
             }
-            history.open_segment(seq, base, path, Some(k) == last, &mut opened)?;
+            if history.open_segment(seq, base, path, next_base, &mut opened)? {
+                break;
+            }
+        }
+        // A seal that a crash left pending, with a torn tail: the segment was cut and is now
+        // the active one, so the newer segments cannot continue it (see `sealer`).
+        let newer: Vec<PathBuf> = files.map(|(_, ((_, _, path), _))| path).collect();
+        if !newer.is_empty() {
+            for path in &newer {
+                for file in [path.clone(), segment::index_path(path)] {
+                    match fs::remove_file(&file) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(StorageError::io(format!("removing {}", file.display()), e))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            log::warn!(
+                "message store: removed {} segment(s) after a segment whose seal a crash \
+                 interrupted; the log appends their messages again",
+                newer.len()
+            );
+            if history.opts.fsync {
+                segment::sync_dir(&history.opts.dir)?;
+            }
         }
         Ok((history, opened))
     }
 
+    /// Opens one segment (`next_base`: the base position of the segment after it, if any);
+    /// `Ok(true)` when it became the active one although newer segments follow it (a seal a
+    /// crash interrupted): the caller deletes those.
     fn open_segment(
         &mut self,
         seq: u64,
         base: u64,
         path: PathBuf,
-        is_last: bool,
+        next_base: Option<u64>,
         opened: &mut Opened,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
+        let is_last = next_base.is_none();
         let file = OpenOptions::new()
             .read(true)
             .write(is_last)
@@ -344,12 +402,52 @@ impl History {
                     segment::verify(&path, &buf, base)?;
                 }
                 self.next_position = base + index.count;
-                self.sealed.push_back(Sealed::new(path, file, index));
+                let index_file = open_index(&path)?;
+                self.sealed
+                    .push_back(Sealed::new(path, file, index, index_file, true));
             }
             None if !is_last => {
-                // Sealed, but its index is gone or damaged: rebuild it from a strict scan.
+                // Sealed, but its index is gone or damaged: a seal that a crash interrupted,
+                // or damage to the index. A whole segment gets its index rebuilt; one with a
+                // torn tail (its seal's fsync never happened) is cut and becomes the active
+                // segment. Damage inside it is refused as always.
                 let buf = read_whole(&path)?;
-                let scanned = segment::scan(&path, &buf, base, false)?;
+                let scanned = segment::scan(&path, &buf, base, true)?;
+                // Short of the next segment's base (at a record boundary or torn): its seal's
+                // fsync never happened.
+                if scanned.torn_tail.is_some() || next_base != Some(base + scanned.count) {
+                    drop(file);
+                    if let Some(torn) = &scanned.torn_tail {
+                        segment::cut(&path, torn.offset, self.opts.fsync)?;
+                    }
+                    log::warn!(
+                        "message store: {} ends at position {} (a torn tail of {} bytes cut), \
+                         short of the next segment: a seal a crash interrupted",
+                        path.display(),
+                        base + scanned.count - 1,
+                        scanned.torn_tail.as_ref().map_or(0, |t| t.bytes_cut)
+                    );
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
+                    opened.torn_tail = scanned.torn_tail.clone();
+                    self.next_position = base + scanned.count;
+                    self.active = Some(Active {
+                        path,
+                        file: Arc::new(file),
+                        seq,
+                        base_position: base,
+                        count: scanned.count,
+                        written_count: scanned.count,
+                        written: scanned.end,
+                        pending: Vec::new(),
+                        sparse: scanned.sparse,
+                        rooms: scanned.rooms,
+                    });
+                    return Ok(true);
+                }
                 let (mut index, positions) = segment::index_of(seq, base, &scanned);
                 let bytes = index.encode(&positions);
                 segment::write_atomically(&segment::index_path(&path), &bytes, self.opts.fsync)?;
@@ -360,7 +458,9 @@ impl History {
                 );
                 opened.indexes_rebuilt += 1;
                 self.next_position = base + index.count;
-                self.sealed.push_back(Sealed::new(path, file, index));
+                let index_file = open_index(&path)?;
+                self.sealed
+                    .push_back(Sealed::new(path, file, index, index_file, true));
             }
             None => {
                 let stale_index = segment::index_path(&path);
@@ -396,7 +496,7 @@ impl History {
                 });
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The first position still stored (1 before retention deleted anything; `next` when the
@@ -531,11 +631,18 @@ impl History {
     /// pages, so the store must not be trusted again without a reopen.
     pub fn begin_sync(&mut self) -> Result<SyncTicket, StorageError> {
         self.flush()?;
+        // Segments whose seal is pending are not durable yet either.
+        let pending = self.sealed.iter().filter(|s| !s.is_durable());
+        let files = pending
+            .map(|s| (Arc::clone(&s.file), s.path.clone()))
+            .chain(
+                self.active
+                    .iter()
+                    .map(|a| (Arc::clone(&a.file), a.path.clone())),
+            )
+            .collect();
         Ok(SyncTicket {
-            active: self
-                .active
-                .as_ref()
-                .map(|a| (Arc::clone(&a.file), a.path.clone())),
+            files,
             through: self.last_position(),
         })
     }
@@ -565,8 +672,8 @@ impl History {
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
-        match &self.failed {
-            Some(why) => Err(StorageError::Poisoned(why.clone())),
+        match self.failed.clone().or_else(|| self.sealer.failure()) {
+            Some(why) => Err(StorageError::Poisoned(why)),
             None => Ok(()),
         }
     }
@@ -621,16 +728,7 @@ impl History {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        let mut fsync_ms = 0.0;
-        let result = (|| -> Result<SealedIndex, StorageError> {
-            if self.opts.fsync {
-                let t = std::time::Instant::now();
-                active
-                    .file
-                    .sync_data()
-                    .map_err(|e| StorageError::io(format!("fsync {}", active.path.display()), e))?;
-                fsync_ms = t.elapsed().as_secs_f64() * 1e3;
-            }
+        let result = (|| -> Result<(SealedIndex, SealJob), StorageError> {
             let mut index = SealedIndex {
                 seq: active.seq,
                 base_position: active.base_position,
@@ -650,23 +748,50 @@ impl History {
                 positions.push(deltas.clone());
             }
             let bytes = index.encode(&positions);
-            segment::write_atomically(&segment::index_path(&active.path), &bytes, self.opts.fsync)?;
-            Ok(index)
+            // Written here, made durable and named by the sealing thread (`sealer`).
+            let index_path = segment::index_path(&active.path);
+            let index_tmp = index_path.with_extension("idx.tmp");
+            let io = |what: &str, e| StorageError::io(format!("{what} {}", index_tmp.display()), e);
+            let index_file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&index_tmp)
+                .map_err(|e| io("creating", e))?;
+            index_file
+                .write_all_at(&bytes, 0)
+                .map_err(|e| io("writing", e))?;
+            let job = SealJob {
+                segment: Arc::clone(&active.file),
+                segment_path: active.path.clone(),
+                index: Arc::new(index_file),
+                index_tmp,
+                index_path,
+                fsync: self.opts.fsync,
+                durable: Arc::new(AtomicBool::new(false)),
+            };
+            Ok((index, job))
         })();
         match result {
-            Ok(index) => {
-                // What sealing costs the caller (the event loop): the figure behind the
-                // README's note on sealing.
+            Ok((index, job)) => {
                 log::info!(
-                    "message store: sealed {} ({} messages, {} bytes) in {:.1} ms ({:.1} ms fsync)",
+                    "message store: sealing {} ({} messages, {} bytes), {:.1} ms on this thread",
                     active.path.display(),
                     index.count,
                     index.data_len,
                     started.elapsed().as_secs_f64() * 1e3,
-                    fsync_ms
                 );
-                self.sealed
-                    .push_back(Sealed::new(active.path, active.file, index));
+                let mut sealed = Sealed::new(
+                    active.path,
+                    active.file,
+                    index,
+                    Arc::clone(&job.index),
+                    false,
+                );
+                sealed.durable = Arc::clone(&job.durable);
+                self.sealed.push_back(sealed);
+                self.sealer.submit(job);
                 self.evict();
                 Ok(())
             }
@@ -678,13 +803,21 @@ impl History {
         }
     }
 
+    /// Blocks until every seal started so far is durable (or failed: the store is then
+    /// poisoned). For tests and for callers that want retention to see every sealed segment.
+    pub fn wait_for_seals(&self) {
+        self.sealer.wait();
+    }
+
     /// Deletes every sealed segment whose messages all lie before `position`, oldest first;
-    /// returns how many. The active segment is never deleted, so positions are never reused.
+    /// returns how many. The active segment is never deleted, so positions are never reused;
+    /// nor is one whose seal is still pending (`wait_for_seals` first to include those).
     pub fn drop_before(&mut self, position: u64) -> Result<usize, StorageError> {
         self.check_usable()?;
         let mut dropped = 0;
         while let Some(front) = self.sealed.front() {
-            if front.index.base_position + front.index.count > position {
+            // A segment whose seal is pending is kept until it is durable (see `sealer`).
+            if front.index.base_position + front.index.count > position || !front.is_durable() {
                 break;
             }
             let Some(front) = self.sealed.pop_front() else {
@@ -812,7 +945,10 @@ impl History {
                 continue;
             };
             let index_path = segment::index_path(&s.path);
-            let bytes = segment::read_at(&index_path, entry.offset, entry.count as usize * 4)?;
+            let mut bytes = vec![0; entry.count as usize * 4];
+            s.index_file
+                .read_exact_at(&mut bytes, entry.offset)
+                .map_err(|e| StorageError::io(format!("reading {}", index_path.display()), e))?;
             let positions = format::decode_room_positions(entry, s.index.base_position, &bytes)
                 .map_err(|reason| StorageError::corrupt(&index_path, entry.offset, reason))?;
             let wanted = max - newest_first.len();
@@ -881,7 +1017,8 @@ impl History {
 /// store's lock need not be held while the disk works.
 #[derive(Debug)]
 pub struct SyncTicket {
-    active: Option<(Arc<File>, PathBuf)>,
+    /// The active segment and any whose seal is pending.
+    files: Vec<(Arc<File>, PathBuf)>,
     through: u64,
 }
 
@@ -893,7 +1030,7 @@ impl SyncTicket {
 
     /// Makes the segment durable (blocks for the fsync).
     pub fn wait(self) -> Result<(), StorageError> {
-        if let Some((file, path)) = self.active {
+        for (file, path) in self.files {
             file.sync_data()
                 .map_err(|e| StorageError::io(format!("fsync {}", path.display()), e))?;
         }
@@ -958,6 +1095,14 @@ fn room_entry<'a>(index: &'a SealedIndex, room: &str) -> Option<&'a format::Room
         .binary_search_by(|e| e.room.as_str().cmp(room))
         .ok()
         .and_then(|k| index.rooms.get(k))
+}
+
+/// The index file of the segment at `segment`, open for reads.
+fn open_index(segment: &Path) -> Result<Arc<File>, StorageError> {
+    let path = segment::index_path(segment);
+    File::open(&path)
+        .map(Arc::new)
+        .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))
 }
 
 fn read_whole(path: &Path) -> Result<Vec<u8>, StorageError> {

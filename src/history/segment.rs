@@ -356,16 +356,6 @@ pub(crate) fn read_from(
     }
 }
 
-/// Reads `len` bytes at `offset` of the file at `path` (an index file's room section).
-pub(crate) fn read_at(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
-    let file =
-        File::open(path).map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
-    let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, offset)
-        .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?;
-    Ok(buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
