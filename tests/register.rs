@@ -182,17 +182,25 @@ fn with_injected_stale_read(history: &[Op]) -> Option<Vec<Op>> {
         if !matches!(read.kind, history::Kind::Read { .. }) || !read.is_known() {
             continue;
         }
+        let history::Kind::Read { value: read_value } = &read.kind else {
+            continue;
+        };
         let same_key = |w: &&&Op| w.key == read.key;
+        // The newest write completed before the read, and one completed before that write
+        // began: the read may not return the older one's value. (Any pair will do; the newest
+        // `later` leaves the most room for an `earlier`.)
         let Some(later) = writes
             .iter()
             .filter(same_key)
-            .find(|w| w.complete_ns.is_some_and(|c| c < read.invoke_ns))
+            .filter(|w| w.complete_ns.is_some_and(|c| c < read.invoke_ns))
+            .max_by_key(|w| w.complete_ns)
         else {
             continue;
         };
         let Some(earlier) = writes
             .iter()
             .filter(same_key)
+            .filter(|w| w.written() != read_value.as_deref() && w.written() != later.written())
             .find(|w| w.complete_ns.is_some_and(|c| c < later.invoke_ns))
         else {
             continue;
