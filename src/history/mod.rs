@@ -53,7 +53,10 @@
 //! written. Everything else is read from disk on demand.
 
 mod format;
+mod read;
 mod segment;
+
+pub use read::{ReadJob, SealedRoomPart};
 
 use crate::chat::ChatMessage;
 use crate::storage::{StorageError, TornTail};

@@ -13,8 +13,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::chat::telnet::{self, LineSplitter, Request};
-use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
+use crate::chat::{ChatMessage, Op, Outcome, Read, RoomAction, DEFAULT_ROOM};
 use crate::server::accounts::Verdict;
+use crate::server::disk_reads::Waiter;
 use crate::server::limits;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::membership::MemberOp;
@@ -900,14 +901,26 @@ impl Telnet {
         self.finish(svc, conn, &format!("end {}", lines.len()));
     }
 
+    /// `history #room n`: answered now when the messages are in memory; otherwise the command
+    /// stays in flight while the reader thread reads the store (`history_done` ends it).
     fn serve_history(&mut self, svc: &mut Services, conn: ConnRef, room: &str, n: usize) {
         let sm = svc.replica.sm();
         if !sm.room_exists(room) {
             let line = format!("err unknown room {}: `rooms` lists them", quoted_room(room));
             return self.finish(svc, conn, &line);
         }
+        let messages = match sm.room_history_read(room, n) {
+            Read::Now(messages) => messages,
+            Read::Later(pending) => {
+                let waiter = Waiter::TelnetHistory { conn };
+                match svc.reads.submit(pending, waiter) {
+                    Ok(()) => self.set_busy(conn, u64::MAX),
+                    Err((_, why)) => self.finish(svc, conn, &format!("err {why}")),
+                }
+                return;
+            }
+        };
         let mut out = Vec::new();
-        let messages = sm.room_history(room, n);
         let count = messages.len();
         for message in messages {
             telnet::format_message(&message, &mut out);
@@ -916,6 +929,30 @@ impl Telnet {
             o.extend_from_slice(&out);
         }
         self.finish(svc, conn, &format!("end {count}"));
+    }
+
+    /// The reader thread answered this connection's `history`: written as `serve_history`
+    /// writes it, or `err` with the reason. Dropped if the connection closed meanwhile.
+    pub fn history_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        answer: Result<Vec<ChatMessage>, String>,
+    ) {
+        if self.session(conn).is_none() || svc.transport.get(conn).is_none() {
+            return;
+        }
+        match answer {
+            Ok(messages) => {
+                if let Some(o) = svc.transport.output(conn) {
+                    for message in &messages {
+                        telnet::format_message(message, o);
+                    }
+                }
+                self.finish(svc, conn, &format!("end {}", messages.len()));
+            }
+            Err(why) => self.finish(svc, conn, &format!("err reading the history: {why}")),
+        }
     }
 
     /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush. Formats
