@@ -108,4 +108,21 @@ fn a_history_read_from_disk_waits_off_the_loop_while_others_are_answered() {
     });
     assert_eq!(again.final_line, "end 10");
     assert!(again.lines[..] == reference[OLD - 10..]);
+
+    // A live-delivery line posted while a long `get chatLog` streams to A (unread, so the
+    // listing is held up if the socket buffers fill) comes after the listing's `end`, whole.
+    a.send_raw(b"get chatLog\n").unwrap();
+    let held = b.command("msg held behind a listing").unwrap();
+    assert!(held.final_line.starts_with("ack "), "{held:?}");
+    let before = a.pushes.len();
+    let listing = a.read_reply().unwrap();
+    assert!(listing.final_line.starts_with("end "), "{listing:?}");
+    assert!(
+        a.pushes[before..]
+            .iter()
+            .all(|p| !p.contains("held behind")),
+        "the push came inside the listing"
+    );
+    let pushed = a.wait_push("held behind a listing");
+    assert!(pushed.starts_with("msg "), "{pushed:?}");
 }

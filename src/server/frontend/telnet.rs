@@ -26,8 +26,9 @@ use super::rooms::RoomSet;
 
 /// A client whose unsent output passes this bound is too slow to follow live delivery.
 const OUTPUT_BYTES_MAX: usize = 4 << 20;
-/// Live-delivery lines held back behind a listing, at most.
-const HELD_PUSHES_MAX: usize = 100_000;
+/// Bytes of live-delivery lines held back behind a listing, at most (the output bound's
+/// size); past it the client is too slow and is disconnected.
+const HELD_PUSH_BYTES_MAX: usize = OUTPUT_BYTES_MAX;
 /// A streamed listing is refilled whenever less than this is waiting to be sent.
 const STREAM_REFILL_BYTES: usize = 256 * 1024;
 /// A listing formats at most about this much per turn of the event loop, then yields to the
@@ -67,8 +68,9 @@ struct Session {
     /// The request id of the command in flight, if any.
     busy: Option<u64>,
     listing: Option<Listing>,
-    /// Positions of live-delivery messages held back behind a listing.
-    held_pushes: VecDeque<u64>,
+    /// Live-delivery lines held back behind a listing, formatted when they were pushed (so
+    /// releasing them never reads the message store).
+    held_pushes: Vec<u8>,
     /// Greeted before it sent anything; cleared by its first input.
     greeted_silent: bool,
     /// The account this connection is logged in to.
@@ -87,7 +89,7 @@ impl Session {
             rooms: RoomSet::default(),
             busy: None,
             listing: None,
-            held_pushes: VecDeque::new(),
+            held_pushes: Vec::new(),
             greeted_silent: false,
             login: None,
             account_write: None,
@@ -783,12 +785,12 @@ impl Telnet {
                 continue;
             };
             if session.listing.is_some() {
-                session.held_pushes.push_back(position);
+                session.held_pushes.extend_from_slice(&line);
             } else {
                 buffers.output().extend_from_slice(&line);
             }
             if buffers.pending_output() > OUTPUT_BYTES_MAX
-                || session.held_pushes.len() > HELD_PUSHES_MAX
+                || session.held_pushes.len() > HELD_PUSH_BYTES_MAX
             {
                 too_slow.push(session.conn);
             }
@@ -825,15 +827,12 @@ impl Telnet {
         if session.listing.is_some() || session.held_pushes.is_empty() {
             return;
         }
-        let sm = svc.replica.sm();
         let Some(c) = svc.transport.get_mut(conn) else {
             return;
         };
-        while let Some(position) = session.held_pushes.pop_front() {
-            if let Some(message) = sm.message(position) {
-                telnet::format_push(&message, c.buffers.output());
-            }
-        }
+        c.buffers
+            .output()
+            .extend_from_slice(&std::mem::take(&mut session.held_pushes));
         svc.transport.mark_dirty(conn.key);
     }
 
