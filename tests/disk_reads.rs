@@ -67,11 +67,15 @@ fn a_history_read_from_disk_waits_off_the_loop_while_others_are_answered() {
         });
     }
     load(&cluster, MESSAGES);
-    // `get chatLog` reads the store on the loop still; it gives the reference.
-    let reference: Vec<String> = cluster
-        .chat_log(0)
-        .into_iter()
+    // The reference, listed with the gate open; then the gate shuts.
+    std::fs::write(&gate, b"").unwrap();
+    let whole = cluster.chat_log(0);
+    std::fs::remove_file(&gate).unwrap();
+    assert_eq!(whole.len(), OLD + MESSAGES as usize);
+    let reference: Vec<String> = whole
+        .iter()
         .filter(|l| l.contains(" #old <"))
+        .cloned()
         .collect();
     assert_eq!(reference.len(), OLD);
 
@@ -79,6 +83,10 @@ fn a_history_read_from_disk_waits_off_the_loop_while_others_are_answered() {
     a.send_raw(format!("history #old {OLD}\n").as_bytes())
         .unwrap();
     assert!(silent_for(&mut a, Duration::from_millis(300)));
+    // A listing of the whole chat waits for its first page from the store too.
+    let mut c = cluster.client(0);
+    c.send_raw(b"get chatLog\n").unwrap();
+    assert!(silent_for(&mut c, Duration::from_millis(300)));
 
     // Meanwhile another client is served: status, a post, the room's newest messages (in
     // memory: answered without the reader thread).
@@ -101,6 +109,9 @@ fn a_history_read_from_disk_waits_off_the_loop_while_others_are_answered() {
     let reply = a.read_reply().unwrap();
     assert_eq!(reply.final_line, format!("end {OLD}"));
     assert!(reply.lines == reference, "the whole room, as posted");
+    let listing = c.read_reply().unwrap();
+    assert_eq!(listing.final_line, format!("end {}", whole.len()));
+    assert!(listing.lines == whole, "the whole chat, as listed before");
 
     // With the gate open, reads from disk are answered straight away.
     let again = wait_for("a second history from disk", DEADLINE, || {

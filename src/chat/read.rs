@@ -45,6 +45,12 @@ impl Pending {
 }
 
 impl StateMachine {
+    /// Positions up to this only the message store has (0 for a chat held in memory): reads
+    /// reaching them are answered `Read::Later`.
+    pub fn stored_through(&self) -> u64 {
+        self.chat_log.evicted_through()
+    }
+
     /// [`StateMachine::room_history`], without reading the store now: see the module docs.
     pub fn room_history_read(&self, room: &str, n: usize) -> Read<'_> {
         let Some(positions) = self.rooms.get(room) else {

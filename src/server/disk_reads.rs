@@ -39,6 +39,8 @@ const GATE_POLL: Duration = Duration::from_millis(5);
 pub enum Waiter {
     /// Telnet `history #room n`: the command in flight on the connection.
     TelnetHistory { conn: ConnRef },
+    /// A page of a telnet `get chatLog` listing.
+    Listing { conn: ConnRef },
     /// A WebSocket `history` request.
     WebHistory {
         conn: ConnRef,

@@ -761,6 +761,7 @@ impl Node {
             let svc = &mut self.svc;
             match waiter {
                 Waiter::TelnetHistory { conn } => self.telnet.history_done(svc, conn, answer),
+                Waiter::Listing { conn } => self.telnet.listing_page_done(svc, conn, answer),
                 Waiter::WebHistory { conn, id, room } => {
                     self.web.history_done(svc, conn, id, &room, answer)
                 }

@@ -13,14 +13,16 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::chat::telnet::{self, LineSplitter, Request};
+use crate::chat::StateMachine;
 use crate::chat::{ChatMessage, Op, Outcome, Read, RoomAction, DEFAULT_ROOM};
 use crate::server::accounts::Verdict;
-use crate::server::disk_reads::Waiter;
+use crate::server::disk_reads::{DiskReads, Waiter};
 use crate::server::limits;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::membership::MemberOp;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
+use std::borrow::Cow;
 
 use super::rooms::RoomSet;
 
@@ -57,7 +59,17 @@ struct Listing {
     last_position: u64,
     /// Lines written so far, for `end <count>`.
     listed: u64,
+    /// Messages read off the loop (`disk_reads`), from `next_position` on, not yet formatted.
+    page: VecDeque<ChatMessage>,
+    /// The position after the last one in `page` or asked for.
+    fetch_at: u64,
+    /// A page is being read by the reader thread.
+    fetching: bool,
 }
+
+/// A `get chatLog` listing asks the reader thread for pages of this many messages of the part
+/// only the message store has, one page ahead of what it formats.
+const LISTING_PAGE: usize = 1024;
 
 struct Session {
     conn: ConnRef,
@@ -852,6 +864,9 @@ impl Telnet {
                         next_position: 1,
                         last_position,
                         listed: 0,
+                        page: VecDeque::new(),
+                        fetch_at: 1,
+                        fetching: false,
                     });
                     session.busy = None;
                 }
@@ -954,9 +969,47 @@ impl Telnet {
         }
     }
 
+    /// The reader thread read a page of this connection's `get chatLog`: it goes on (in the
+    /// flush), or ends with `err` and the reason. Dropped if the connection closed meanwhile.
+    pub fn listing_page_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        answer: Result<Vec<ChatMessage>, String>,
+    ) {
+        let Some(session) = self.session(conn) else {
+            return;
+        };
+        let Some(listing) = session.listing.as_mut() else {
+            return;
+        };
+        listing.fetching = false;
+        match answer {
+            Ok(messages) if !messages.is_empty() => {
+                listing.fetch_at = messages.last().map_or(listing.fetch_at, |m| m.position + 1);
+                listing.page.extend(messages);
+                svc.transport.mark_dirty(conn.key);
+            }
+            Ok(_) => {
+                let why = format!(
+                    "the message store has nothing from position {}",
+                    listing.fetch_at
+                );
+                session.listing = None;
+                self.finish(svc, conn, &format!("err reading the chat log: {why}"));
+            }
+            Err(why) => {
+                session.listing = None;
+                self.finish(svc, conn, &format!("err reading the chat log: {why}"));
+            }
+        }
+    }
+
     /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush. Formats
     /// at most about `STREAM_TURN_BYTES` per call; a listing the kernel keeps up with is then
-    /// marked dirty so the next turn continues it.
+    /// marked dirty so the next turn continues it. Messages only the message store has come
+    /// in pages from the reader thread (`listing_page_done`), one page asked for ahead; the
+    /// listing waits while the page it needs is being read.
     pub fn refill(&mut self, svc: &mut Services, key: usize) {
         let mut formatted = 0;
         loop {
@@ -970,24 +1023,73 @@ impl Telnet {
             let Some(c) = svc.transport.get_mut(conn) else {
                 return;
             };
-            // One iterator per refill: older messages come from the message store a page
-            // at a time (O(log n) to find the first).
-            let mut messages = svc.replica.sm().messages_from(listing.next_position);
+            let sm = svc.replica.sm();
+            let stored_through = sm.stored_through();
+            let mut waiting = false;
+            let mut failed = None;
             while c.buffers.pending_output() < STREAM_REFILL_BYTES
                 && listing.next_position <= listing.last_position
             {
-                match messages.next() {
-                    Some(message) if message.position <= listing.last_position => {
-                        let before = c.buffers.pending_output();
-                        telnet::format_message(&message, c.buffers.output());
-                        formatted += c.buffers.pending_output().saturating_sub(before);
-                        listing.listed += 1;
-                        listing.next_position = message.position + 1;
+                if let Some(message) = listing.page.pop_front() {
+                    if message.position > listing.last_position {
+                        listing.next_position = listing.last_position + 1;
+                        break;
                     }
-                    _ => listing.next_position = listing.last_position + 1,
+                    let before = c.buffers.pending_output();
+                    telnet::format_message(&message, c.buffers.output());
+                    formatted += c.buffers.pending_output().saturating_sub(before);
+                    listing.listed += 1;
+                    listing.next_position = message.position + 1;
+                    continue;
+                }
+                if listing.fetching {
+                    waiting = true;
+                    break;
+                }
+                listing.fetch_at = listing.next_position;
+                if listing.next_position <= stored_through {
+                    match fetch_page(&mut svc.reads, sm, conn, listing) {
+                        Ok(()) => continue,
+                        Err(why) => {
+                            failed = Some(why);
+                            break;
+                        }
+                    }
+                }
+                // In memory: one iterator for the rest of this refill.
+                let mut messages = sm.messages_from(listing.next_position);
+                while c.buffers.pending_output() < STREAM_REFILL_BYTES
+                    && listing.next_position <= listing.last_position
+                {
+                    match messages.next() {
+                        Some(message) if message.position <= listing.last_position => {
+                            let before = c.buffers.pending_output();
+                            telnet::format_message(&message, c.buffers.output());
+                            formatted += c.buffers.pending_output().saturating_sub(before);
+                            listing.listed += 1;
+                            listing.next_position = message.position + 1;
+                        }
+                        _ => listing.next_position = listing.last_position + 1,
+                    }
+                }
+                listing.fetch_at = listing.next_position;
+            }
+            // One page ahead of what is formatted.
+            if failed.is_none()
+                && !listing.fetching
+                && listing.page.len() < LISTING_PAGE
+                && !listing.page.is_empty()
+                && listing.fetch_at <= stored_through.min(listing.last_position)
+            {
+                if let Err(why) = fetch_page(&mut svc.reads, sm, conn, listing) {
+                    failed = Some(why);
                 }
             }
-            drop(messages);
+            if let Some(why) = failed {
+                session.listing = None;
+                self.finish(svc, conn, &format!("err reading the chat log: {why}"));
+                return;
+            }
             if listing.next_position > listing.last_position {
                 let count = listing.listed;
                 session.listing = None;
@@ -998,6 +1100,9 @@ impl Telnet {
             if svc.transport.write(key).is_err() {
                 svc.transport.close(key);
                 return;
+            }
+            if waiting {
+                return; // the page's arrival brings us back
             }
             if svc
                 .transport
@@ -1010,6 +1115,34 @@ impl Telnet {
                 svc.transport.mark_dirty(key); // this turn's share is used: next turn
                 return;
             }
+        }
+    }
+}
+
+/// Asks for the listing's next page from `fetch_at`: in memory after all (taken into `page`
+/// now) or read by the reader thread (`fetching` until `listing_page_done`).
+fn fetch_page(
+    reads: &mut DiskReads,
+    sm: &StateMachine,
+    conn: ConnRef,
+    listing: &mut Listing,
+) -> Result<(), String> {
+    match sm.messages_from_read(listing.fetch_at, LISTING_PAGE) {
+        Read::Now(messages) => {
+            let messages: Vec<ChatMessage> = messages.into_iter().map(Cow::into_owned).collect();
+            listing.fetch_at = match messages.last() {
+                Some(m) => m.position + 1,
+                None => listing.last_position + 1,
+            };
+            listing.page.extend(messages);
+            Ok(())
+        }
+        Read::Later(pending) => {
+            reads
+                .submit(pending, Waiter::Listing { conn })
+                .map_err(|(_, why)| why)?;
+            listing.fetching = true;
+            Ok(())
         }
     }
 }
