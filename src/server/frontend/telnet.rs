@@ -1130,10 +1130,15 @@ fn fetch_page(
     match sm.messages_from_read(listing.fetch_at, LISTING_PAGE) {
         Read::Now(messages) => {
             let messages: Vec<ChatMessage> = messages.into_iter().map(Cow::into_owned).collect();
-            listing.fetch_at = match messages.last() {
-                Some(m) => m.position + 1,
-                None => listing.last_position + 1,
-            };
+            match messages.last() {
+                Some(m) => listing.fetch_at = m.position + 1,
+                None if listing.page.is_empty() => {
+                    // Nothing from here on: the listing is complete.
+                    listing.fetch_at = listing.last_position + 1;
+                    listing.next_position = listing.last_position + 1;
+                }
+                None => listing.fetch_at = listing.last_position + 1,
+            }
             listing.page.extend(messages);
             Ok(())
         }
