@@ -53,7 +53,7 @@
 //! Tests: unit tests beside the code; `tests/simulator.rs` with `tests/sim/` (the seeded
 //! cluster simulator); `tests/storage_*.rs`, `tests/history_store.rs`; real processes in `tests/server_cluster.rs`,
 //! `tests/chat_features.rs`, `tests/loadgen.rs`, `tests/snapshot_rejoin.rs`, `tests/retention.rs`,
-//! `tests/history_server.rs`, `tests/history_install.rs`, `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
+//! `tests/history_server.rs`, `tests/history_install.rs`, `tests/disk_reads.rs`, `tests/tls.rs`, `tests/web.rs`, `tests/accounts.rs`, `tests/limits.rs`, `tests/fanout.rs`;
 //! the fault suite `tests/faults.rs` (harness in `tests/common/`). Benchmarks in `benches/` (`restart.rs`: restart with and without a snapshot).
 
 pub mod chat;

@@ -45,7 +45,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use super::message::ChatMessage;
-use crate::history::{History, HistoryReader};
+use crate::history::{History, HistoryReader, ReadJob};
 
 /// Slots per chunk of the chat log. A snapshot shares the chunks and copies only the tail, so
 /// capturing one costs at most `CHUNK_LEN - 1` message clones.
@@ -447,6 +447,31 @@ impl ChatLog {
         })
     }
 
+    /// What [`ChatLog::room_page`] would read, as a job to run off the event loop (see
+    /// `history::ReadJob`); `None` for a log held in memory. Reads nothing now.
+    pub(crate) fn plan_room_page(&self, room: &str, before: u64, max: usize) -> Option<ReadJob> {
+        let disk = self.disk.as_ref()?;
+        let before = before.min(disk.evicted_through + 1);
+        Some(match disk.store.lock() {
+            Ok(store) => store.plan_room_page(room, before, max),
+            Err(_) => ReadJob::Failed("the store's lock is poisoned".to_string()),
+        })
+    }
+
+    /// The part of `iter_from(position)` that only the store has, at most `max` messages of
+    /// it, as a job to run off the event loop; `None` when `position` is held in memory.
+    /// The rest follows from [`ChatLog::iter_memory`] at `evicted_through + 1`.
+    pub(crate) fn plan_from(&self, position: u64, max: usize) -> Option<ReadJob> {
+        let disk = self
+            .disk
+            .as_ref()
+            .filter(|d| position.max(1) <= d.evicted_through)?;
+        Some(match disk.store.lock() {
+            Ok(store) => store.plan_range(position.max(1), disk.evicted_through, max),
+            Err(_) => ReadJob::Failed("the store's lock is poisoned".to_string()),
+        })
+    }
+
     /// A log backed by `store` that resumes after position `stored_through`, all of whose
     /// messages only the store holds (a version-5 snapshot's restore; the caller checked the
     /// store holds them).
@@ -529,7 +554,7 @@ impl ChatLog {
     }
 
     /// The live messages in memory with a position `>= position`, in order.
-    fn iter_memory(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
+    pub(crate) fn iter_memory(&self, position: u64) -> impl Iterator<Item = &ChatMessage> + '_ {
         let c = self
             .chunks
             .partition_point(|c| c.last_position() < position);

@@ -21,6 +21,7 @@ pub mod command;
 pub mod members;
 mod message;
 mod outcome;
+pub mod read;
 pub mod session;
 pub mod snapshot;
 pub mod state;
@@ -35,6 +36,7 @@ pub use chat_log::CHUNK_MESSAGES;
 pub use command::{Command, Op, Origin, RoomAction, SessionRef};
 pub use message::ChatMessage;
 pub use outcome::Outcome;
+pub use read::{Pending, Read};
 pub use session::{SessionConfig, Sessions, DEFAULT_SESSION_EXPIRY_MS};
 pub use snapshot::{
     peek_header, BodyHeader, ChatSnapshot, RestoreError, BODY_HEADER_BYTES,

@@ -40,7 +40,8 @@
 //! ([`RoomPositions`]): when the chat log evicts chunks, the rooms drop the positions up to its
 //! new `evicted_through`. `room_history` reads what it needs beyond the held positions through
 //! the store's room index (`History::room_page`), so its answers are those of the chat held in
-//! memory; `rooms` counts from the in-memory counts. Memory per room: 8 bytes per message
+//! memory; `rooms` counts from the in-memory counts. `room_history_read` (`chat::read`) gives
+//! the same answer without reading the store on the caller's thread. Memory per room: 8 bytes per message
 //! still in memory, nothing per message only on disk.
 //! - every key's revision is in `1..=revision`.
 

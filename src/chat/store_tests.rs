@@ -163,3 +163,70 @@ fn a_snapshot_of_a_store_backed_log_carries_every_message() {
         );
     }
 }
+
+/// The answer of a read, run on the spot when it waits for the store.
+fn resolved(read: crate::chat::Read<'_>) -> Vec<ChatMessage> {
+    match read {
+        crate::chat::Read::Now(messages) => messages.into_iter().map(|m| m.into_owned()).collect(),
+        crate::chat::Read::Later(pending) => {
+            // The job is planned now and run elsewhere: it holds no borrow of the machine.
+            let job = pending.job.clone();
+            let handle = std::thread::spawn(move || job.run());
+            pending.finish(handle.join().unwrap()).unwrap()
+        }
+    }
+}
+
+#[test]
+fn reads_planned_for_another_thread_answer_what_the_synchronous_reads_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::default().with_store(store(dir.path()), 1);
+    fill(&mut sm);
+    assert!(sm.chat_log.evicted_through() > 3 * CHUNK_MESSAGES as u64);
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let mut waited = 0;
+    for k in 0..200 {
+        let room = ["even", "odd", "none"][(next(3)) as usize];
+        let n = match k % 4 {
+            0 => next(10) as usize,
+            1 => next(MESSAGES) as usize,
+            2 => usize::MAX,
+            _ => next(CHUNK_MESSAGES as u64 * 2) as usize,
+        };
+        let want: Vec<ChatMessage> = sm
+            .room_history(room, n)
+            .into_iter()
+            .map(|m| m.into_owned())
+            .collect();
+        let read = sm.room_history_read(room, n);
+        waited += usize::from(matches!(read, crate::chat::Read::Later(_)));
+        assert_eq!(resolved(read), want, "#{room} {n}");
+
+        let position = next(MESSAGES + 3);
+        let max = [1, 7, 1024, 5000, usize::MAX][next(5) as usize];
+        let want: Vec<ChatMessage> = sm
+            .messages_from(position)
+            .take(max)
+            .map(|m| m.into_owned())
+            .collect();
+        let read = sm.messages_from_read(position, max);
+        waited += usize::from(matches!(read, crate::chat::Read::Later(_)));
+        assert_eq!(resolved(read), want, "from {position}, {max}");
+    }
+    assert!(waited > 50, "only {waited} reads needed the store");
+    // The newest messages of a room are answered now, without the store.
+    assert!(matches!(
+        sm.room_history_read("odd", 3),
+        crate::chat::Read::Now(_)
+    ));
+    assert!(matches!(
+        sm.messages_from_read(MESSAGES - 2, 10),
+        crate::chat::Read::Now(_)
+    ));
+}

@@ -57,8 +57,11 @@
 //! written. Everything else is read from disk on demand.
 
 mod format;
+mod read;
 mod sealer;
 mod segment;
+
+pub use read::{ReadJob, SealedRoomPart};
 
 use crate::chat::ChatMessage;
 use crate::storage::{StorageError, TornTail};

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// log, before it is durable or replicated anywhere, so the fault suite can show its checker
     /// catches a server that acknowledges what it may lose. Never set in a real deployment.
     pub testing_early_ack: bool,
+    /// TEST ONLY: `--testing-disk-read-gate <path>`: the reader thread (`disk_reads`) waits
+    /// until this file exists before each read, so a test can hold reads of old history on the
+    /// disk and show the loop answers others meanwhile.
+    pub testing_disk_read_gate: Option<std::path::PathBuf>,
     /// `--require-login`: telnet clients must `register` or `login` before posting.
     pub require_login: bool,
     /// Take a snapshot of the chat state once this many entries were applied since the last
@@ -322,6 +326,12 @@ fn testing_options(opts: &mut getopts::Options) {
         "testing-early-ack",
         "TEST ONLY, UNSAFE: acknowledge messages before they are durable or committed",
     );
+    opts.optopt(
+        "",
+        "testing-disk-read-gate",
+        "TEST ONLY: reads of old history wait until this file exists",
+        "PATH",
+    );
 }
 
 /// The usage text shown by `--help` and after an argument error.
@@ -442,6 +452,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         log_level,
         testing_stale_reads: matches.opt_present("testing-stale-reads"),
         testing_early_ack: matches.opt_present("testing-early-ack"),
+        testing_disk_read_gate: matches
+            .opt_str("testing-disk-read-gate")
+            .map(std::path::PathBuf::from),
         require_login: matches.opt_present("require-login"),
         snapshot_entries: storage.snapshot_entries,
         log_keep_entries: storage.log_keep_entries,

@@ -24,6 +24,7 @@
 
 pub mod accounts;
 pub mod config;
+mod disk_reads;
 mod error;
 mod frontend;
 mod identity;

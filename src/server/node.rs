@@ -14,6 +14,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::config::ServerConfig;
+use super::disk_reads::Waiter;
 use super::error::ServerError;
 use super::frontend::binary::Binary;
 use super::frontend::peer::{self, PEER_INPUT_BYTES_MAX};
@@ -79,6 +80,16 @@ impl Node {
                 context: "cannot start the account worker thread".into(),
                 source,
             })?;
+        let mut reads = super::disk_reads::DiskReads::default();
+        reads
+            .start(
+                std::sync::Arc::clone(&waker),
+                cfg.testing_disk_read_gate.clone(),
+            )
+            .map_err(|source| ServerError::Io {
+                context: "cannot start the history reader thread".into(),
+                source,
+            })?;
         let mut replica = Replica::open(ReplicaOptions::from_config(&cfg), waker)?;
         if let Some(bootstrap) = bootstrap {
             bootstrap.store(&cfg)?;
@@ -116,6 +127,7 @@ impl Node {
         }
         let mut svc = Services::new(cfg, transport, replica);
         svc.logins = logins;
+        svc.reads = reads;
         Ok(Node {
             svc,
             telnet: Telnet::default(),
@@ -147,8 +159,12 @@ impl Node {
                 match Transport::source(event.token()) {
                     Source::Listener => self.accept(),
                     Source::Signals => self.on_signal(),
-                    // A sync finished (`drive` collects it below) or a password hash did.
-                    Source::Waker => self.drain_logins(),
+                    // A sync finished (`drive` collects it below), a password hash or a
+                    // read of old history did.
+                    Source::Waker => {
+                        self.drain_logins();
+                        self.drain_reads();
+                    }
                     Source::Link(j) => self.svc.transport.on_link_event(j, Instant::now()),
                     Source::Conn(key) => {
                         if event.is_read_closed() || event.is_error() {
@@ -734,6 +750,26 @@ impl Node {
                     .binary
                     .account_job_done(svc, conn, req_id, action, verdict),
                 Front::Web { id } => self.web.account_job_done(svc, conn, id, action, verdict),
+            }
+        }
+        self.read_resumed();
+    }
+
+    /// Hands finished reads of old history to the front-ends that wait for them.
+    fn drain_reads(&mut self) {
+        for (waiter, answer) in self.svc.reads.finished() {
+            let svc = &mut self.svc;
+            match waiter {
+                Waiter::TelnetHistory { conn } => self.telnet.history_done(svc, conn, answer),
+                Waiter::Listing { conn } => self.telnet.listing_page_done(svc, conn, answer),
+                Waiter::WebHistory { conn, id, room } => {
+                    self.web.history_done(svc, conn, id, &room, answer)
+                }
+                Waiter::LogPage {
+                    conn,
+                    req_id,
+                    total,
+                } => Binary::log_page_done(svc, conn, req_id, total, answer),
             }
         }
         self.read_resumed();

@@ -185,6 +185,8 @@ pub struct Services {
     pub limits: Limits,
     /// Register, login and passwd for every front-end: hash jobs and failed-login limits.
     pub logins: Logins,
+    /// Reads of old history on the reader thread.
+    pub reads: super::disk_reads::DiskReads,
     /// For `/metrics`: requests answered, by kind and outcome, and their latency.
     pub requests: crate::metrics::ClientMetrics,
     /// Membership changes proposed here, not yet answered (`server::membership`).
@@ -200,6 +202,7 @@ impl Services {
         Services {
             limits,
             logins: Logins::default(),
+            reads: super::disk_reads::DiskReads::default(),
             cfg,
             transport,
             replica,

@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 
 use crate::chat::validate;
-use crate::chat::{Op, Outcome, SessionRef};
+use crate::chat::{ChatMessage, Op, Outcome, Read, SessionRef};
 use crate::proto::{self, Answer, ErrorKind, LogMessageRef, NodeStatus, Request, SessionSeq};
 use crate::raft::Role;
 use crate::server::accounts::Verdict;
+use crate::server::disk_reads::Waiter;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::membership::MemberOp;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
@@ -567,7 +568,8 @@ impl Binary {
         }
     }
 
-    /// A page of the chat log, as one `LogChunk` within the frame limit.
+    /// A page of the chat log, as one `LogChunk` within the frame limit. A page that starts
+    /// among messages only the store has waits for the reader thread (`log_page_done`).
     fn log_page(
         svc: &mut Services,
         conn: ConnRef,
@@ -576,32 +578,50 @@ impl Binary {
         max_messages: u32,
     ) {
         let sm = svc.replica.sm();
-        let Some(out) = svc.transport.output(conn) else {
-            return;
-        };
         // The newest position, not the count: with retention there are holes before it.
         let total = sm.last_position();
         let start = from_position.max(1);
-        let mut budget = proto::BODY_LEN_MAX - proto::LOG_CHUNK_FIXED_LEN;
         let limit = max_messages.clamp(1, LOG_PAGE_MESSAGES_MAX) as usize;
-        let page: Vec<_> = sm.messages_from(start).take(limit).collect();
-        let messages = page
-            .iter()
-            .map(|m| LogMessageRef {
-                position: m.position,
-                timestamp_ms: m.timestamp_ms,
-                room: &m.room,
-                nick: &m.nick,
-                text: &m.text,
-            })
-            .take_while(|m| match budget.checked_sub(m.encoded_len()) {
-                Some(left) => {
-                    budget = left;
-                    true
+        match sm.messages_from_read(start, limit) {
+            Read::Now(page) => {
+                if let Some(out) = svc.transport.output(conn) {
+                    encode_page(out, req_id, total, page.iter().map(|m| &**m));
                 }
-                None => false,
-            });
-        proto::encode_log_chunk(out, req_id, total, messages);
+            }
+            Read::Later(pending) => {
+                let waiter = Waiter::LogPage {
+                    conn,
+                    req_id,
+                    total,
+                };
+                if let Err((_, why)) = svc.reads.submit(pending, waiter) {
+                    Self::send_answer(svc, conn, &error_answer(req_id, ErrorKind::Overloaded, why));
+                }
+            }
+        }
+    }
+
+    /// The reader thread answered a `LogPage`: the chunk `log_page` would have sent, or an
+    /// error with the reason. Dropped if the connection closed meanwhile.
+    pub fn log_page_done(
+        svc: &mut Services,
+        conn: ConnRef,
+        req_id: u64,
+        total: u64,
+        answer: Result<Vec<ChatMessage>, String>,
+    ) {
+        match answer {
+            Ok(page) => {
+                if let Some(out) = svc.transport.output(conn) {
+                    encode_page(out, req_id, total, page.iter());
+                }
+            }
+            Err(why) => {
+                let why = format!("reading the chat log: {why}");
+                let answer = error_answer(req_id, ErrorKind::Rejected, why);
+                Self::send_answer(svc, conn, &answer);
+            }
+        }
     }
 
     fn value(svc: &mut Services, conn: ConnRef, req_id: u64, key: &str) {
@@ -624,5 +644,40 @@ impl Binary {
         if let Some(out) = svc.transport.output(conn) {
             proto::encode_key_list(out, req_id, keys.len() as u64, keys);
         }
+    }
+}
+
+/// One `LogChunk` of the first messages of `page` that fit the frame limit.
+fn encode_page<'a>(
+    out: &mut Vec<u8>,
+    req_id: u64,
+    total: u64,
+    page: impl Iterator<Item = &'a ChatMessage>,
+) {
+    let mut budget = proto::BODY_LEN_MAX - proto::LOG_CHUNK_FIXED_LEN;
+    let messages = page
+        .map(|m| LogMessageRef {
+            position: m.position,
+            timestamp_ms: m.timestamp_ms,
+            room: &m.room,
+            nick: &m.nick,
+            text: &m.text,
+        })
+        .take_while(|m| match budget.checked_sub(m.encoded_len()) {
+            Some(left) => {
+                budget = left;
+                true
+            }
+            None => false,
+        });
+    proto::encode_log_chunk(out, req_id, total, messages);
+}
+
+fn error_answer(req_id: u64, kind: ErrorKind, message: String) -> Answer {
+    Answer::Error {
+        req_id,
+        kind,
+        leader_hint: None,
+        message,
     }
 }

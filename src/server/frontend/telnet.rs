@@ -13,20 +13,24 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::chat::telnet::{self, LineSplitter, Request};
-use crate::chat::{Op, Outcome, RoomAction, DEFAULT_ROOM};
+use crate::chat::StateMachine;
+use crate::chat::{ChatMessage, Op, Outcome, Read, RoomAction, DEFAULT_ROOM};
 use crate::server::accounts::Verdict;
+use crate::server::disk_reads::{DiskReads, Waiter};
 use crate::server::limits;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::membership::MemberOp;
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
 use crate::server::transport::{ConnRef, Proto};
+use std::borrow::Cow;
 
 use super::rooms::RoomSet;
 
 /// A client whose unsent output passes this bound is too slow to follow live delivery.
 const OUTPUT_BYTES_MAX: usize = 4 << 20;
-/// Live-delivery lines held back behind a listing, at most.
-const HELD_PUSHES_MAX: usize = 100_000;
+/// Bytes of live-delivery lines held back behind a listing, at most (the output bound's
+/// size); past it the client is too slow and is disconnected.
+const HELD_PUSH_BYTES_MAX: usize = OUTPUT_BYTES_MAX;
 /// A streamed listing is refilled whenever less than this is waiting to be sent.
 const STREAM_REFILL_BYTES: usize = 256 * 1024;
 /// A listing formats at most about this much per turn of the event loop, then yields to the
@@ -55,7 +59,17 @@ struct Listing {
     last_position: u64,
     /// Lines written so far, for `end <count>`.
     listed: u64,
+    /// Messages read off the loop (`disk_reads`), from `next_position` on, not yet formatted.
+    page: VecDeque<ChatMessage>,
+    /// The position after the last one in `page` or asked for.
+    fetch_at: u64,
+    /// A page is being read by the reader thread.
+    fetching: bool,
 }
+
+/// A `get chatLog` listing asks the reader thread for pages of this many messages of the part
+/// only the message store has, one page ahead of what it formats.
+const LISTING_PAGE: usize = 1024;
 
 struct Session {
     conn: ConnRef,
@@ -66,8 +80,9 @@ struct Session {
     /// The request id of the command in flight, if any.
     busy: Option<u64>,
     listing: Option<Listing>,
-    /// Positions of live-delivery messages held back behind a listing.
-    held_pushes: VecDeque<u64>,
+    /// Live-delivery lines held back behind a listing, formatted when they were pushed (so
+    /// releasing them never reads the message store).
+    held_pushes: Vec<u8>,
     /// Greeted before it sent anything; cleared by its first input.
     greeted_silent: bool,
     /// The account this connection is logged in to.
@@ -86,7 +101,7 @@ impl Session {
             rooms: RoomSet::default(),
             busy: None,
             listing: None,
-            held_pushes: VecDeque::new(),
+            held_pushes: Vec::new(),
             greeted_silent: false,
             login: None,
             account_write: None,
@@ -782,12 +797,12 @@ impl Telnet {
                 continue;
             };
             if session.listing.is_some() {
-                session.held_pushes.push_back(position);
+                session.held_pushes.extend_from_slice(&line);
             } else {
                 buffers.output().extend_from_slice(&line);
             }
             if buffers.pending_output() > OUTPUT_BYTES_MAX
-                || session.held_pushes.len() > HELD_PUSHES_MAX
+                || session.held_pushes.len() > HELD_PUSH_BYTES_MAX
             {
                 too_slow.push(session.conn);
             }
@@ -824,15 +839,12 @@ impl Telnet {
         if session.listing.is_some() || session.held_pushes.is_empty() {
             return;
         }
-        let sm = svc.replica.sm();
         let Some(c) = svc.transport.get_mut(conn) else {
             return;
         };
-        while let Some(position) = session.held_pushes.pop_front() {
-            if let Some(message) = sm.message(position) {
-                telnet::format_push(&message, c.buffers.output());
-            }
-        }
+        c.buffers
+            .output()
+            .extend_from_slice(&std::mem::take(&mut session.held_pushes));
         svc.transport.mark_dirty(conn.key);
     }
 
@@ -852,6 +864,9 @@ impl Telnet {
                         next_position: 1,
                         last_position,
                         listed: 0,
+                        page: VecDeque::new(),
+                        fetch_at: 1,
+                        fetching: false,
                     });
                     session.busy = None;
                 }
@@ -900,14 +915,26 @@ impl Telnet {
         self.finish(svc, conn, &format!("end {}", lines.len()));
     }
 
+    /// `history #room n`: answered now when the messages are in memory; otherwise the command
+    /// stays in flight while the reader thread reads the store (`history_done` ends it).
     fn serve_history(&mut self, svc: &mut Services, conn: ConnRef, room: &str, n: usize) {
         let sm = svc.replica.sm();
         if !sm.room_exists(room) {
             let line = format!("err unknown room {}: `rooms` lists them", quoted_room(room));
             return self.finish(svc, conn, &line);
         }
+        let messages = match sm.room_history_read(room, n) {
+            Read::Now(messages) => messages,
+            Read::Later(pending) => {
+                let waiter = Waiter::TelnetHistory { conn };
+                match svc.reads.submit(pending, waiter) {
+                    Ok(()) => self.set_busy(conn, u64::MAX),
+                    Err((_, why)) => self.finish(svc, conn, &format!("err {why}")),
+                }
+                return;
+            }
+        };
         let mut out = Vec::new();
-        let messages = sm.room_history(room, n);
         let count = messages.len();
         for message in messages {
             telnet::format_message(&message, &mut out);
@@ -918,9 +945,71 @@ impl Telnet {
         self.finish(svc, conn, &format!("end {count}"));
     }
 
+    /// The reader thread answered this connection's `history`: written as `serve_history`
+    /// writes it, or `err` with the reason. Dropped if the connection closed meanwhile.
+    pub fn history_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        answer: Result<Vec<ChatMessage>, String>,
+    ) {
+        if self.session(conn).is_none() || svc.transport.get(conn).is_none() {
+            return;
+        }
+        match answer {
+            Ok(messages) => {
+                if let Some(o) = svc.transport.output(conn) {
+                    for message in &messages {
+                        telnet::format_message(message, o);
+                    }
+                }
+                self.finish(svc, conn, &format!("end {}", messages.len()));
+            }
+            Err(why) => self.finish(svc, conn, &format!("err reading the history: {why}")),
+        }
+    }
+
+    /// The reader thread read a page of this connection's `get chatLog`: it goes on (in the
+    /// flush), or ends with `err` and the reason. Dropped if the connection closed meanwhile.
+    pub fn listing_page_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        answer: Result<Vec<ChatMessage>, String>,
+    ) {
+        let Some(session) = self.session(conn) else {
+            return;
+        };
+        let Some(listing) = session.listing.as_mut() else {
+            return;
+        };
+        listing.fetching = false;
+        match answer {
+            Ok(messages) if !messages.is_empty() => {
+                listing.fetch_at = messages.last().map_or(listing.fetch_at, |m| m.position + 1);
+                listing.page.extend(messages);
+                svc.transport.mark_dirty(conn.key);
+            }
+            Ok(_) => {
+                let why = format!(
+                    "the message store has nothing from position {}",
+                    listing.fetch_at
+                );
+                session.listing = None;
+                self.finish(svc, conn, &format!("err reading the chat log: {why}"));
+            }
+            Err(why) => {
+                session.listing = None;
+                self.finish(svc, conn, &format!("err reading the chat log: {why}"));
+            }
+        }
+    }
+
     /// Tops up a streaming `get chatLog` listing, then writes. Called from the flush. Formats
     /// at most about `STREAM_TURN_BYTES` per call; a listing the kernel keeps up with is then
-    /// marked dirty so the next turn continues it.
+    /// marked dirty so the next turn continues it. Messages only the message store has come
+    /// in pages from the reader thread (`listing_page_done`), one page asked for ahead; the
+    /// listing waits while the page it needs is being read.
     pub fn refill(&mut self, svc: &mut Services, key: usize) {
         let mut formatted = 0;
         loop {
@@ -934,24 +1023,73 @@ impl Telnet {
             let Some(c) = svc.transport.get_mut(conn) else {
                 return;
             };
-            // One iterator per refill: older messages come from the message store a page
-            // at a time (O(log n) to find the first).
-            let mut messages = svc.replica.sm().messages_from(listing.next_position);
+            let sm = svc.replica.sm();
+            let stored_through = sm.stored_through();
+            let mut waiting = false;
+            let mut failed = None;
             while c.buffers.pending_output() < STREAM_REFILL_BYTES
                 && listing.next_position <= listing.last_position
             {
-                match messages.next() {
-                    Some(message) if message.position <= listing.last_position => {
-                        let before = c.buffers.pending_output();
-                        telnet::format_message(&message, c.buffers.output());
-                        formatted += c.buffers.pending_output().saturating_sub(before);
-                        listing.listed += 1;
-                        listing.next_position = message.position + 1;
+                if let Some(message) = listing.page.pop_front() {
+                    if message.position > listing.last_position {
+                        listing.next_position = listing.last_position + 1;
+                        break;
                     }
-                    _ => listing.next_position = listing.last_position + 1,
+                    let before = c.buffers.pending_output();
+                    telnet::format_message(&message, c.buffers.output());
+                    formatted += c.buffers.pending_output().saturating_sub(before);
+                    listing.listed += 1;
+                    listing.next_position = message.position + 1;
+                    continue;
+                }
+                if listing.fetching {
+                    waiting = true;
+                    break;
+                }
+                listing.fetch_at = listing.next_position;
+                if listing.next_position <= stored_through {
+                    match fetch_page(&mut svc.reads, sm, conn, listing) {
+                        Ok(()) => continue,
+                        Err(why) => {
+                            failed = Some(why);
+                            break;
+                        }
+                    }
+                }
+                // In memory: one iterator for the rest of this refill.
+                let mut messages = sm.messages_from(listing.next_position);
+                while c.buffers.pending_output() < STREAM_REFILL_BYTES
+                    && listing.next_position <= listing.last_position
+                {
+                    match messages.next() {
+                        Some(message) if message.position <= listing.last_position => {
+                            let before = c.buffers.pending_output();
+                            telnet::format_message(&message, c.buffers.output());
+                            formatted += c.buffers.pending_output().saturating_sub(before);
+                            listing.listed += 1;
+                            listing.next_position = message.position + 1;
+                        }
+                        _ => listing.next_position = listing.last_position + 1,
+                    }
+                }
+                listing.fetch_at = listing.next_position;
+            }
+            // One page ahead of what is formatted.
+            if failed.is_none()
+                && !listing.fetching
+                && listing.page.len() < LISTING_PAGE
+                && !listing.page.is_empty()
+                && listing.fetch_at <= stored_through.min(listing.last_position)
+            {
+                if let Err(why) = fetch_page(&mut svc.reads, sm, conn, listing) {
+                    failed = Some(why);
                 }
             }
-            drop(messages);
+            if let Some(why) = failed {
+                session.listing = None;
+                self.finish(svc, conn, &format!("err reading the chat log: {why}"));
+                return;
+            }
             if listing.next_position > listing.last_position {
                 let count = listing.listed;
                 session.listing = None;
@@ -962,6 +1100,9 @@ impl Telnet {
             if svc.transport.write(key).is_err() {
                 svc.transport.close(key);
                 return;
+            }
+            if waiting {
+                return; // the page's arrival brings us back
             }
             if svc
                 .transport
@@ -974,6 +1115,39 @@ impl Telnet {
                 svc.transport.mark_dirty(key); // this turn's share is used: next turn
                 return;
             }
+        }
+    }
+}
+
+/// Asks for the listing's next page from `fetch_at`: in memory after all (taken into `page`
+/// now) or read by the reader thread (`fetching` until `listing_page_done`).
+fn fetch_page(
+    reads: &mut DiskReads,
+    sm: &StateMachine,
+    conn: ConnRef,
+    listing: &mut Listing,
+) -> Result<(), String> {
+    match sm.messages_from_read(listing.fetch_at, LISTING_PAGE) {
+        Read::Now(messages) => {
+            let messages: Vec<ChatMessage> = messages.into_iter().map(Cow::into_owned).collect();
+            match messages.last() {
+                Some(m) => listing.fetch_at = m.position + 1,
+                None if listing.page.is_empty() => {
+                    // Nothing from here on: the listing is complete.
+                    listing.fetch_at = listing.last_position + 1;
+                    listing.next_position = listing.last_position + 1;
+                }
+                None => listing.fetch_at = listing.last_position + 1,
+            }
+            listing.page.extend(messages);
+            Ok(())
+        }
+        Read::Later(pending) => {
+            reads
+                .submit(pending, Waiter::Listing { conn })
+                .map_err(|(_, why)| why)?;
+            listing.fetching = true;
+            Ok(())
         }
     }
 }

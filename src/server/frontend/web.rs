@@ -14,9 +14,10 @@ use serde_json::json;
 
 use super::rooms::RoomSet;
 use super::web_accounts::{self, WsAccount};
-use crate::chat::{Op, Outcome};
+use crate::chat::{ChatMessage, Op, Outcome, Read};
 use crate::metrics::Metrics;
 use crate::server::accounts::Verdict;
+use crate::server::disk_reads::Waiter;
 use crate::server::limits;
 use crate::server::logins::{self, Action, Front, Refused, LOGIN_FAILED_TEXT};
 use crate::server::services::{Failure, PendingRead, Query, ReplyTo, Services};
@@ -566,27 +567,65 @@ impl Web {
     }
 
     /// Answers a WebSocket read whose read index has been applied.
+    /// A history whose old messages only the store has waits for the reader thread
+    /// (`history_done`) and counts as in flight until then.
     pub fn serve(&mut self, svc: &mut Services, conn: ConnRef, query: Query) {
-        if query.is_web() {
-            self.finished(conn);
-        }
         let reply = match query {
-            Query::WebRooms { id } => wsjson::encode_rooms(id, &svc.replica.sm().rooms()),
+            Query::WebRooms { id } => {
+                self.finished(conn);
+                wsjson::encode_rooms(id, &svc.replica.sm().rooms())
+            }
             Query::WebHistory { id, room, n } => {
                 let sm = svc.replica.sm();
                 if !sm.room_exists(&room) {
+                    self.finished(conn);
                     wsjson::encode_err(id, &format!("unknown room #{room}"))
                 } else {
-                    let messages: Vec<_> = sm
-                        .room_history(&room, n)
-                        .into_iter()
-                        .map(std::borrow::Cow::into_owned)
-                        .collect();
-                    wsjson::encode_history(id, &room, &messages)
+                    match sm.room_history_read(&room, n) {
+                        Read::Now(messages) => {
+                            let messages: Vec<_> = messages
+                                .into_iter()
+                                .map(std::borrow::Cow::into_owned)
+                                .collect();
+                            self.finished(conn);
+                            wsjson::encode_history(id, &room, &messages)
+                        }
+                        Read::Later(pending) => {
+                            let waiter = Waiter::WebHistory { conn, id, room };
+                            match svc.reads.submit(pending, waiter) {
+                                Ok(()) => return,
+                                Err((_, why)) => {
+                                    self.finished(conn);
+                                    wsjson::encode_err(id, &why)
+                                }
+                            }
+                        }
+                    }
                 }
             }
             // Other queries belong to telnet and binary sessions.
             _ => return,
+        };
+        send_text(svc, conn, &reply);
+    }
+
+    /// The reader thread answered a WebSocket `history`: the reply `serve` would have sent,
+    /// or an error with the reason. Dropped if the connection closed meanwhile.
+    pub fn history_done(
+        &mut self,
+        svc: &mut Services,
+        conn: ConnRef,
+        id: Option<u64>,
+        room: &str,
+        answer: Result<Vec<ChatMessage>, String>,
+    ) {
+        if self.session(conn).is_none() {
+            return;
+        }
+        self.finished(conn);
+        let reply = match answer {
+            Ok(messages) => wsjson::encode_history(id, room, &messages),
+            Err(why) => wsjson::encode_err(id, &format!("reading the history: {why}")),
         };
         send_text(svc, conn, &reply);
     }
