@@ -144,7 +144,7 @@ impl Sealed {
         file: Arc<File>,
         mut index: SealedIndex,
         index_file: Arc<File>,
-        durable: bool,
+        durable: Arc<AtomicBool>,
     ) -> Sealed {
         let sparse = Arc::from(std::mem::take(&mut index.sparse));
         Sealed {
@@ -153,7 +153,7 @@ impl Sealed {
             index,
             sparse,
             index_file,
-            durable: Arc::new(AtomicBool::new(durable)),
+            durable,
         }
     }
 
@@ -249,6 +249,28 @@ struct Active {
 }
 
 impl Active {
+    /// The active segment as a scan on open found it (its torn tail, if any, already cut).
+    fn from_scan(
+        path: PathBuf,
+        file: Arc<File>,
+        seq: u64,
+        base_position: u64,
+        scanned: segment::Scanned,
+    ) -> Active {
+        Active {
+            path,
+            file,
+            seq,
+            base_position,
+            count: scanned.count,
+            written_count: scanned.count,
+            written: scanned.end,
+            pending: Vec::new(),
+            sparse: scanned.sparse,
+            rooms: scanned.rooms,
+        }
+    }
+
     fn size(&self) -> u64 {
         self.written + self.pending.len() as u64
     }
@@ -407,7 +429,7 @@ impl History {
                 self.next_position = base + index.count;
                 let index_file = open_index(&path)?;
                 self.sealed
-                    .push_back(Sealed::new(path, file, index, index_file, true));
+                    .push_back(Sealed::new(path, file, index, index_file, durable()));
             }
             None if !is_last => {
                 // Sealed, but its index is gone or damaged: a seal that a crash interrupted,
@@ -437,18 +459,7 @@ impl History {
                         .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))?;
                     opened.torn_tail = scanned.torn_tail.clone();
                     self.next_position = base + scanned.count;
-                    self.active = Some(Active {
-                        path,
-                        file: Arc::new(file),
-                        seq,
-                        base_position: base,
-                        count: scanned.count,
-                        written_count: scanned.count,
-                        written: scanned.end,
-                        pending: Vec::new(),
-                        sparse: scanned.sparse,
-                        rooms: scanned.rooms,
-                    });
+                    self.active = Some(Active::from_scan(path, Arc::new(file), seq, base, scanned));
                     return Ok(true);
                 }
                 let (mut index, positions) = segment::index_of(seq, base, &scanned);
@@ -463,7 +474,7 @@ impl History {
                 self.next_position = base + index.count;
                 let index_file = open_index(&path)?;
                 self.sealed
-                    .push_back(Sealed::new(path, file, index, index_file, true));
+                    .push_back(Sealed::new(path, file, index, index_file, durable()));
             }
             None => {
                 let stale_index = segment::index_path(&path);
@@ -485,18 +496,7 @@ impl History {
                 }
                 opened.torn_tail = scanned.torn_tail.clone();
                 self.next_position = base + scanned.count;
-                self.active = Some(Active {
-                    path,
-                    file,
-                    seq,
-                    base_position: base,
-                    count: scanned.count,
-                    written_count: scanned.count,
-                    written: scanned.end,
-                    pending: Vec::new(),
-                    sparse: scanned.sparse,
-                    rooms: scanned.rooms,
-                });
+                self.active = Some(Active::from_scan(path, file, seq, base, scanned));
             }
         }
         Ok(false)
@@ -675,7 +675,10 @@ impl History {
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
-        match self.failed.clone().or_else(|| self.sealer.failure()) {
+        if let Some(why) = &self.failed {
+            return Err(StorageError::Poisoned(why.clone()));
+        }
+        match self.sealer.failure() {
             Some(why) => Err(StorageError::Poisoned(why)),
             None => Ok(()),
         }
@@ -785,15 +788,13 @@ impl History {
                     index.data_len,
                     started.elapsed().as_secs_f64() * 1e3,
                 );
-                let mut sealed = Sealed::new(
+                self.sealed.push_back(Sealed::new(
                     active.path,
                     active.file,
                     index,
                     Arc::clone(&job.index),
-                    false,
-                );
-                sealed.durable = Arc::clone(&job.durable);
-                self.sealed.push_back(sealed);
+                    Arc::clone(&job.durable),
+                ));
                 self.sealer.submit(job);
                 self.evict();
                 Ok(())
@@ -948,21 +949,15 @@ impl History {
                 continue;
             };
             let index_path = segment::index_path(&s.path);
-            let mut bytes = vec![0; entry.count as usize * 4];
-            s.index_file
-                .read_exact_at(&mut bytes, entry.offset)
-                .map_err(|e| StorageError::io(format!("reading {}", index_path.display()), e))?;
-            let positions = format::decode_room_positions(entry, s.index.base_position, &bytes)
-                .map_err(|reason| StorageError::corrupt(&index_path, entry.offset, reason))?;
             let wanted = max - newest_first.len();
-            newest_first.extend(
-                positions
-                    .iter()
-                    .rev()
-                    .copied()
-                    .filter(|&p| p < before)
-                    .take(wanted),
-            );
+            newest_first.extend(room_positions_before(
+                &s.index_file,
+                &index_path,
+                entry,
+                s.index.base_position,
+                before,
+                wanted,
+            )?);
         }
         let mut out = Vec::with_capacity(newest_first.len());
         for &position in newest_first.iter().rev() {
@@ -1098,6 +1093,37 @@ fn room_entry<'a>(index: &'a SealedIndex, room: &str) -> Option<&'a format::Room
         .binary_search_by(|e| e.room.as_str().cmp(room))
         .ok()
         .and_then(|k| index.rooms.get(k))
+}
+
+/// The newest `wanted` positions below `before` of a room's entry in a sealed segment's index
+/// (open as `index_file`, named `index_path` in errors), newest first.
+fn room_positions_before(
+    index_file: &File,
+    index_path: &Path,
+    entry: &format::RoomEntry,
+    base_position: u64,
+    before: u64,
+    wanted: usize,
+) -> Result<Vec<u64>, StorageError> {
+    let len = usize::try_from(entry.count).unwrap_or(usize::MAX) * 4;
+    let mut bytes = vec![0; len];
+    index_file
+        .read_exact_at(&mut bytes, entry.offset)
+        .map_err(|e| StorageError::io(format!("reading {}", index_path.display()), e))?;
+    let positions = format::decode_room_positions(entry, base_position, &bytes)
+        .map_err(|reason| StorageError::corrupt(index_path, entry.offset, reason))?;
+    Ok(positions
+        .iter()
+        .rev()
+        .copied()
+        .filter(|&p| p < before)
+        .take(wanted)
+        .collect())
+}
+
+/// The flag of a segment found sealed on open: durable already.
+fn durable() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(true))
 }
 
 /// The index file of the segment at `segment`, open for reads.

@@ -14,7 +14,6 @@ use super::{format, segment, History, HistoryReader, View};
 use crate::chat::ChatMessage;
 use crate::storage::StorageError;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -177,22 +176,15 @@ fn read_room(
         if positions.len() >= max {
             break;
         }
-        let len = usize::try_from(s.entry.count).unwrap_or(usize::MAX) * 4;
-        let mut bytes = vec![0; len];
-        s.index_file
-            .read_exact_at(&mut bytes, s.entry.offset)
-            .map_err(|e| StorageError::io(format!("reading {}", s.index_path.display()), e))?;
-        let found = format::decode_room_positions(&s.entry, s.base_position, &bytes)
-            .map_err(|reason| StorageError::corrupt(&s.index_path, s.entry.offset, reason))?;
         let wanted = max - positions.len();
-        positions.extend(
-            found
-                .iter()
-                .rev()
-                .copied()
-                .filter(|&p| p < before)
-                .take(wanted),
-        );
+        positions.extend(super::room_positions_before(
+            &s.index_file,
+            &s.index_path,
+            &s.entry,
+            s.base_position,
+            before,
+            wanted,
+        )?);
     }
     let mut out = Vec::with_capacity(positions.len());
     for &position in positions.iter().rev() {

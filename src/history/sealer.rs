@@ -76,13 +76,31 @@ enum Work {
 pub(super) struct Sealer {
     jobs: Option<Sender<Work>>,
     thread: Option<JoinHandle<()>>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Failed>,
 }
 
-fn note_failure(failed: &Mutex<Option<String>>, e: &StorageError) {
-    log::error!("message store: sealing failed: {e}");
-    if let Ok(mut failed) = failed.lock() {
-        failed.get_or_insert_with(|| e.to_string());
+/// Why the first failed job failed. The flag lets `failure` (asked on every append) answer
+/// without the lock in the common case.
+#[derive(Debug, Default)]
+struct Failed {
+    any: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+impl Failed {
+    fn note(&self, e: &StorageError) {
+        log::error!("message store: sealing failed: {e}");
+        if let Ok(mut why) = self.why.lock() {
+            why.get_or_insert_with(|| e.to_string());
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.why.lock().ok().and_then(|why| why.clone())
     }
 }
 
@@ -90,7 +108,7 @@ impl Sealer {
     /// Starts the thread; without one (it could not be spawned) jobs run on the caller's
     /// thread, as before this module.
     pub(super) fn start() -> Sealer {
-        let failed = Arc::new(Mutex::new(None));
+        let failed = Arc::new(Failed::default());
         let (jobs, rx) = mpsc::channel::<Work>();
         let shared = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
@@ -104,12 +122,11 @@ impl Sealer {
                             continue;
                         }
                     };
-                    let poisoned = shared.lock().map_or(true, |f| f.is_some());
-                    if poisoned {
-                        continue;
+                    if shared.get().is_some() {
+                        continue; // poisoned: later seals are dropped unrun
                     }
                     if let Err(e) = job.run() {
-                        note_failure(&shared, &e);
+                        shared.note(&e);
                     }
                 }
             });
@@ -141,7 +158,7 @@ impl Sealer {
             None => job,
         };
         if let Err(e) = job.run() {
-            note_failure(&self.failed, &e);
+            self.failed.note(&e);
         }
     }
 
@@ -158,7 +175,7 @@ impl Sealer {
 
     /// Why a job failed, if one did.
     pub(super) fn failure(&self) -> Option<String> {
-        self.failed.lock().ok().and_then(|f| f.clone())
+        self.failed.get()
     }
 }
 
